@@ -1,0 +1,31 @@
+"""Data sets for fastnet: MNIST (cached, verified) and small synthetic problems.
+
+Only NumPy and the standard library are needed; see :func:`load_mnist` for
+where MNIST is looked for, and :mod:`fastnet.datasets.toy` for the array
+conventions of the synthetic sets.
+"""
+
+from .mnist import DatasetError, load_mnist
+from .toy import (
+    make_blobs,
+    make_circles,
+    one_hot,
+    sine,
+    spirals,
+    standardize,
+    train_test_split,
+    xor,
+)
+
+__all__ = [
+    "DatasetError",
+    "load_mnist",
+    "make_circles",
+    "make_blobs",
+    "xor",
+    "sine",
+    "spirals",
+    "train_test_split",
+    "standardize",
+    "one_hot",
+]

@@ -1,0 +1,41 @@
+"""``fastnet info``: versions, usable backends (and why the others are not), Numba cache."""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+
+
+def _version(module):
+    try:
+        return importlib.import_module(module).__version__
+    except Exception as exc:  # not installed, or broken
+        return f"not available ({type(exc).__name__})"
+
+
+def numba_cache_dir():
+    """Where Numba writes compiled kernels: NUMBA_CACHE_DIR, else __pycache__ beside kernels/."""
+    explicit = os.environ.get("NUMBA_CACHE_DIR")
+    if explicit:
+        return explicit
+    import fastnet.kernels
+
+    return os.path.join(os.path.dirname(fastnet.kernels.__file__), "__pycache__")
+
+
+def report():
+    from . import __version__
+    from .backend import backend_status
+
+    lines = [
+        f"fastnet {__version__}  (Python {platform.python_version()}, {platform.machine()})",
+        f"numpy   {_version('numpy')}",
+        f"numba   {_version('numba')}",
+        f"cupy    {_version('cupy')}",
+        "backends:",
+    ]
+    for name in ("cpu", "cuda", "cuda-sim"):
+        ok, why = backend_status(name)
+        lines.append(f"  {name:<9} {'usable' if ok else 'unavailable'}: {why}")
+    lines.append(f"numba cache: {numba_cache_dir()}")
+    return "\n".join(lines)

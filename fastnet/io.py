@@ -1,0 +1,94 @@
+"""Model files: ``.npz`` archives read without pickle.
+
+An archive holds ``__fastnet__`` (the format version and the architecture as
+JSON, stored as uint8 bytes) and one array per parameter, named as in
+``model.parameters()``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+META_KEY = "__fastnet__"
+
+
+class ModelFileError(ValueError):
+    """A model file is unreadable, damaged, hostile or from a newer fastnet."""
+
+
+def _encode(obj):
+    return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
+
+
+def atomic_write(path, write):
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(model, path):
+    """Write ``model`` to ``path`` atomically."""
+    meta = {"format_version": FORMAT_VERSION, "config": model.get_config(), "n_iter": model.n_iter_}
+    arrays = {META_KEY: _encode(meta)}
+    if model.built:
+        arrays.update(model.get_weights())
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_model(path, backend="auto", kernels="fused"):
+    """Read a model written by :func:`save_model` onto ``backend``."""
+    from .model import Sequential
+
+    try:
+        archive = np.load(os.fspath(path), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ModelFileError(f"cannot read model file {os.fspath(path)!r}: {exc}") from None
+    with archive:
+        if META_KEY not in archive.files:
+            raise ModelFileError(f"{os.fspath(path)!r} is not a fastnet model file (no {META_KEY})")
+        try:
+            meta = json.loads(archive[META_KEY].tobytes().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ModelFileError(f"{os.fspath(path)!r}: damaged metadata ({exc})") from None
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelFileError(
+                f"{os.fspath(path)!r} has format version {version!r}; this fastnet reads up to "
+                f"{FORMAT_VERSION}: upgrade fastnet"
+            )
+        model = Sequential.from_config(meta["config"], backend=backend, kernels=kernels)
+        weights = {k: archive[k] for k in archive.files if k != META_KEY}
+    if weights:
+        n_in = meta["config"].get("input_dim")
+        if not isinstance(n_in, int) or n_in < 1:
+            raise ModelFileError(f"{os.fspath(path)!r}: bad input_dim {n_in!r}")
+        model.build(n_in)
+        expected = dict(model.parameters())
+        if set(weights) != set(expected):
+            raise ModelFileError(
+                f"{os.fspath(path)!r}: parameters {sorted(weights)} do not match the architecture "
+                f"{sorted(expected)}"
+            )
+        for name, a in weights.items():
+            if a.shape != expected[name].shape or a.dtype.kind != "f":
+                raise ModelFileError(
+                    f"{os.fspath(path)!r}: {name} has shape {a.shape} and dtype {a.dtype}, "
+                    f"expected {expected[name].shape} floats"
+                )
+        model.set_weights(weights)
+    return model

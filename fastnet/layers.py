@@ -1,0 +1,234 @@
+"""Layers: ``Dense`` and ``Dropout``, written once against ``backend.xp``.
+
+A layer is built for a backend (its parameters are created there), then given
+a workspace for a maximum batch size: every buffer of the training step is
+allocated once, and a batch of ``n`` rows works on the views ``buf[:n]``
+(row slices of C-contiguous arrays stay contiguous, so GEMMs and kernels can
+write into them with ``out=``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import check_choice
+from .kernels.reference import ACTIVATIONS
+
+#: Activation names a user may give; ``None`` and ``"linear"`` mean identity,
+#: ``"softmax"`` is allowed on the output layer only (it is fused into the loss).
+ACTIVATION_NAMES = ("linear",) + ACTIVATIONS + ("softmax",)
+INITS = ("auto", "he", "xavier", "normal")
+
+
+def _check_positive_int(argument, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def canonical_activation(activation):
+    """Map a user's activation name to a kernel name (``None``/``"linear"`` -> ``"identity"``)."""
+    if activation is None:
+        return "identity"
+    check_choice("activation", activation, ACTIVATION_NAMES)
+    return "identity" if activation == "linear" else activation
+
+
+class Layer:
+    """Base class: parameters, a workspace, and a forward/backward pair."""
+
+    #: ``True`` when the layer has parameters that an optimizer updates.
+    trainable = False
+
+    def __init__(self):
+        self.name = None
+        self.backend = None
+        self.n_in = None
+        self.n_out = None
+
+    # -- structure ---------------------------------------------------------
+    def build(self, n_in, backend, rng):
+        """Create parameters for ``n_in`` inputs on ``backend``; return the output width."""
+        self.backend = backend
+        self.n_in = n_in
+        self.n_out = n_in
+        return self.n_out
+
+    def allocate(self, max_batch):
+        """Allocate the buffers of a step of up to ``max_batch`` rows."""
+
+    def params(self):
+        """List of ``(short_name, array)`` that an optimizer updates."""
+        return []
+
+    def grads(self):
+        """Gradients, in the order of :meth:`params`."""
+        return []
+
+    def get_config(self):
+        raise NotImplementedError
+
+    # -- computation -------------------------------------------------------
+    def forward(self, x, training):
+        raise NotImplementedError
+
+    def backward(self, dy, need_dx):
+        raise NotImplementedError
+
+
+class Dense(Layer):
+    """Fully connected layer ``y = activation(x @ W + b)``, ``W`` shaped (in, out).
+
+    Parameters
+    ----------
+    units : int
+        Number of outputs.
+    activation : {None, "linear", "sigmoid", "tanh", "relu", "leaky_relu", "softmax"}
+        ``"softmax"`` only on the last layer, where it is fused into the
+        cross-entropy loss; a sigmoid last layer is fused into binary
+        cross-entropy the same way.
+    use_bias : bool
+    init : {"auto", "he", "xavier", "normal"}
+        ``"auto"`` is He-normal for ReLU-like activations, Xavier-uniform
+        otherwise; ``"normal"`` is N(0, 1/fan_in) as in the tutorials.
+    """
+
+    trainable = True
+
+    def __init__(self, units, activation=None, use_bias=True, init="auto"):
+        super().__init__()
+        self.units = _check_positive_int("units", units)
+        canonical_activation(activation)  # validates
+        self.activation = activation
+        if not isinstance(use_bias, (bool, np.bool_)):
+            raise TypeError(f"use_bias must be True or False, got {use_bias!r}")
+        self.use_bias = bool(use_bias)
+        check_choice("init", init, INITS)
+        self.init = init
+        # The kernel activation; the model sets it to "identity" when the
+        # output activation is fused into the loss.
+        self.kernel_activation = canonical_activation(activation)
+        self.W = self.b = self.dW = self.db = None
+        self.need_dx = True
+
+    def get_config(self):
+        return {
+            "type": "Dense",
+            "units": self.units,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "init": self.init,
+        }
+
+    def _initial_weights(self, n_in, rng):
+        act = self.kernel_activation if self.activation != "softmax" else "identity"
+        init = self.init
+        if init == "auto":
+            init = "he" if act in ("relu", "leaky_relu") else "xavier"
+        shape = (n_in, self.units)
+        if init == "he":
+            return rng.standard_normal(shape) * np.sqrt(2.0 / n_in)
+        if init == "xavier":
+            limit = np.sqrt(6.0 / (n_in + self.units))
+            return rng.uniform(-limit, limit, size=shape)
+        return rng.standard_normal(shape) / np.sqrt(n_in)
+
+    def build(self, n_in, backend, rng):
+        super().build(n_in, backend, rng)
+        self.n_out = self.units
+        dt = backend.dtype
+        self.W = backend.asarray(self._initial_weights(n_in, rng), dtype=dt)
+        # Without a bias the kernels still add a zero vector: one signature
+        # for every kernel is worth one read of `units` zeros.
+        self.b = backend.xp.zeros(self.units, dtype=dt)
+        self.dW = backend.xp.zeros_like(self.W)
+        self.db = backend.xp.zeros_like(self.b)
+        self._bind_kernels()
+        return self.n_out
+
+    def _bind_kernels(self):
+        k = self.backend.kernels
+        self._fwd = getattr(k, self.kernel_activation + "_fwd")
+        self._bwd = getattr(k, self.kernel_activation + "_bwd")
+
+    def allocate(self, max_batch):
+        xp, dt = self.backend.xp, self.backend.dtype
+        self.out = xp.empty((max_batch, self.units), dtype=dt)
+        self.dx = xp.empty((max_batch, self.n_in), dtype=dt) if self.need_dx else None
+
+    def params(self):
+        return [("W", self.W), ("b", self.b)] if self.use_bias else [("W", self.W)]
+
+    def grads(self):
+        return [self.dW, self.db] if self.use_bias else [self.dW]
+
+    def forward(self, x, training):
+        z = self.out[: x.shape[0]]
+        self.backend.xp.matmul(x, self.W, out=z)
+        self._fwd(z, self.b)
+        self.x = x
+        return z
+
+    def backward(self, dy, need_dx):
+        """``dy`` is overwritten with the pre-activation gradient (it is a scratch buffer)."""
+        xp = self.backend.xp
+        n = dy.shape[0]
+        self._bwd(self.out[:n], dy, dy, self.db)
+        xp.matmul(self.x.T, dy, out=self.dW)
+        if not need_dx:
+            return None
+        dx = self.dx[:n]
+        xp.matmul(dy, self.W.T, out=dx)
+        return dx
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each input with probability ``rate``
+    and scale the rest by ``1 / (1 - rate)``; identity at inference."""
+
+    def __init__(self, rate):
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0 <= rate < 1:
+            raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.need_dx = True
+
+    def get_config(self):
+        return {"type": "Dropout", "rate": self.rate}
+
+    def allocate(self, max_batch):
+        xp, dt = self.backend.xp, self.backend.dtype
+        self.u = xp.empty((max_batch, self.n_in), dtype=dt)
+        self.keep = xp.empty((max_batch, self.n_in), dtype=dt)
+        self.out = xp.empty((max_batch, self.n_in), dtype=dt)
+
+    def forward(self, x, training):
+        self.training = training and self.rate > 0
+        if not self.training:
+            return x
+        xp = self.backend.xp
+        n = x.shape[0]
+        u, keep, out = self.u[:n], self.keep[:n], self.out[:n]
+        self.backend.uniform(u)
+        xp.greater_equal(u, self.rate, out=keep)  # 1.0 / 0.0 in the float buffer
+        keep *= 1.0 / (1.0 - self.rate)
+        xp.multiply(x, keep, out=out)
+        return out
+
+    def backward(self, dy, need_dx):
+        if not need_dx:
+            return None
+        if self.training:
+            dy *= self.keep[: dy.shape[0]]
+        return dy
+
+
+LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout}
+
+
+def layer_from_config(config):
+    """Rebuild a layer from :meth:`Layer.get_config` output."""
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in LAYER_TYPES:
+        raise ValueError(f"unknown layer type {kind!r} in model config")
+    return LAYER_TYPES[kind](**config)

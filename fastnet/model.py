@@ -1,0 +1,635 @@
+"""Models: ``Sequential`` and the ``MLP`` shorthand, with the training loop.
+
+One training step, on every backend (see ``shared/design.md``):
+
+* the training set is on the device already; a batch is gathered from it with
+  ``xp.take(..., out=buffer)`` through an index permutation drawn on the device;
+* forward: per Dense layer one GEMM into a preallocated buffer, then one fused
+  bias+activation kernel; the output activation is fused into the loss kernel,
+  which writes the per-row loss and the gradient of the logits;
+* backward: per layer one fused kernel (activation derivative and bias
+  gradient), a GEMM for dW and, except for the first layer, one for dX;
+* one fused optimizer call per parameter tensor;
+* the loss is summed on the device and read once per epoch.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import validation as V
+from .backend import Backend, get_backend
+from .callbacks import EarlyStopping, History
+from .layers import Dense, Dropout, Layer, canonical_activation, layer_from_config
+from .losses import default_loss, get_loss
+from .optimizers import Optimizer, get_optimizer
+from .progress import EpochProgress
+from .schedules import get_schedule
+
+#: Rows per chunk in predict/evaluate when no training workspace exists yet.
+INFERENCE_CHUNK = 1024
+
+
+def _device_seed(seed):
+    # The device generator (shuffling, dropout) gets its own stream, derived
+    # from the model seed, so that weights and data order never share draws.
+    return None if seed is None else int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
+
+
+class Sequential:
+    """A stack of layers trained with one loss.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        ``Dense`` and ``Dropout`` layers; the last one must be ``Dense``.
+    loss : str or Loss, optional
+        ``"cross_entropy"``, ``"binary_cross_entropy"``, ``"mse"`` or ``"sse"``.
+        Default: from the last layer's activation (softmax -> cross-entropy,
+        sigmoid -> binary cross-entropy, else mse).
+    backend : {"auto", "cpu", "cuda", "cuda-sim"}
+    dtype : {"float32", "float64"}
+    seed : int, optional
+        Seeds the weight initialisation, the shuffling and dropout: the same
+        seed gives bit-identical training on the same backend.
+    kernels : {"fused", "reference"}
+        The Numba kernels, or the plain array expressions they are tested against.
+    input_dim : int, optional
+        Number of input features; inferred at the first ``fit`` when omitted.
+
+    Attributes (after fit)
+    ----------------------
+    history_ : History
+        All epochs trained so far (``loss_curve_`` is ``history_["loss"]``).
+    n_iter_ : int
+        Epochs trained so far.
+    optimizer_ : Optimizer
+    """
+
+    def __init__(self, layers, loss=None, backend="auto", dtype="float32", seed=None,
+                 kernels="fused", input_dim=None):
+        if not isinstance(layers, (list, tuple)) or not layers:
+            raise ValueError(f"layers must be a non-empty list of layers, got {layers!r}")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{i}] must be a fastnet layer (Dense, Dropout), got {layer!r}")
+        if not isinstance(layers[-1], Dense):
+            raise ValueError(f"the last layer must be Dense, got {type(layers[-1]).__name__}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if input_dim is not None and (isinstance(input_dim, bool) or not isinstance(input_dim, (int, np.integer))
+                                      or input_dim < 1):
+            raise ValueError(f"input_dim must be a positive integer or None, got {input_dim!r}")
+        self.layers = list(layers)
+        self.seed = seed
+        self.input_dim = input_dim
+        self.backend_ = get_backend(backend, dtype=dtype, seed=_device_seed(seed), kernels=kernels)
+        self.backend = self.backend_.name
+        self.dtype = self.backend_.dtype.name
+        self.kernels = kernels
+        last = canonical_activation(self.layers[-1].activation)
+        self.loss_ = get_loss(loss if loss is not None else default_loss(last))
+        self.loss = self.loss_.name
+        self._wire_output()
+        self.built = False
+        self.optimizer_ = None
+        self.history_ = History()
+        self.stop_training = False
+        self._max_batch = 0
+
+    # ------------------------------------------------------------------ build
+    def _wire_output(self):
+        for i, layer in enumerate(self.layers[:-1]):
+            if isinstance(layer, Dense) and layer.activation == "softmax":
+                raise ValueError(f"softmax is only supported on the last layer, got it on layer {i}")
+        last = self.layers[-1]
+        act = canonical_activation(last.activation)
+        if act not in self.loss_.accepts:
+            raise ValueError(
+                f"loss {self.loss_.name!r} does not go with a {act!r} output layer "
+                f"(it accepts: {', '.join(self.loss_.accepts)})"
+            )
+        # A softmax/sigmoid output is computed inside the loss kernel.
+        last.kernel_activation = "identity" if self.loss_.fused_activation else act
+
+    def build(self, n_features):
+        """Create the parameters for ``n_features`` inputs."""
+        if self.input_dim is not None and n_features != self.input_dim:
+            raise ValueError(
+                f"X has {n_features} features per sample, but the model expects {self.input_dim}"
+            )
+        rng = np.random.default_rng(self.seed)
+        n = n_features
+        trainable_before = False
+        counts = {}
+        for layer in self.layers:
+            kind = type(layer).__name__.lower()
+            layer.name = f"{kind}_{counts.get(kind, 0)}"
+            counts[kind] = counts.get(kind, 0) + 1
+            layer.need_dx = trainable_before
+            n = layer.build(n, self.backend_, rng)
+            trainable_before = trainable_before or layer.trainable
+        self.n_features_in_ = n_features
+        self.n_outputs_ = n
+        self.loss_.bind(self.backend_)
+        self.built = True
+        self._max_batch = 0
+        if self.loss_.target_kind == "class" and n < 2:
+            raise ValueError(f"cross_entropy needs an output layer of >= 2 units, got {n}")
+        return self
+
+    def _ensure_workspace(self, batch):
+        if batch <= self._max_batch:
+            return
+        xp, dt = self.backend_.xp, self.backend_.dtype
+        for layer in self.layers:
+            layer.allocate(batch)
+        self._xb = xp.empty((batch, self.n_features_in_), dtype=dt)
+        self._yb = xp.empty((batch,) + self._y_tail(), dtype=self._y_dtype())
+        self._loss_rows = xp.empty(batch, dtype=dt)
+        self._grad = xp.empty((batch, self.n_outputs_), dtype=dt)
+        self._max_batch = batch
+
+    def _y_dtype(self):
+        return np.int32 if self.loss_.target_kind == "class" else self.backend_.dtype
+
+    def _y_tail(self):
+        return () if self.loss_.target_kind == "class" else (self.n_outputs_,)
+
+    def _check_fitted(self, what):
+        if not self.built:
+            raise V.NotFittedError(f"this model is not fitted yet: call fit before {what}")
+
+    # ------------------------------------------------------------ data prep
+    def _prepare_X(self, X, argument="X"):
+        a = V.check_X(X, self.n_features_in_ if self.built else self.input_dim, argument)
+        return a
+
+    def _prepare_y(self, y, argument="y"):
+        kind = self.loss_.target_kind
+        if kind == "class":
+            return V.check_class_targets(y, self.n_outputs_, argument)
+        return V.check_real_targets(y, self.n_outputs_, binary=(kind == "binary"), argument=argument)
+
+    def _to_device(self, X, y=None):
+        b = self.backend_
+        Xd = b.asarray(X, dtype=b.dtype)
+        Yd = None if y is None else b.asarray(y, dtype=self._y_dtype())
+        return Xd, Yd
+
+    # --------------------------------------------------------------- passes
+    def _forward(self, x, training):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def _backward(self, grad):
+        dy = grad
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy, layer.need_dx)
+            if dy is None:
+                break
+
+    def _correct(self, out, y):
+        """Number of correct predictions in a batch, as a device scalar."""
+        xp = self.backend_.xp
+        if self.loss_.target_kind == "class":
+            return xp.count_nonzero(xp.argmax(out, axis=1) == y)
+        return xp.count_nonzero((out > 0) == (y >= 0.5))
+
+    def _accuracy_denominator(self, n):
+        return n if self.loss_.target_kind == "class" else n * self.n_outputs_
+
+    # ------------------------------------------------------------- training
+    def _select_optimizer(self, optimizer, lr, weight_decay):
+        current = self.optimizer_
+        if isinstance(optimizer, Optimizer):
+            return get_optimizer(optimizer, lr, weight_decay)
+        keep = (
+            current is not None
+            and optimizer == current.name
+            and (lr is None or float(lr) == current.lr)
+            and (weight_decay is None or float(weight_decay) == current.weight_decay)
+        )
+        return current if keep else get_optimizer(optimizer, lr, weight_decay)
+
+    def _split_validation(self, X, y, validation_data, validation_split):
+        if validation_data is not None and validation_split:
+            raise ValueError("give either validation_data or validation_split, not both")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError(
+                    f"validation_data must be a pair (X_val, y_val), got {type(validation_data).__name__}"
+                )
+            Xv = V.check_X(validation_data[0], X.shape[1], "validation_data[0]")
+            yv = self._prepare_y(validation_data[1], "validation_data[1]")
+            V.check_lengths(Xv, yv, "validation_data[1]")
+            return X, y, (Xv, yv)
+        if validation_split:
+            if isinstance(validation_split, bool) or not 0 < validation_split < 1:
+                raise ValueError(f"validation_split must be in (0, 1), got {validation_split!r}")
+            n_val = int(round(len(X) * validation_split))
+            if n_val < 1 or n_val >= len(X):
+                raise ValueError(
+                    f"validation_split={validation_split!r} leaves {n_val} validation samples of {len(X)}"
+                )
+            # The last samples, before any shuffling, as Keras does.
+            return X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
+        return X, y, None
+
+    def fit(self, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_schedule=None,
+            weight_decay=None, validation_data=None, validation_split=0.0, early_stopping=None,
+            callbacks=None, shuffle=True, verbose=0):
+        """Train the model; training continues from the current weights.
+
+        Parameters
+        ----------
+        X : array (n_samples, n_features)
+            Images (n, 28, 28) are flattened; integer arrays are converted.
+        y : array
+            Class ids (n,) or one-hot rows (n, k) for cross-entropy; 0/1 targets
+            for binary cross-entropy; values (n,) or (n, k) for regression.
+        epochs : int
+        batch_size : int or None
+            Rows per step; ``None`` is full batch.  A batch size larger than the
+            data is clipped to it (full batch).
+        optimizer : str or Optimizer
+            ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``, ``"adamw"``,
+            ``"rmsprop"``.  Calling fit again with the same optimizer keeps
+            its state (``fit`` twice == ``fit`` once with the epochs added).
+        lr : float, optional
+            Base learning rate (default: the optimizer's).
+        lr_schedule : str or Schedule, optional
+            ``"constant"``, ``"step"``, ``"exponential"``, ``"cosine"``, ``"onecycle"``.
+        weight_decay : float, optional
+        validation_data : (X_val, y_val), optional
+        validation_split : float
+            Fraction of the last samples held out for validation.
+        early_stopping : EarlyStopping, optional
+        callbacks : list of Callback, optional
+        shuffle : bool
+        verbose : {0, 1}
+            1 prints a progress bar and a line per epoch.
+
+        Returns
+        -------
+        History
+            The epochs of this call: loss, accuracy, val_loss, val_accuracy, lr, seconds.
+        """
+        epochs = V.check_epochs(epochs)
+        batch_size = V.check_batch_size(batch_size)
+        if verbose not in (0, 1, 2, True, False):
+            raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
+        callbacks = list(callbacks or [])
+        if early_stopping is not None:
+            callbacks.append(early_stopping)
+        schedule = get_schedule(lr_schedule)
+        X = V.check_X(X, self.n_features_in_ if self.built else self.input_dim)
+        y_raw = V.as_array("y", y)
+        V.check_lengths(X, y_raw)
+        if not self.built:
+            self.build(X.shape[1])
+        y = self._prepare_y(y_raw)
+        X, y, val = self._split_validation(X, y, validation_data, validation_split)
+        opt = self._select_optimizer(optimizer, lr, weight_decay)
+        if opt is not self.optimizer_:
+            opt.setup(self._params(), self._grads(), self.backend_)
+            self.optimizer_ = opt
+        return self._fit_loop(X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose)
+
+    def partial_fit(self, X, y, **kwargs):
+        """One epoch over ``(X, y)``, continuing from the current state: ``fit(X, y, epochs=1, ...)``."""
+        kwargs.setdefault("epochs", 1)
+        return self.fit(X, y, **kwargs)
+
+    def _fit_loop(self, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose):
+        b, xp = self.backend_, self.backend_.xp
+        n = len(X)
+        bs = n if batch_size is None else min(batch_size, n)
+        self._ensure_workspace(bs)
+        Xd, Yd = self._to_device(X, y)
+        Xv, Yv = self._to_device(*val) if val is not None else (None, None)
+        steps = -(-n // bs)
+        schedule.total_epochs = self.n_iter_ + epochs
+        history = History()
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        for _ in range(epochs):
+            epoch = self.n_iter_
+            t0 = time.perf_counter()
+            progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose))
+            loss_sum, correct, lr = self._train_epoch(Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress)
+            logs = {"loss": float(loss_sum) * self.loss_.scale(n, self.n_outputs_)}
+            if self.loss_.is_classifier:
+                logs["accuracy"] = int(correct) / self._accuracy_denominator(n)
+            if Xv is not None:
+                logs.update({f"val_{k}": v for k, v in self._evaluate_device(Xv, Yv).items()})
+            logs["lr"] = lr
+            logs["seconds"] = time.perf_counter() - t0
+            history.append(epoch + 1, logs)
+            self.history_.append(epoch + 1, logs)
+            progress.close(logs, n)
+            for cb in callbacks:
+                cb.on_epoch_end(self, epoch + 1, logs)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end(self)
+        return history
+
+    def _train_epoch(self, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress):
+        b = self.backend_
+        xp = b.xp
+        order = b.permutation(n) if shuffle else None
+        loss_sum = xp.zeros((), dtype=np.float64)
+        correct = xp.zeros((), dtype=np.int64)
+        classify = self.loss_.is_classifier
+        base_lr = self.optimizer_.lr
+        lr = base_lr
+        for step in range(steps):
+            start = step * bs
+            m = min(bs, n - start)
+            if order is None:
+                xb, yb = Xd[start:start + m], Yd[start:start + m]
+            else:
+                idx = order[start:start + m]
+                # mode="clip": with the default "raise", NumPy buffers `out` (a copy per step).
+                xb = xp.take(Xd, idx, axis=0, out=self._xb[:m], mode="clip")
+                yb = xp.take(Yd, idx, axis=0, out=self._yb[:m], mode="clip")
+            lr = schedule(epoch + step / steps, base_lr)
+            out = self._forward(xb, True)
+            rows = self._loss_rows[:m]
+            grad = self._grad[:m]
+            self.loss_(out, yb, rows, grad)
+            loss_sum += rows.sum()
+            if classify:
+                correct += self._correct(out, yb)
+            self._backward(grad)
+            self.optimizer_.step(lr)
+            progress.update(step + 1)
+        return loss_sum, correct, lr
+
+    @property
+    def n_iter_(self):
+        """Epochs trained so far."""
+        return len(self.history_)
+
+    @property
+    def loss_curve_(self):
+        """Training loss per epoch, as in scikit-learn."""
+        return list(self.history_.history.get("loss", []))
+
+    # ------------------------------------------------------------ inference
+    def _chunk(self):
+        return self._max_batch or INFERENCE_CHUNK
+
+    def _evaluate_device(self, Xd, Yd):
+        xp = self.backend_.xp
+        n = Xd.shape[0]
+        chunk = self._chunk()
+        self._ensure_workspace(chunk)
+        loss_sum = xp.zeros((), dtype=np.float64)
+        correct = xp.zeros((), dtype=np.int64)
+        for start in range(0, n, chunk):
+            xb, yb = Xd[start:start + chunk], Yd[start:start + chunk]
+            m = xb.shape[0]
+            out = self._forward(xb, False)
+            rows = self._loss_rows[:m]
+            self.loss_(out, yb, rows, self._grad[:m])
+            loss_sum += rows.sum()
+            if self.loss_.is_classifier:
+                correct += self._correct(out, yb)
+        result = {"loss": float(loss_sum) * self.loss_.scale(n, self.n_outputs_)}
+        if self.loss_.is_classifier:
+            result["accuracy"] = int(correct) / self._accuracy_denominator(n)
+        return result
+
+    def evaluate(self, X, y):
+        """Loss (and accuracy for classifiers) on ``(X, y)``, as a dict."""
+        self._check_fitted("evaluate")
+        X = self._prepare_X(X)
+        y = self._prepare_y(y)
+        V.check_lengths(X, y)
+        return self._evaluate_device(*self._to_device(X, y))
+
+    def _outputs(self, X):
+        """Network outputs after the output activation (probabilities for classifiers)."""
+        self._check_fitted("predict")
+        X = self._prepare_X(X)
+        xp = self.backend_.xp
+        Xd, _ = self._to_device(X)
+        n = Xd.shape[0]
+        chunk = self._chunk()
+        self._ensure_workspace(chunk)
+        result = xp.empty((n, self.n_outputs_), dtype=self.backend_.dtype)
+        fused = self.loss_.fused_activation
+        for start in range(0, n, chunk):
+            out = self._forward(Xd[start:start + chunk], False)
+            dest = result[start:start + out.shape[0]]
+            if fused == "softmax":
+                shifted = out - out.max(axis=1, keepdims=True)
+                e = xp.exp(shifted)
+                dest[...] = e / e.sum(axis=1, keepdims=True)
+            elif fused == "sigmoid":
+                dest[...] = 0.5 * xp.tanh(0.5 * out) + 0.5
+            else:
+                dest[...] = out
+        return self.backend_.to_host(result).copy()
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n, k); (n, 2) for one sigmoid output."""
+        if not self.loss_.is_classifier:
+            raise TypeError(f"predict_proba is for classifiers; this model's loss is {self.loss_.name!r}")
+        p = self._outputs(X)
+        if self.loss_.target_kind == "binary" and p.shape[1] == 1:
+            return np.hstack([1 - p, p])
+        return p
+
+    def predict(self, X):
+        """Class ids (n,) for classifiers (0/1 per output for multi-label), values otherwise."""
+        p = self._outputs(X)
+        kind = self.loss_.target_kind
+        if kind == "class":
+            return np.argmax(p, axis=1)
+        if kind == "binary":
+            labels = (p >= 0.5).astype(np.int64)
+            return labels[:, 0] if labels.shape[1] == 1 else labels
+        return p[:, 0] if p.shape[1] == 1 else p
+
+    def score(self, X, y):
+        """Accuracy for classifiers, R^2 for regression (as scikit-learn)."""
+        if self.loss_.is_classifier:
+            return self.evaluate(X, y)["accuracy"]
+        p = self._outputs(X)
+        t = V.check_real_targets(y, self.n_outputs_)
+        ss_res = ((t - p) ** 2).sum()
+        ss_tot = ((t - t.mean(axis=0)) ** 2).sum()
+        return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+
+    # ------------------------------------------------------------ parameters
+    def _params(self):
+        return [a for layer in self.layers for _, a in layer.params()]
+
+    def _grads(self):
+        return [g for layer in self.layers for g in layer.grads()]
+
+    def parameters(self):
+        """``[(name, array)]`` in layer order, e.g. ``("dense_0.W", W)``: the live device arrays."""
+        self._check_fitted("parameters")
+        return [(f"{layer.name}.{p}", a) for layer in self.layers for p, a in layer.params()]
+
+    def get_weights(self):
+        """``{name: numpy array}``: host copies of every parameter."""
+        return {name: self.backend_.to_host(a).copy() for name, a in self.parameters()}
+
+    def set_weights(self, weights):
+        """Copy ``{name: array}`` into the parameters (shapes must match)."""
+        params = dict(self.parameters())
+        missing = set(params) - set(weights)
+        if missing:
+            raise ValueError(f"weights lack {sorted(missing)}")
+        for name, a in params.items():
+            w = np.asarray(weights[name])
+            if w.shape != a.shape:
+                raise ValueError(f"weights[{name!r}] has shape {w.shape}, expected {a.shape}")
+            a[...] = self.backend_.asarray(w, dtype=a.dtype)
+
+    def gradients(self, X, y):
+        """``(loss, {name: gradient})`` on all of ``(X, y)``, without changing the model.
+
+        Dropout is off (as at inference), so the result is deterministic.
+        """
+        X = V.check_X(X, self.n_features_in_ if self.built else self.input_dim)
+        if not self.built:
+            self.build(X.shape[1])
+        y = self._prepare_y(y)
+        V.check_lengths(X, y)
+        Xd, Yd = self._to_device(X, y)
+        n = len(X)
+        self._ensure_workspace(n)
+        out = self._forward(Xd, False)
+        rows, grad = self._loss_rows[:n], self._grad[:n]
+        self.loss_(out, Yd, rows, grad)
+        loss = float(rows.sum()) * self.loss_.scale(n, self.n_outputs_)
+        self._backward(grad)
+        grads = {}
+        for layer in self.layers:
+            for (p, _), g in zip(layer.params(), layer.grads()):
+                grads[f"{layer.name}.{p}"] = self.backend_.to_host(g).copy()
+        return loss, grads
+
+    # ------------------------------------------------------------ structure
+    def get_config(self):
+        return {
+            "layers": [layer.get_config() for layer in self.layers],
+            "loss": self.loss_.name,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "input_dim": self.n_features_in_ if self.built else self.input_dim,
+        }
+
+    @classmethod
+    def from_config(cls, config, backend="auto", kernels="fused", dtype=None):
+        layers = [layer_from_config(c) for c in config["layers"]]
+        return cls(layers, loss=config["loss"], backend=backend, dtype=dtype or config["dtype"],
+                   seed=config.get("seed"), kernels=kernels, input_dim=config.get("input_dim"))
+
+    def clone(self, backend=None, dtype=None, kernels=None):
+        """A new model with the same architecture and weights (no optimizer state)."""
+        other = Sequential.from_config(
+            self.get_config(), backend=backend or self.backend_.name,
+            kernels=kernels or self.kernels, dtype=dtype or self.dtype,
+        )
+        if self.built:
+            other.build(self.n_features_in_)
+            other.set_weights(self.get_weights())
+        return other
+
+    def to(self, backend, dtype=None):
+        """Move the model (weights and optimizer state) to another backend, in place."""
+        weights = self.get_weights() if self.built else None
+        opt = self.optimizer_
+        state = None
+        if opt is not None:
+            state = [{k: self.backend_.to_host(v).copy() for k, v in st.items()} for st in opt.state]
+        new = get_backend(backend, dtype=dtype or self.dtype, seed=_device_seed(self.seed), kernels=self.kernels)
+        self.backend_ = new
+        self.backend, self.dtype = new.name, new.dtype.name
+        if weights is not None:
+            self.build(self.n_features_in_)
+            self.set_weights(weights)
+            if opt is not None:
+                t = opt.t
+                opt.setup(self._params(), self._grads(), new)
+                opt.t = t
+                for st, host in zip(opt.state, state):
+                    for k in st:
+                        st[k][...] = new.asarray(host[k], dtype=st[k].dtype)
+        return self
+
+    def save(self, path):
+        """Write the model to ``path`` (``.npz``, no pickle); see :func:`fastnet.load`."""
+        from .io import save_model
+
+        save_model(self, path)
+
+    def summary(self):
+        """A table of layers, output shapes and parameter counts, as a string."""
+        lines = [f"{'layer':<14}{'output':>10}{'params':>12}  activation"]
+        total = 0
+        for layer in self.layers:
+            count = sum(int(np.prod(a.shape)) for _, a in layer.params()) if self.built else 0
+            total += count
+            act = getattr(layer, "activation", None) or "-"
+            width = layer.n_out if self.built else getattr(layer, "units", "?")
+            lines.append(f"{layer.name or type(layer).__name__:<14}{width!s:>10}{count:>12,}  {act}")
+        lines.append(f"total parameters: {total:,}  loss: {self.loss_.name}  backend: {self.backend_!r}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        sizes = [getattr(layer, "units", f"dropout({getattr(layer, 'rate', '')})") for layer in self.layers]
+        return f"{type(self).__name__}({sizes}, loss={self.loss_.name!r}, backend={self.backend_.name!r})"
+
+
+class MLP(Sequential):
+    """A multilayer perceptron from layer sizes: ``MLP([784, 256, 10])``.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Input size, hidden sizes, output size.
+    activation : str
+        Activation of the hidden layers.
+    output : str, optional
+        Output activation: ``"softmax"`` (default for ``loss=None``),
+        ``"sigmoid"``, ``"linear"``...  Default: the one that goes with ``loss``.
+    loss : str, optional
+        Default: cross-entropy (with softmax output) unless ``output`` says otherwise.
+    dropout : float
+        Dropout rate after each hidden layer (0 = none).
+    use_bias, init, backend, dtype, seed, kernels
+        As in :class:`Dense` and :class:`Sequential`.
+    """
+
+    def __init__(self, sizes, activation="relu", output=None, loss=None, dropout=0.0, use_bias=True,
+                 init="auto", backend="auto", dtype="float32", seed=None, kernels="fused"):
+        if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
+            raise ValueError(f"sizes must list at least an input and an output size, got {sizes!r}")
+        for i, s in enumerate(sizes):
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+                raise ValueError(f"sizes[{i}] must be a positive integer, got {s!r}")
+        if output is None:
+            output = "softmax" if loss is None else (get_loss(loss).fused_activation or "linear")
+        layers = []
+        for units in sizes[1:-1]:
+            layers.append(Dense(units, activation, use_bias=use_bias, init=init))
+            if dropout:
+                layers.append(Dropout(dropout))
+        layers.append(Dense(sizes[-1], output, use_bias=use_bias, init=init))
+        self.sizes = list(sizes)
+        super().__init__(layers, loss=loss, backend=backend, dtype=dtype, seed=seed, kernels=kernels,
+                         input_dim=int(sizes[0]))

@@ -1,0 +1,195 @@
+"""Optimizers: one fused kernel call per parameter tensor and step.
+
+State arrays are allocated once in :meth:`Optimizer.setup`; a step allocates
+nothing.  Kernels receive flat views (``reshape(-1)`` of C-contiguous arrays),
+so every update is one pass over contiguous memory.
+"""
+from __future__ import annotations
+
+import numbers
+
+from .backend import check_choice
+
+
+def _check_number(argument, value, low=None, high=None, low_open=False, high_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
+        raise TypeError(f"{argument} must be a real number, got {value!r}")
+    bad = (
+        (low is not None and (value <= low if low_open else value < low))
+        or (high is not None and (value >= high if high_open else value > high))
+    )
+    if bad:
+        lo = "" if low is None else ("(" if low_open else "[") + str(low)
+        hi = "" if high is None else str(high) + (")" if high_open else "]")
+        rng = f"in {lo}, {hi}" if low is not None and high is not None else (
+            f"{'>' if low_open else '>='} {low}" if low is not None else f"{'<' if high_open else '<='} {high}"
+        )
+        raise ValueError(f"{argument} must be {rng}, got {value!r}")
+    return float(value)
+
+
+def check_lr(lr):
+    """``lr`` must be a positive finite number."""
+    value = _check_number("lr", lr, low=0, low_open=True)
+    if value == float("inf"):
+        raise ValueError(f"lr must be finite, got {lr!r}")
+    return value
+
+
+class Optimizer:
+    """Base class.  ``lr`` is the base learning rate; a schedule scales it per step."""
+
+    name = None
+    default_lr = 0.01
+    #: Names of the per-parameter state arrays (``"m"``, ``"v"`` ...).
+    slots = ()
+
+    def __init__(self, lr=None, weight_decay=0.0):
+        self.lr = check_lr(self.default_lr if lr is None else lr)
+        self.weight_decay = _check_number("weight_decay", weight_decay, low=0)
+        self.t = 0
+        self.state = []
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def get_config(self):
+        return {"name": self.name, **self.hyperparameters()}
+
+    def setup(self, params, grads, backend):
+        """Allocate state for ``params`` (arrays) whose gradients live in ``grads``."""
+        xp = backend.xp
+        self._kernel = getattr(backend.kernels, self.kernel)
+        self.state = [{s: xp.zeros_like(p) for s in self.slots} for p in params]
+        self.bind(params, grads)
+
+    def bind(self, params, grads):
+        """Point at parameter and gradient arrays (fixed buffers), keeping the state."""
+        flat = lambda a: a.reshape(-1)  # a view: every array here is C-contiguous
+        self._flat = [
+            (flat(p), flat(g), [flat(st[s]) for s in self.slots])
+            for p, g, st in zip(params, grads, self.state)
+        ]
+
+    def step(self, lr):
+        """Update every parameter in place from its gradient buffer, at learning rate ``lr``."""
+        self.t += 1
+        for w, g, st in self._flat:
+            self._update(w, g, st, lr)
+
+    def _update(self, w, g, st, lr):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Plain gradient descent ``w -= lr * (g + weight_decay * w)``."""
+
+    name = "sgd"
+    kernel = "sgd_update"
+    default_lr = 0.1
+
+    def _update(self, w, g, st, lr):
+        self._kernel(w, g, lr, self.weight_decay)
+
+
+class Momentum(Optimizer):
+    """SGD with heavy-ball momentum."""
+
+    name = "momentum"
+    kernel = "momentum_update"
+    default_lr = 0.01
+    slots = ("v",)
+
+    def __init__(self, lr=None, momentum=0.9, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.momentum = _check_number("momentum", momentum, low=0, high=1, high_open=True)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "momentum": self.momentum}
+
+    def _update(self, w, g, st, lr):
+        self._kernel(w, g, st[0], lr, self.momentum, self.weight_decay)
+
+
+class Nesterov(Momentum):
+    """SGD with Nesterov momentum."""
+
+    name = "nesterov"
+    kernel = "nesterov_update"
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), L2 weight decay added to the gradient."""
+
+    name = "adam"
+    kernel = "adam_update"
+    default_lr = 1e-3
+    slots = ("m", "v")
+
+    def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.beta1 = _check_number("beta1", beta1, low=0, high=1, high_open=True)
+        self.beta2 = _check_number("beta2", beta2, low=0, high=1, high_open=True)
+        self.eps = _check_number("eps", eps, low=0, low_open=True)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+    def step(self, lr):
+        # Bias corrections are host scalars: no device round trip per step.
+        t = self.t + 1
+        self._bc1 = 1.0 - self.beta1**t
+        self._bc2 = 1.0 - self.beta2**t
+        super().step(lr)
+
+    def _update(self, w, g, st, lr):
+        self._kernel(w, g, st[0], st[1], lr, self.beta1, self.beta2, self.eps,
+                     self.weight_decay, self._bc1, self._bc2)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter)."""
+
+    name = "adamw"
+    kernel = "adamw_update"
+
+    def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, beta1, beta2, eps, weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton)."""
+
+    name = "rmsprop"
+    kernel = "rmsprop_update"
+    default_lr = 1e-3
+    slots = ("s",)
+
+    def __init__(self, lr=None, rho=0.9, eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.rho = _check_number("rho", rho, low=0, high=1, high_open=True)
+        self.eps = _check_number("eps", eps, low=0, low_open=True)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "rho": self.rho, "eps": self.eps}
+
+    def _update(self, w, g, st, lr):
+        self._kernel(w, g, st[0], lr, self.rho, self.eps, self.weight_decay)
+
+
+OPTIMIZERS = {c.name: c for c in (SGD, Momentum, Nesterov, Adam, AdamW, RMSprop)}
+
+
+def get_optimizer(optimizer="sgd", lr=None, weight_decay=None):
+    """An :class:`Optimizer` from a name (with ``lr``/``weight_decay``) or an instance."""
+    if isinstance(optimizer, Optimizer):
+        if lr is not None:
+            optimizer.lr = check_lr(lr)
+        if weight_decay is not None:
+            optimizer.weight_decay = _check_number("weight_decay", weight_decay, low=0)
+        return optimizer
+    check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
+    kwargs = {}
+    if weight_decay is not None:
+        kwargs["weight_decay"] = weight_decay
+    return OPTIMIZERS[optimizer](lr=lr, **kwargs)

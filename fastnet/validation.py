@@ -1,0 +1,147 @@
+"""Checks of user input at the public entry points.
+
+Every error names the argument, the constraint and the value received, e.g.
+``batch_size must be a positive integer or None, got 0``.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+class NotFittedError(RuntimeError):
+    """The model was used before it was fitted (or built)."""
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape} and dtype {value.dtype}"
+    return repr(value)
+
+
+def as_array(argument, value):
+    """``value`` as a NumPy array; lists, tuples and CuPy arrays accepted."""
+    if value is None:
+        raise TypeError(f"{argument} must be an array, got None")
+    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
+        value = value.get()
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{argument} could not be converted to an array: {exc}") from None
+
+
+def check_finite(argument, a):
+    """Raise ``ValueError`` saying how many NaN/inf values ``a`` has and where the first is."""
+    if a.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(a)
+    count = int(bad.sum())
+    if count:
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = ", ".join(map(str, first))
+        raise ValueError(
+            f"{argument} contains {count} NaN or infinite value{'s' if count > 1 else ''}; "
+            f"the first is {argument}[{where}] = {a[first].item()!r}"
+        )
+
+
+def check_X(X, n_features=None, argument="X"):
+    """Validate features: numeric, at least 2-D (trailing axes are flattened), finite."""
+    a = as_array(argument, X)
+    if a.dtype.kind in "bOUSVcMm":
+        kind = {"b": "bool", "O": "object", "U": "string", "S": "bytes", "V": "void",
+                "c": "complex", "M": "datetime", "m": "timedelta"}[a.dtype.kind]
+        raise TypeError(f"{argument} must hold real numbers, got dtype {a.dtype} ({kind})")
+    if a.ndim < 2:
+        raise ValueError(
+            f"{argument} must be 2-D (n_samples, n_features), got shape {a.shape}"
+            + ("; for one feature use X.reshape(-1, 1)" if a.ndim == 1 else "")
+        )
+    if a.shape[0] == 0:
+        raise ValueError(f"{argument} is empty: shape {a.shape}")
+    if a.ndim > 2:
+        a = a.reshape(a.shape[0], -1)
+    if a.shape[1] == 0:
+        raise ValueError(f"{argument} has no features: shape {a.shape}")
+    if n_features is not None and a.shape[1] != n_features:
+        raise ValueError(
+            f"{argument} has {a.shape[1]} features per sample, but the model expects {n_features}"
+        )
+    check_finite(argument, a)
+    return a
+
+
+def check_lengths(X, y, argument="y"):
+    if len(X) != len(y):
+        raise ValueError(f"X and {argument} have different lengths: {len(X)} and {len(y)}")
+
+
+def check_batch_size(batch_size):
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    return int(batch_size)
+
+
+def check_epochs(epochs):
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    return int(epochs)
+
+
+def check_class_targets(y, n_classes, argument="y"):
+    """Integer class ids in ``[0, n_classes)`` from ids or one-hot rows; returns int32 ids."""
+    a = as_array(argument, y)
+    if a.dtype.kind in "OUSVcMm" or a.size and a.dtype.kind == "b" and a.ndim == 1:
+        raise TypeError(f"{argument} must hold integer class ids or one-hot rows, got dtype {a.dtype}")
+    if a.ndim == 2 and a.shape[1] == n_classes and n_classes > 1:
+        check_finite(argument, a.astype(np.float64) if a.dtype.kind == "b" else a)
+        if not np.all((a == 0) | (a == 1)) or not np.all(a.sum(axis=1) == 1):
+            raise ValueError(f"{argument} has {n_classes} columns but its rows are not one-hot")
+        return np.argmax(a, axis=1).astype(np.int32)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise ValueError(
+            f"{argument} must be class ids of shape (n,) or one-hot rows of shape (n, {n_classes}), "
+            f"got shape {a.shape}"
+        )
+    if a.size == 0:
+        raise ValueError(f"{argument} is empty")
+    if a.dtype.kind == "f":
+        check_finite(argument, a)
+        if not np.all(a == np.round(a)):
+            i = int(np.argmax(a != np.round(a)))
+            raise ValueError(f"{argument} must hold integer class ids, got {a[i].item()!r} at {argument}[{i}]")
+    bad = (a < 0) | (a >= n_classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{argument} holds class ids outside [0, {n_classes}): {argument}[{i}] = {a[i].item()!r} "
+            f"({int(bad.sum())} such labels); the output layer has {n_classes} units"
+        )
+    return a.astype(np.int32)
+
+
+def check_real_targets(y, n_outputs, binary=False, argument="y"):
+    """Float targets shaped (n, n_outputs); 1-D accepted when there is one output."""
+    a = as_array(argument, y)
+    if a.dtype.kind in "OUSVcMm":
+        raise TypeError(f"{argument} must hold numbers, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if a.ndim == 1 and n_outputs == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[1] != n_outputs:
+        raise ValueError(f"{argument} must have shape (n, {n_outputs}), got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{argument} is empty")
+    check_finite(argument, a)
+    if binary and not np.all((a >= 0) & (a <= 1)):
+        i = tuple(int(v) for v in np.argwhere((a < 0) | (a > 1))[0])
+        raise ValueError(
+            f"{argument} must hold binary targets in [0, 1], got {a[i].item()!r} at {argument}[{i[0]}, {i[1]}]"
+        )
+    return a

@@ -1,0 +1,712 @@
+"""Fused CUDA kernels: ``@numba.cuda.jit`` kernels launched on CuPy arrays.
+
+Same names, signatures and side effects as ``reference`` (see its docstring):
+results are written into the arrays passed in, nothing is returned, nothing is
+allocated.  Each public function is a small Python wrapper that picks a launch
+configuration and launches one kernel, ``_k_<name>``; ``SIGNATURES`` lists the
+argument types of every kernel per dtype (``tests/cuda_compile`` compiles them
+all to PTX for sm_80 and sm_90 and runs ``ptxas`` on them).
+
+Decisions:
+
+* **Lazy, per dtype.**  No signature is given to ``cuda.jit``: an eager
+  signature compiles at import and needs a CUDA driver, and this module must
+  import on a machine with neither a GPU nor the simulator.  Numba compiles one
+  specialisation per argument types at the first launch (float32 and float64;
+  int32 and int64 labels for ``softmax_xent``).
+* **float32 stays float32.**  Numba types a float literal as float64 and
+  would promote ``float32 * 0.5`` to a float64 multiply; every constant in a
+  kernel is therefore written ``T(0.5)`` with ``T`` the element type, and the
+  wrappers cast the Python-float hyper-parameters to the array dtype before the
+  launch (as NumPy 2 / NEP 50 does in ``reference``).  The compile test checks
+  that float32 PTX holds no float64 instruction at all.
+* **Grid-stride loops, bounded grids.**  Element-wise kernels launch
+  ``min(ceil(size / BLOCK), MAX_BLOCKS)`` blocks and stride over the array, so
+  any size works with any grid (the simulator tests use a grid of 2 blocks).
+* **Shared-memory tree reductions, no atomics, no warp shuffles.**  The
+  simulator has no shuffles or ballots, and atomics would make the sums
+  depend on thread timing.  Every sum here is taken in a fixed order, so a
+  launch configuration gives bit-identical results run after run.
+
+  - activation backward: a 2-D block of ``(bx, by)`` threads owns ``bx``
+    adjacent columns (consecutive threads read consecutive addresses of a
+    row); thread row ``ty`` walks rows ``ty, ty + by, ...``, writes ``dz`` and
+    keeps its partial column sum, then the ``by`` partial sums are added in a
+    tree in shared memory and ``db`` is written once.  One kernel pass; the
+    blocks stride over column chunks.
+  - losses: one block per row (blocks stride over rows), threads stride over
+    the row's columns; the row maximum and the row sum are tree reductions in
+    shared memory.  softmax_xent subtracts the row maximum before ``exp``
+    (finite for logits of +-1e4) and stores ``exp`` in ``grad`` on the way, so
+    each element's ``exp`` is taken once.
+* **Sigmoid as** ``0.5 * tanh(0.5 x) + 0.5``: no overflow for large ``|x|``.
+* **NaN in, NaN out.**  ``relu`` and ``leaky_relu`` are written so that a NaN
+  input stays NaN (as ``maximum`` does in ``reference``); a label outside
+  ``[0, k)`` gives a NaN loss for its row instead of reading out of bounds.
+* **Streams.**  On CuPy arrays the kernels run on CuPy's current stream: the
+  wrapper wraps ``cupy.cuda.get_current_stream().ptr`` in
+  ``numba.cuda.external_stream`` once per stream pointer and keeps it.  Under
+  the simulator (NumPy arrays, ``NUMBA_ENABLE_CUDASIM=1``) there is no stream
+  (``external_stream`` raises there).
+* **Launch configurations bound once.**  ``kernel[grid, block, stream]`` costs
+  a dispatch and an occupancy check per call; the bound launcher is kept in
+  ``_BOUND``, keyed by ``(kernel, grid, block, stream pointer)``.  The key
+  space is small: grids are capped at ``MAX_BLOCKS`` and a training run uses a
+  handful of shapes.
+
+Launch settings are module-level (``BLOCK``, ``ROW_BLOCK``, ``BWD_BLOCK``,
+``MAX_BLOCKS``); change them with ``set_launch_config`` (the simulator tests
+lower them: every simulated thread is a Python thread).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numba
+from numba import cuda, types
+
+from .reference import LEAKY_SLOPE
+
+__all__ = [
+    "identity_fwd", "sigmoid_fwd", "tanh_fwd", "relu_fwd", "leaky_relu_fwd",
+    "identity_bwd", "sigmoid_bwd", "tanh_bwd", "relu_bwd", "leaky_relu_bwd",
+    "softmax_xent", "sigmoid_bce", "squared_error",
+    "sgd_update", "momentum_update", "nesterov_update",
+    "adam_update", "adamw_update", "rmsprop_update",
+    "set_launch_config", "SIGNATURES",
+]  # fmt: skip
+
+# --------------------------------------------------------------------------
+# launch settings
+# --------------------------------------------------------------------------
+#: Threads per block of the element-wise kernels (activation forward,
+#: optimizer updates).
+BLOCK = 256
+#: Most threads per block of the row-wise loss kernels; a row of ``k``
+#: columns gets ``min(ROW_BLOCK, next_pow2(max(k, 32)))`` threads.
+ROW_BLOCK = 256
+#: ``(columns, rows)`` of the 2-D block of the activation backward kernels.
+#: For ``k`` narrower than a block, columns are traded for rows.
+BWD_BLOCK = (32, 8)
+#: Cap on the blocks of any launch; the kernels stride over the rest.
+#: 1024 x 256 threads fill an H100 (132 SMs x 2048 threads).
+MAX_BLOCKS = 1024
+
+# Size of the shared-memory scratch of the reductions: a compile-time
+# constant, so it bounds ROW_BLOCK and the threads of BWD_BLOCK.
+_SMEM = 256
+
+_SIM = bool(numba.config.ENABLE_CUDASIM)
+
+
+def _is_pow2(n):
+    return isinstance(n, int) and n > 0 and n & (n - 1) == 0
+
+
+def set_launch_config(block=None, row_block=None, bwd_block=None, max_blocks=None):
+    """Change the launch settings; return the previous ones as a dict.
+
+    ``set_launch_config(**old)`` restores them.  Reduction blocks must be
+    powers of two (the shared-memory trees halve them) of at most 256 threads.
+    """
+    global BLOCK, ROW_BLOCK, BWD_BLOCK, MAX_BLOCKS
+    old = dict(block=BLOCK, row_block=ROW_BLOCK, bwd_block=BWD_BLOCK, max_blocks=MAX_BLOCKS)
+    if block is not None:
+        if not (isinstance(block, int) and 1 <= block <= 1024):
+            raise ValueError(f"block must be an integer in [1, 1024], got {block!r}")
+        BLOCK = block
+    if row_block is not None:
+        if not (_is_pow2(row_block) and row_block <= _SMEM):
+            raise ValueError(
+                f"row_block must be a power of two <= {_SMEM}, got {row_block!r}"
+            )
+        ROW_BLOCK = row_block
+    if bwd_block is not None:
+        bx, by = bwd_block
+        if not (_is_pow2(bx) and _is_pow2(by) and bx * by <= _SMEM):
+            raise ValueError(
+                "bwd_block must be two powers of two with a product "
+                f"<= {_SMEM}, got {bwd_block!r}"
+            )
+        BWD_BLOCK = (bx, by)
+    if max_blocks is not None:
+        if not (isinstance(max_blocks, int) and max_blocks >= 1):
+            raise ValueError(f"max_blocks must be a positive integer, got {max_blocks!r}")
+        MAX_BLOCKS = max_blocks
+    return old
+
+
+# --------------------------------------------------------------------------
+# launching: CuPy's current stream, bound launch configurations
+# --------------------------------------------------------------------------
+_BOUND = {}  # (kernel, grid, block, stream ptr) -> bound launcher
+_STREAMS = {}  # CuPy stream pointer -> numba external stream
+_cupy = None
+
+
+def _stream_of(a):
+    """``(pointer, numba stream)`` to launch on for array ``a``.
+
+    For a CuPy array it is CuPy's current stream, so the kernel is ordered
+    with the GEMMs CuPy queued before it; ``(0, None)`` otherwise.
+    """
+    global _cupy
+    if not type(a).__module__.startswith("cupy"):
+        return 0, None
+    if _cupy is None:
+        import cupy
+
+        _cupy = cupy
+    ptr = _cupy.cuda.get_current_stream().ptr
+    stream = _STREAMS.get(ptr)
+    if stream is None:
+        # numba does not own (or destroy) an external stream; a later CuPy
+        # stream at the same address is the same handle to the driver.
+        stream = _STREAMS[ptr] = cuda.external_stream(ptr)
+    return ptr, stream
+
+
+def _bind(kernel, grid, block, stream):
+    if _SIM:
+        # The simulator's ``kernel[grid, block]`` configures the kernel object
+        # itself and returns it, so a kept one would run with the last
+        # configuration set: configure at every call instead.
+        def launch(*args):
+            kernel[grid, block](*args)
+
+        return launch
+    with warnings.catch_warnings():
+        # Small grids are deliberate here (a 10-column loss, a 16-chunk bias
+        # gradient); numba warns below 128 blocks.
+        warnings.simplefilter("ignore", numba.core.errors.NumbaPerformanceWarning)
+        if stream is None:
+            return kernel[grid, block]
+        return kernel[grid, block, stream]
+
+
+def _launch(kernel, grid, block, like, *args):
+    """Launch ``kernel[grid, block]`` on the stream of array ``like``."""
+    ptr, stream = _stream_of(like)
+    key = (kernel, grid, block, ptr)
+    bound = _BOUND.get(key)
+    if bound is None:
+        bound = _BOUND[key] = _bind(kernel, grid, block, stream)
+    bound(*args)
+
+
+def _blocks(work, per_block):
+    return max(1, min(-(-work // per_block), MAX_BLOCKS))
+
+
+def _pow2ceil(n):
+    return 1 << (n - 1).bit_length()
+
+
+def _row_threads(k):
+    return min(ROW_BLOCK, _pow2ceil(max(k, 32)))
+
+
+def _bwd_block(k):
+    bx, by = BWD_BLOCK
+    while bx > 1 and bx // 2 >= k:
+        bx //= 2
+        by *= 2
+    return bx, by
+
+
+def _flat(a, name):
+    """``a`` as a 1-D view (never a copy: the update must land in ``a``)."""
+    if a.ndim == 1:
+        return a
+    if not a.flags.c_contiguous:
+        raise ValueError(
+            f"{name} must be C-contiguous to be updated in place, got strides {a.strides}"
+        )
+    return a.reshape(a.size)
+
+
+# --------------------------------------------------------------------------
+# device helpers
+# --------------------------------------------------------------------------
+@cuda.jit(device=True, inline="always")
+def _sigmoid(x):
+    T = type(x)
+    return T(0.5) * math.tanh(T(0.5) * x) + T(0.5)
+
+
+@cuda.jit(device=True, inline="always")
+def _block_sum(sm, v):
+    """Sum of ``v`` over the threads of a 1-D block (a power of two)."""
+    t = cuda.threadIdx.x
+    sm[t] = v
+    cuda.syncthreads()
+    s = cuda.blockDim.x // 2
+    while s > 0:
+        if t < s:
+            sm[t] += sm[t + s]
+        cuda.syncthreads()
+        s //= 2
+    r = sm[0]
+    cuda.syncthreads()  # every thread has read sm[0] before it is reused
+    return r
+
+
+@cuda.jit(device=True, inline="always")
+def _block_max(sm, v):
+    """Maximum of ``v`` over the threads of a 1-D block (a power of two)."""
+    t = cuda.threadIdx.x
+    sm[t] = v
+    cuda.syncthreads()
+    s = cuda.blockDim.x // 2
+    while s > 0:
+        if t < s:
+            sm[t] = max(sm[t], sm[t + s])
+        cuda.syncthreads()
+        s //= 2
+    r = sm[0]
+    cuda.syncthreads()
+    return r
+
+
+@cuda.jit(device=True, inline="always")
+def _column_sum(sm, v):
+    """Sum of ``v`` over ``threadIdx.y`` for each ``threadIdx.x``."""
+    tx = cuda.threadIdx.x
+    bx = cuda.blockDim.x
+    at = cuda.threadIdx.y * bx + tx
+    sm[at] = v
+    cuda.syncthreads()
+    s = cuda.blockDim.y // 2
+    while s > 0:
+        if cuda.threadIdx.y < s:
+            sm[at] += sm[at + s * bx]
+        cuda.syncthreads()
+        s //= 2
+    r = sm[tx]
+    cuda.syncthreads()
+    return r
+
+
+# --------------------------------------------------------------------------
+# bias + activation, forward (in place) and backward (with the bias gradient)
+# --------------------------------------------------------------------------
+@cuda.jit(device=True, inline="always")
+def _identity(x):
+    return x
+
+
+@cuda.jit(device=True, inline="always")
+def _tanh(x):
+    return math.tanh(x)
+
+
+@cuda.jit(device=True, inline="always")
+def _relu(x):
+    T = type(x)
+    return T(0) if x < T(0) else x  # NaN stays NaN, as with maximum(x, 0)
+
+
+@cuda.jit(device=True, inline="always")
+def _leaky_relu(x):
+    T = type(x)
+    return x * T(LEAKY_SLOPE) if x < T(0) else x
+
+
+@cuda.jit(device=True, inline="always")
+def _d_identity(a, dy):
+    return dy
+
+
+@cuda.jit(device=True, inline="always")
+def _d_sigmoid(a, dy):
+    T = type(a)
+    return dy * (a * (T(1) - a))
+
+
+@cuda.jit(device=True, inline="always")
+def _d_tanh(a, dy):
+    T = type(a)
+    return dy * (T(1) - a * a)
+
+
+@cuda.jit(device=True, inline="always")
+def _d_relu(a, dy):
+    T = type(dy)
+    return dy if a > T(0) else T(0)
+
+
+@cuda.jit(device=True, inline="always")
+def _d_leaky_relu(a, dy):
+    T = type(dy)
+    return dy if a > T(0) else dy * T(LEAKY_SLOPE)
+
+
+def _make_fwd(name, act):
+    def kernel(z, b):
+        k = z.shape[1]
+        for i in range(cuda.grid(1), z.shape[0] * k, cuda.gridsize(1)):
+            r = i // k
+            c = i - r * k
+            z[r, c] = act(z[r, c] + b[c])
+
+    kernel.__name__ = kernel.__qualname__ = name
+    return cuda.jit(kernel)
+
+
+def _make_bwd(name, dact):
+    def kernel(a, dy, dz, db):
+        sm = cuda.shared.array(_SMEM, dtype=db.dtype)
+        n, k = a.shape
+        bx = cuda.blockDim.x
+        # The chunk loop runs the same number of times in every thread of the
+        # block, so the syncthreads inside _column_sum are reached by all.
+        for c0 in range(cuda.blockIdx.x * bx, k, cuda.gridDim.x * bx):
+            c = c0 + cuda.threadIdx.x
+            acc = db.dtype.type(0)
+            if c < k:
+                for r in range(cuda.threadIdx.y, n, cuda.blockDim.y):
+                    v = dact(a[r, c], dy[r, c])
+                    dz[r, c] = v  # read then written by this thread: dz may be dy
+                    acc += v
+            total = _column_sum(sm, acc)
+            if c < k and cuda.threadIdx.y == 0:
+                db[c] = total
+
+    kernel.__name__ = kernel.__qualname__ = name
+    return cuda.jit(kernel)
+
+
+_k_identity_fwd = _make_fwd("_k_identity_fwd", _identity)
+_k_sigmoid_fwd = _make_fwd("_k_sigmoid_fwd", _sigmoid)
+_k_tanh_fwd = _make_fwd("_k_tanh_fwd", _tanh)
+_k_relu_fwd = _make_fwd("_k_relu_fwd", _relu)
+_k_leaky_relu_fwd = _make_fwd("_k_leaky_relu_fwd", _leaky_relu)
+
+_k_identity_bwd = _make_bwd("_k_identity_bwd", _d_identity)
+_k_sigmoid_bwd = _make_bwd("_k_sigmoid_bwd", _d_sigmoid)
+_k_tanh_bwd = _make_bwd("_k_tanh_bwd", _d_tanh)
+_k_relu_bwd = _make_bwd("_k_relu_bwd", _d_relu)
+_k_leaky_relu_bwd = _make_bwd("_k_leaky_relu_bwd", _d_leaky_relu)
+
+
+def _fwd(kernel, z, b):
+    if z.size:
+        _launch(kernel, _blocks(z.size, BLOCK), BLOCK, z, z, b)
+
+
+def _bwd(kernel, a, dy, dz, db):
+    k = a.shape[1]
+    if k:  # n == 0 still launches: db becomes zeros, as a sum over no rows
+        bx, by = _bwd_block(k)
+        _launch(kernel, _blocks(k, bx), (bx, by), a, a, dy, dz, db)
+
+
+def identity_fwd(z, b):
+    """``z += b`` in place."""
+    _fwd(_k_identity_fwd, z, b)
+
+
+def sigmoid_fwd(z, b):
+    """``z = sigmoid(z + b)`` in place, as ``0.5 * tanh(0.5 * x) + 0.5``."""
+    _fwd(_k_sigmoid_fwd, z, b)
+
+
+def tanh_fwd(z, b):
+    """``z = tanh(z + b)`` in place."""
+    _fwd(_k_tanh_fwd, z, b)
+
+
+def relu_fwd(z, b):
+    """``z = max(z + b, 0)`` in place."""
+    _fwd(_k_relu_fwd, z, b)
+
+
+def leaky_relu_fwd(z, b):
+    """``z = x if x > 0 else 0.01 x`` with ``x = z + b``, in place."""
+    _fwd(_k_leaky_relu_fwd, z, b)
+
+
+def identity_bwd(a, dy, dz, db):
+    """``dz = dy``; ``db = dz.sum(0)``.  ``dz`` may be ``dy``."""
+    _bwd(_k_identity_bwd, a, dy, dz, db)
+
+
+def sigmoid_bwd(a, dy, dz, db):
+    """``dz = dy * a * (1 - a)`` where ``a`` is the sigmoid output."""
+    _bwd(_k_sigmoid_bwd, a, dy, dz, db)
+
+
+def tanh_bwd(a, dy, dz, db):
+    """``dz = dy * (1 - a**2)`` where ``a`` is the tanh output."""
+    _bwd(_k_tanh_bwd, a, dy, dz, db)
+
+
+def relu_bwd(a, dy, dz, db):
+    """``dz = dy where a > 0 else 0``."""
+    _bwd(_k_relu_bwd, a, dy, dz, db)
+
+
+def leaky_relu_bwd(a, dy, dz, db):
+    """``dz = dy where a > 0 else 0.01 dy``."""
+    _bwd(_k_leaky_relu_bwd, a, dy, dz, db)
+
+
+# --------------------------------------------------------------------------
+# losses: per-row loss and the gradient of ``scale * loss.sum()``
+# --------------------------------------------------------------------------
+@cuda.jit
+def _k_softmax_xent(logits, y, loss, grad, scale):
+    sm = cuda.shared.array(_SMEM, dtype=logits.dtype)
+    T = logits.dtype.type
+    n, k = logits.shape
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
+        yi = y[i]
+        valid = yi >= 0 and yi < k
+        # Read before any thread writes grad (grad may be logits).
+        xy = logits[i, yi] if valid else T(0)
+        m = T(-math.inf)
+        for j in range(t, k, nt):
+            m = max(m, logits[i, j])
+        mx = _block_max(sm, m)
+        s = T(0)
+        for j in range(t, k, nt):
+            e = math.exp(logits[i, j] - mx)
+            grad[i, j] = e
+            s += e
+        total = _block_sum(sm, s)
+        for j in range(t, k, nt):
+            onehot = T(1) if j == yi else T(0)
+            grad[i, j] = (grad[i, j] / total - onehot) * scale
+        if t == 0:
+            loss[i] = math.log(total) - (xy - mx) if valid else T(math.nan)
+
+
+@cuda.jit
+def _k_sigmoid_bce(logits, y, loss, grad, scale):
+    sm = cuda.shared.array(_SMEM, dtype=logits.dtype)
+    T = logits.dtype.type
+    n, k = logits.shape
+    t = cuda.threadIdx.x
+    for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
+        s = T(0)
+        for j in range(t, k, cuda.blockDim.x):
+            z = logits[i, j]
+            u = y[i, j]
+            # max(z, 0) - z u + log1p(exp(-|z|)): finite for any z
+            s += max(z, T(0)) - z * u + math.log1p(math.exp(-abs(z)))
+            grad[i, j] = (_sigmoid(z) - u) * scale
+        total = _block_sum(sm, s)
+        if t == 0:
+            loss[i] = total
+
+
+@cuda.jit
+def _k_squared_error(pred, y, loss, grad, scale2):
+    sm = cuda.shared.array(_SMEM, dtype=pred.dtype)
+    T = pred.dtype.type
+    n, k = pred.shape
+    t = cuda.threadIdx.x
+    for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
+        s = T(0)
+        for j in range(t, k, cuda.blockDim.x):
+            d = pred[i, j] - y[i, j]
+            s += d * d
+            grad[i, j] = d * scale2
+        total = _block_sum(sm, s)
+        if t == 0:
+            loss[i] = total
+
+
+def _rows(kernel, x, *args):
+    n, k = x.shape
+    if n:
+        _launch(kernel, min(n, MAX_BLOCKS), _row_threads(k), x, x, *args)
+
+
+def softmax_xent(logits, y, loss, grad, scale):
+    """Softmax cross-entropy forward and backward in one call.
+
+    ``loss = logsumexp(logits_i) - logits_i[y_i]`` (NaN where ``y_i`` is not in
+    ``[0, k)``), ``grad = scale * (softmax(logits) - onehot(y))``.
+    """
+    T = logits.dtype.type
+    _rows(_k_softmax_xent, logits, y, loss, grad, T(scale))
+
+
+def sigmoid_bce(logits, y, loss, grad, scale):
+    """Binary cross-entropy on logits; ``grad = scale * (sigmoid(z) - t)``."""
+    T = logits.dtype.type
+    _rows(_k_sigmoid_bce, logits, y, loss, grad, T(scale))
+
+
+def squared_error(pred, y, loss, grad, scale):
+    """``loss_i = sum_j (p - t)**2``; ``grad = 2 * scale * (p - t)``."""
+    T = pred.dtype.type
+    _rows(_k_squared_error, pred, y, loss, grad, T(2 * scale))
+
+
+# --------------------------------------------------------------------------
+# optimizer updates, in place, element-wise (1-D; other shapes are flattened)
+# --------------------------------------------------------------------------
+@cuda.jit
+def _k_sgd_update(w, g, lr, wd):
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i]
+        w[i] = wi - lr * (g[i] + wd * wi)
+
+
+@cuda.jit
+def _k_momentum_update(w, g, v, lr, mu, wd):
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i]
+        vi = mu * v[i] - lr * (g[i] + wd * wi)
+        v[i] = vi
+        w[i] = wi + vi
+
+
+@cuda.jit
+def _k_nesterov_update(w, g, v, lr, mu, wd):
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i]
+        gd = g[i] + wd * wi
+        vi = mu * v[i] - lr * gd
+        v[i] = vi
+        w[i] = wi + (mu * vi - lr * gd)
+
+
+@cuda.jit
+def _k_adam_update(w, g, m, v, lr, beta1, c1, beta2, c2, eps, wd, bc1, bc2):
+    # c1 = 1 - beta1 and c2 = 1 - beta2, rounded once on the host as in reference
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i]
+        gd = g[i] + wd * wi
+        mi = beta1 * m[i] + c1 * gd
+        vi = beta2 * v[i] + c2 * (gd * gd)
+        m[i] = mi
+        v[i] = vi
+        w[i] = wi - lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
+
+
+@cuda.jit
+def _k_adamw_update(w, g, m, v, lr, beta1, c1, beta2, c2, eps, wd, bc1, bc2):
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i]
+        gi = g[i]
+        mi = beta1 * m[i] + c1 * gi
+        vi = beta2 * v[i] + c2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        w[i] = wi - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + wd * wi)
+
+
+@cuda.jit
+def _k_rmsprop_update(w, g, s, lr, rho, c, eps, wd):
+    # c = 1 - rho
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i]
+        gd = g[i] + wd * wi
+        si = rho * s[i] + c * (gd * gd)
+        s[i] = si
+        w[i] = wi - lr * gd / (math.sqrt(si) + eps)
+
+
+def _update(kernel, w, arrays, scalars):
+    if w.size:
+        T = w.dtype.type
+        flat = [_flat(a, name) for name, a in arrays]
+        _launch(
+            kernel, _blocks(w.size, BLOCK), BLOCK, w, *flat, *[T(s) for s in scalars]
+        )
+
+
+def sgd_update(w, g, lr, weight_decay):
+    """``w -= lr * (g + weight_decay * w)``."""
+    _update(_k_sgd_update, w, [("w", w), ("g", g)], (lr, weight_decay))
+
+
+def momentum_update(w, g, v, lr, mu, weight_decay):
+    """Heavy-ball momentum: ``v = mu v - lr (g + wd w)``; ``w += v``."""
+    _update(
+        _k_momentum_update, w, [("w", w), ("g", g), ("v", v)], (lr, mu, weight_decay)
+    )
+
+
+def nesterov_update(w, g, v, lr, mu, weight_decay):
+    """Nesterov momentum (Sutskever form): ``v = mu v - lr g'``; ``w += mu v - lr g'``."""
+    _update(
+        _k_nesterov_update, w, [("w", w), ("g", g), ("v", v)], (lr, mu, weight_decay)
+    )
+
+
+def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    """Adam with L2 weight decay added to the gradient (see ``reference``)."""
+    _update(
+        _k_adam_update,
+        w,
+        [("w", w), ("g", g), ("m", m), ("v", v)],
+        (lr, beta1, 1 - beta1, beta2, 1 - beta2, eps, weight_decay, bc1, bc2),
+    )
+
+
+def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    """AdamW: Adam with decoupled weight decay ``w -= lr * wd * w``."""
+    _update(
+        _k_adamw_update,
+        w,
+        [("w", w), ("g", g), ("m", m), ("v", v)],
+        (lr, beta1, 1 - beta1, beta2, 1 - beta2, eps, weight_decay, bc1, bc2),
+    )
+
+
+def rmsprop_update(w, g, s, lr, rho, eps, weight_decay):
+    """RMSprop: ``s = rho s + (1 - rho) g'^2``; ``w -= lr g' / (sqrt(s) + eps)``."""
+    _update(
+        _k_rmsprop_update,
+        w,
+        [("w", w), ("g", g), ("s", s)],
+        (lr, rho, 1 - rho, eps, weight_decay),
+    )
+
+
+# --------------------------------------------------------------------------
+# argument types of every kernel, for offline compilation (tests/cuda_compile)
+# --------------------------------------------------------------------------
+def _sig_act_fwd(f):
+    return [(f[:, ::1], f[::1])]
+
+
+def _sig_act_bwd(f):
+    return [(f[:, ::1], f[:, ::1], f[:, ::1], f[::1])]
+
+
+def _sig_dense_loss(f):
+    return [(f[:, ::1], f[:, ::1], f[::1], f[:, ::1], f)]
+
+
+def _sig_softmax_xent(f):
+    return [(f[:, ::1], i[::1], f[::1], f[:, ::1], f) for i in (types.int32, types.int64)]
+
+
+def _sig_update(n_arrays, n_scalars):
+    return lambda f: [(f[::1],) * n_arrays + (f,) * n_scalars]
+
+
+#: ``kernel name -> f(float type) -> [tuple of numba argument types, ...]``,
+#: one entry per ``@cuda.jit`` kernel of this module: the types the wrappers
+#: launch them with (C-contiguous arrays; scalars of the array dtype).
+SIGNATURES = {
+    **{f"_k_{a}_fwd": _sig_act_fwd for a in ("identity", "sigmoid", "tanh", "relu", "leaky_relu")},
+    **{f"_k_{a}_bwd": _sig_act_bwd for a in ("identity", "sigmoid", "tanh", "relu", "leaky_relu")},
+    "_k_softmax_xent": _sig_softmax_xent,
+    "_k_sigmoid_bce": _sig_dense_loss,
+    "_k_squared_error": _sig_dense_loss,
+    "_k_sgd_update": _sig_update(2, 2),
+    "_k_momentum_update": _sig_update(3, 3),
+    "_k_nesterov_update": _sig_update(3, 3),
+    "_k_adam_update": _sig_update(4, 9),
+    "_k_adamw_update": _sig_update(4, 9),
+    "_k_rmsprop_update": _sig_update(3, 5),
+}  # fmt: skip

@@ -1,0 +1,245 @@
+"""Reference kernels: plain array expressions, correct on NumPy and CuPy.
+
+These are the oracle the fused kernels (``cpu`` with Numba, ``cuda`` with
+numba.cuda) are tested against, and a working backend on their own.  Every
+kernel in ``cpu.py`` and ``cuda.py`` has the same name, the same signature and
+the same side effects as the one here:
+
+* results are written into the arrays passed in (``out`` buffers); nothing is
+  returned and nothing is allocated that the caller could keep;
+* activations work in place on ``z`` (shape ``(n, k)``, C-contiguous);
+* loss kernels write a per-row loss ``loss`` (shape ``(n,)``) and the gradient
+  of ``scale * loss.sum()`` with respect to their input into ``grad``;
+* optimizer updates change the parameter ``w`` and the state arrays in place,
+  element by element, so they work on arrays of any shape (the caller passes
+  flat views).
+
+``scale`` and the hyper-parameters are Python floats: under NumPy 2 (NEP 50)
+and CuPy they do not promote float32 arrays to float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: Slope of ``leaky_relu`` for negative inputs (fixed, as in Keras' default of
+#: 0.01 ... the kernels take no extra argument so every activation shares one
+#: signature).
+LEAKY_SLOPE = 0.01
+
+#: Names of the activations that have a ``<name>_fwd`` / ``<name>_bwd`` pair.
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
+
+
+def _xp(a):
+    """Array module of ``a`` (NumPy or CuPy) without importing CuPy eagerly."""
+    if type(a).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+# --------------------------------------------------------------------------
+# bias + activation, forward (in place) and backward (with the bias gradient)
+# --------------------------------------------------------------------------
+def identity_fwd(z, b):
+    """``z += b`` in place."""
+    z += b
+
+
+def sigmoid_fwd(z, b):
+    """``z = sigmoid(z + b)`` in place.
+
+    Written as ``0.5 * tanh(0.5 * x) + 0.5``: equal to ``1 / (1 + exp(-x))``
+    but never overflows ``exp`` for large negative ``x``.
+    """
+    xp = _xp(z)
+    z += b
+    z *= 0.5
+    xp.tanh(z, out=z)
+    z *= 0.5
+    z += 0.5
+
+
+def tanh_fwd(z, b):
+    """``z = tanh(z + b)`` in place."""
+    xp = _xp(z)
+    z += b
+    xp.tanh(z, out=z)
+
+
+def relu_fwd(z, b):
+    """``z = max(z + b, 0)`` in place."""
+    xp = _xp(z)
+    z += b
+    xp.maximum(z, 0, out=z)
+
+
+def leaky_relu_fwd(z, b):
+    """``z = x if x > 0 else 0.01 x`` with ``x = z + b``, in place."""
+    xp = _xp(z)
+    z += b
+    xp.maximum(z, z * LEAKY_SLOPE, out=z)
+
+
+def _bias_grad(dz, db):
+    dz.sum(axis=0, out=db)
+
+
+def identity_bwd(a, dy, dz, db):
+    """``dz = dy``; ``db = dz.sum(0)``.  ``dz`` may be ``dy``."""
+    if dz is not dy:
+        dz[...] = dy
+    _bias_grad(dz, db)
+
+
+def sigmoid_bwd(a, dy, dz, db):
+    """``dz = dy * a * (1 - a)`` where ``a`` is the sigmoid output."""
+    dz[...] = dy * (a * (1 - a))
+    _bias_grad(dz, db)
+
+
+def tanh_bwd(a, dy, dz, db):
+    """``dz = dy * (1 - a**2)`` where ``a`` is the tanh output."""
+    dz[...] = dy * (1 - a * a)
+    _bias_grad(dz, db)
+
+
+def relu_bwd(a, dy, dz, db):
+    """``dz = dy where a > 0 else 0``."""
+    xp = _xp(a)
+    dz[...] = xp.where(a > 0, dy, 0)
+    _bias_grad(dz, db)
+
+
+def leaky_relu_bwd(a, dy, dz, db):
+    """``dz = dy where a > 0 else 0.01 dy`` (``a > 0`` exactly when its input was)."""
+    xp = _xp(a)
+    dz[...] = xp.where(a > 0, dy, dy * LEAKY_SLOPE)
+    _bias_grad(dz, db)
+
+
+# --------------------------------------------------------------------------
+# losses: per-row loss and the gradient of ``scale * loss.sum()``
+# --------------------------------------------------------------------------
+def softmax_xent(logits, y, loss, grad, scale):
+    """Softmax cross-entropy forward and backward in one call.
+
+    Parameters
+    ----------
+    logits : (n, k) array, not modified.
+    y : (n,) integer array of class ids in ``[0, k)``.
+    loss : (n,) array, out: ``logsumexp(logits_i) - logits_i[y_i]``.
+    grad : (n, k) array, out: ``scale * (softmax(logits) - onehot(y))``.
+    scale : float, usually ``1 / n``.
+
+    The row maximum is subtracted before ``exp`` so logits of +-1e4 stay finite.
+    """
+    xp = _xp(logits)
+    n = logits.shape[0]
+    rows = xp.arange(n)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    s = e.sum(axis=1, keepdims=True)
+    loss[...] = xp.log(s[:, 0]) - shifted[rows, y]
+    grad[...] = e / s
+    grad[rows, y] -= 1
+    grad *= scale
+
+
+def sigmoid_bce(logits, y, loss, grad, scale):
+    """Binary cross-entropy on logits (sigmoid fused in).
+
+    ``loss_i = sum_j max(z, 0) - z * t + log1p(exp(-|z|))``: finite for any ``z``.
+    ``grad = scale * (sigmoid(z) - t)``.  ``y`` has the shape of ``logits``
+    and holds targets in [0, 1].
+    """
+    xp = _xp(logits)
+    z = logits
+    per = xp.maximum(z, 0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
+    per.sum(axis=1, out=loss)
+    grad[...] = (0.5 * xp.tanh(0.5 * z) + 0.5 - y) * scale
+
+
+def squared_error(pred, y, loss, grad, scale):
+    """Squared error: ``loss_i = sum_j (p - t)**2``; ``grad = 2 * scale * (p - t)``.
+
+    The caller picks ``scale``: ``1 / (n * k)`` for the mean squared error,
+    ``0.5`` for the tutorials' sum of squares ``0.5 * sum((p - t)**2)``.
+    """
+    d = pred - y
+    (d * d).sum(axis=1, out=loss)
+    grad[...] = d * (2 * scale)
+
+
+# --------------------------------------------------------------------------
+# optimizer updates, in place, element-wise
+# --------------------------------------------------------------------------
+def sgd_update(w, g, lr, weight_decay):
+    """``w -= lr * (g + weight_decay * w)``."""
+    w -= lr * (g + weight_decay * w)
+
+
+def momentum_update(w, g, v, lr, mu, weight_decay):
+    """Heavy-ball momentum: ``v = mu v - lr (g + wd w)``; ``w += v``."""
+    v *= mu
+    v -= lr * (g + weight_decay * w)
+    w += v
+
+
+def nesterov_update(w, g, v, lr, mu, weight_decay):
+    """Nesterov momentum (Sutskever form): ``v = mu v - lr g'``; ``w += mu v - lr g'``."""
+    gd = g + weight_decay * w
+    v *= mu
+    v -= lr * gd
+    w += mu * v - lr * gd
+
+
+def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    """Adam with L2 weight decay added to the gradient.
+
+    ``bc1 = 1 - beta1**t`` and ``bc2 = 1 - beta2**t`` are the bias corrections
+    for step ``t`` (computed once per step by the caller, on the host).
+    """
+    xp = _xp(w)
+    gd = g + weight_decay * w
+    m *= beta1
+    m += (1 - beta1) * gd
+    v *= beta2
+    v += (1 - beta2) * (gd * gd)
+    w -= lr * (m / bc1) / (xp.sqrt(v / bc2) + eps)
+
+
+def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    """AdamW: Adam with decoupled weight decay ``w -= lr * wd * w``."""
+    xp = _xp(w)
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * (g * g)
+    w -= lr * ((m / bc1) / (xp.sqrt(v / bc2) + eps) + weight_decay * w)
+
+
+def rmsprop_update(w, g, s, lr, rho, eps, weight_decay):
+    """RMSprop: ``s = rho s + (1 - rho) g'^2``; ``w -= lr g' / (sqrt(s) + eps)``."""
+    xp = _xp(w)
+    gd = g + weight_decay * w
+    s *= rho
+    s += (1 - rho) * (gd * gd)
+    w -= lr * gd / (xp.sqrt(s) + eps)
+
+
+#: Every kernel name; ``cpu`` and ``cuda`` must define exactly these.
+KERNELS = tuple(
+    [f"{a}_fwd" for a in ACTIVATIONS]
+    + [f"{a}_bwd" for a in ACTIVATIONS]
+    + ["softmax_xent", "sigmoid_bce", "squared_error"]
+    + [
+        "sgd_update",
+        "momentum_update",
+        "nesterov_update",
+        "adam_update",
+        "adamw_update",
+        "rmsprop_update",
+    ]
+)
