@@ -11,10 +11,11 @@ kernels.  Start with :class:`MLP`::
 """
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
 from .callbacks import Callback, EarlyStopping, History, ReduceLROnPlateau
+from .checkpoint import CheckpointError, ModelCheckpoint
 from .gradcheck import gradcheck
 from .io import ModelFileError, load_model as load
 from .layers import Dense, Dropout
-from .model import MLP, Sequential
+from .model import MLP, Sequential, TrainingDivergedError
 from .optimizers import SGD, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop
 from .schedules import Constant, Cosine, Exponential, OneCycle, StepDecay
 from .validation import NotFittedError
@@ -27,5 +28,6 @@ __all__ = [
     "Callback", "EarlyStopping", "History", "ReduceLROnPlateau",
     "Optimizer", "SGD", "Momentum", "Nesterov", "Adam", "AdamW", "RMSprop",
     "Constant", "StepDecay", "Exponential", "Cosine", "OneCycle",
-    "gradcheck", "load", "ModelFileError", "NotFittedError",
+    "gradcheck", "load", "ModelFileError", "NotFittedError", "TrainingDivergedError",
+    "ModelCheckpoint", "CheckpointError",
 ]

@@ -135,6 +135,12 @@ class _HostDevice:
         # Generator.random fills float32/float64 buffers without allocating.
         self.rng.random(out=out, dtype=out.dtype)
 
+    def get_rng_state(self):
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state):
+        self.rng.bit_generator.state = state
+
 
 class _CupyDevice:
     def __init__(self, seed):
@@ -157,6 +163,12 @@ class _CupyDevice:
 
     def uniform(self, out):
         out[...] = self.rng.random_sample(out.shape, dtype=out.dtype)
+
+    def get_rng_state(self):
+        return None  # CuPy's generator state is not exported: a resumed run reshuffles anew
+
+    def set_rng_state(self, state):
+        pass
 
 
 class Backend:
@@ -210,6 +222,14 @@ class Backend:
     def uniform(self, out):
         """Fill ``out`` with uniform random numbers in [0, 1) in place."""
         self._device.uniform(out)
+
+    def get_rng_state(self):
+        """The random generator's state as JSON-able data (None where not supported)."""
+        return self._device.get_rng_state()
+
+    def set_rng_state(self, state):
+        """Restore a state from :meth:`get_rng_state`."""
+        self._device.set_rng_state(state)
 
     def __repr__(self):
         return f"Backend({self.name!r}, dtype={self.dtype.name}, kernels={self.kernels_name!r})"

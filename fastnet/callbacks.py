@@ -15,6 +15,8 @@ class History:
     def __init__(self):
         self.epochs = []
         self.history = {}
+        #: The settings of the run: batch_size, n_samples, steps, epochs, optimizer, lr.
+        self.params = {}
 
     def append(self, epoch, logs):
         self.epochs.append(epoch)

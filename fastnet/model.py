@@ -15,12 +15,13 @@ One training step, on every backend (see ``shared/design.md``):
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 
 from . import validation as V
-from .backend import Backend, get_backend
-from .callbacks import EarlyStopping, History
+from .backend import check_choice, get_backend
+from .callbacks import Callback, EarlyStopping, History
 from .layers import Dense, Dropout, Layer, canonical_activation, layer_from_config
 from .losses import default_loss, get_loss
 from .optimizers import Optimizer, get_optimizer
@@ -29,6 +30,38 @@ from .schedules import get_schedule
 
 #: Rows per chunk in predict/evaluate when no training workspace exists yet.
 INFERENCE_CHUNK = 1024
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite; ``epoch`` and ``step`` say where (1-based)."""
+
+    def __init__(self, message, epoch=None, step=None):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
+
+class _GoodState:
+    """Device copies of the parameters and optimizer state at the last epoch boundary."""
+
+    def __init__(self, model):
+        self.model = model
+        xp = model.backend_.xp
+        opt = model.optimizer_
+        self.live = model._params() + [a for st in opt.state for a in st.values()]
+        self.copies = [xp.empty_like(a) for a in self.live]
+        self.t = opt.t
+
+    def save(self):
+        xp = self.model.backend_.xp
+        for dst, src in zip(self.copies, self.live):
+            xp.copyto(dst, src)
+        self.t = self.model.optimizer_.t
+
+    def restore(self):
+        xp = self.model.backend_.xp
+        for dst, src in zip(self.live, self.copies):
+            xp.copyto(dst, src)
+        self.model.optimizer_.t = self.t
 
 
 def _device_seed(seed):
@@ -89,9 +122,12 @@ class Sequential:
         self.dtype = self.backend_.dtype.name
         self.kernels = kernels
         last = canonical_activation(self.layers[-1].activation)
+        self.n_outputs_ = self.layers[-1].units
         self.loss_ = get_loss(loss if loss is not None else default_loss(last))
         self.loss = self.loss_.name
         self._wire_output()
+        if self.loss_.target_kind == "class" and self.n_outputs_ < 2:
+            raise ValueError(f"cross_entropy needs an output layer of >= 2 units, got {self.n_outputs_}")
         self.built = False
         self.optimizer_ = None
         self.history_ = History()
@@ -135,8 +171,6 @@ class Sequential:
         self.loss_.bind(self.backend_)
         self.built = True
         self._max_batch = 0
-        if self.loss_.target_kind == "class" and n < 2:
-            raise ValueError(f"cross_entropy needs an output layer of >= 2 units, got {n}")
         return self
 
     def _ensure_workspace(self, batch):
@@ -240,17 +274,19 @@ class Sequential:
 
     def fit(self, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_schedule=None,
             weight_decay=None, validation_data=None, validation_split=0.0, early_stopping=None,
-            callbacks=None, shuffle=True, verbose=0):
+            callbacks=None, shuffle=True, verbose=0, on_nan="raise", resume=None):
         """Train the model; training continues from the current weights.
 
         Parameters
         ----------
         X : array (n_samples, n_features)
-            Images (n, 28, 28) are flattened; integer arrays are converted.
+            Images (n, 28, 28) are flattened; integer arrays are converted;
+            bool, object and string arrays, NaN and inf are rejected.
         y : array
             Class ids (n,) or one-hot rows (n, k) for cross-entropy; 0/1 targets
             for binary cross-entropy; values (n,) or (n, k) for regression.
         epochs : int
+            Epochs to train (with ``resume``: the total to reach).
         batch_size : int or None
             Rows per step; ``None`` is full batch.  A batch size larger than the
             data is clipped to it (full batch).
@@ -271,59 +307,101 @@ class Sequential:
         shuffle : bool
         verbose : {0, 1}
             1 prints a progress bar and a line per epoch.
+        on_nan : {"raise", "restore", "ignore"}
+            When an epoch's loss is NaN or infinite: ``"raise"`` puts back the
+            weights and optimizer state of the last good epoch and raises
+            :class:`TrainingDivergedError` naming the epoch and step;
+            ``"restore"`` does the same but stops with a warning instead;
+            ``"ignore"`` trains on.
+        resume : path, optional
+            A :class:`~fastnet.checkpoint.ModelCheckpoint` file: restore the
+            weights, optimizer, random state and history from it and train
+            until ``epochs`` epochs in all.
 
         Returns
         -------
         History
             The epochs of this call: loss, accuracy, val_loss, val_accuracy, lr, seconds.
+
+        Notes
+        -----
+        Every argument and the data are checked before anything changes: after a
+        ``ValueError``/``TypeError`` the weights and optimizer state are as before.
         """
         epochs = V.check_epochs(epochs)
         batch_size = V.check_batch_size(batch_size)
         if verbose not in (0, 1, 2, True, False):
             raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+        check_choice("on_nan", on_nan, ("raise", "restore", "ignore"))
         if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
             raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
         callbacks = list(callbacks or [])
+        for i, cb in enumerate(callbacks):
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks[{i}] must be a fastnet Callback, got {cb!r}")
         if early_stopping is not None:
             callbacks.append(early_stopping)
         schedule = get_schedule(lr_schedule)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
         X = V.check_X(X, self.n_features_in_ if self.built else self.input_dim)
         y_raw = V.as_array("y", y)
         V.check_lengths(X, y_raw)
-        if not self.built:
-            self.build(X.shape[1])
         y = self._prepare_y(y_raw)
         X, y, val = self._split_validation(X, y, validation_data, validation_split)
         opt = self._select_optimizer(optimizer, lr, weight_decay)
+        if not self.built:
+            self.build(X.shape[1])
+        if resume is not None:
+            from .checkpoint import restore_checkpoint
+
+            restore_checkpoint(self, resume)
+            opt = self._select_optimizer(optimizer, lr, weight_decay)
+            total = epochs
+            epochs = max(epochs - self.n_iter_, 0)
+        else:
+            total = self.n_iter_ + epochs
         if opt is not self.optimizer_:
             opt.setup(self._params(), self._grads(), self.backend_)
             self.optimizer_ = opt
-        return self._fit_loop(X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose)
+        schedule.total_epochs = total
+        return self._fit_loop(X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan)
 
     def partial_fit(self, X, y, **kwargs):
         """One epoch over ``(X, y)``, continuing from the current state: ``fit(X, y, epochs=1, ...)``."""
         kwargs.setdefault("epochs", 1)
         return self.fit(X, y, **kwargs)
 
-    def _fit_loop(self, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose):
-        b, xp = self.backend_, self.backend_.xp
+    def _fit_loop(self, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan):
+        xp = self.backend_.xp
         n = len(X)
         bs = n if batch_size is None else min(batch_size, n)
         self._ensure_workspace(bs)
         Xd, Yd = self._to_device(X, y)
         Xv, Yv = self._to_device(*val) if val is not None else (None, None)
         steps = -(-n // bs)
-        schedule.total_epochs = self.n_iter_ + epochs
+        step_losses = xp.zeros(steps, dtype=np.float64)
+        guard = _GoodState(self) if on_nan != "ignore" else None
         history = History()
+        history.params = {"batch_size": bs, "n_samples": n, "steps": steps, "epochs": epochs,
+                          "optimizer": self.optimizer_.name, "lr": self.optimizer_.lr}
+        self.history_.params = history.params
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin(self)
         for _ in range(epochs):
             epoch = self.n_iter_
             t0 = time.perf_counter()
+            if guard is not None:
+                guard.save()
             progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose))
-            loss_sum, correct, lr = self._train_epoch(Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress)
-            logs = {"loss": float(loss_sum) * self.loss_.scale(n, self.n_outputs_)}
+            correct, lr = self._train_epoch(Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses)
+            loss = float(step_losses.sum()) * self.loss_.scale(n, self.n_outputs_)
+            if not np.isfinite(loss):
+                progress.close({"loss": loss}, n)
+                if self._diverged(loss, step_losses, epoch, steps, guard, on_nan):
+                    break
+            logs = {"loss": loss}
             if self.loss_.is_classifier:
                 logs["accuracy"] = int(correct) / self._accuracy_denominator(n)
             if Xv is not None:
@@ -332,7 +410,8 @@ class Sequential:
             logs["seconds"] = time.perf_counter() - t0
             history.append(epoch + 1, logs)
             self.history_.append(epoch + 1, logs)
-            progress.close(logs, n)
+            if np.isfinite(loss):
+                progress.close(logs, n)
             for cb in callbacks:
                 cb.on_epoch_end(self, epoch + 1, logs)
             if self.stop_training:
@@ -341,11 +420,27 @@ class Sequential:
             cb.on_train_end(self)
         return history
 
-    def _train_epoch(self, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress):
+    def _diverged(self, loss, step_losses, epoch, steps, guard, on_nan):
+        """Handle a non-finite epoch loss; True when training must stop."""
+        if on_nan == "ignore":
+            return False
+        host = self.backend_.to_host(step_losses)
+        step = int(np.argmax(~np.isfinite(host))) + 1
+        guard.restore()
+        where = f"epoch {epoch + 1}, step {step} of {steps}"
+        msg = (f"the training loss became {loss} at {where}; the weights and optimizer state were "
+               f"restored to the end of epoch {epoch} ({'the initial weights' if epoch == 0 else 'last good epoch'}). "
+               f"Usual causes: a learning rate too high (lr={self.optimizer_.lr}), unscaled inputs, "
+               "or an exploding gradient")
+        if on_nan == "raise":
+            raise TrainingDivergedError(msg, epoch=epoch + 1, step=step)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        return True
+
+    def _train_epoch(self, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses):
         b = self.backend_
         xp = b.xp
         order = b.permutation(n) if shuffle else None
-        loss_sum = xp.zeros((), dtype=np.float64)
         correct = xp.zeros((), dtype=np.int64)
         classify = self.loss_.is_classifier
         base_lr = self.optimizer_.lr
@@ -365,13 +460,13 @@ class Sequential:
             rows = self._loss_rows[:m]
             grad = self._grad[:m]
             self.loss_(out, yb, rows, grad)
-            loss_sum += rows.sum()
+            step_losses[step] = rows.sum()  # stays on the device: read once per epoch
             if classify:
                 correct += self._correct(out, yb)
             self._backward(grad)
             self.optimizer_.step(lr)
             progress.update(step + 1)
-        return loss_sum, correct, lr
+        return correct, lr
 
     @property
     def n_iter_(self):
@@ -504,10 +599,10 @@ class Sequential:
         Dropout is off (as at inference), so the result is deterministic.
         """
         X = V.check_X(X, self.n_features_in_ if self.built else self.input_dim)
-        if not self.built:
-            self.build(X.shape[1])
         y = self._prepare_y(y)
         V.check_lengths(X, y)
+        if not self.built:
+            self.build(X.shape[1])
         Xd, Yd = self._to_device(X, y)
         n = len(X)
         self._ensure_workspace(n)

@@ -1,0 +1,148 @@
+"""Training checkpoints: everything needed to continue a run bit for bit.
+
+A checkpoint is an ``.npz`` archive (read without pickle) holding the model
+file's content plus the optimizer state, the device random generator's state
+and the history.  A SHA-256 over every array is stored inside it, so a
+truncated or damaged file is detected.  Writes are atomic (temporary file,
+fsync, rename) and the previous checkpoint is kept as ``<path>.prev``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from .callbacks import Callback
+from .io import FORMAT_VERSION, META_KEY, ModelFileError, atomic_write
+
+CHECKPOINT_KIND = "fastnet-checkpoint"
+
+
+class CheckpointError(ModelFileError):
+    """A checkpoint is missing, truncated, damaged or does not fit the model."""
+
+
+def _digest(arrays):
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(model, path):
+    """Write ``model``'s full training state to ``path`` atomically."""
+    path = os.fspath(path)
+    arrays = {f"param/{k}": v for k, v in model.get_weights().items()}
+    opt = model.optimizer_
+    opt_meta = None
+    if opt is not None:
+        opt_meta = {"config": opt.get_config(), "t": opt.t, "slots": list(opt.slots)}
+        for i, st in enumerate(opt.state):
+            for slot, a in st.items():
+                arrays[f"opt/{i}/{slot}"] = model.backend_.to_host(a).copy()
+    meta = {
+        "kind": CHECKPOINT_KIND,
+        "format_version": FORMAT_VERSION,
+        "config": model.get_config(),
+        "optimizer": opt_meta,
+        "rng_state": model.backend_.get_rng_state(),
+        "history": {"epochs": model.history_.epochs, "history": model.history_.history},
+        "sha256": _digest(arrays),
+    }
+    arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    if os.path.exists(path):
+        os.replace(path, path + ".prev")
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def read_checkpoint(path):
+    """``(meta, arrays)`` of a checkpoint, verified; raises :class:`CheckpointError`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path!r} is truncated or damaged ({type(exc).__name__}: {exc})" + _prev_hint(path)
+        ) from None
+    raw = arrays.pop(META_KEY, None)
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8")) if raw is not None else None
+    except (ValueError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{path!r} is not a fastnet checkpoint" + _prev_hint(path))
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path!r} was written by a newer fastnet (format {meta['format_version']})")
+    if _digest(arrays) != meta.get("sha256"):
+        raise CheckpointError(f"checkpoint {path!r} failed its checksum: the file is damaged" + _prev_hint(path))
+    return meta, arrays
+
+
+def _prev_hint(path):
+    prev = path + ".prev"
+    return f"; the previous checkpoint is kept at {prev!r}" if os.path.exists(prev) else ""
+
+
+def restore_checkpoint(model, path):
+    """Load a checkpoint into ``model`` (same architecture); returns the optimizer it held."""
+    from .callbacks import History
+    from .optimizers import OPTIMIZERS
+
+    meta, arrays = read_checkpoint(path)
+    mine, theirs = model.get_config(), meta["config"]
+    if mine["layers"] != theirs["layers"] or mine["loss"] != theirs["loss"]:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a different architecture: {theirs['layers']}")
+    if not model.built:
+        model.build(theirs["input_dim"])
+    model.set_weights({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
+    opt = None
+    if meta["optimizer"] is not None:
+        config = dict(meta["optimizer"]["config"])
+        opt = OPTIMIZERS[config.pop("name")](**config)
+        opt.setup(model._params(), model._grads(), model.backend_)
+        opt.t = meta["optimizer"]["t"]
+        for i, st in enumerate(opt.state):
+            for slot, a in st.items():
+                a[...] = model.backend_.asarray(arrays[f"opt/{i}/{slot}"], dtype=a.dtype)
+        model.optimizer_ = opt
+    if meta.get("rng_state") is not None:
+        model.backend_.set_rng_state(meta["rng_state"])
+    history = History()
+    history.epochs = list(meta["history"]["epochs"])
+    history.history = {k: list(v) for k, v in meta["history"]["history"].items()}
+    model.history_ = history
+    return opt
+
+
+class ModelCheckpoint(Callback):
+    """Save the full training state every ``every`` epochs (and at the end of training).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The checkpoint file; the one before it is kept as ``<path>.prev``.
+    every : int
+        Epochs between saves.
+
+    ``fit(..., resume=path)`` continues from the file.
+    """
+
+    def __init__(self, path, every=1):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        self.path = os.fspath(path)
+        self.every = every
+
+    def on_epoch_end(self, model, epoch, logs):
+        if epoch % self.every == 0:
+            save_checkpoint(model, self.path)
