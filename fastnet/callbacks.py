@@ -48,9 +48,16 @@ class History:
 
 
 class Callback:
-    """Hooks called by ``fit``.  ``on_epoch_end`` may set ``model.stop_training``."""
+    """Hooks called by ``fit``.  ``on_epoch_end`` may set ``model.stop_training``.
+
+    ``on_step_end`` is called after every optimizer step, but only for the
+    callbacks that override it: the others cost the training step nothing.
+    """
 
     def on_train_begin(self, model):
+        pass
+
+    def on_step_end(self, model, epoch, step):
         pass
 
     def on_epoch_end(self, model, epoch, logs):

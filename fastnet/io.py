@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -50,13 +51,35 @@ def save_model(model, path):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+#: Largest model a file may declare (parameters); larger is refused before any allocation.
+MAX_PARAMETERS = 2**31
+
+
+def _check_declared_size(config, path):
+    """Refuse architectures whose declared size is absurd, before allocating anything."""
+    try:
+        n = int(config["input_dim"])
+        total = 0
+        for layer in config["layers"]:
+            if layer.get("type") == "Dense":
+                units = int(layer["units"])
+                total += n * units + units
+                n = units
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{os.fspath(path)!r}: bad architecture in the file ({exc!r})") from None
+    if n < 1 or total > MAX_PARAMETERS:
+        raise ModelFileError(
+            f"{os.fspath(path)!r} declares {total:,} parameters (limit {MAX_PARAMETERS:,}): refused"
+        )
+
+
 def load_model(path, backend="auto", kernels="fused"):
     """Read a model written by :func:`save_model` onto ``backend``."""
     from .model import Sequential
 
     try:
         archive = np.load(os.fspath(path), allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ModelFileError(f"cannot read model file {os.fspath(path)!r}: {exc}") from None
     with archive:
         if META_KEY not in archive.files:
@@ -71,8 +94,15 @@ def load_model(path, backend="auto", kernels="fused"):
                 f"{os.fspath(path)!r} has format version {version!r}; this fastnet reads up to "
                 f"{FORMAT_VERSION}: upgrade fastnet"
             )
-        model = Sequential.from_config(meta["config"], backend=backend, kernels=kernels)
-        weights = {k: archive[k] for k in archive.files if k != META_KEY}
+        _check_declared_size(meta.get("config"), path)
+        try:
+            model = Sequential.from_config(meta["config"], backend=backend, kernels=kernels)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{os.fspath(path)!r}: bad architecture in the file ({exc})") from None
+        try:
+            weights = {k: archive[k] for k in archive.files if k != META_KEY}
+        except (ValueError, OSError, EOFError) as exc:  # object arrays need pickle: refused
+            raise ModelFileError(f"{os.fspath(path)!r}: refused to read its arrays ({exc})") from None
     if weights:
         n_in = meta["config"].get("input_dim")
         if not isinstance(n_in, int) or n_in < 1:

@@ -365,7 +365,9 @@ class Sequential:
             opt.setup(self._params(), self._grads(), self.backend_)
             self.optimizer_ = opt
         schedule.total_epochs = total
-        return self._fit_loop(X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan)
+        # Overflow to inf/NaN is detected per epoch (on_nan); NumPy's own warnings would only repeat it.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._fit_loop(X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan)
 
     def partial_fit(self, X, y, **kwargs):
         """One epoch over ``(X, y)``, continuing from the current state: ``fit(X, y, epochs=1, ...)``."""
@@ -387,6 +389,7 @@ class Sequential:
                           "optimizer": self.optimizer_.name, "lr": self.optimizer_.lr}
         self.history_.params = history.params
         self.stop_training = False
+        step_callbacks = [cb for cb in callbacks if type(cb).on_step_end is not Callback.on_step_end]
         for cb in callbacks:
             cb.on_train_begin(self)
         for _ in range(epochs):
@@ -395,7 +398,8 @@ class Sequential:
             if guard is not None:
                 guard.save()
             progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose))
-            correct, lr = self._train_epoch(Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses)
+            correct, lr = self._train_epoch(Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
+                                            step_losses, step_callbacks)
             loss = float(step_losses.sum()) * self.loss_.scale(n, self.n_outputs_)
             if not np.isfinite(loss):
                 progress.close({"loss": loss}, n)
@@ -437,7 +441,8 @@ class Sequential:
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
         return True
 
-    def _train_epoch(self, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses):
+    def _train_epoch(self, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses,
+                     step_callbacks=()):
         b = self.backend_
         xp = b.xp
         order = b.permutation(n) if shuffle else None
@@ -466,6 +471,8 @@ class Sequential:
             self._backward(grad)
             self.optimizer_.step(lr)
             progress.update(step + 1)
+            for cb in step_callbacks:
+                cb.on_step_end(self, epoch + 1, step + 1)
         return correct, lr
 
     @property
