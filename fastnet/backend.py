@@ -19,6 +19,7 @@ compared on the same model.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import os
@@ -92,6 +93,15 @@ def cuda_status() -> tuple[bool, str]:
     return True, f"{count} CUDA device(s)"
 
 
+def gpu_array_library_version() -> str:
+    """CuPy's version, or why it is not importable."""
+    try:
+        import cupy
+    except Exception as exc:
+        return f"not available ({type(exc).__name__})"
+    return cupy.__version__
+
+
 def backend_status(name: str) -> tuple[bool, str]:
     """``(usable, reason)`` for one backend name."""
     if name == "cpu":
@@ -138,6 +148,18 @@ class _HostDevice:
     def get_rng_state(self):
         return self.rng.bit_generator.state
 
+    @contextlib.contextmanager
+    def compute_env(self):
+        # Denormal floats (Adam's tiny second moments) take a slow microcode
+        # path on x86: flush them to zero on this thread while training.
+        from fastnet.kernels import fpenv
+
+        previous = fpenv.flush_denormals(True)
+        try:
+            yield
+        finally:
+            fpenv.restore(previous)
+
     def set_rng_state(self, state):
         self.rng.bit_generator.state = state
 
@@ -166,6 +188,9 @@ class _CupyDevice:
 
     def get_rng_state(self):
         return None  # CuPy's generator state is not exported: a resumed run reshuffles anew
+
+    def compute_env(self):
+        return contextlib.nullcontext()
 
     def set_rng_state(self, state):
         pass
@@ -222,6 +247,11 @@ class Backend:
     def uniform(self, out):
         """Fill ``out`` with uniform random numbers in [0, 1) in place."""
         self._device.uniform(out)
+
+    def compute_env(self):
+        """Context for a training run: on the CPU, flush-to-zero and denormals-are-zero
+        on the calling thread (the caller's setting is restored on exit)."""
+        return self._device.compute_env()
 
     def get_rng_state(self):
         """The random generator's state as JSON-able data (None where not supported)."""

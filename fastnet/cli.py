@@ -9,6 +9,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 #: Training recipes for MNIST, chosen by measurement (see examples/README.md).
 RECIPES = {
     "default": dict(hidden=[512, 512], activation="relu", optimizer="adam", lr=1e-3, batch_size=128,
@@ -81,7 +83,23 @@ def build_parser():
     ev.add_argument("--data-dir")
 
     sub.add_parser("info", help="versions, usable backends and the Numba cache location")
+
+    bench = sub.add_parser("bench", help="MNIST training throughput beside PyTorch, scikit-learn, NumPy")
+    bench.add_argument("--configs", nargs="+", choices=sorted(_bench_configs()), help="default: all")
+    bench.add_argument("--rounds", type=_positive_int, default=3, help="timed epochs per system (median)")
+    bench.add_argument("--no-peers", action="store_true", help="fastnet systems only")
+    bench.add_argument("--no-reference", action="store_true", help="skip fastnet with reference kernels")
+    bench.add_argument("--tta", type=float, metavar="ACC",
+                       help="instead: time to this test accuracy, fastnet default recipe vs PyTorch's")
+    bench.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    bench.add_argument("--data-dir")
     return parser
+
+
+def _bench_configs():
+    from .benchmark import CONFIGS
+
+    return CONFIGS
 
 
 def _recipe(args):
@@ -132,6 +150,57 @@ def cmd_evaluate(args):
     return 0
 
 
+def cmd_bench(args):
+    import json
+
+    from . import benchmark as B
+
+    (X, y), (Xt, yt) = load_mnist_arrays(cache_dir=args.data_dir)
+    print(f"machine: {B.machine_description()}")
+    if args.tta:
+        return _bench_tta(args, B, X, y, Xt, yt)
+    systems = B.available_systems(include_reference=not args.no_reference, include_peers=not args.no_peers)
+    print("systems: " + ", ".join(s.name for s in systems))
+
+    def progress(config, system, r, rounds):
+        print(f"  {config}: {system} round {r}/{rounds}", file=sys.stderr, flush=True)
+
+    rows = B.run(X, y, configs=args.configs, systems=systems, rounds=args.rounds, progress=progress)
+    print(B.format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": B.machine_description(), "rows": rows}, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_tta(args, B, X, y, Xt, yt):
+    import json
+
+    recipe = RECIPES["default"]
+    fast_config = dict(hidden=recipe["hidden"], activation=recipe["activation"], optimizer=recipe["optimizer"],
+                       lr=recipe["lr"], batch_size=recipe["batch_size"])
+    torch_config = B.CONFIGS["relu512x2-adam"]
+    results = {}
+    for system, config in ((B.FastnetSystem("cpu", "fused"), fast_config), (B.TorchSystem(), torch_config)):
+        warm = B.FastnetSystem("cpu", "fused") if system.name.startswith("fastnet") else None
+        if warm is not None:  # compile the kernels outside the timing
+            warm.setup(X[:1024], y[:1024], config, 0)
+            warm.epoch(np.arange(1024))
+        seconds, epochs, accs = B.time_to_accuracy(system, X, y, Xt, yt, config, target=args.tta)
+        results[system.name] = {"seconds": seconds, "epochs": epochs, "accuracies": accs}
+        shown = f"{seconds:.1f}s" if seconds is not None else "not reached"
+        print(f"{system.name}: {shown} to {args.tta:.3f} test accuracy ({epochs} epochs; "
+              f"accuracies {', '.join(f'{a:.4f}' for a in accs)})")
+    f, t = results["fastnet-fused"]["seconds"], results["pytorch"]["seconds"]
+    if f and t:
+        print(f"fastnet / PyTorch time to {args.tta}: {f / t:.2f}x")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": B.machine_description(), "tta": results}, fh, indent=2)
+    return 0
+
+
 def cmd_info(args):
     from . import info
 
@@ -142,7 +211,7 @@ def cmd_info(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info}[args.command]
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -25,13 +25,13 @@ def numba_cache_dir():
 
 def report():
     from . import __version__
-    from .backend import backend_status
+    from .backend import backend_status, gpu_array_library_version
 
     lines = [
         f"fastnet {__version__}  (Python {platform.python_version()}, {platform.machine()})",
         f"numpy   {_version('numpy')}",
         f"numba   {_version('numba')}",
-        f"cupy    {_version('cupy')}",
+        f"cupy    {gpu_array_library_version()}",
         "backends:",
     ]
     for name in ("cpu", "cuda", "cuda-sim"):

@@ -366,7 +366,7 @@ class Sequential:
             self.optimizer_ = opt
         schedule.total_epochs = total
         # Overflow to inf/NaN is detected per epoch (on_nan); NumPy's own warnings would only repeat it.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), self.backend_.compute_env():
             return self._fit_loop(X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan)
 
     def partial_fit(self, X, y, **kwargs):

@@ -21,11 +21,11 @@ def _describe(value):
 
 
 def as_array(argument, value):
-    """``value`` as a NumPy array; lists, tuples and CuPy arrays accepted."""
+    """``value`` as a NumPy array; lists, tuples and GPU arrays accepted."""
     if value is None:
         raise TypeError(f"{argument} must be an array, got None")
-    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
-        value = value.get()
+    if hasattr(value, "__cuda_array_interface__") and hasattr(value, "get"):
+        value = value.get()  # a GPU array: copy to the host
     try:
         return np.asarray(value)
     except Exception as exc:  # ragged lists and the like

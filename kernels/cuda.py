@@ -13,7 +13,10 @@ Decisions:
   signature compiles at import and needs a CUDA driver, and this module must
   import on a machine with neither a GPU nor the simulator.  Numba compiles one
   specialisation per argument types at the first launch (float32 and float64;
-  int32 and int64 labels for ``softmax_xent``).
+  int32 and int64 labels for ``softmax_xent``).  Device helpers are
+  ``inline="always"`` (inlined in Numba IR): typing a call to a non-inlined
+  device function compiles it for the *current device*, which needs a driver,
+  so ``compile_ptx(..., cc=(9, 0))`` on a machine without a GPU would fail.
 * **float32 stays float32.**  Numba types a float literal as float64 and
   would promote ``float32 * 0.5`` to a float64 multiply; every constant in a
   kernel is therefore written ``T(0.5)`` with ``T`` the element type, and the
@@ -179,7 +182,9 @@ def _bind(kernel, grid, block, stream):
     with warnings.catch_warnings():
         # Small grids are deliberate here (a 10-column loss, a 16-chunk bias
         # gradient); numba warns below 128 blocks.
-        warnings.simplefilter("ignore", numba.core.errors.NumbaPerformanceWarning)
+        # (Matched by message: numba-cuda and numba's built-in target raise
+        # different NumbaPerformanceWarning classes.)
+        warnings.filterwarnings("ignore", message="Grid size .* under-utilization")
         if stream is None:
             return kernel[grid, block]
         return kernel[grid, block, stream]

@@ -19,6 +19,8 @@ and CuPy they do not promote float32 arrays to float64.
 """
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 #: Slope of ``leaky_relu`` for negative inputs (fixed, as in Keras' default of
@@ -31,12 +33,9 @@ ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
 
 
 def _xp(a):
-    """Array module of ``a`` (NumPy or CuPy) without importing CuPy eagerly."""
-    if type(a).__module__.startswith("cupy"):
-        import cupy
-
-        return cupy
-    return np
+    """Array module of ``a``: the package its type comes from (``numpy`` or a GPU one)."""
+    package = type(a).__module__.partition(".")[0]
+    return np if package == "numpy" else importlib.import_module(package)
 
 
 # --------------------------------------------------------------------------

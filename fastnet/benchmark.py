@@ -1,0 +1,358 @@
+"""MNIST training throughput, fastnet beside its peers, measured in one run.
+
+Systems (each trains the same architecture, optimizer, batch size and data
+order, one epoch per round, after a warm-up epoch that compiles and fills
+caches):
+
+* ``fastnet-fused``     fastnet, CPU backend, Numba kernels;
+* ``fastnet-reference`` fastnet, CPU backend, plain NumPy kernels;
+* ``fastnet-cuda``      fastnet on a GPU, when one is usable (synchronised each round);
+* ``pytorch``           PyTorch CPU, ``torch.set_num_threads(cores)``;
+* ``pytorch-tuned``     the same with ``Adam(fused=True)`` and ``set_flush_denormal(True)``;
+* ``sklearn``           scikit-learn's ``MLPClassifier.partial_fit``;
+* ``numpy-scratch``     the tutorials' from-scratch NumPy loop (allocates every step): the floor.
+
+Rounds are interleaved (A B C A B C ...) so machine drift hits every system
+alike; ratios to PyTorch are taken round by round, then the median.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+#: The benchmark configurations of the issue.
+CONFIGS = {
+    "sigmoid128-sgd": dict(hidden=[128], activation="sigmoid", optimizer="sgd", lr=0.1, batch_size=128),
+    "relu512x2-adam": dict(hidden=[512, 512], activation="relu", optimizer="adam", lr=1e-3, batch_size=128),
+    "sigmoid128-sgd-b1024": dict(hidden=[128], activation="sigmoid", optimizer="sgd", lr=0.1, batch_size=1024),
+    "relu512x2-adam-b1024": dict(hidden=[512, 512], activation="relu", optimizer="adam", lr=1e-3,
+                                 batch_size=1024),
+}
+
+
+def sizes(config, n_in=784, n_out=10):
+    return [n_in, *config["hidden"], n_out]
+
+
+def flops_per_sample(layer_sizes):
+    """Training FLOPs per sample: 6 x weights, less 2 x first-layer weights (no input gradient)."""
+    weights = [a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:])]
+    return 6 * sum(weights) - 2 * weights[0]
+
+
+def gemm_ceiling(layer_sizes, batch, dtype=np.float32, repeats=20):
+    """GFLOP/s of NumPy's GEMMs at exactly one training step's shapes (forward, dW, dX)."""
+    rng = np.random.default_rng(0)
+    mats = []
+    for i, (a, b) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
+        X = rng.random((batch, a), dtype=dtype)
+        W = rng.random((a, b), dtype=dtype)
+        D = rng.random((batch, b), dtype=dtype)
+        mats.append((X, W, D, np.empty((batch, b), dtype), np.empty((a, b), dtype),
+                     np.empty((batch, a), dtype), i > 0))
+
+    def step():
+        for X, W, D, out, dW, dX, need_dx in mats:
+            np.matmul(X, W, out=out)
+            np.matmul(X.T, D, out=dW)
+            if need_dx:
+                np.matmul(D, W.T, out=dX)
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return flops_per_sample(layer_sizes) * batch / statistics.median(times) / 1e9
+
+
+# --------------------------------------------------------------------- systems
+class System:
+    """One trainer: ``setup`` once, then ``epoch(order)`` trains one epoch in that data order."""
+
+    name = None
+
+    def setup(self, X, y, config, seed):
+        raise NotImplementedError
+
+    def epoch(self, order):
+        raise NotImplementedError
+
+    def synchronize(self):
+        pass
+
+    def accuracy(self, X, y):
+        return None
+
+
+class FastnetSystem(System):
+    def __init__(self, backend="cpu", kernels="fused"):
+        self.backend, self.kernels = backend, kernels
+        self.name = "fastnet-cuda" if backend == "cuda" else f"fastnet-{kernels}"
+
+    def setup(self, X, y, config, seed):
+        import fastnet
+
+        self.model = fastnet.MLP(sizes(config), activation=config["activation"], backend=self.backend,
+                                 kernels=self.kernels, seed=seed)
+        self.config = config
+        self.X, self.y = X, y
+
+    def epoch(self, order):
+        c = self.config
+        # The order is applied by the caller's shuffle, same for every system.
+        self.model.fit(self.X[order], self.y[order], epochs=1, batch_size=c["batch_size"],
+                       optimizer=c["optimizer"], lr=c["lr"], shuffle=False)
+
+    def synchronize(self):
+        self.model.backend_.synchronize()
+
+    def accuracy(self, X, y):
+        return self.model.score(X, y)
+
+
+class TorchSystem(System):
+    def __init__(self, tuned=False):
+        self.tuned = tuned
+        self.name = "pytorch-tuned" if tuned else "pytorch"
+
+    def setup(self, X, y, config, seed):
+        import torch
+
+        torch.manual_seed(seed)
+        torch.set_num_threads(os.cpu_count() or 1)
+        layers = []
+        s = sizes(config)
+        for i, (a, b) in enumerate(zip(s[:-1], s[1:])):
+            layers.append(torch.nn.Linear(a, b))
+            if i < len(s) - 2:
+                layers.append(torch.nn.Sigmoid() if config["activation"] == "sigmoid" else torch.nn.ReLU())
+        self.torch = torch
+        self.net = torch.nn.Sequential(*layers)
+        if config["optimizer"] == "adam":
+            kw = {"fused": True} if self.tuned else {}
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=config["lr"], **kw)
+        else:
+            self.opt = torch.optim.SGD(self.net.parameters(), lr=config["lr"])
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        self.bs = config["batch_size"]
+
+    def epoch(self, order):
+        torch = self.torch
+        previous = None
+        if self.tuned:
+            previous = torch.set_flush_denormal(True)
+        idx = torch.from_numpy(order)
+        for start in range(0, len(order), self.bs):
+            b = idx[start:start + self.bs]
+            xb, yb = self.X.index_select(0, b), self.y.index_select(0, b)
+            self.opt.zero_grad(set_to_none=True)
+            self.loss(self.net(xb), yb).backward()
+            self.opt.step()
+        if self.tuned and previous is not None:
+            torch.set_flush_denormal(False)
+
+    def accuracy(self, X, y):
+        with self.torch.no_grad():
+            out = self.net(self.torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
+        return float((out.argmax(1).numpy() == y).mean())
+
+
+class SklearnSystem(System):
+    name = "sklearn"
+
+    def setup(self, X, y, config, seed):
+        from sklearn.neural_network import MLPClassifier
+
+        self.clf = MLPClassifier(
+            hidden_layer_sizes=tuple(config["hidden"]),
+            activation="logistic" if config["activation"] == "sigmoid" else "relu",
+            solver=config["optimizer"], learning_rate_init=config["lr"], batch_size=config["batch_size"],
+            alpha=0.0, momentum=0.0, nesterovs_momentum=False, shuffle=False, random_state=seed,
+        )
+        self.X, self.y = np.ascontiguousarray(X, dtype=np.float32), np.asarray(y)
+        self.classes = np.arange(10)
+
+    def epoch(self, order):
+        self.clf.partial_fit(self.X[order], self.y[order], classes=self.classes)
+
+    def accuracy(self, X, y):
+        return float(self.clf.score(X, y))
+
+
+class NumpyScratchSystem(System):
+    """The tutorials' loop: plain NumPy expressions, new arrays every step."""
+
+    name = "numpy-scratch"
+
+    def setup(self, X, y, config, seed):
+        rng = np.random.default_rng(seed)
+        s = sizes(config)
+        self.W = [(rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(np.float32) for a, b in zip(s[:-1], s[1:])]
+        self.b = [np.zeros(b, np.float32) for b in s[1:]]
+        self.act = config["activation"]
+        self.opt, self.lr, self.bs = config["optimizer"], config["lr"], config["batch_size"]
+        self.m = [np.zeros_like(p) for p in self.W + self.b]
+        self.v = [np.zeros_like(p) for p in self.W + self.b]
+        self.t = 0
+        self.X, self.y = np.ascontiguousarray(X, dtype=np.float32), np.asarray(y)
+
+    def epoch(self, order):
+        for start in range(0, len(order), self.bs):
+            idx = order[start:start + self.bs]
+            x, y = self.X[idx], self.y[idx]
+            acts = [x]
+            for i, (W, b) in enumerate(zip(self.W, self.b)):
+                z = acts[-1] @ W + b
+                if i < len(self.W) - 1:
+                    z = 1 / (1 + np.exp(-z)) if self.act == "sigmoid" else np.maximum(z, 0)
+                acts.append(z)
+            z = acts[-1] - acts[-1].max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            p[np.arange(len(y)), y] -= 1
+            delta = p / len(y)
+            grads_W, grads_b = [], []
+            for i in range(len(self.W) - 1, -1, -1):
+                grads_W.insert(0, acts[i].T @ delta)
+                grads_b.insert(0, delta.sum(axis=0))
+                if i > 0:
+                    delta = delta @ self.W[i].T
+                    a = acts[i]
+                    delta = delta * (a * (1 - a)) if self.act == "sigmoid" else delta * (a > 0)
+            params, grads = self.W + self.b, grads_W + grads_b
+            if self.opt == "adam":
+                self.t += 1
+                for j, (w, g) in enumerate(zip(params, grads)):
+                    self.m[j] = 0.9 * self.m[j] + 0.1 * g
+                    self.v[j] = 0.999 * self.v[j] + 0.001 * g * g
+                    mh = self.m[j] / (1 - 0.9**self.t)
+                    vh = self.v[j] / (1 - 0.999**self.t)
+                    w -= self.lr * mh / (np.sqrt(vh) + 1e-8)
+            else:
+                for w, g in zip(params, grads):
+                    w -= self.lr * g
+
+
+def available_systems(include_reference=True, include_peers=True):
+    """The systems that can run here (peers only when their package imports)."""
+    import fastnet
+
+    systems = [FastnetSystem("cpu", "fused")]
+    if include_reference:
+        systems.append(FastnetSystem("cpu", "reference"))
+    if "cuda" in fastnet.available_backends():
+        systems.append(FastnetSystem("cuda", "fused"))
+    if include_peers:
+        try:
+            import torch  # noqa: F401
+
+            systems += [TorchSystem(tuned=False), TorchSystem(tuned=True)]
+        except ImportError:
+            pass
+        try:
+            import sklearn  # noqa: F401
+
+            systems.append(SklearnSystem())
+        except ImportError:
+            pass
+        systems.append(NumpyScratchSystem())
+    return systems
+
+
+def run(X, y, configs=None, systems=None, rounds=3, seed=0, progress=None):
+    """Measure every system on every config; returns a list of row dicts.
+
+    Each row: config, system, samples_per_s (median over rounds), ratio_to_pytorch
+    (median of per-round ratios), gflops, gemm_ceiling_gflops, pct_of_ceiling, rounds.
+    """
+    systems = systems if systems is not None else available_systems()
+    configs = configs or list(CONFIGS)
+    rows = []
+    rng = np.random.default_rng(seed)
+    for cname in configs:
+        config = CONFIGS[cname]
+        layer_sizes = sizes(config)
+        ceiling = gemm_ceiling(layer_sizes, config["batch_size"])
+        fps = flops_per_sample(layer_sizes)
+        for s in systems:
+            s.setup(X, y, config, seed)
+            s.epoch(rng.permutation(len(X)))  # warm-up: JIT compilation, caches, allocator
+            s.synchronize()
+        times = {s.name: [] for s in systems}
+        for r in range(rounds):
+            order = rng.permutation(len(X))
+            for s in systems:
+                t0 = time.perf_counter()
+                s.epoch(order)
+                s.synchronize()
+                times[s.name].append(time.perf_counter() - t0)
+                if progress:
+                    progress(cname, s.name, r + 1, rounds)
+        base = times.get("pytorch")
+        for s in systems:
+            t = times[s.name]
+            sps = len(X) / statistics.median(t)
+            ratio = statistics.median(b / a for a, b in zip(t, base)) if base else None
+            rows.append({
+                "config": cname, "system": s.name, "samples_per_s": sps, "ratio_to_pytorch": ratio,
+                "gflops": fps * sps / 1e9, "gemm_ceiling_gflops": ceiling,
+                "pct_of_ceiling": 100 * fps * sps / 1e9 / ceiling, "rounds": rounds,
+                "epoch_seconds": t,
+            })
+    return rows
+
+
+def format_table(rows):
+    """A markdown table of :func:`run`'s rows."""
+    lines = ["| config | system | samples/s | vs PyTorch | GFLOP/s | % of GEMM ceiling |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = f"{r['ratio_to_pytorch']:.2f}x" if r["ratio_to_pytorch"] is not None else "-"
+        lines.append(f"| {r['config']} | {r['system']} | {r['samples_per_s']:,.0f} | {ratio} | "
+                     f"{r['gflops']:.0f} | {r['pct_of_ceiling']:.0f}% (of {r['gemm_ceiling_gflops']:.0f}) |")
+    return "\n".join(lines)
+
+
+def machine_description():
+    import platform
+
+    import numpy
+
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
+                         for i in threadpool_info() if i.get("user_api") == "blas")
+    except ImportError:
+        blas = "unknown BLAS"
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"NumPy {numpy.__version__} with {blas}")
+
+
+# ------------------------------------------------------------ time to accuracy
+def time_to_accuracy(system, X, y, Xt, yt, config, target=0.98, max_epochs=15, seed=0, schedule=None):
+    """Training seconds (evaluation excluded) until test accuracy >= ``target``.
+
+    Returns ``(seconds or None, epochs, accuracies)``.
+    """
+    rng = np.random.default_rng(seed)
+    system.setup(X, y, config, seed)
+    spent, accs = 0.0, []
+    for epoch in range(1, max_epochs + 1):
+        order = rng.permutation(len(X))
+        t0 = time.perf_counter()
+        system.epoch(order)
+        system.synchronize()
+        spent += time.perf_counter() - t0
+        accs.append(system.accuracy(Xt, yt))
+        if accs[-1] >= target:
+            return spent, epoch, accs
+    return None, max_epochs, accs
