@@ -28,7 +28,7 @@ from .optimizers import Optimizer, get_optimizer
 from .progress import EpochProgress
 from .schedules import get_schedule
 
-#: Rows per chunk in predict/evaluate when no training workspace exists yet.
+#: Rows per chunk in predict/evaluate.
 INFERENCE_CHUNK = 1024
 
 
@@ -487,7 +487,9 @@ class Sequential:
 
     # ------------------------------------------------------------ inference
     def _chunk(self):
-        return self._max_batch or INFERENCE_CHUNK
+        # A fixed chunk, whatever the training batch was: GEMM results can differ in
+        # the last bit with the number of rows, and predictions must not depend on it.
+        return INFERENCE_CHUNK
 
     def _evaluate_device(self, Xd, Yd):
         xp = self.backend_.xp
