@@ -12,6 +12,7 @@ kernels.  Start with :class:`MLP`::
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
 from .callbacks import Callback, EarlyStopping, History, ReduceLROnPlateau
 from .checkpoint import CheckpointError, ModelCheckpoint
+from .diagnostics import Diagnosis, FastnetWarning, NormRecorder, diagnose
 from .gradcheck import gradcheck
 from .io import ModelFileError, load_model as load
 from .layers import Dense, Dropout
@@ -30,4 +31,5 @@ __all__ = [
     "Constant", "StepDecay", "Exponential", "Cosine", "OneCycle",
     "gradcheck", "load", "ModelFileError", "NotFittedError", "TrainingDivergedError",
     "ModelCheckpoint", "CheckpointError",
+    "diagnose", "Diagnosis", "NormRecorder", "FastnetWarning",
 ]

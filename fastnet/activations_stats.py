@@ -85,13 +85,15 @@ def hidden_activations(model, X, max_samples=None, chunk=4096):
     rows = _as_rows(model, X, max_samples)
     dtype = model.backend_.dtype
     outs = [np.empty((len(rows), W.shape[1]), dtype=dtype) for _, W, _, _ in layers]
-    for start in range(0, len(rows), chunk):
-        x = np.ascontiguousarray(rows[start:start + chunk], dtype=dtype)
-        for (layer, W, b, act), out in zip(layers, outs):
-            z = x @ W
-            getattr(reference, act + "_fwd")(z, b)
-            out[start:start + len(z)] = z
-            x = z
+    # A diverged model's inf/NaN weights give inf/NaN outputs, as they should: no warnings for that.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, len(rows), chunk):
+            x = np.ascontiguousarray(rows[start:start + chunk], dtype=dtype)
+            for (layer, W, b, act), out in zip(layers, outs):
+                z = x @ W
+                getattr(reference, act + "_fwd")(z, b)
+                out[start:start + len(z)] = z
+                x = z
     return outs
 
 
@@ -190,4 +192,5 @@ def activation_stats(model, X, max_samples=DEFAULT_MAX_SAMPLES):
     """
     layers = _host_dense_layers(model)
     acts = hidden_activations(model, X, max_samples=max_samples)
-    return [_unit_stats(layer.name, act, a) for (layer, _, _, act), a in zip(layers, acts)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return [_unit_stats(layer.name, act, a) for (layer, _, _, act), a in zip(layers, acts)]

@@ -13,7 +13,10 @@ caches):
 * ``numpy-scratch``     the tutorials' from-scratch NumPy loop (allocates every step): the floor.
 
 Rounds are interleaved (A B C A B C ...) so machine drift hits every system
-alike; ratios to PyTorch are taken round by round, then the median.
+alike; ratios to PyTorch are taken round by round, then the median.  Each
+round shuffles the data once, outside the timed region, and every system then
+trains on the same shuffled arrays in order: the same data order for all, and
+no system pays for another's way of gathering batches.
 """
 from __future__ import annotations
 
@@ -73,14 +76,14 @@ def gemm_ceiling(layer_sizes, batch, dtype=np.float32, repeats=20):
 
 # --------------------------------------------------------------------- systems
 class System:
-    """One trainer: ``setup`` once, then ``epoch(order)`` trains one epoch in that data order."""
+    """One trainer: ``setup`` once, then ``epoch(X, y)`` trains one epoch on the rows in order."""
 
     name = None
 
     def setup(self, X, y, config, seed):
         raise NotImplementedError
 
-    def epoch(self, order):
+    def epoch(self, X, y):
         raise NotImplementedError
 
     def synchronize(self):
@@ -101,13 +104,11 @@ class FastnetSystem(System):
         self.model = fastnet.MLP(sizes(config), activation=config["activation"], backend=self.backend,
                                  kernels=self.kernels, seed=seed)
         self.config = config
-        self.X, self.y = X, y
 
-    def epoch(self, order):
+    def epoch(self, X, y):
         c = self.config
-        # The order is applied by the caller's shuffle, same for every system.
-        self.model.fit(self.X[order], self.y[order], epochs=1, batch_size=c["batch_size"],
-                       optimizer=c["optimizer"], lr=c["lr"], shuffle=False)
+        self.model.fit(X, y, epochs=1, batch_size=c["batch_size"], optimizer=c["optimizer"], lr=c["lr"],
+                       shuffle=False, diagnose=False)
 
     def synchronize(self):
         self.model.backend_.synchronize()
@@ -140,23 +141,20 @@ class TorchSystem(System):
         else:
             self.opt = torch.optim.SGD(self.net.parameters(), lr=config["lr"])
         self.loss = torch.nn.CrossEntropyLoss()
-        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
         self.bs = config["batch_size"]
 
-    def epoch(self, order):
+    def epoch(self, X, y):
         torch = self.torch
-        previous = None
         if self.tuned:
-            previous = torch.set_flush_denormal(True)
-        idx = torch.from_numpy(order)
-        for start in range(0, len(order), self.bs):
-            b = idx[start:start + self.bs]
-            xb, yb = self.X.index_select(0, b), self.y.index_select(0, b)
+            torch.set_flush_denormal(True)
+        Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        for start in range(0, len(Xt), self.bs):
+            xb, yb = Xt[start:start + self.bs], yt[start:start + self.bs]
             self.opt.zero_grad(set_to_none=True)
             self.loss(self.net(xb), yb).backward()
             self.opt.step()
-        if self.tuned and previous is not None:
+        if self.tuned:
             torch.set_flush_denormal(False)
 
     def accuracy(self, X, y):
@@ -177,11 +175,10 @@ class SklearnSystem(System):
             solver=config["optimizer"], learning_rate_init=config["lr"], batch_size=config["batch_size"],
             alpha=0.0, momentum=0.0, nesterovs_momentum=False, shuffle=False, random_state=seed,
         )
-        self.X, self.y = np.ascontiguousarray(X, dtype=np.float32), np.asarray(y)
         self.classes = np.arange(10)
 
-    def epoch(self, order):
-        self.clf.partial_fit(self.X[order], self.y[order], classes=self.classes)
+    def epoch(self, X, y):
+        self.clf.partial_fit(X, y, classes=self.classes)
 
     def accuracy(self, X, y):
         return float(self.clf.score(X, y))
@@ -202,12 +199,10 @@ class NumpyScratchSystem(System):
         self.m = [np.zeros_like(p) for p in self.W + self.b]
         self.v = [np.zeros_like(p) for p in self.W + self.b]
         self.t = 0
-        self.X, self.y = np.ascontiguousarray(X, dtype=np.float32), np.asarray(y)
 
-    def epoch(self, order):
-        for start in range(0, len(order), self.bs):
-            idx = order[start:start + self.bs]
-            x, y = self.X[idx], self.y[idx]
+    def epoch(self, X, y_all):
+        for start in range(0, len(X), self.bs):
+            x, y = X[start:start + self.bs], y_all[start:start + self.bs]
             acts = [x]
             for i, (W, b) in enumerate(zip(self.W, self.b)):
                 z = acts[-1] @ W + b
@@ -284,14 +279,16 @@ def run(X, y, configs=None, systems=None, rounds=3, seed=0, progress=None):
         fps = flops_per_sample(layer_sizes)
         for s in systems:
             s.setup(X, y, config, seed)
-            s.epoch(rng.permutation(len(X)))  # warm-up: JIT compilation, caches, allocator
+            order = rng.permutation(len(X))
+            s.epoch(X[order], y[order])  # warm-up: JIT compilation, caches, allocator
             s.synchronize()
         times = {s.name: [] for s in systems}
         for r in range(rounds):
             order = rng.permutation(len(X))
+            Xo, yo = X[order], y[order]  # outside the timing, shared by every system
             for s in systems:
                 t0 = time.perf_counter()
-                s.epoch(order)
+                s.epoch(Xo, yo)
                 s.synchronize()
                 times[s.name].append(time.perf_counter() - t0)
                 if progress:
@@ -348,8 +345,9 @@ def time_to_accuracy(system, X, y, Xt, yt, config, target=0.98, max_epochs=15, s
     spent, accs = 0.0, []
     for epoch in range(1, max_epochs + 1):
         order = rng.permutation(len(X))
+        Xo, yo = X[order], y[order]
         t0 = time.perf_counter()
-        system.epoch(order)
+        system.epoch(Xo, yo)
         system.synchronize()
         spent += time.perf_counter() - t0
         accs.append(system.accuracy(Xt, yt))

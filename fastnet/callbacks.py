@@ -15,8 +15,10 @@ class History:
     def __init__(self):
         self.epochs = []
         self.history = {}
-        #: The settings of the run: batch_size, n_samples, steps, epochs, optimizer, lr.
+        #: The settings of the run: batch_size, n_samples, steps, epochs, optimizer, lr, initial_loss.
         self.params = {}
+        #: Where the loss became NaN/inf ({"epoch", "step", "loss"}), or None.
+        self.diverged = None
 
     def append(self, epoch, logs):
         self.epochs.append(epoch)
@@ -42,6 +44,12 @@ class History:
 
     def __len__(self):
         return len(self.epochs)
+
+    def plot(self, path, title=None):
+        """Write the loss and accuracy curves to ``path`` (see :func:`fastnet.plots.plot_history`)."""
+        from .plots import plot_history
+
+        return plot_history(self, path, title=title)
 
     def __repr__(self):
         return f"History(epochs={len(self.epochs)}, keys={sorted(self.history)})"

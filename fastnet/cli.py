@@ -76,6 +76,7 @@ def build_parser():
     train.add_argument("--save", metavar="PATH", help="write the trained model (.npz)")
     train.add_argument("--data-dir", help="MNIST cache folder (default $FASTNET_DATA or ~/.cache/fastnet)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--plots", metavar="DIR", help="write learning curves, confusion matrix, weights... here")
 
     ev = sub.add_parser("evaluate", help="test accuracy of a saved model on MNIST")
     ev.add_argument("model")
@@ -124,9 +125,14 @@ def cmd_train(args):
           f"{recipe['optimizer']} lr={recipe['lr']} ({recipe['schedule']}), batch {recipe['batch_size']}, "
           f"{recipe['epochs']} epochs, dropout {recipe['dropout']}, backend {model.backend_!r}")
     t1 = time.perf_counter()
-    history = model.fit(xtr, ytr, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
-                        optimizer=recipe["optimizer"], lr=recipe["lr"], lr_schedule=recipe["schedule"],
-                        validation_data=(xte, yte), verbose=0 if args.quiet else 1)
+    try:
+        history = model.fit(xtr, ytr, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
+                            optimizer=recipe["optimizer"], lr=recipe["lr"], lr_schedule=recipe["schedule"],
+                            validation_data=(xte, yte), verbose=0 if args.quiet else 1, diagnose=False)
+    except fastnet.TrainingDivergedError as exc:
+        print(f"training diverged: {exc}", file=sys.stderr)
+        print(fastnet.diagnose(model.history_, model, xtr, error=exc), file=sys.stderr)
+        return 1
     train_seconds = time.perf_counter() - t1
     result = model.evaluate(xte, yte)
     epoch_seconds = sum(history["seconds"])
@@ -134,6 +140,12 @@ def cmd_train(args):
     print(f"training: {train_seconds:.1f}s, {len(xtr) * len(history) / epoch_seconds:,.0f} samples/s "
           f"(the first epoch includes Numba compilation unless cached); total {time.perf_counter() - t0:.1f}s")
     print("note: the validation figures above are on the test set, which is not used for training")
+    print(fastnet.diagnose(history, model, xtr, max_samples=2000))
+    if args.plots:
+        from .plots import write_training_plots
+
+        for path in write_training_plots(model, history, xte, yte, args.plots, image_shape=(28, 28)):
+            print(f"plot: {path}")
     if args.save:
         model.save(args.save)
         print(f"saved to {args.save}")
@@ -186,7 +198,7 @@ def _bench_tta(args, B, X, y, Xt, yt):
         warm = B.FastnetSystem("cpu", "fused") if system.name.startswith("fastnet") else None
         if warm is not None:  # compile the kernels outside the timing
             warm.setup(X[:1024], y[:1024], config, 0)
-            warm.epoch(np.arange(1024))
+            warm.epoch(X[:1024], y[:1024])
         seconds, epochs, accs = B.time_to_accuracy(system, X, y, Xt, yt, config, target=args.tta)
         results[system.name] = {"seconds": seconds, "epochs": epochs, "accuracies": accs}
         shown = f"{seconds:.1f}s" if seconds is not None else "not reached"

@@ -4,11 +4,13 @@ precision and recall, top-k accuracy, and the model's top-k guesses.
 Labels may be given as class ids ``(n,)`` (or ``(n, 1)``) or as one-hot /
 score rows ``(n, k)``: rows are reduced with ``argmax``, so predicted
 probabilities can be passed wherever predicted labels are expected.
-CuPy arrays are copied to the host.
+GPU arrays are copied to the host.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from .validation import as_array
 
 __all__ = [
     "accuracy",
@@ -21,11 +23,7 @@ __all__ = [
 
 
 def _host(argument, a):
-    if a is None:
-        raise TypeError(f"{argument} must be an array, got None")
-    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
-        a = a.get()
-    return np.asarray(a)
+    return as_array(argument, a)
 
 
 def _labels(argument, y):

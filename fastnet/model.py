@@ -274,7 +274,7 @@ class Sequential:
 
     def fit(self, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_schedule=None,
             weight_decay=None, validation_data=None, validation_split=0.0, early_stopping=None,
-            callbacks=None, shuffle=True, verbose=0, on_nan="raise", resume=None):
+            callbacks=None, shuffle=True, verbose=0, on_nan="raise", resume=None, diagnose=True):
         """Train the model; training continues from the current weights.
 
         Parameters
@@ -307,6 +307,11 @@ class Sequential:
         shuffle : bool
         verbose : {0, 1}
             1 prints a progress bar and a line per epoch.
+        diagnose : bool
+            Record per-layer norms (``model.norms_``) and, at the end, warn
+            (:class:`~fastnet.diagnostics.FastnetWarning`) about each problem
+            :func:`fastnet.diagnose` finds: learning rate too high, overfitting,
+            unscaled inputs, exploding/vanishing weights, dead units...
         on_nan : {"raise", "restore", "ignore"}
             When an epoch's loss is NaN or infinite: ``"raise"`` puts back the
             weights and optimizer state of the last good epoch and raises
@@ -365,13 +370,26 @@ class Sequential:
             opt.setup(self._params(), self._grads(), self.backend_)
             self.optimizer_ = opt
         schedule.total_epochs = total
+        if diagnose:
+            # The doctor sits above the model (it reads histories and models): imported here.
+            from .diagnostics import FastnetWarning, NormRecorder
+            from .diagnostics import diagnose as run_diagnosis
+
+            if not any(isinstance(cb, NormRecorder) for cb in callbacks):
+                callbacks.insert(0, NormRecorder())  # per-layer norms for the doctor: model.norms_
         # Overflow to inf/NaN is detected per epoch (on_nan); NumPy's own warnings would only repeat it.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), self.backend_.compute_env():
-            return self._fit_loop(X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan)
+            history = self._fit_loop(X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan)
+            found = run_diagnosis(history, self, X, max_samples=2000) if diagnose else []
+        for d in found:
+            warnings.warn(str(d), FastnetWarning, stacklevel=2)
+        return history
 
     def partial_fit(self, X, y, **kwargs):
-        """One epoch over ``(X, y)``, continuing from the current state: ``fit(X, y, epochs=1, ...)``."""
+        """One epoch over ``(X, y)``, continuing from the current state: ``fit(X, y, epochs=1, ...)``
+        (without the end-of-fit diagnosis unless ``diagnose=True`` is given)."""
         kwargs.setdefault("epochs", 1)
+        kwargs.setdefault("diagnose", False)  # one epoch says little, and a loop of calls would repeat it
         return self.fit(X, y, **kwargs)
 
     def _fit_loop(self, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan):
@@ -401,8 +419,15 @@ class Sequential:
             correct, lr = self._train_epoch(Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
                                             step_losses, step_callbacks)
             loss = float(step_losses.sum()) * self.loss_.scale(n, self.n_outputs_)
+            if "initial_loss" not in history.params:
+                # The first batch's loss, computed before the first update: the loss before training.
+                history.params["initial_loss"] = float(step_losses[0]) * self.loss_.scale(min(bs, n), self.n_outputs_)
             if not np.isfinite(loss):
                 progress.close({"loss": loss}, n)
+                if history.diverged is None:  # the first divergence (on_nan="ignore" trains on)
+                    history.diverged = self.history_.diverged = {
+                        "epoch": epoch + 1, "loss": loss,
+                        "step": int(np.argmax(~np.isfinite(self.backend_.to_host(step_losses)))) + 1}
                 if self._diverged(loss, step_losses, epoch, steps, guard, on_nan):
                     break
             logs = {"loss": loss}
@@ -552,6 +577,12 @@ class Sequential:
         if self.loss_.target_kind == "binary" and p.shape[1] == 1:
             return np.hstack([1 - p, p])
         return p
+
+    def predict_top_k(self, X, k=3):
+        """The ``k`` most probable classes per sample and their probabilities: see :func:`fastnet.metrics.predict_top_k`."""
+        from .metrics import predict_top_k
+
+        return predict_top_k(self, X, k)
 
     def predict(self, X):
         """Class ids (n,) for classifiers (0/1 per output for multi-label), values otherwise."""

