@@ -354,3 +354,39 @@ def time_to_accuracy(system, X, y, Xt, yt, config, target=0.98, max_epochs=15, s
         if accs[-1] >= target:
             return spent, epoch, accs
     return None, max_epochs, accs
+
+
+def fastnet_time_to_accuracy(X, y, Xt, yt, recipe, target=0.98, seed=0):
+    """Train a fastnet recipe (its schedule over its epochs), evaluating the test set after
+    each epoch (not timed); stop at ``target``.  Returns ``(seconds or None, epochs, accuracies)``.
+
+    The kernels are compiled on a small warm-up model first, outside the timing.
+    """
+    import fastnet
+
+    def make():
+        return fastnet.MLP([784, *recipe["hidden"], 10], activation=recipe["activation"],
+                           dropout=recipe["dropout"], backend="cpu", seed=seed)
+
+    make().fit(X[:1024], y[:1024], epochs=1, batch_size=recipe["batch_size"], optimizer=recipe["optimizer"],
+               diagnose=False)
+
+    class Probe(fastnet.Callback):
+        def __init__(self):
+            self.accs, self.eval_seconds, self.reached = [], 0.0, None
+
+        def on_epoch_end(self, model, epoch, logs):
+            t0 = time.perf_counter()
+            self.accs.append(model.score(Xt, yt))
+            self.eval_seconds += time.perf_counter() - t0
+            if self.accs[-1] >= target and self.reached is None:
+                self.reached = epoch
+                model.stop_training = True
+
+    probe = Probe()
+    model = make()
+    t0 = time.perf_counter()
+    model.fit(X, y, epochs=recipe["epochs"], batch_size=recipe["batch_size"], optimizer=recipe["optimizer"],
+              lr=recipe["lr"], lr_schedule=recipe["schedule"], callbacks=[probe], diagnose=False)
+    seconds = time.perf_counter() - t0 - probe.eval_seconds
+    return (seconds if probe.reached else None), len(probe.accs), probe.accs

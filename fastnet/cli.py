@@ -13,10 +13,13 @@ import numpy as np
 
 #: Training recipes for MNIST, chosen by measurement (see examples/README.md).
 RECIPES = {
-    "default": dict(hidden=[512, 512], activation="relu", optimizer="adam", lr=1e-3, batch_size=128,
-                    epochs=8, schedule="cosine", dropout=0.0),
-    "best": dict(hidden=[1024, 1024], activation="relu", optimizer="adam", lr=1e-3, batch_size=128,
-                 epochs=20, schedule="cosine", dropout=0.2),
+    # 98.4% test accuracy in 6 epochs (~8 s here); reaches 98% in 4 to 5.
+    "default": dict(hidden=[256, 256], activation="relu", optimizer="adam", lr=2e-3, batch_size=128,
+                    epochs=6, schedule="onecycle", dropout=0.0),
+    # 98.76% in 15 epochs (~45 s here), with dropout.
+    "best": dict(hidden=[512, 512], activation="relu", optimizer="adam", lr=2e-3, batch_size=128,
+                 epochs=15, schedule="onecycle", dropout=0.2),
+    # The tutorials' 784-40-30-10 net.
     "tiny": dict(hidden=[40, 30], activation="relu", optimizer="adam", lr=3e-3, batch_size=64,
                  epochs=10, schedule="constant", dropout=0.0),
 }
@@ -189,24 +192,18 @@ def cmd_bench(args):
 def _bench_tta(args, B, X, y, Xt, yt):
     import json
 
-    recipe = RECIPES["default"]
-    fast_config = dict(hidden=recipe["hidden"], activation=recipe["activation"], optimizer=recipe["optimizer"],
-                       lr=recipe["lr"], batch_size=recipe["batch_size"])
-    torch_config = B.CONFIGS["relu512x2-adam"]
-    results = {}
-    for system, config in ((B.FastnetSystem("cpu", "fused"), fast_config), (B.TorchSystem(), torch_config)):
-        warm = B.FastnetSystem("cpu", "fused") if system.name.startswith("fastnet") else None
-        if warm is not None:  # compile the kernels outside the timing
-            warm.setup(X[:1024], y[:1024], config, 0)
-            warm.epoch(X[:1024], y[:1024])
-        seconds, epochs, accs = B.time_to_accuracy(system, X, y, Xt, yt, config, target=args.tta)
-        results[system.name] = {"seconds": seconds, "epochs": epochs, "accuracies": accs}
+    results = {
+        "fastnet (default recipe)": B.fastnet_time_to_accuracy(X, y, Xt, yt, RECIPES["default"], args.tta),
+        "pytorch (784-512-512-10, Adam 1e-3, batch 128)": B.time_to_accuracy(
+            B.TorchSystem(), X, y, Xt, yt, B.CONFIGS["relu512x2-adam"], target=args.tta),
+    }
+    for name, (seconds, epochs, accs) in results.items():
         shown = f"{seconds:.1f}s" if seconds is not None else "not reached"
-        print(f"{system.name}: {shown} to {args.tta:.3f} test accuracy ({epochs} epochs; "
-              f"accuracies {', '.join(f'{a:.4f}' for a in accs)})")
-    f, t = results["fastnet-fused"]["seconds"], results["pytorch"]["seconds"]
+        print(f"{name}: {shown} of training to {args.tta:.3f} test accuracy ({epochs} epochs; "
+              f"accuracy per epoch {', '.join(f'{a:.4f}' for a in accs)})")
+    (f, *_), (t, *_) = results.values()
     if f and t:
-        print(f"fastnet / PyTorch time to {args.tta}: {f / t:.2f}x")
+        print(f"fastnet / PyTorch time to {args.tta}: {f / t:.2f}x (evaluation time excluded for both)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": B.machine_description(), "tta": results}, fh, indent=2)
