@@ -1,0 +1,29 @@
+"""The installed package: kernels/ is fastnet.kernels, never a top-level module."""
+import subprocess
+import sys
+
+
+def test_kernels_installed_as_fastnet_kernels_only(tmp_path):
+    code = (
+        "import fastnet.kernels, fastnet.kernels.reference as r\n"
+        "assert r.KERNELS\n"
+        "try:\n"
+        "    import kernels\n"
+        "except ImportError:\n"
+        "    print('no top-level kernels')\n"
+        "else:\n"
+        "    raise SystemExit('a top-level kernels module is importable: ' + kernels.__file__)\n"
+    )
+    # Run outside the repository, so the source folder is not on sys.path.
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "no top-level kernels" in out.stdout
+
+
+def test_import_is_fast_and_lazy(tmp_path):
+    code = ("import sys, time; t = time.perf_counter(); import fastnet; "
+            "print(time.perf_counter() - t, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    seconds, numba_loaded = out.stdout.split()
+    assert numba_loaded == "False"  # Numba is imported with the first CPU kernel, not before
+    assert float(seconds) < 2.0  # generous: the budget is 0.5 s on a quiet machine
