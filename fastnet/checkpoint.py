@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 
 from .callbacks import Callback
-from .io import FORMAT_VERSION, META_KEY, ModelFileError, atomic_write
+from .npzfile import FORMAT_VERSION, META_KEY, ModelFileError, atomic_write, encode_meta
 
 CHECKPOINT_KIND = "fastnet-checkpoint"
 
@@ -56,7 +56,7 @@ def save_checkpoint(model, path):
         "history": {"epochs": model.history_.epochs, "history": model.history_.history},
         "sha256": _digest(arrays),
     }
-    arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    arrays[META_KEY] = encode_meta(meta)
     if os.path.exists(path):
         os.replace(path, path + ".prev")
     atomic_write(path, lambda f: np.savez(f, **arrays))

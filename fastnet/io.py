@@ -1,4 +1,4 @@
-"""Model files: ``.npz`` archives read without pickle.
+"""Model files: ``.npz`` archives read without pickle (writing: ``fastnet.npzfile``).
 
 An archive holds ``__fastnet__`` (the format version and the architecture as
 JSON, stored as uint8 bytes) and one array per parameter, named as in
@@ -8,47 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
-FORMAT_VERSION = 1
-META_KEY = "__fastnet__"
-
-
-class ModelFileError(ValueError):
-    """A model file is unreadable, damaged, hostile or from a newer fastnet."""
-
-
-def _encode(obj):
-    return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
-
-
-def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def save_model(model, path):
-    """Write ``model`` to ``path`` atomically."""
-    meta = {"format_version": FORMAT_VERSION, "config": model.get_config(), "n_iter": model.n_iter_}
-    arrays = {META_KEY: _encode(meta)}
-    if model.built:
-        arrays.update(model.get_weights())
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+from .npzfile import FORMAT_VERSION, META_KEY, ModelFileError, atomic_write, save_model  # noqa: F401
 
 
 #: Largest model a file may declare (parameters); larger is refused before any allocation.

@@ -708,7 +708,7 @@ class Sequential:
 
     def save(self, path):
         """Write the model to ``path`` (``.npz``, no pickle); see :func:`fastnet.load`."""
-        from .io import save_model
+        from .npzfile import save_model
 
         save_model(self, path)
 

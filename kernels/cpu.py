@@ -68,15 +68,9 @@ from numba import njit, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
-from .reference import LEAKY_SLOPE
+from .reference import KERNELS, LEAKY_SLOPE
 
-__all__ = [
-    "identity_fwd", "sigmoid_fwd", "tanh_fwd", "relu_fwd", "leaky_relu_fwd",
-    "identity_bwd", "sigmoid_bwd", "tanh_bwd", "relu_bwd", "leaky_relu_bwd",
-    "softmax_xent", "sigmoid_bce", "squared_error",
-    "sgd_update", "momentum_update", "nesterov_update",
-    "adam_update", "adamw_update", "rmsprop_update",
-]  # fmt: skip
+__all__ = list(KERNELS)
 
 
 # --------------------------------------------------------------------------

@@ -69,16 +69,9 @@ import warnings
 import numba
 from numba import cuda, types
 
-from .reference import LEAKY_SLOPE
+from .reference import KERNELS, LEAKY_SLOPE
 
-__all__ = [
-    "identity_fwd", "sigmoid_fwd", "tanh_fwd", "relu_fwd", "leaky_relu_fwd",
-    "identity_bwd", "sigmoid_bwd", "tanh_bwd", "relu_bwd", "leaky_relu_bwd",
-    "softmax_xent", "sigmoid_bce", "squared_error",
-    "sgd_update", "momentum_update", "nesterov_update",
-    "adam_update", "adamw_update", "rmsprop_update",
-    "set_launch_config", "SIGNATURES",
-]  # fmt: skip
+__all__ = [*KERNELS, "set_launch_config", "SIGNATURES"]
 
 # --------------------------------------------------------------------------
 # launch settings
