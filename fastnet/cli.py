@@ -9,8 +9,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 #: Training recipes for MNIST, chosen by measurement (see examples/README.md).
 RECIPES = {
     # 98.4% test accuracy in 6 epochs (~8 s here); reaches 98% in 4 to 5.

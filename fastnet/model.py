@@ -183,6 +183,9 @@ class Sequential:
         self._yb = xp.empty((batch,) + self._y_tail(), dtype=self._y_dtype())
         self._loss_rows = xp.empty(batch, dtype=dt)
         self._grad = xp.empty((batch, self.n_outputs_), dtype=dt)
+        # Buffers of the accuracy count, so that a training step allocates no arrays.
+        self._pred = xp.empty(batch, dtype=np.int64)
+        self._hit = xp.empty((batch,) + self._y_tail(), dtype=bool)
         self._max_batch = batch
 
     def _y_dtype(self):
@@ -197,8 +200,7 @@ class Sequential:
 
     # ------------------------------------------------------------ data prep
     def _prepare_X(self, X, argument="X"):
-        a = V.check_X(X, self.n_features_in_ if self.built else self.input_dim, argument)
-        return a
+        return V.check_X(X, self.n_features_in_ if self.built else self.input_dim, argument)
 
     def _prepare_y(self, y, argument="y"):
         kind = self.loss_.target_kind
@@ -226,11 +228,16 @@ class Sequential:
                 break
 
     def _correct(self, out, y):
-        """Number of correct predictions in a batch, as a device scalar."""
+        """Number of correct predictions in a batch (class ids: no array allocated)."""
         xp = self.backend_.xp
+        m = out.shape[0]
+        hit = self._hit[:m]
         if self.loss_.target_kind == "class":
-            return xp.count_nonzero(xp.argmax(out, axis=1) == y)
-        return xp.count_nonzero((out > 0) == (y >= 0.5))
+            xp.equal(xp.argmax(out, axis=1, out=self._pred[:m]), y, out=hit)
+        else:
+            # logit > 0 (p > 0.5) agrees with target >= 0.5
+            xp.equal(out > 0, y >= 0.5, out=hit)
+        return xp.count_nonzero(hit)
 
     def _accuracy_denominator(self, n):
         return n if self.loss_.target_kind == "class" else n * self.n_outputs_
@@ -349,7 +356,7 @@ class Sequential:
         schedule = get_schedule(lr_schedule)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
-        X = V.check_X(X, self.n_features_in_ if self.built else self.input_dim)
+        X = self._prepare_X(X)
         y_raw = V.as_array("y", y)
         V.check_lengths(X, y_raw)
         y = self._prepare_y(y_raw)
@@ -638,7 +645,7 @@ class Sequential:
 
         Dropout is off (as at inference), so the result is deterministic.
         """
-        X = V.check_X(X, self.n_features_in_ if self.built else self.input_dim)
+        X = self._prepare_X(X)
         y = self._prepare_y(y)
         V.check_lengths(X, y)
         if not self.built:
