@@ -5,13 +5,18 @@ or CuPy) and ``backend.kernels`` (a module with the names in
 ``fastnet.kernels.reference.KERNELS``).  Everything device-specific that is
 not a kernel lives in this file; the CuPy part is the ``_CupyDevice`` class.
 
-=========  ======  ===================================  ==========================
-name       xp      kernels (default, ``"fused"``)        available when
-=========  ======  ===================================  ==========================
-cpu        NumPy   ``fastnet.kernels.cpu`` (Numba)       always
-cuda       CuPy    ``fastnet.kernels.cuda`` (numba.cuda) CuPy imports and sees a GPU
-cuda-sim   NumPy   ``fastnet.kernels.cuda`` (simulator)  ``NUMBA_ENABLE_CUDASIM=1``
-=========  ======  ===================================  ==========================
+=========  ==============  ===================================  ===============================
+name       xp              kernels (default, ``"fused"``)        available when
+=========  ==============  ===================================  ===============================
+cpu        NumPy           ``fastnet.kernels.cpu`` (Numba)       always
+cuda       CuPy            ``fastnet.kernels.cuda`` (numba.cuda) see :func:`cuda_status`
+cuda-sim   CuPy contract   ``fastnet.kernels.cuda`` (simulator)  ``NUMBA_ENABLE_CUDASIM=1`` and
+                                                                 CuPy installed (no GPU needed)
+=========  ==============  ===================================  ===============================
+
+``cuda`` and ``cuda-sim`` share every line of ``_CupyDevice``: ``cuda-sim``
+runs it on ``fastnet.cupy_contract``, NumPy arrays that accept only what the
+installed CuPy accepts (and count allocations, transfers and syncs).
 
 ``kernels="reference"`` swaps in the plain array expressions of
 ``fastnet.kernels.reference`` on any backend, so fused and plain can be
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
+import importlib.metadata
 import os
 
 import numpy as np
@@ -63,34 +70,108 @@ def _simulator_enabled() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
+#: Oldest numba-cuda that takes CuPy arrays without a host synchronisation per
+#: argument (older ones, and numba's built-in ``numba.cuda``, consume
+#: ``__cuda_array_interface__`` with ``sync=True``).
+MIN_NUMBA_CUDA = (0, 26)
+_INSTALL = "pip install 'fastnet[cuda13]' (CUDA 13 driver) or 'fastnet[cuda12]'"
+
+
+def _import_cupy():
+    import cupy
+
+    return cupy
+
+
+def _cuda_version(v):
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def _numba_cuda_problem():
+    """Why numba.cuda cannot launch on CuPy arrays without syncs, or None."""
+    try:
+        import numba.cuda as ncuda
+    except Exception as exc:
+        return f"numba.cuda is not importable ({type(exc).__name__}: {exc}); {_INSTALL}"
+    if getattr(ncuda, "implementation", None) != "NVIDIA":
+        return ("numba's built-in numba.cuda is in use (deprecated: it needs a separate CUDA toolkit "
+                "for NVVM and synchronises the host on every CuPy array argument); install NVIDIA's "
+                f"numba-cuda: {_INSTALL}")
+    try:
+        version = importlib.metadata.version("numba-cuda")
+    except importlib.metadata.PackageNotFoundError:
+        return f"numba.cuda says NVIDIA but the numba-cuda package is not installed; {_INSTALL}"
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parts < MIN_NUMBA_CUDA:
+        return (f"numba-cuda {version} is older than {'.'.join(map(str, MIN_NUMBA_CUDA))} (it synchronises "
+                f"the host on every CuPy array argument); {_INSTALL}")
+    return None
+
+
+def _smoke_launch(cupy):
+    """One fused kernel on a one-element CuPy array, and one CuPy op: ``(ok, reason)``."""
+    try:
+        from fastnet.kernels import cuda as kcuda
+
+        kcuda.use_array_module(cupy)
+        z = cupy.zeros((1, 1), dtype=cupy.float32)
+        b = cupy.full((1,), 1.5, dtype=cupy.float32)
+        kcuda.relu_fwd(z, b)
+        got = float((z * 2).sum())
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        if "nvvm" in text.lower():
+            return False, f"libNVVM cannot be found, so no kernel compiles ({text}); {_INSTALL}"
+        return False, f"a test launch of a fused kernel failed ({text})"
+    if got != 3.0:
+        return False, f"a test launch of a fused kernel computed {got}, expected 3.0"
+    return True, "test launch passed"
+
+
+@functools.lru_cache(maxsize=1)
 def cuda_status() -> tuple[bool, str]:
-    """``(usable, reason)`` for the ``cuda`` backend."""
+    """``(usable, reason)`` for the ``cuda`` backend (probed once per process).
+
+    Usable means: CuPy imports; NVIDIA's numba-cuda >= 0.26 is the ``numba.cuda``
+    (``numba.cuda.implementation == "NVIDIA"``); an NVIDIA driver is loaded and
+    supports CuPy's CUDA version; a GPU is visible; and a test launch (one fused
+    kernel on a one-element CuPy array, one CuPy op) computes the right value.
+    Otherwise the reason names what is missing.
+    """
     if _simulator_enabled():
         return False, (
             "NUMBA_ENABLE_CUDASIM=1 is set: numba.cuda is the CPU simulator "
             "(use backend='cuda-sim')"
         )
     try:
-        import cupy
+        cupy = _import_cupy()
     except Exception as exc:  # ImportError, or a broken CUDA install
-        return False, (
-            f"CuPy is not importable ({type(exc).__name__}: {exc}); install it with "
-            "pip install 'fastnet[cuda13]' (CUDA 13 driver) or 'fastnet[cuda12]'"
-        )
+        return False, f"CuPy is not importable ({type(exc).__name__}: {exc}); install it with {_INSTALL}"
+    problem = _numba_cuda_problem()
+    if problem:
+        return False, problem
+    runtime = cupy.cuda.runtime
     try:
-        count = cupy.cuda.runtime.getDeviceCount()
+        driver = runtime.driverGetVersion()
+        built = runtime.runtimeGetVersion()
     except Exception as exc:
-        return False, f"CuPy found no usable CUDA driver or GPU ({type(exc).__name__}: {exc})"
+        return False, f"CuPy cannot query the CUDA driver ({type(exc).__name__}: {exc})"
+    if driver == 0:
+        return False, "no NVIDIA driver is installed (or libcuda cannot be loaded): no GPU to run on"
+    if driver < built:
+        return False, (f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than the CUDA "
+                       f"{_cuda_version(built)} CuPy was built for: upgrade the driver, or install "
+                       "the extra of an older CUDA ('fastnet[cuda12]')")
+    try:
+        count = runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"CuPy found no usable GPU ({type(exc).__name__}: {exc})"
     if count < 1:
-        return False, "CuPy is installed but no CUDA GPU is visible"
-    try:
-        import numba.cuda  # noqa: F401
-    except Exception as exc:
-        return False, (
-            f"numba.cuda is not importable ({exc}); install numba-cuda "
-            "(pip install 'fastnet[cuda13]')"
-        )
-    return True, f"{count} CUDA device(s)"
+        return False, "the NVIDIA driver is loaded but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES?)"
+    ok, why = _smoke_launch(cupy)
+    if not ok:
+        return False, why
+    return True, f"{count} CUDA device(s), driver CUDA {_cuda_version(driver)}, {why}"
 
 
 def gpu_array_library_version() -> str:
@@ -109,9 +190,15 @@ def backend_status(name: str) -> tuple[bool, str]:
     if name == "cuda":
         return cuda_status()
     if name == "cuda-sim":
-        if _simulator_enabled():
-            return True, "numba.cuda simulator"
-        return False, "set NUMBA_ENABLE_CUDASIM=1 before Python starts (before numba is imported)"
+        if not _simulator_enabled():
+            return False, "set NUMBA_ENABLE_CUDASIM=1 before Python starts (before numba is imported)"
+        from . import cupy_contract
+
+        ok, why = cupy_contract.available()
+        if not ok:
+            return False, (f"the cuda-sim backend runs on the CuPy contract, which needs CuPy installed "
+                           f"(no GPU needed): {why}")
+        return True, f"numba.cuda simulator on the contract of CuPy {why}"
     raise ValueError(f"unknown backend {name!r}")
 
 
@@ -123,11 +210,18 @@ def available_backends() -> list[str]:
 # --------------------------------------------------------------------------
 # devices: the few lines that differ between NumPy and CuPy arrays
 # --------------------------------------------------------------------------
+def to_numpy(a):
+    """A NumPy array from a host array, a list or a device array (CuPy's ``.get()``)."""
+    if isinstance(a, np.ndarray):
+        return a
+    get = getattr(a, "get", None)
+    if callable(get) and hasattr(a, "shape") and hasattr(a, "dtype"):
+        return get()
+    return np.asarray(a)
+
+
 class _HostDevice:
     xp = np
-
-    def __init__(self, seed):
-        self.rng = np.random.default_rng(seed)
 
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=dtype)
@@ -138,15 +232,12 @@ class _HostDevice:
     def synchronize(self):
         pass
 
-    def permutation(self, n):
-        return self.rng.permutation(n)
+    def gather(self, src, idx, out):
+        # mode="clip": with the default "raise", NumPy buffers `out` (a copy per step).
+        return np.take(src, idx, axis=0, out=out, mode="clip")
 
-    def uniform(self, out):
-        # Generator.random fills float32/float64 buffers without allocating.
-        self.rng.random(out=out, dtype=out.dtype)
-
-    def get_rng_state(self):
-        return self.rng.bit_generator.state
+    def order_to_device(self, order):
+        return order
 
     @contextlib.contextmanager
     def compute_env(self):
@@ -160,16 +251,13 @@ class _HostDevice:
         finally:
             fpenv.restore(previous)
 
-    def set_rng_state(self, state):
-        self.rng.bit_generator.state = state
-
 
 class _CupyDevice:
-    def __init__(self, seed):
-        import cupy
+    """CuPy arrays (``xp`` is CuPy, or ``fastnet.cupy_contract`` under the simulator)."""
 
-        self.xp = cupy
-        self.rng = cupy.random.RandomState(seed)
+    def __init__(self, xp):
+        self.xp = xp
+        self._order = None  # the epoch's permutation, on the device
 
     def asarray(self, a, dtype=None):
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
@@ -180,42 +268,49 @@ class _CupyDevice:
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
 
-    def permutation(self, n):
-        return self.rng.permutation(n)
+    def gather(self, src, idx, out):
+        return self.xp.take(src, idx, axis=0, out=out)  # CuPy's take has no `mode`
 
-    def uniform(self, out):
-        out[...] = self.rng.random_sample(out.shape, dtype=out.dtype)
-
-    def get_rng_state(self):
-        return None  # CuPy's generator state is not exported: a resumed run reshuffles anew
+    def order_to_device(self, order):
+        # One host-to-device copy per epoch into a buffer kept across epochs.
+        if self._order is None or self._order.shape != order.shape or self._order.dtype != order.dtype:
+            self._order = self.xp.empty(order.shape, dtype=order.dtype)
+        self._order.set(order)
+        return self._order
 
     def compute_env(self):
         return contextlib.nullcontext()
 
-    def set_rng_state(self, state):
-        pass
-
 
 class Backend:
-    """A device, its array module ``xp``, its ``kernels`` and a random generator.
+    """A device, its array module ``xp``, its ``kernels`` and the random streams.
 
     Create one with :func:`get_backend`.  Each call makes a new Backend with
-    its own generator, so two models never share random state.
+    its own generators, so two models never share random state.
+
+    Random numbers are the same on every backend for the same seed: the epoch
+    permutations come from a NumPy generator on the host (copied to the device
+    once per epoch), the dropout masks from a counter-based generator inside
+    the ``dropout_mask`` kernel (splitmix64 of ``(key, counter, element)``),
+    whose whole state is two integers.  :meth:`get_rng_state` returns both
+    streams' state, and checkpoints store it.
 
     Attributes
     ----------
     name : str
         ``"cpu"``, ``"cuda"`` or ``"cuda-sim"``.
     xp : module
-        ``numpy`` or ``cupy``.
+        ``numpy``, ``cupy`` or (``cuda-sim``) ``fastnet.cupy_contract``.
     kernels : module
         Module with the functions listed in ``fastnet.kernels.reference.KERNELS``.
     kernels_name : str
         ``"fused"`` or ``"reference"``.
     dtype : numpy.dtype
         Floating-point type of parameters and activations.
-    rng : generator
-        The device's random generator (NumPy ``Generator`` or CuPy ``RandomState``).
+    rng : numpy.random.Generator
+        The host generator of the epoch permutations.
+    dropout_key, dropout_counter : int
+        State of the dropout masks' generator.
     """
 
     def __init__(self, name, device, kernels, kernels_name, dtype, seed):
@@ -226,7 +321,10 @@ class Backend:
         self.kernels_name = kernels_name
         self.dtype = np.dtype(dtype)
         self.seed = seed
-        self.rng = device.rng
+        host, masks = np.random.SeedSequence(seed).spawn(2)
+        self.rng = np.random.default_rng(host)
+        self.dropout_key = int(masks.generate_state(1, np.uint64)[0])
+        self.dropout_counter = 0
 
     def asarray(self, a, dtype=None):
         """Copy or view ``a`` on this device as a C-contiguous array."""
@@ -241,12 +339,17 @@ class Backend:
         self._device.synchronize()
 
     def permutation(self, n):
-        """A random permutation of ``range(n)`` on the device."""
-        return self._device.permutation(n)
+        """A random permutation of ``range(n)`` from the host generator, on the device."""
+        return self._device.order_to_device(self.rng.permutation(n))
 
-    def uniform(self, out):
-        """Fill ``out`` with uniform random numbers in [0, 1) in place."""
-        self._device.uniform(out)
+    def gather(self, src, idx, out):
+        """``out[:] = src[idx]`` (rows), written into ``out``; returns ``out``."""
+        return self._device.gather(src, idx, out)
+
+    def dropout_mask(self, keep, rate):
+        """Fill ``keep`` with ``1 / (1 - rate)`` (kept) or 0 (dropped); advances the stream."""
+        self.kernels.dropout_mask(keep, rate, self.dropout_key, self.dropout_counter)
+        self.dropout_counter += 1
 
     def compute_env(self):
         """Context for a training run: on the CPU, flush-to-zero and denormals-are-zero
@@ -254,12 +357,18 @@ class Backend:
         return self._device.compute_env()
 
     def get_rng_state(self):
-        """The random generator's state as JSON-able data (None where not supported)."""
-        return self._device.get_rng_state()
+        """Both random streams' state as JSON-able data."""
+        return {"host": self.rng.bit_generator.state, "dropout_key": self.dropout_key,
+                "dropout_counter": self.dropout_counter}
 
     def set_rng_state(self, state):
-        """Restore a state from :meth:`get_rng_state`."""
-        self._device.set_rng_state(state)
+        """Restore a state from :meth:`get_rng_state` (or a bare NumPy generator state)."""
+        if "host" in state:
+            self.rng.bit_generator.state = state["host"]
+            self.dropout_key = int(state["dropout_key"])
+            self.dropout_counter = int(state["dropout_counter"])
+        else:  # checkpoints of fastnet <= 0.1.0 held the NumPy generator's state alone
+            self.rng.bit_generator.state = state
 
     def __repr__(self):
         return f"Backend({self.name!r}, dtype={self.dtype.name}, kernels={self.kernels_name!r})"
@@ -302,5 +411,15 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused") -> Bac
     usable, why = backend_status(name)
     if not usable:
         raise BackendUnavailableError(f"backend {name!r} is not available: {why}")
-    device = _CupyDevice(seed) if name == "cuda" else _HostDevice(seed)
-    return Backend(name, device, _load_kernels(name, kernels), kernels, dtype_name, seed)
+    if name == "cuda":
+        device = _CupyDevice(_import_cupy())
+    elif name == "cuda-sim":
+        from . import cupy_contract
+
+        device = _CupyDevice(cupy_contract.module())
+    else:
+        device = _HostDevice()
+    module = _load_kernels(name, kernels)
+    if isinstance(device, _CupyDevice) and hasattr(module, "use_array_module"):
+        module.use_array_module(device.xp)
+    return Backend(name, device, module, kernels, dtype_name, seed)

@@ -197,7 +197,6 @@ class Dropout(Layer):
 
     def allocate(self, max_batch):
         xp, dt = self.backend.xp, self.backend.dtype
-        self.u = xp.empty((max_batch, self.n_in), dtype=dt)
         self.keep = xp.empty((max_batch, self.n_in), dtype=dt)
         self.out = xp.empty((max_batch, self.n_in), dtype=dt)
 
@@ -207,10 +206,9 @@ class Dropout(Layer):
             return x
         xp = self.backend.xp
         n = x.shape[0]
-        u, keep, out = self.u[:n], self.keep[:n], self.out[:n]
-        self.backend.uniform(u)
-        xp.greater_equal(u, self.rate, out=keep)  # 1.0 / 0.0 in the float buffer
-        keep *= 1.0 / (1.0 - self.rate)
+        keep, out = self.keep[:n], self.out[:n]
+        # 1 / (1 - rate) or 0, from the backend's counter-based generator
+        self.backend.dropout_mask(keep, self.rate)
         xp.multiply(x, keep, out=out)
         return out
 

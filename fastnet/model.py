@@ -3,14 +3,16 @@
 One training step, on every backend (see ``shared/design.md``):
 
 * the training set is on the device already; a batch is gathered from it with
-  ``xp.take(..., out=buffer)`` through an index permutation drawn on the device;
+  ``take(..., out=buffer)`` through the epoch's index permutation (drawn on the
+  host, the same on every backend, copied to the device once per epoch);
 * forward: per Dense layer one GEMM into a preallocated buffer, then one fused
   bias+activation kernel; the output activation is fused into the loss kernel,
   which writes the per-row loss and the gradient of the logits;
 * backward: per layer one fused kernel (activation derivative and bias
   gradient), a GEMM for dW and, except for the first layer, one for dX;
 * one fused optimizer call per parameter tensor;
-* the loss is summed on the device and read once per epoch.
+* the batch loss and the count of correct predictions are summed on the device
+  into per-step slots (``out=``: no allocation) and read once per epoch.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import warnings
 import numpy as np
 
 from . import validation as V
-from .backend import check_choice, get_backend
+from .backend import check_choice, get_backend, to_numpy
 from .callbacks import Callback, EarlyStopping, History
 from .layers import Dense, Dropout, Layer, canonical_activation, layer_from_config
 from .losses import default_loss, get_loss
@@ -186,6 +188,7 @@ class Sequential:
         # Buffers of the accuracy count, so that a training step allocates no arrays.
         self._pred = xp.empty(batch, dtype=np.int64)
         self._hit = xp.empty((batch,) + self._y_tail(), dtype=bool)
+        self._hit2 = xp.empty((batch,) + self._y_tail(), dtype=bool)
         self._max_batch = batch
 
     def _y_dtype(self):
@@ -227,8 +230,8 @@ class Sequential:
             if dy is None:
                 break
 
-    def _correct(self, out, y):
-        """Number of correct predictions in a batch (class ids: no array allocated)."""
+    def _correct(self, out, y, into):
+        """Number of correct predictions in a batch, written into the 1-element array ``into``."""
         xp = self.backend_.xp
         m = out.shape[0]
         hit = self._hit[:m]
@@ -236,8 +239,12 @@ class Sequential:
             xp.equal(xp.argmax(out, axis=1, out=self._pred[:m]), y, out=hit)
         else:
             # logit > 0 (p > 0.5) agrees with target >= 0.5
-            xp.equal(out > 0, y >= 0.5, out=hit)
-        return xp.count_nonzero(hit)
+            above = self._hit2[:m]
+            xp.greater(out, 0, out=above)
+            xp.greater_equal(y, 0.5, out=hit)
+            xp.equal(hit, above, out=hit)
+        xp.sum(hit.reshape(hit.size), axis=0, dtype=np.int64, out=into, keepdims=True)
+        return into
 
     def _accuracy_denominator(self, n):
         return n if self.loss_.target_kind == "class" else n * self.n_outputs_
@@ -408,6 +415,7 @@ class Sequential:
         Xv, Yv = self._to_device(*val) if val is not None else (None, None)
         steps = -(-n // bs)
         step_losses = xp.zeros(steps, dtype=np.float64)
+        step_correct = xp.zeros(steps, dtype=np.int64)
         guard = _GoodState(self) if on_nan != "ignore" else None
         history = History()
         history.params = {"batch_size": bs, "n_samples": n, "steps": steps, "epochs": epochs,
@@ -423,23 +431,26 @@ class Sequential:
             if guard is not None:
                 guard.save()
             progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose))
-            correct, lr = self._train_epoch(Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
-                                            step_losses, step_callbacks)
-            loss = float(step_losses.sum()) * self.loss_.scale(n, self.n_outputs_)
+            lr = self._train_epoch(Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
+                                   step_losses, step_correct, step_callbacks)
+            # The epoch's one read from the device: per-step losses and correct counts.
+            host_losses = self.backend_.to_host(step_losses)
+            loss = float(host_losses.sum()) * self.loss_.scale(n, self.n_outputs_)
+            correct = int(self.backend_.to_host(step_correct).sum())
             if "initial_loss" not in history.params:
                 # The first batch's loss, computed before the first update: the loss before training.
-                history.params["initial_loss"] = float(step_losses[0]) * self.loss_.scale(min(bs, n), self.n_outputs_)
+                history.params["initial_loss"] = float(host_losses[0]) * self.loss_.scale(min(bs, n), self.n_outputs_)
             if not np.isfinite(loss):
                 progress.close({"loss": loss}, n)
                 if history.diverged is None:  # the first divergence (on_nan="ignore" trains on)
                     history.diverged = self.history_.diverged = {
                         "epoch": epoch + 1, "loss": loss,
-                        "step": int(np.argmax(~np.isfinite(self.backend_.to_host(step_losses)))) + 1}
-                if self._diverged(loss, step_losses, epoch, steps, guard, on_nan):
+                        "step": int(np.argmax(~np.isfinite(host_losses))) + 1}
+                if self._diverged(loss, host_losses, epoch, steps, guard, on_nan):
                     break
             logs = {"loss": loss}
             if self.loss_.is_classifier:
-                logs["accuracy"] = int(correct) / self._accuracy_denominator(n)
+                logs["accuracy"] = correct / self._accuracy_denominator(n)
             if Xv is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_device(Xv, Yv).items()})
             logs["lr"] = lr
@@ -460,8 +471,7 @@ class Sequential:
         """Handle a non-finite epoch loss; True when training must stop."""
         if on_nan == "ignore":
             return False
-        host = self.backend_.to_host(step_losses)
-        step = int(np.argmax(~np.isfinite(host))) + 1
+        step = int(np.argmax(~np.isfinite(step_losses))) + 1
         guard.restore()
         where = f"epoch {epoch + 1}, step {step} of {steps}"
         msg = (f"the training loss became {loss} at {where}; the weights and optimizer state were "
@@ -474,11 +484,12 @@ class Sequential:
         return True
 
     def _train_epoch(self, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses,
-                     step_callbacks=()):
+                     step_correct, step_callbacks=()):
+        """One epoch; the step losses and correct counts stay on the device, in
+        ``step_losses[step]`` and ``step_correct[step]`` (written with ``out=``)."""
         b = self.backend_
         xp = b.xp
         order = b.permutation(n) if shuffle else None
-        correct = xp.zeros((), dtype=np.int64)
         classify = self.loss_.is_classifier
         base_lr = self.optimizer_.lr
         lr = base_lr
@@ -489,23 +500,22 @@ class Sequential:
                 xb, yb = Xd[start:start + m], Yd[start:start + m]
             else:
                 idx = order[start:start + m]
-                # mode="clip": with the default "raise", NumPy buffers `out` (a copy per step).
-                xb = xp.take(Xd, idx, axis=0, out=self._xb[:m], mode="clip")
-                yb = xp.take(Yd, idx, axis=0, out=self._yb[:m], mode="clip")
+                xb = b.gather(Xd, idx, self._xb[:m])
+                yb = b.gather(Yd, idx, self._yb[:m])
             lr = schedule(epoch + step / steps, base_lr)
             out = self._forward(xb, True)
             rows = self._loss_rows[:m]
             grad = self._grad[:m]
             self.loss_(out, yb, rows, grad)
-            step_losses[step] = rows.sum()  # stays on the device: read once per epoch
+            xp.sum(rows, axis=0, out=step_losses[step:step + 1], keepdims=True)
             if classify:
-                correct += self._correct(out, yb)
+                self._correct(out, yb, step_correct[step:step + 1])
             self._backward(grad)
             self.optimizer_.step(lr)
             progress.update(step + 1)
             for cb in step_callbacks:
                 cb.on_step_end(self, epoch + 1, step + 1)
-        return correct, lr
+        return lr
 
     @property
     def n_iter_(self):
@@ -528,20 +538,22 @@ class Sequential:
         n = Xd.shape[0]
         chunk = self._chunk()
         self._ensure_workspace(chunk)
-        loss_sum = xp.zeros((), dtype=np.float64)
-        correct = xp.zeros((), dtype=np.int64)
-        for start in range(0, n, chunk):
+        chunks = -(-n // chunk)
+        losses = xp.zeros(chunks, dtype=np.float64)
+        corrects = xp.zeros(chunks, dtype=np.int64)
+        for i in range(chunks):
+            start = i * chunk
             xb, yb = Xd[start:start + chunk], Yd[start:start + chunk]
             m = xb.shape[0]
             out = self._forward(xb, False)
             rows = self._loss_rows[:m]
             self.loss_(out, yb, rows, self._grad[:m])
-            loss_sum += rows.sum()
+            xp.sum(rows, axis=0, out=losses[i:i + 1], keepdims=True)
             if self.loss_.is_classifier:
-                correct += self._correct(out, yb)
-        result = {"loss": float(loss_sum) * self.loss_.scale(n, self.n_outputs_)}
+                self._correct(out, yb, corrects[i:i + 1])
+        result = {"loss": float(self.backend_.to_host(losses).sum()) * self.loss_.scale(n, self.n_outputs_)}
         if self.loss_.is_classifier:
-            result["accuracy"] = int(correct) / self._accuracy_denominator(n)
+            result["accuracy"] = int(self.backend_.to_host(corrects).sum()) / self._accuracy_denominator(n)
         return result
 
     def evaluate(self, X, y):
@@ -635,7 +647,7 @@ class Sequential:
         if missing:
             raise ValueError(f"weights lack {sorted(missing)}")
         for name, a in params.items():
-            w = np.asarray(weights[name])
+            w = to_numpy(weights[name])  # host arrays, lists, or device (CuPy) arrays
             if w.shape != a.shape:
                 raise ValueError(f"weights[{name!r}] has shape {w.shape}, expected {a.shape}")
             a[...] = self.backend_.asarray(w, dtype=a.dtype)
@@ -656,7 +668,7 @@ class Sequential:
         out = self._forward(Xd, False)
         rows, grad = self._loss_rows[:n], self._grad[:n]
         self.loss_(out, Yd, rows, grad)
-        loss = float(rows.sum()) * self.loss_.scale(n, self.n_outputs_)
+        loss = float(self.backend_.to_host(rows).sum()) * self.loss_.scale(n, self.n_outputs_)
         self._backward(grad)
         grads = {}
         for layer in self.layers:

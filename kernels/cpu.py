@@ -68,7 +68,7 @@ from numba import njit, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
-from .reference import KERNELS, LEAKY_SLOPE
+from .reference import KERNELS, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
 
 __all__ = list(KERNELS)
 
@@ -738,3 +738,34 @@ def rmsprop_update(w, g, s, lr, rho, eps, weight_decay):
         si = s1[i] * rho_ + omr * (gd * gd)
         s1[i] = si
         w1[i] = wi - lr_ * gd / (np.sqrt(si) + eps_)
+
+
+# --------------------------------------------------------------------------
+# dropout masks: splitmix64 on a counter (see reference.dropout_mask)
+# --------------------------------------------------------------------------
+_GAMMA = np.uint64(SPLITMIX_GAMMA)
+_M1 = np.uint64(SPLITMIX_M1)
+_M2 = np.uint64(SPLITMIX_M2)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
+@njit(**_JIT)
+def _dropout_fill(flat, threshold, scale, unit, key, base, shift):
+    zero = scale - scale
+    for i in range(flat.size):
+        x = key + _GAMMA * (base + np.uint64(i))
+        x = (x ^ (x >> _S30)) * _M1
+        x = (x ^ (x >> _S27)) * _M2
+        x = x ^ (x >> _S31)
+        # x >> shift has at most 24 (float32) or 53 (float64) bits: exact in
+        # float64, and the product with unit = 2**-bits is exact too, so the
+        # comparison is the one reference makes in the array dtype.
+        u = np.float64(x >> shift) * np.float64(unit)
+        flat[i] = scale if u >= np.float64(threshold) else zero
+
+
+def dropout_mask(keep, rate, key, counter):
+    """``keep = 1 / (1 - rate)`` where the counter-based uniform is ``>= rate``, else 0."""
+    threshold, scale, unit, base, shift = dropout_params(rate, counter, keep.dtype)
+    _dropout_fill(keep.reshape(keep.size), threshold, scale, unit,
+                  np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF), np.uint64(base), np.uint64(shift))

@@ -67,11 +67,12 @@ import math
 import warnings
 
 import numba
+import numpy as np
 from numba import cuda, types
 
-from .reference import KERNELS, LEAKY_SLOPE
+from .reference import KERNELS, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
 
-__all__ = [*KERNELS, "set_launch_config", "SIGNATURES"]
+__all__ = [*KERNELS, "set_launch_config", "SIGNATURES", "use_array_module", "MAX_VIEWS"]
 
 # --------------------------------------------------------------------------
 # launch settings
@@ -134,32 +135,72 @@ def set_launch_config(block=None, row_block=None, bwd_block=None, max_blocks=Non
 
 
 # --------------------------------------------------------------------------
-# launching: CuPy's current stream, bound launch configurations
+# launching: CuPy's current stream, device views made once, bound configurations
 # --------------------------------------------------------------------------
 _BOUND = {}  # (kernel, grid, block, stream ptr) -> bound launcher
-_STREAMS = {}  # CuPy stream pointer -> numba external stream
-_cupy = None
+_STREAMS = {}  # stream pointer -> numba stream
+_VIEWS = {}  # (address, shape, strides, dtype) -> numba view of a device array
+#: Most device views kept; past it the table is emptied and refilled.
+MAX_VIEWS = 4096
+#: Device array types -> their module's ``cuda.get_current_stream``
+#: (registered by :func:`use_array_module`: CuPy, or ``fastnet.cupy_contract``).
+_DEVICE_TYPES = {}
+
+
+def use_array_module(xp):
+    """Launch on arrays of ``xp`` (CuPy, or the CuPy contract under the simulator).
+
+    Their kernels run on ``xp``'s current stream and take each array as a
+    numba device view made once per buffer (see :func:`_view`).
+    """
+    _DEVICE_TYPES[xp.ndarray] = xp.cuda.get_current_stream
+
+
+def _make_view(a):
+    if _SIM:
+        # The simulator runs kernels on NumPy arrays: take the contract's
+        # array through DLPack, as numba-cuda takes CuPy arrays on a GPU.
+        return np.from_dlpack(a)
+    # sync=False: the kernel is launched on the stream that produced the data,
+    # so the per-argument stream synchronisation numba does by default (for the
+    # stream CuPy exports in __cuda_array_interface__) would only stall the host.
+    return cuda.as_cuda_array(a, sync=False)  # pragma: no cover (needs a GPU)
+
+
+def _view(a):
+    """A numba view of device array ``a``, made once per address, shape, strides and dtype.
+
+    A view holds a reference to ``a`` (its memory stays allocated while the
+    view is kept), so an address in the table can never belong to another
+    array.  A training step passes the same few buffers at every launch:
+    after the first step no view is made, no stream is synchronised.
+    """
+    key = (a.data.ptr, a.shape, a.strides, a.dtype)
+    v = _VIEWS.get(key)
+    if v is None:
+        if len(_VIEWS) >= MAX_VIEWS:
+            _VIEWS.clear()
+        v = _VIEWS[key] = _make_view(a)
+    return v
 
 
 def _stream_of(a):
     """``(pointer, numba stream)`` to launch on for array ``a``.
 
-    For a CuPy array it is CuPy's current stream, so the kernel is ordered
-    with the GEMMs CuPy queued before it; ``(0, None)`` otherwise.
+    For a device array it is its module's current stream, so the kernel is
+    ordered with the GEMMs queued before it; ``(0, None)`` for a NumPy array.
+    Under the simulator there are no streams (``(pointer, None)``).
     """
-    global _cupy
-    if not type(a).__module__.startswith("cupy"):
+    current = _DEVICE_TYPES.get(type(a))
+    if current is None:
         return 0, None
-    if _cupy is None:
-        import cupy
-
-        _cupy = cupy
-    ptr = _cupy.cuda.get_current_stream().ptr
+    ptr = current().ptr
     stream = _STREAMS.get(ptr)
-    if stream is None:
+    if stream is None and not _SIM:  # pragma: no cover (needs a GPU)
         # numba does not own (or destroy) an external stream; a later CuPy
         # stream at the same address is the same handle to the driver.
-        stream = _STREAMS[ptr] = cuda.external_stream(ptr)
+        # Pointer 0 is CuPy's null stream, the legacy default stream.
+        stream = _STREAMS[ptr] = cuda.external_stream(ptr) if ptr else cuda.legacy_default_stream()
     return ptr, stream
 
 
@@ -169,7 +210,11 @@ def _bind(kernel, grid, block, stream):
         # itself and returns it, so a kept one would run with the last
         # configuration set: configure at every call instead.
         def launch(*args):
-            kernel[grid, block](*args)
+            with warnings.catch_warnings():
+                # splitmix64 multiplies modulo 2**64: NumPy scalars (the
+                # simulator's) warn on that wrap-around, the GPU does not.
+                warnings.filterwarnings("ignore", message="overflow encountered", category=RuntimeWarning)
+                kernel[grid, block](*args)
 
         return launch
     with warnings.catch_warnings():
@@ -190,6 +235,8 @@ def _launch(kernel, grid, block, like, *args):
     bound = _BOUND.get(key)
     if bound is None:
         bound = _BOUND[key] = _bind(kernel, grid, block, stream)
+    if type(like) in _DEVICE_TYPES:
+        args = [_view(a) if type(a) in _DEVICE_TYPES else a for a in args]
     bound(*args)
 
 
@@ -349,7 +396,7 @@ def _make_fwd(name, act):
             z[r, c] = act(z[r, c] + b[c])
 
     kernel.__name__ = kernel.__qualname__ = name
-    return cuda.jit(kernel)
+    return cuda.jit(kernel, cache=True)
 
 
 def _make_bwd(name, dact):
@@ -372,7 +419,7 @@ def _make_bwd(name, dact):
                 db[c] = total
 
     kernel.__name__ = kernel.__qualname__ = name
-    return cuda.jit(kernel)
+    return cuda.jit(kernel, cache=True)
 
 
 _k_identity_fwd = _make_fwd("_k_identity_fwd", _identity)
@@ -453,7 +500,7 @@ def leaky_relu_bwd(a, dy, dz, db):
 # --------------------------------------------------------------------------
 # losses: per-row loss and the gradient of ``scale * loss.sum()``
 # --------------------------------------------------------------------------
-@cuda.jit
+@cuda.jit(cache=True)
 def _k_softmax_xent(logits, y, loss, grad, scale):
     sm = cuda.shared.array(_SMEM, dtype=logits.dtype)
     T = logits.dtype.type
@@ -482,7 +529,7 @@ def _k_softmax_xent(logits, y, loss, grad, scale):
             loss[i] = math.log(total) - (xy - mx) if valid else T(math.nan)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _k_sigmoid_bce(logits, y, loss, grad, scale):
     sm = cuda.shared.array(_SMEM, dtype=logits.dtype)
     T = logits.dtype.type
@@ -501,7 +548,7 @@ def _k_sigmoid_bce(logits, y, loss, grad, scale):
             loss[i] = total
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _k_squared_error(pred, y, loss, grad, scale2):
     sm = cuda.shared.array(_SMEM, dtype=pred.dtype)
     T = pred.dtype.type
@@ -549,14 +596,14 @@ def squared_error(pred, y, loss, grad, scale):
 # --------------------------------------------------------------------------
 # optimizer updates, in place, element-wise (1-D; other shapes are flattened)
 # --------------------------------------------------------------------------
-@cuda.jit
+@cuda.jit(cache=True)
 def _k_sgd_update(w, g, lr, wd):
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         wi = w[i]
         w[i] = wi - lr * (g[i] + wd * wi)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _k_momentum_update(w, g, v, lr, mu, wd):
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         wi = w[i]
@@ -565,7 +612,7 @@ def _k_momentum_update(w, g, v, lr, mu, wd):
         w[i] = wi + vi
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _k_nesterov_update(w, g, v, lr, mu, wd):
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         wi = w[i]
@@ -575,7 +622,7 @@ def _k_nesterov_update(w, g, v, lr, mu, wd):
         w[i] = wi + (mu * vi - lr * gd)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _k_adam_update(w, g, m, v, lr, beta1, c1, beta2, c2, eps, wd, bc1, bc2):
     # c1 = 1 - beta1 and c2 = 1 - beta2, rounded once on the host as in reference
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
@@ -588,7 +635,7 @@ def _k_adam_update(w, g, m, v, lr, beta1, c1, beta2, c2, eps, wd, bc1, bc2):
         w[i] = wi - lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _k_adamw_update(w, g, m, v, lr, beta1, c1, beta2, c2, eps, wd, bc1, bc2):
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         wi = w[i]
@@ -600,7 +647,7 @@ def _k_adamw_update(w, g, m, v, lr, beta1, c1, beta2, c2, eps, wd, bc1, bc2):
         w[i] = wi - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + wd * wi)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _k_rmsprop_update(w, g, s, lr, rho, c, eps, wd):
     # c = 1 - rho
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
@@ -670,6 +717,37 @@ def rmsprop_update(w, g, s, lr, rho, eps, weight_decay):
 
 
 # --------------------------------------------------------------------------
+# dropout masks: splitmix64 on a counter (see reference.dropout_mask)
+# --------------------------------------------------------------------------
+_GAMMA = np.uint64(SPLITMIX_GAMMA)
+_M1 = np.uint64(SPLITMIX_M1)
+_M2 = np.uint64(SPLITMIX_M2)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
+@cuda.jit(cache=True)
+def _k_dropout_mask(keep, threshold, scale, unit, key, base, shift):
+    T = keep.dtype.type
+    for i in range(cuda.grid(1), keep.size, cuda.gridsize(1)):
+        x = key + _GAMMA * (base + np.uint64(i))
+        x = (x ^ (x >> _S30)) * _M1
+        x = (x ^ (x >> _S27)) * _M2
+        x = x ^ (x >> _S31)
+        # at most 24 (float32) or 53 (float64) bits: exact in T, as is * unit
+        u = T(x >> shift) * unit
+        keep[i] = scale if u >= threshold else T(0)
+
+
+def dropout_mask(keep, rate, key, counter):
+    """``keep = 1 / (1 - rate)`` where the counter-based uniform is ``>= rate``, else 0."""
+    if keep.size:
+        threshold, scale, unit, base, shift = dropout_params(rate, counter, keep.dtype)
+        _launch(_k_dropout_mask, _blocks(keep.size, BLOCK), BLOCK, keep, _flat(keep, "keep"),
+                threshold, scale, unit, np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF),
+                np.uint64(base), np.uint64(shift))
+
+
+# --------------------------------------------------------------------------
 # argument types of every kernel, for offline compilation (tests/cuda_compile)
 # --------------------------------------------------------------------------
 def _sig_act_fwd(f):
@@ -707,4 +785,5 @@ SIGNATURES = {
     "_k_adam_update": _sig_update(4, 9),
     "_k_adamw_update": _sig_update(4, 9),
     "_k_rmsprop_update": _sig_update(3, 5),
+    "_k_dropout_mask": lambda f: [(f[::1], f, f, f, types.uint64, types.uint64, types.uint64)],
 }  # fmt: skip

@@ -33,7 +33,10 @@ ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
 
 
 def _xp(a):
-    """Array module of ``a``: the package its type comes from (``numpy`` or a GPU one)."""
+    """Array module of ``a``: its ``__array_namespace__`` (NumPy 2, the CuPy contract), else
+    the package its type comes from (``numpy`` or a GPU one)."""
+    if hasattr(type(a), "__array_namespace__"):
+        return a.__array_namespace__()
     package = type(a).__module__.partition(".")[0]
     return np if package == "numpy" else importlib.import_module(package)
 
@@ -228,6 +231,59 @@ def rmsprop_update(w, g, s, lr, rho, eps, weight_decay):
     w -= lr * gd / (xp.sqrt(s) + eps)
 
 
+# --------------------------------------------------------------------------
+# dropout masks from a counter-based generator (the same bits on every backend)
+# --------------------------------------------------------------------------
+#: splitmix64's constants (Steele, Lea and Flood, 2014): the increment and the
+#: two multipliers of its finalizer.
+SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
+SPLITMIX_M1 = 0xBF58476D1CE4E5B9
+SPLITMIX_M2 = 0x94D049BB133111EB
+_MASK64 = (1 << 64) - 1
+
+
+def dropout_params(rate, counter, dtype):
+    """Host-side scalars shared by the three implementations of :func:`dropout_mask`.
+
+    ``(threshold, scale, unit, base, shift)``: ``rate`` and ``1 / (1 - rate)`` in
+    ``dtype``; ``unit = 2**-bits`` and ``shift = 64 - bits`` with ``bits`` the
+    mantissa width (24 for float32, 53 for float64); ``base = counter * 2**32 + 1``
+    modulo 2**64, the position of element 0 of this call in the stream.
+    """
+    T = np.dtype(dtype).type
+    bits = 24 if np.dtype(dtype) == np.float32 else 53
+    base = ((int(counter) << 32) + 1) & _MASK64
+    return T(rate), T(1.0 / (1.0 - rate)), T(2.0**-bits), base, 64 - bits
+
+
+def dropout_mask(keep, rate, key, counter):
+    """Fill ``keep`` with ``1 / (1 - rate)`` (kept) or ``0`` (dropped), in place.
+
+    Element ``i`` (row-major) of call ``counter`` draws
+    ``h = splitmix64_mix(key + GAMMA * (counter * 2**32 + i + 1))`` (all modulo
+    2**64), i.e. the ``counter * 2**32 + i + 1``-th output of splitmix64 seeded
+    with ``key``; ``u = (h >> (64 - bits)) * 2**-bits`` is exact in the array
+    dtype and the element is kept when ``u >= rate``.  The state is the pair
+    ``(key, counter)``: two integers to checkpoint, and the same masks on the
+    CPU and the GPU.  Calls must differ in ``counter`` and have fewer than
+    2**32 elements.
+    """
+    xp = _xp(keep)
+    threshold, scale, unit, base, shift = dropout_params(rate, counter, keep.dtype)
+    x = xp.arange(keep.size, dtype=xp.uint64)
+    x += xp.uint64(base)
+    x *= xp.uint64(SPLITMIX_GAMMA)
+    x += xp.uint64(int(key) & _MASK64)
+    x ^= x >> xp.uint64(30)
+    x *= xp.uint64(SPLITMIX_M1)
+    x ^= x >> xp.uint64(27)
+    x *= xp.uint64(SPLITMIX_M2)
+    x ^= x >> xp.uint64(31)
+    u = (x >> xp.uint64(shift)).astype(keep.dtype)
+    u *= unit
+    keep.reshape(keep.size)[...] = xp.where(u >= threshold, scale, keep.dtype.type(0))
+
+
 #: Every kernel name; ``cpu`` and ``cuda`` must define exactly these.
 KERNELS = tuple(
     [f"{a}_fwd" for a in ACTIVATIONS]
@@ -241,4 +297,5 @@ KERNELS = tuple(
         "adamw_update",
         "rmsprop_update",
     ]
+    + ["dropout_mask"]
 )

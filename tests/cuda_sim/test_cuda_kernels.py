@@ -17,7 +17,7 @@ from fastnet.kernels import cuda, reference
 SHAPES = [(1, 1), (1, 7), (5, 1), (3, 33), (2, 70)]
 DTYPES = [np.float32, np.float64]
 ACTS = reference.ACTIVATIONS
-EXTRAS = {"set_launch_config", "SIGNATURES"}
+EXTRAS = {"set_launch_config", "SIGNATURES", "use_array_module", "MAX_VIEWS"}
 
 
 def test_runs_under_the_simulator():
