@@ -74,6 +74,8 @@ def build_parser():
     train.add_argument("--dropout", type=float)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
+    train.add_argument("--test-subset", type=_positive_int, metavar="N",
+                       help="validate and test on the first N test images only")
     train.add_argument("--save", metavar="PATH", help="write the trained model (.npz)")
     train.add_argument("--data-dir", help="MNIST cache folder (default $FASTNET_DATA or ~/.cache/fastnet)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -119,6 +121,8 @@ def cmd_train(args):
     recipe = _recipe(args)
     t0 = time.perf_counter()
     (xtr, ytr), (xte, yte) = load_mnist_arrays(args.subset, cache_dir=args.data_dir)
+    if args.test_subset:
+        xte, yte = xte[:args.test_subset], yte[:args.test_subset]
     print(f"MNIST: {len(xtr)} training, {len(xte)} test images ({time.perf_counter() - t0:.1f}s to load)")
     model = fastnet.MLP([784, *recipe["hidden"], 10], activation=recipe["activation"],
                         dropout=recipe["dropout"], backend=args.backend, kernels=args.kernels, seed=args.seed)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import platform
 
@@ -11,6 +12,13 @@ def _version(module):
         return importlib.import_module(module).__version__
     except Exception as exc:  # not installed, or broken
         return f"not available ({type(exc).__name__})"
+
+
+def _distribution(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def numba_cache_dir():
@@ -30,7 +38,7 @@ def report():
     lines = [
         f"fastnet {__version__}  (Python {platform.python_version()}, {platform.machine()})",
         f"numpy   {_version('numpy')}",
-        f"numba   {_version('numba')}",
+        f"numba   {_version('numba')}  (numba-cuda {_distribution('numba-cuda')})",
         f"cupy    {gpu_array_library_version()}",
         "backends:",
     ]

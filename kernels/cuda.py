@@ -46,16 +46,32 @@ Decisions:
 * **NaN in, NaN out.**  ``relu`` and ``leaky_relu`` are written so that a NaN
   input stays NaN (as ``maximum`` does in ``reference``); a label outside
   ``[0, k)`` gives a NaN loss for its row instead of reading out of bounds.
-* **Streams.**  On CuPy arrays the kernels run on CuPy's current stream: the
-  wrapper wraps ``cupy.cuda.get_current_stream().ptr`` in
-  ``numba.cuda.external_stream`` once per stream pointer and keeps it.  Under
-  the simulator (NumPy arrays, ``NUMBA_ENABLE_CUDASIM=1``) there is no stream
-  (``external_stream`` raises there).
+* **Streams, device views, no host synchronisation.**  ``use_array_module(xp)``
+  (called by the backend) registers CuPy's array type.  A kernel on such
+  arrays runs on CuPy's current stream (``numba.cuda.external_stream`` of
+  ``cupy.cuda.get_current_stream().ptr``, made once per pointer; pointer 0,
+  CuPy's null stream, is the legacy default stream), so it is ordered after
+  the GEMMs CuPy queued before it.  Each array argument is passed as a numba
+  device view made once per buffer (address, shape, strides, dtype) with
+  ``as_cuda_array(a, sync=False)``: numba's default consumption of
+  ``__cuda_array_interface__`` synchronises the exporting stream once per
+  argument per launch (numba's built-in ``numba.cuda``, numba-cuda < 0.26),
+  and creating a view per launch costs more than the launch.  A view keeps its
+  array alive, so an address in the table never belongs to another array; the
+  table is emptied past ``MAX_VIEWS`` entries.  Under the simulator the same
+  code takes ``fastnet.cupy_contract`` arrays through DLPack as NumPy views.
+* **Cached on disk.**  Every kernel is ``cuda.jit(cache=True)``, the
+  factory-made activation kernels too (numba keys a closure's cache entry by
+  its pickled free variables, the same in every process): a second process
+  loads the compiled code instead of running NVVM again.
 * **Launch configurations bound once.**  ``kernel[grid, block, stream]`` costs
   a dispatch and an occupancy check per call; the bound launcher is kept in
   ``_BOUND``, keyed by ``(kernel, grid, block, stream pointer)``.  The key
   space is small: grids are capped at ``MAX_BLOCKS`` and a training run uses a
   handful of shapes.
+* **Dropout masks** come from splitmix64 on ``(key, counter, element)`` (see
+  ``reference.dropout_mask``): the same bits as the CPU kernels, and a state of
+  two integers that checkpoints restore.
 
 Launch settings are module-level (``BLOCK``, ``ROW_BLOCK``, ``BWD_BLOCK``,
 ``MAX_BLOCKS``); change them with ``set_launch_config`` (the simulator tests
@@ -164,7 +180,7 @@ def _make_view(a):
     # sync=False: the kernel is launched on the stream that produced the data,
     # so the per-argument stream synchronisation numba does by default (for the
     # stream CuPy exports in __cuda_array_interface__) would only stall the host.
-    return cuda.as_cuda_array(a, sync=False)  # pragma: no cover (needs a GPU)
+    return cuda.as_cuda_array(a, sync=False)  # (needs a GPU)
 
 
 def _view(a):
@@ -196,7 +212,7 @@ def _stream_of(a):
         return 0, None
     ptr = current().ptr
     stream = _STREAMS.get(ptr)
-    if stream is None and not _SIM:  # pragma: no cover (needs a GPU)
+    if stream is None and not _SIM:  # (needs a GPU)
         # numba does not own (or destroy) an external stream; a later CuPy
         # stream at the same address is the same handle to the driver.
         # Pointer 0 is CuPy's null stream, the legacy default stream.
