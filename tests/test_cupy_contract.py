@@ -281,6 +281,9 @@ def test_backend_names_and_auto():
         B.backend_status("tpu")
     B.cuda_status.cache_clear()
     assert B.get_backend("auto").name == "cpu"  # no GPU here
+    cpu = B.get_backend("cpu", seed=1)
+    again = B.get_backend(cpu)  # a Backend names its kind; a new one, with its own streams
+    assert again.name == "cpu" and again is not cpu
     assert B.available_backends() == ["cpu"]
 
 

@@ -117,3 +117,32 @@ def test_binding_a_launch_configuration_needs_no_gpu_and_warns_nothing(recwarn):
     bound = cuda._bind(cuda._k_relu_fwd, 2, 32, None)
     assert (bound.griddim, bound.blockdim) == ((2, 1, 1), (32, 1, 1))
     assert not [w for w in recwarn if "under-utilization" in str(w.message)]
+
+
+def test_every_kernel_is_cached_on_disk():
+    """``cache=True`` on every kernel, the factory-made ones too: a second process loads
+    the compiled code instead of running NVVM (that timing needs a GPU: bench/gpu_check.sh)."""
+    for name in cuda.SIGNATURES:
+        assert type(getattr(cuda, name)._cache).__name__ == "CUDACache", name
+
+
+def test_factory_kernels_cache_keys_are_the_same_in_every_process():
+    """numba keys a closure's cache entry by its pickled free variables (the device
+    function of the activation): they must pickle to the same bytes in a new process,
+    or every process would miss the cache and compile again."""
+    code = (
+        "import hashlib\n"
+        "from numba.cuda.serialize import dumps\n"
+        "import fastnet.kernels.cuda as c\n"
+        "for n in sorted(c.SIGNATURES):\n"
+        "    k = getattr(c, n).py_func\n"
+        "    cells = tuple(x.cell_contents for x in (k.__closure__ or ()))\n"
+        "    print(n, hashlib.sha256(dumps(cells)).hexdigest())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+    closures = [n for n in cuda.SIGNATURES if getattr(cuda, n).py_func.__closure__]
+    assert len(closures) == 10  # the activation forward and backward kernels
