@@ -22,13 +22,10 @@ def _distribution(name):
 
 
 def numba_cache_dir():
-    """Where Numba writes compiled kernels: NUMBA_CACHE_DIR, else __pycache__ beside kernels/."""
-    explicit = os.environ.get("NUMBA_CACHE_DIR")
-    if explicit:
-        return explicit
-    import fastnet.kernels
+    """Where fastnet's compiled kernels are cached (``fastnet.kernels.cache.cache_dir``)."""
+    from .kernels.cache import cache_dir
 
-    return os.path.join(os.path.dirname(fastnet.kernels.__file__), "__pycache__")
+    return str(cache_dir())
 
 
 def report():
@@ -45,5 +42,5 @@ def report():
     for name in ("cpu", "cuda", "cuda-sim"):
         ok, why = backend_status(name)
         lines.append(f"  {name:<9} {'usable' if ok else 'unavailable'}: {why}")
-    lines.append(f"numba cache: {numba_cache_dir()}")
+    lines.append(f"kernel cache: {numba_cache_dir()}  (set FASTNET_KERNEL_CACHE to move it)")
     return "\n".join(lines)

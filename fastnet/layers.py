@@ -74,6 +74,11 @@ class Layer:
     def backward(self, dy, need_dx):
         raise NotImplementedError
 
+    def infer(self, x):
+        """Inference forward into new arrays: no shared buffer, so any number of threads
+        may run it on one model at once."""
+        return x
+
 
 class Dense(Layer):
     """Fully connected layer ``y = activation(x @ W + b)``, ``W`` shaped (in, out).
@@ -166,6 +171,11 @@ class Dense(Layer):
         self.backend.xp.matmul(x, self.W, out=z)
         self._fwd(z, self.b)
         self.x = x
+        return z
+
+    def infer(self, x):
+        z = self.backend.xp.matmul(x, self.W)  # a new array per call
+        self._fwd(z, self.b)
         return z
 
     def backward(self, dy, need_dx):

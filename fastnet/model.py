@@ -16,6 +16,8 @@ One training step, on every backend (see ``shared/design.md``):
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import warnings
 
@@ -135,6 +137,9 @@ class Sequential:
         self.history_ = History()
         self.stop_training = False
         self._max_batch = 0
+        # One training at a time per model (fit's buffers are the model's); inference
+        # uses buffers of its own per call and needs no lock.
+        self._training = threading.Lock()
 
     # ------------------------------------------------------------------ build
     def _wire_output(self):
@@ -223,6 +228,12 @@ class Sequential:
             x = layer.forward(x, training)
         return x
 
+    def _infer(self, x):
+        """Inference forward with new arrays per call: safe from any number of threads."""
+        for layer in self.layers:
+            x = layer.infer(x)
+        return x
+
     def _backward(self, grad):
         dy = grad
         for layer in reversed(self.layers):
@@ -230,16 +241,20 @@ class Sequential:
             if dy is None:
                 break
 
-    def _correct(self, out, y, into):
-        """Number of correct predictions in a batch, written into the 1-element array ``into``."""
+    def _correct(self, out, y, into, buffers=None):
+        """Number of correct predictions in a batch, written into the 1-element array ``into``.
+
+        ``buffers`` = ``(pred, hit, hit2)`` scratch arrays of at least ``len(out)`` rows
+        (default: the training workspace's)."""
         xp = self.backend_.xp
         m = out.shape[0]
-        hit = self._hit[:m]
+        pred, hit, above = buffers or (self._pred, self._hit, self._hit2)
+        hit = hit[:m]
         if self.loss_.target_kind == "class":
-            xp.equal(xp.argmax(out, axis=1, out=self._pred[:m]), y, out=hit)
+            xp.equal(xp.argmax(out, axis=1, out=pred[:m]), y, out=hit)
         else:
             # logit > 0 (p > 0.5) agrees with target >= 0.5
-            above = self._hit2[:m]
+            above = above[:m]
             xp.greater(out, 0, out=above)
             xp.greater_equal(y, 0.5, out=hit)
             xp.equal(hit, above, out=hit)
@@ -347,57 +362,71 @@ class Sequential:
         Every argument and the data are checked before anything changes: after a
         ``ValueError``/``TypeError`` the weights and optimizer state are as before.
         """
-        epochs = V.check_epochs(epochs)
-        batch_size = V.check_batch_size(batch_size)
-        if verbose not in (0, 1, 2, True, False):
-            raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
-        check_choice("on_nan", on_nan, ("raise", "restore", "ignore"))
-        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
-            raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
-        callbacks = list(callbacks or [])
-        for i, cb in enumerate(callbacks):
-            if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks[{i}] must be a fastnet Callback, got {cb!r}")
-        if early_stopping is not None:
-            callbacks.append(early_stopping)
-        schedule = get_schedule(lr_schedule)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
-        X = self._prepare_X(X)
-        y_raw = V.as_array("y", y)
-        V.check_lengths(X, y_raw)
-        y = self._prepare_y(y_raw)
-        X, y, val = self._split_validation(X, y, validation_data, validation_split)
-        opt = self._select_optimizer(optimizer, lr, weight_decay)
-        if not self.built:
-            self.build(X.shape[1])
-        if resume is not None:
-            from .checkpoint import restore_checkpoint
-
-            restore_checkpoint(self, resume)
+        with self._exclusive_training():
+            epochs = V.check_epochs(epochs)
+            batch_size = V.check_batch_size(batch_size)
+            if verbose not in (0, 1, 2, True, False):
+                raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+            check_choice("on_nan", on_nan, ("raise", "restore", "ignore"))
+            if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+                raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
+            callbacks = list(callbacks or [])
+            for i, cb in enumerate(callbacks):
+                if not isinstance(cb, Callback):
+                    raise TypeError(f"callbacks[{i}] must be a fastnet Callback, got {cb!r}")
+            if early_stopping is not None:
+                callbacks.append(early_stopping)
+            schedule = get_schedule(lr_schedule)
+            if not isinstance(shuffle, (bool, np.bool_)):
+                raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+            X = self._prepare_X(X)
+            y_raw = V.as_array("y", y)
+            V.check_lengths(X, y_raw)
+            y = self._prepare_y(y_raw)
+            X, y, val = self._split_validation(X, y, validation_data, validation_split)
             opt = self._select_optimizer(optimizer, lr, weight_decay)
-            total = epochs
-            epochs = max(epochs - self.n_iter_, 0)
-        else:
-            total = self.n_iter_ + epochs
-        if opt is not self.optimizer_:
-            opt.setup(self._params(), self._grads(), self.backend_)
-            self.optimizer_ = opt
-        schedule.total_epochs = total
-        if diagnose:
-            # The doctor sits above the model (it reads histories and models): imported here.
-            from .diagnostics import FastnetWarning, NormRecorder
-            from .diagnostics import diagnose as run_diagnosis
+            if not self.built:
+                self.build(X.shape[1])
+            if resume is not None:
+                from .checkpoint import restore_checkpoint
 
-            if not any(isinstance(cb, NormRecorder) for cb in callbacks):
-                callbacks.insert(0, NormRecorder())  # per-layer norms for the doctor: model.norms_
-        # Overflow to inf/NaN is detected per epoch (on_nan); NumPy's own warnings would only repeat it.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), self.backend_.compute_env():
-            history = self._fit_loop(X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan)
-            found = run_diagnosis(history, self, X, max_samples=2000) if diagnose else []
-        for d in found:
-            warnings.warn(str(d), FastnetWarning, stacklevel=2)
-        return history
+                restore_checkpoint(self, resume)
+                opt = self._select_optimizer(optimizer, lr, weight_decay)
+                total = epochs
+                epochs = max(epochs - self.n_iter_, 0)
+            else:
+                total = self.n_iter_ + epochs
+            if opt is not self.optimizer_:
+                opt.setup(self._params(), self._grads(), self.backend_)
+                self.optimizer_ = opt
+            schedule.total_epochs = total
+            if diagnose:
+                # The doctor sits above the model (it reads histories and models): imported here.
+                from .diagnostics import FastnetWarning, NormRecorder
+                from .diagnostics import diagnose as run_diagnosis
+
+                if not any(isinstance(cb, NormRecorder) for cb in callbacks):
+                    callbacks.insert(0, NormRecorder())  # per-layer norms for the doctor: model.norms_
+            # Overflow to inf/NaN is detected per epoch (on_nan); NumPy's own warnings would only repeat it.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"), self.backend_.compute_env():
+                history = self._fit_loop(X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan)
+                found = run_diagnosis(history, self, X, max_samples=2000) if diagnose else []
+            for d in found:
+                warnings.warn(str(d), FastnetWarning, stacklevel=2)
+            return history
+
+    @contextlib.contextmanager
+    def _exclusive_training(self):
+        """One ``fit`` at a time on a model: a second one, from another thread, is refused."""
+        if not self._training.acquire(blocking=False):
+            raise RuntimeError(
+                "fit is already running on this model in another thread: a model trains in one "
+                "thread at a time (predict, predict_proba and evaluate are safe from any number "
+                "of threads; train copies made with model.clone() in parallel instead)")
+        try:
+            yield
+        finally:
+            self._training.release()
 
     def partial_fit(self, X, y, **kwargs):
         """One epoch over ``(X, y)``, continuing from the current state: ``fit(X, y, epochs=1, ...)``
@@ -534,10 +563,14 @@ class Sequential:
         return INFERENCE_CHUNK
 
     def _evaluate_device(self, Xd, Yd):
-        xp = self.backend_.xp
+        """Loss and accuracy on device arrays, with buffers of this call's own (thread-safe)."""
+        xp, dt = self.backend_.xp, self.backend_.dtype
         n = Xd.shape[0]
-        chunk = self._chunk()
-        self._ensure_workspace(chunk)
+        chunk = min(self._chunk(), max(n, 1))
+        loss_rows = xp.empty(chunk, dtype=dt)
+        grad = xp.empty((chunk, self.n_outputs_), dtype=dt)
+        buffers = (xp.empty(chunk, dtype=np.int64), xp.empty((chunk,) + self._y_tail(), dtype=bool),
+                   xp.empty((chunk,) + self._y_tail(), dtype=bool))
         chunks = -(-n // chunk)
         losses = xp.zeros(chunks, dtype=np.float64)
         corrects = xp.zeros(chunks, dtype=np.int64)
@@ -545,12 +578,12 @@ class Sequential:
             start = i * chunk
             xb, yb = Xd[start:start + chunk], Yd[start:start + chunk]
             m = xb.shape[0]
-            out = self._forward(xb, False)
-            rows = self._loss_rows[:m]
-            self.loss_(out, yb, rows, self._grad[:m])
+            out = self._infer(xb)
+            rows = loss_rows[:m]
+            self.loss_(out, yb, rows, grad[:m])
             xp.sum(rows, axis=0, out=losses[i:i + 1], keepdims=True)
             if self.loss_.is_classifier:
-                self._correct(out, yb, corrects[i:i + 1])
+                self._correct(out, yb, corrects[i:i + 1], buffers)
         result = {"loss": float(self.backend_.to_host(losses).sum()) * self.loss_.scale(n, self.n_outputs_)}
         if self.loss_.is_classifier:
             result["accuracy"] = int(self.backend_.to_host(corrects).sum()) / self._accuracy_denominator(n)
@@ -572,11 +605,10 @@ class Sequential:
         Xd, _ = self._to_device(X)
         n = Xd.shape[0]
         chunk = self._chunk()
-        self._ensure_workspace(chunk)
         result = xp.empty((n, self.n_outputs_), dtype=self.backend_.dtype)
         fused = self.loss_.fused_activation
         for start in range(0, n, chunk):
-            out = self._forward(Xd[start:start + chunk], False)
+            out = self._infer(Xd[start:start + chunk])
             dest = result[start:start + out.shape[0]]
             if fused == "softmax":
                 shifted = out - out.max(axis=1, keepdims=True)

@@ -65,8 +65,11 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import config as _numba_config
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
+
+from . import cache as _cache
 
 from .reference import KERNELS, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
 
@@ -92,6 +95,9 @@ _JIT = dict(cache=_CACHE, error_model="numpy", fastmath={"contract"})
 #: 1024x10: 21 us called, 2.5 us inlined).
 _HELPER = dict(error_model="numpy", fastmath={"contract"})
 _HELPER_ARRAYS = dict(_HELPER, inline="always")
+#: Every kernel below is cached in the per-user folder of ``cache.cache_dir()``,
+#: never in the install folder; Numba's setting is put back at the end of the module.
+_previous_cache_dir = _cache.redirect(_numba_config)
 
 
 @intrinsic
@@ -769,3 +775,6 @@ def dropout_mask(keep, rate, key, counter):
     threshold, scale, unit, base, shift = dropout_params(rate, counter, keep.dtype)
     _dropout_fill(keep.reshape(keep.size), threshold, scale, unit,
                   np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF), np.uint64(base), np.uint64(shift))
+
+
+_cache.restore(_numba_config, _previous_cache_dir)

@@ -86,6 +86,13 @@ import numba
 import numpy as np
 from numba import cuda, types
 
+from . import cache as _cache
+
+try:  # NVIDIA's numba-cuda keeps its own config; numba's built-in numba.cuda uses numba's
+    from numba.cuda.core import config as _numba_config
+except ImportError:  # numba's built-in numba.cuda
+    from numba.core import config as _numba_config
+
 from .reference import KERNELS, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
 
 __all__ = [*KERNELS, "set_launch_config", "SIGNATURES", "use_array_module", "MAX_VIEWS"]
@@ -285,6 +292,11 @@ def _flat(a, name):
             f"{name} must be C-contiguous to be updated in place, got strides {a.strides}"
         )
     return a.reshape(a.size)
+
+
+#: Every kernel below is cached in the per-user folder of ``cache.cache_dir()``,
+#: never in the install folder; numba's setting is put back at the end of the module.
+_previous_cache_dir = _cache.redirect(_numba_config)
 
 
 # --------------------------------------------------------------------------
@@ -803,3 +815,6 @@ SIGNATURES = {
     "_k_rmsprop_update": _sig_update(3, 5),
     "_k_dropout_mask": lambda f: [(f[::1], f, f, f, types.uint64, types.uint64, types.uint64)],
 }  # fmt: skip
+
+
+_cache.restore(_numba_config, _previous_cache_dir)

@@ -146,3 +146,16 @@ def test_factory_kernels_cache_keys_are_the_same_in_every_process():
     assert runs[0].stdout == runs[1].stdout
     closures = [n for n in cuda.SIGNATURES if getattr(cuda, n).py_func.__closure__]
     assert len(closures) == 10  # the activation forward and backward kernels
+
+
+def test_cuda_kernels_cache_outside_the_package():
+    import pathlib
+
+    import fastnet.kernels
+    from fastnet.kernels import cache
+
+    package = pathlib.Path(fastnet.kernels.__file__).resolve().parent
+    for name in cuda.SIGNATURES:
+        path = pathlib.Path(getattr(cuda, name)._cache._cache_path).resolve()
+        assert package not in path.parents, (name, path)
+        assert str(path).startswith(str(cache.cache_dir().resolve())), (name, path)

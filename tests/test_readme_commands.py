@@ -1,0 +1,87 @@
+"""README's two commands, one after the other, as a new user runs them.
+
+A fresh clone, a fresh virtual environment and an empty HOME; the two ``bash`` blocks
+under "## The two commands" in README.md, taken from README.md itself, run in order:
+the first installs fastnet and trains on MNIST, the second installs the test extras
+(editable) and runs the whole suite (in which this test then skips itself).  Between
+and after, the install folder is checked: training must not have written into it, and
+no ``site-packages/fastnet`` folder may survive the switch to the editable install.
+
+It takes minutes (two installs, an MNIST training, the suite again), so it runs in CI
+(``CI`` set) or with ``FASTNET_README_TEST=1``, not on every local run.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NESTED = "FASTNET_README_NESTED"
+
+pytestmark = [
+    pytest.mark.skipif(bool(os.environ.get(NESTED)), reason="inside the README test's own run of the suite"),
+    pytest.mark.skipif(not (os.environ.get("CI") or os.environ.get("FASTNET_README_TEST")),
+                       reason="slow (minutes): runs in CI, or with FASTNET_README_TEST=1"),
+]
+
+
+def readme_blocks():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_has_the_two_blocks():
+    blocks = readme_blocks()
+    assert len(blocks) == 2, blocks
+    assert "fastnet train mnist" in blocks[0] and "tests/run.sh" in blocks[1]
+
+
+def site_packages(venv):
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def run_block(block, cwd, env, timeout):
+    proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
+    first, second = readme_blocks()
+    clone, home, venv = tmp_path / "fastnet", tmp_path / "home", tmp_path / "venv"
+    home.mkdir()
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    drop = {"VIRTUAL_ENV", "PYTHONPATH", "NUMBA_CACHE_DIR", "NUMBA_ENABLE_CUDASIM", "FASTNET_DATA",
+            "FASTNET_KERNEL_CACHE", "FASTNET_COVERAGE", "FASTNET_REQUIRE_CUDA_COMPILE", "COVERAGE_PROCESS_START",
+            "CI", "FASTNET_README_TEST", "PYTEST_ADDOPTS"}
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("PYTEST_")}
+    env.update(HOME=str(home), VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}",
+               **{NESTED: "1"})
+
+    rc, log = run_block(first, clone, env, timeout=1200)
+    assert rc == 0, log[-6000:]
+    accuracy = float(re.search(r"test accuracy (\d\.\d+)", log).group(1))
+    assert accuracy >= 0.98, log[-3000:]
+    site = site_packages(venv)
+    installed = site / "fastnet"
+    record = next(site.glob("fastnet-*.dist-info")) / "RECORD"
+    listed = {site / line.split(",")[0] for line in record.read_text().splitlines() if line}
+    extra = [p for p in installed.rglob("*") if p.is_file() and p not in listed and p.suffix != ".pyc"]
+    assert not extra, f"training wrote into the install folder: {extra[:5]}"
+    assert list((home / ".cache" / "fastnet" / "kernels").rglob("*.nbi")), "no kernel cached per user"
+
+    rc, log = run_block(second, clone, env, timeout=1500)
+    assert rc == 0, log[-8000:]
+    assert "FAILED" not in log, log[-8000:]
+    assert not installed.exists(), f"{installed} survived the switch to the editable install"
+
+    rc, log = run_block("pip uninstall -y fastnet", clone, env, timeout=300)
+    assert rc == 0, log
+    assert not installed.exists() and not list(site.glob("fastnet-*.dist-info")), log
