@@ -48,6 +48,13 @@ if SUPPORTED:
 
         return types.void(types.uint32), codegen
 
+    from numba.core import config as _numba_config
+
+    from . import cache as _cache
+
+    # Cached in the per-user kernel folder, never in the install folder (see cache.py).
+    _previous_cache_dir = _cache.redirect(_numba_config)
+
     @njit(cache=True)
     def get_mxcsr():
         """The calling thread's MXCSR register."""
@@ -57,6 +64,8 @@ if SUPPORTED:
     def set_mxcsr(value):
         """Load ``value`` into the calling thread's MXCSR register."""
         _ldmxcsr(value)
+
+    _cache.restore(_numba_config, _previous_cache_dir)
 
     def flush_denormals(enable=True):
         """Set (or clear) FTZ and DAZ on this thread; returns the previous MXCSR value."""
