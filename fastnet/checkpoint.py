@@ -142,7 +142,15 @@ class ModelCheckpoint(Callback):
             raise ValueError(f"every must be a positive integer, got {every!r}")
         self.path = os.fspath(path)
         self.every = every
+        self._saved_epoch = None
 
     def on_epoch_end(self, model, epoch, logs):
         if epoch % self.every == 0:
             save_checkpoint(model, self.path)
+            self._saved_epoch = epoch
+
+    def on_train_end(self, model):
+        # The last epoch too, when `every` did not fall on it.
+        if model.n_iter_ and model.n_iter_ != self._saved_epoch:
+            save_checkpoint(model, self.path)
+            self._saved_epoch = model.n_iter_

@@ -390,8 +390,16 @@ class Sequential:
             if resume is not None:
                 from .checkpoint import restore_checkpoint
 
-                restore_checkpoint(self, resume)
+                restored = restore_checkpoint(self, resume)
                 opt = self._select_optimizer(optimizer, lr, weight_decay)
+                if restored is not None and opt is not restored and opt.get_config() == restored.get_config():
+                    # An optimizer object like the checkpoint's: it continues the saved state.
+                    opt.setup(self._params(), self._grads(), self.backend_)
+                    for mine, saved in zip(opt.state, restored.state):
+                        for slot in mine:
+                            self.backend_.xp.copyto(mine[slot], saved[slot])
+                    opt.t = restored.t
+                    self.optimizer_ = opt
                 total = epochs
                 epochs = max(epochs - self.n_iter_, 0)
             else:
