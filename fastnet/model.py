@@ -258,7 +258,7 @@ class Sequential:
             xp.greater(out, 0, out=above)
             xp.greater_equal(y, 0.5, out=hit)
             xp.equal(hit, above, out=hit)
-        xp.sum(hit.reshape(hit.size), axis=0, dtype=np.int64, out=into, keepdims=True)
+        hit.reshape(hit.size).sum(axis=0, dtype=np.int64, out=into, keepdims=True)
         return into
 
     def _accuracy_denominator(self, n):
@@ -544,7 +544,7 @@ class Sequential:
             rows = self._loss_rows[:m]
             grad = self._grad[:m]
             self.loss_(out, yb, rows, grad)
-            xp.sum(rows, axis=0, out=step_losses[step:step + 1], keepdims=True)
+            rows.sum(axis=0, out=step_losses[step:step + 1], keepdims=True)
             if classify:
                 self._correct(out, yb, step_correct[step:step + 1])
             self._backward(grad)
@@ -589,7 +589,7 @@ class Sequential:
             out = self._infer(xb)
             rows = loss_rows[:m]
             self.loss_(out, yb, rows, grad[:m])
-            xp.sum(rows, axis=0, out=losses[i:i + 1], keepdims=True)
+            rows.sum(axis=0, out=losses[i:i + 1], keepdims=True)
             if self.loss_.is_classifier:
                 self._correct(out, yb, corrects[i:i + 1], buffers)
         result = {"loss": float(self.backend_.to_host(losses).sum()) * self.loss_.scale(n, self.n_outputs_)}
