@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 
 import numpy as np
 
 from .callbacks import Callback
-from .npzfile import FORMAT_VERSION, META_KEY, ModelFileError, atomic_write, encode_meta
+from .npzfile import FORMAT_VERSION, META_KEY, ModelFileError, atomic_write, encode_meta, os_reason
 
 CHECKPOINT_KIND = "fastnet-checkpoint"
 
@@ -57,9 +58,31 @@ def save_checkpoint(model, path):
         "sha256": _digest(arrays),
     }
     arrays[META_KEY] = encode_meta(meta)
-    if os.path.exists(path):
-        os.replace(path, path + ".prev")
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    try:
+        atomic_write(path, lambda f: np.savez(f, **arrays), keep_previous=path + ".prev")
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write the checkpoint of epoch {model.n_iter_} to {path!r}: {os_reason(exc)}; "
+            f"{_survivor(path)}. The model in memory holds epoch {model.n_iter_} (weights and optimizer "
+            f"state): free space and call fit again (resume={path!r} continues from the checkpoint), "
+            "or model.save() it elsewhere") from exc
+
+
+def _last_epoch(path):
+    try:
+        epochs = read_checkpoint(path)[0]["history"]["epochs"]
+    except CheckpointError:
+        return None
+    return epochs[-1] if epochs else 0
+
+
+def _survivor(path):
+    """Which checkpoint is still good, in words."""
+    for candidate in (path, path + ".prev"):
+        epoch = _last_epoch(candidate)
+        if epoch is not None:
+            return f"the last good checkpoint is {candidate!r} (epoch {epoch})"
+    return "no earlier checkpoint is readable"
 
 
 def read_checkpoint(path):
@@ -93,12 +116,31 @@ def _prev_hint(path):
     return f"; the previous checkpoint is kept at {prev!r}" if os.path.exists(prev) else ""
 
 
+def _read_or_previous(path):
+    """The checkpoint at ``path``; if it is missing or damaged and ``path.prev`` is good,
+    that one, with a warning that says so."""
+    try:
+        return read_checkpoint(path)
+    except CheckpointError as exc:
+        previous = path + ".prev"
+        if not os.path.exists(previous):
+            raise
+        try:
+            meta, arrays = read_checkpoint(previous)
+        except CheckpointError:
+            raise exc from None
+        epochs = meta["history"]["epochs"]
+        warnings.warn(f"{exc}; resuming from the previous checkpoint {previous!r} "
+                      f"(epoch {epochs[-1] if epochs else 0}) instead", RuntimeWarning, stacklevel=4)
+        return meta, arrays
+
+
 def restore_checkpoint(model, path):
     """Load a checkpoint into ``model`` (same architecture); returns the optimizer it held."""
     from .callbacks import History
     from .optimizers import OPTIMIZERS
 
-    meta, arrays = read_checkpoint(path)
+    meta, arrays = _read_or_previous(os.fspath(path))
     mine, theirs = model.get_config(), meta["config"]
     if mine["layers"] != theirs["layers"] or mine["loss"] != theirs["loss"]:
         raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a different architecture: {theirs['layers']}")

@@ -6,6 +6,7 @@ the model module.  Reading a model back (which builds one) is ``fastnet.io``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -25,21 +26,74 @@ def encode_meta(obj):
     return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
 
 
-def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename."""
+def atomic_write(path, write, keep_previous=None):
+    """Write ``path`` so that it is always complete, and the file it replaces survives any failure.
+
+    1. ``write(f)`` fills a temporary file in the same folder, flushed and fsynced;
+    2. only then, with ``keep_previous`` (a path), the current ``path`` is also kept
+       there: a hard link, so ``path`` never disappears (a rename where the file
+       system has no hard links);
+    3. the temporary file is renamed onto ``path`` (atomic) and the folder fsynced.
+
+    If a step fails (no space, a quota, a size limit, a read-only folder, an I/O
+    error, an interrupt), the temporary file is removed and the exception re-raised:
+    ``path`` is as it was.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o644)  # mkstemp makes owner-only files
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and os.path.exists(path):
+            _keep(path, os.fspath(keep_previous), folder)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    fsync_folder(folder)
+
+
+def _keep(path, previous, folder):
+    """``previous`` becomes (a link to) the current ``path``; ``path`` stays in place."""
+    staged = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(previous)}")
+    try:
+        os.link(path, staged)
+    except OSError:  # no hard links here: move it (path is missing until the next rename)
+        os.replace(path, previous)
+        return
+    try:
+        os.replace(staged, previous)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise
+
+
+def fsync_folder(folder):
+    """Persist the renames in ``folder`` (where the platform lets a folder be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def os_reason(exc):
+    """``"no space left on device"``, ``"permission denied"``...: the OS's words for ``exc``."""
+    if getattr(exc, "errno", None):
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
 
 
 def save_model(model, path):
@@ -48,4 +102,11 @@ def save_model(model, path):
     arrays = {META_KEY: encode_meta(meta)}
     if model.built:
         arrays.update(model.get_weights())
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    path = os.fspath(path)
+    existed = os.path.exists(path)
+    try:
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+    except OSError as exc:
+        kept = "the file already there is unchanged" if existed else "nothing was written"
+        # The same OSError subclass (PermissionError, ...), with the path and what is left.
+        raise OSError(exc.errno, f"could not write the model file: {os_reason(exc)}; {kept}", path) from exc

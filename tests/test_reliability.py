@@ -217,11 +217,15 @@ def test_damaged_checkpoint_is_detected_and_previous_kept(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # truncated
     fresh = fastnet.MLP([2, 8, 3], backend="cpu", seed=0)
-    with pytest.raises(fastnet.CheckpointError, match=r"truncated or damaged.*previous checkpoint is kept"):
-        fresh.fit(Xb, yb, epochs=3, optimizer="adam", resume=path)
-    # The previous good one still resumes.
-    h = fresh.fit(Xb, yb, epochs=3, optimizer="adam", resume=prev)
+    # resume falls back on the previous good one, and says so.
+    with pytest.warns(RuntimeWarning, match=r"truncated or damaged.*resuming from the previous checkpoint"):
+        h = fresh.fit(Xb, yb, epochs=3, optimizer="adam", resume=path)
     assert h.epochs == [2, 3]  # .prev holds the state after epoch 1
+    # Both damaged: refused.
+    with open(prev, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(fastnet.CheckpointError, match=r"truncated or damaged"):
+        fastnet.MLP([2, 8, 3], backend="cpu", seed=0).fit(Xb, yb, epochs=3, optimizer="adam", resume=path)
     # One flipped byte inside an array: the zip still opens, the checksum catches it.
     from fastnet.checkpoint import save_checkpoint
 

@@ -21,6 +21,7 @@ Only NumPy and the standard library are used.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -37,6 +38,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from ..npzfile import atomic_write
 
 __all__ = [
     "DatasetError",
@@ -304,52 +307,23 @@ def _from_idx_arrays(raw):
 # --------------------------------------------------------------------------
 
 
-def _atomic_write(path, write):
-    """Write a file via ``write(fileobj)`` so readers never see a partial one.
-
-    The temporary file lives in the destination folder so that ``os.replace``
-    is a same-filesystem rename, which is atomic.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # mkstemp creates owner-only files; a data cache may be shared.
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), 0o644)
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    # Persist the rename itself; not every platform lets a folder be opened.
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
 def _write_cache(cache_dir, arrays):
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     npz = cache_dir / CACHE_NAME
-    _atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
+    # Each file is written whole or not at all (fastnet.npzfile.atomic_write).
+    atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
     digest = _file_sha256(npz)
     # The checksum is written second: a crash in between leaves a stale or
-    # missing checksum, which the next load treats as a corrupt cache.
+    # missing checksum, which the next load treats as a corrupt cache; a failed
+    # write removes the data file too, so no partial cache is left behind.
     line = f"{digest}  {CACHE_NAME}\n".encode()
-    _atomic_write(npz.with_name(CACHE_NAME + ".sha256"), lambda f: f.write(line))
+    try:
+        atomic_write(npz.with_name(CACHE_NAME + ".sha256"), lambda f: f.write(line))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            npz.unlink()
+        raise
 
 
 def _read_cache(cache_dir):
