@@ -11,6 +11,7 @@ Each checks that the file there before is byte-identical, that no temporary file
 remains, that the error names the path and the OS's reason, and, for checkpoints,
 that resuming reaches the same weights as an uninterrupted run.
 """
+import hashlib
 import json
 import os
 import subprocess
@@ -56,7 +57,7 @@ def leftovers(folder):
 
 
 CHILD = textwrap.dedent("""
-    import json, os, resource, signal, sys
+    import hashlib, json, os, resource, signal, sys
     import numpy as np
     sys.path.insert(0, {tests!r})
     from test_write_faults import data, fresh_model, FIT
@@ -67,6 +68,7 @@ CHILD = textwrap.dedent("""
     X, y = data()
     m.fit(X, y, epochs=1, callbacks=[fastnet.ModelCheckpoint(path)], **FIT)  # compiles, caches, writes
     size = os.path.getsize(path)  # the next checkpoint has the same size
+    before = hashlib.sha256(open(path, "rb").read()).hexdigest()
     limit = {{"first": 0, "inside": size // 2, "last": size - 1}}[where]
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -74,7 +76,8 @@ CHILD = textwrap.dedent("""
         m.fit(X, y, epochs=1, callbacks=[fastnet.ModelCheckpoint(path)], **FIT)
         print(json.dumps({{"error": None}}))
     except Exception as exc:
-        print(json.dumps({{"error": type(exc).__name__, "message": str(exc), "n_iter": m.n_iter_}}))
+        print(json.dumps({{"error": type(exc).__name__, "message": str(exc), "n_iter": m.n_iter_,
+                          "before": before}}))
 """).format(tests=os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -92,6 +95,7 @@ def test_checkpoint_write_refused_by_a_file_size_limit(tmp_path, where):
     assert str(path) in msg and "file too large" in msg and "epoch 2" in msg, msg
     assert f"the last good checkpoint is '{path}' (epoch 1)" in msg, msg
     assert out["n_iter"] == 2  # the model in memory holds the completed epoch
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == out["before"]  # byte for byte as before
     assert leftovers(tmp_path) == []
     # The epoch-1 checkpoint is whole: resuming from it reaches an uninterrupted run's weights.
     resumed = fresh_model()
