@@ -1,6 +1,6 @@
 """Models: ``Sequential`` and the ``MLP`` shorthand, with the training loop.
 
-One training step, on every backend (see ``shared/design.md``):
+One training step, on every backend (see ``docs/design.md``):
 
 * the training set is on the device already; a batch is gathered from it with
   ``take(..., out=buffer)`` through the epoch's index permutation (drawn on the
