@@ -210,16 +210,6 @@ def available_backends() -> list[str]:
 # --------------------------------------------------------------------------
 # devices: the few lines that differ between NumPy and CuPy arrays
 # --------------------------------------------------------------------------
-def to_numpy(a):
-    """A NumPy array from a host array, a list or a device array (CuPy's ``.get()``)."""
-    if isinstance(a, np.ndarray):
-        return a
-    get = getattr(a, "get", None)
-    if callable(get) and hasattr(a, "shape") and hasattr(a, "dtype"):
-        return get()
-    return np.asarray(a)
-
-
 class _HostDevice:
     xp = np
 

@@ -279,7 +279,8 @@ def _unary(op, name):
     return method
 
 
-def _host_read(self, name):
+def _host_read():
+    """A device-to-host copy, which waits for the device: counted as both."""
     COUNTERS.add("device_to_host")
     COUNTERS.add("synchronizations")
 
@@ -320,25 +321,25 @@ class ndarray:
 
     # -- explicit transfers ------------------------------------------------
     def __float__(self):
-        _host_read(self, "float")
+        _host_read()
         return float(self._a)
 
     def __int__(self):
-        _host_read(self, "int")
+        _host_read()
         return int(self._a)
 
     def get(self, *args, **kwargs):
         _bind("ndarray", "get", args, kwargs)
-        _host_read(self, "get")
+        _host_read()
         return self._a.copy()
 
     def item(self, *args):
         _bind("ndarray", "item", args, {})
-        _host_read(self, "item")
+        _host_read()
         return self._a.item(*args)
 
     def tolist(self):
-        _host_read(self, "tolist")
+        _host_read()
         return self._a.tolist()
 
     def set(self, arr, stream=None):
@@ -387,9 +388,9 @@ class ndarray:
         return module()
 
     # -- indexing ----------------------------------------------------------
-    def _key(self, key, what):
+    def _key(self, key):
         if isinstance(key, tuple):
-            return tuple(self._key(k, what) for k in key)
+            return tuple(self._key(k) for k in key)
         if isinstance(key, ndarray):
             return key._a
         if isinstance(key, np.ndarray):
@@ -399,14 +400,14 @@ class ndarray:
         return key
 
     def __getitem__(self, key):
-        k = self._key(key, "index")
+        k = self._key(key)
         r = self._a[k]
         if isinstance(r, np.generic):  # CuPy: a 0-d view, not a scalar
             r = self._a[(k if isinstance(k, tuple) else (k,)) + (Ellipsis,)]
         return _wrap(r, (self._a,))
 
     def __setitem__(self, key, value):
-        k = self._key(key, "index")
+        k = self._key(key)
         if isinstance(value, np.ndarray):
             COUNTERS.add("host_to_device")
         elif isinstance(value, ndarray):
@@ -506,25 +507,13 @@ class _Stream:
         COUNTERS.add("synchronizations")
 
 
-class _Runtime:
-    @staticmethod
-    def getDeviceCount():
-        return 1
-
-
 class _Cuda:
-    runtime = _Runtime()
+    """``cupy.cuda``: only the current stream, which fastnet's kernels launch on."""
+
     _stream = _Stream()
 
     def get_current_stream(self, device_id=-1):
         return self._stream
-
-    class Device:
-        def __init__(self, device=None):
-            self.id = 0
-
-        def synchronize(self):
-            COUNTERS.add("synchronizations")
 
 
 class _Module:
@@ -532,10 +521,9 @@ class _Module:
 
     ndarray = ndarray
     cuda = _Cuda()
-    # dtypes and constants pass straight through
+    # dtypes pass straight through
     float32, float64, int32, int64, uint64, bool_ = (
         np.float32, np.float64, np.int32, np.int64, np.uint64, np.bool_)
-    inf, nan, pi, newaxis = np.inf, np.nan, np.pi, np.newaxis
 
     def __init__(self):
         self.__name__ = "fastnet.cupy_contract"
@@ -555,8 +543,6 @@ class _Module:
         COUNTERS.add("allocations")
         return ndarray(np.array(a, dtype=dtype, order=order or "K", copy=True))
 
-    array = asarray
-
     def ascontiguousarray(self, a, dtype=None):
         if not isinstance(a, ndarray):
             raise ContractError(f"cupy.ascontiguousarray takes a device array, got {type(a).__name__}")
@@ -569,9 +555,6 @@ class _Module:
             COUNTERS.add("synchronizations")
             return np.array(a._a, order=order, copy=True)
         return np.asarray(a, order=order)
-
-    def get_array_module(self, *args):
-        return self
 
     # -- everything else: bound against CuPy, computed by NumPy ---------------
     def __getattr__(self, name):

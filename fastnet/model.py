@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 
 from . import validation as V
-from .backend import check_choice, get_backend, to_numpy
+from .backend import check_choice, get_backend
 from .callbacks import Callback, EarlyStopping, History
 from .layers import Dense, Dropout, Layer, canonical_activation, layer_from_config
 from .losses import default_loss, get_loss
@@ -687,7 +687,7 @@ class Sequential:
         if missing:
             raise ValueError(f"weights lack {sorted(missing)}")
         for name, a in params.items():
-            w = to_numpy(weights[name])  # host arrays, lists, or device (CuPy) arrays
+            w = V.as_array(f"weights[{name!r}]", weights[name])  # host, list or device (CuPy) array
             if w.shape != a.shape:
                 raise ValueError(f"weights[{name!r}] has shape {w.shape}, expected {a.shape}")
             a[...] = self.backend_.asarray(w, dtype=a.dtype)

@@ -20,11 +20,18 @@ def _describe(value):
     return repr(value)
 
 
+def is_device_array(value):
+    """A GPU array (CuPy's, or the CuPy contract's): it exports device memory and
+    copies itself to the host with ``.get()``."""
+    return (not isinstance(value, np.ndarray) and callable(getattr(value, "get", None))
+            and (hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack_device__")))
+
+
 def as_array(argument, value):
     """``value`` as a NumPy array; lists, tuples and GPU arrays accepted."""
     if value is None:
         raise TypeError(f"{argument} must be an array, got None")
-    if hasattr(value, "__cuda_array_interface__") and hasattr(value, "get"):
+    if is_device_array(value):
         value = value.get()  # a GPU array: copy to the host
     try:
         return np.asarray(value)

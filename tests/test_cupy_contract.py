@@ -147,10 +147,13 @@ def test_cupy_device_on_the_contract(counts):
         pass
 
 
-def test_to_numpy_and_set_weights_accept_device_arrays():
-    assert B.to_numpy([1, 2]).tolist() == [1, 2]
-    np.testing.assert_array_equal(B.to_numpy(dev([[1.0, 2.0]])), [[1.0, 2.0]])
-    assert B.to_numpy({"get": 1}).dtype == object  # a dict is not a device array
+def test_as_array_and_set_weights_accept_device_arrays():
+    from fastnet.validation import as_array, is_device_array
+
+    assert as_array("x", [1, 2]).tolist() == [1, 2]
+    np.testing.assert_array_equal(as_array("x", dev([[1.0, 2.0]])), [[1.0, 2.0]])
+    assert is_device_array(dev([1.0])) and not is_device_array(np.ones(2))
+    assert not is_device_array({"get": 1})  # a mapping with .get is not a device array
     import fastnet
 
     m = fastnet.MLP([2, 3, 2], backend="cpu", seed=0)

@@ -393,3 +393,15 @@ def test_cuda_sim_unavailable_without_cupy(monkeypatch):
     assert not ok and "needs CuPy installed" in why
     with pytest.raises(B.BackendUnavailableError, match="needs CuPy installed"):
         small()
+
+
+def test_device_arrays_as_training_and_inference_data():
+    # A CuPy user passes CuPy arrays: they are copied to the host explicitly (.get()), checked,
+    # and trained on like host arrays.
+    X, y = blobs(64)
+    xp = C.module()
+    on_device, on_host = small(), small()
+    on_device.fit(xp.asarray(X), xp.asarray(y), epochs=1, batch_size=16, diagnose=False)
+    on_host.fit(X, y, epochs=1, batch_size=16, diagnose=False)
+    np.testing.assert_array_equal(on_device.predict_proba(xp.asarray(X)), on_host.predict_proba(X))
+    assert on_device.evaluate(xp.asarray(X), xp.asarray(y)) == on_host.evaluate(X, y)
