@@ -405,3 +405,15 @@ def test_device_arrays_as_training_and_inference_data():
     on_host.fit(X, y, epochs=1, batch_size=16, diagnose=False)
     np.testing.assert_array_equal(on_device.predict_proba(xp.asarray(X)), on_host.predict_proba(X))
     assert on_device.evaluate(xp.asarray(X), xp.asarray(y)) == on_host.evaluate(X, y)
+
+
+def test_reference_kernels_on_the_contract_train_like_cpu():
+    # kernels="reference" on the CUDA device: the plain array expressions (CuPy's ufuncs,
+    # fancy indexing, uint64 shifts of the dropout generator) through the contract.
+    X, y = blobs(64)
+    curves = {}
+    for backend in ("cpu", SIM):
+        m = small(backend, dropout=0.2, kernels="reference")
+        curves[backend] = m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", lr=1e-2,
+                                diagnose=False)["loss"]
+    np.testing.assert_allclose(curves[SIM], curves["cpu"], rtol=1e-5)
