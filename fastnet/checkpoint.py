@@ -127,8 +127,8 @@ def _read_or_previous(path):
             raise
         try:
             meta, arrays = read_checkpoint(previous)
-        except CheckpointError:
-            raise exc from None
+        except CheckpointError as prev_exc:
+            raise CheckpointError(f"{exc}; the previous checkpoint is unusable too: {prev_exc}") from None
         epochs = meta["history"]["epochs"]
         warnings.warn(f"{exc}; resuming from the previous checkpoint {previous!r} "
                       f"(epoch {epochs[-1] if epochs else 0}) instead", RuntimeWarning, stacklevel=4)

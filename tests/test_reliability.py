@@ -221,10 +221,15 @@ def test_damaged_checkpoint_is_detected_and_previous_kept(tmp_path):
     with pytest.warns(RuntimeWarning, match=r"truncated or damaged.*resuming from the previous checkpoint"):
         h = fresh.fit(Xb, yb, epochs=3, optimizer="adam", resume=path)
     assert h.epochs == [2, 3]  # .prev holds the state after epoch 1
-    # Both damaged: refused.
+    # A missing checkpoint too (a crash between two renames, a deleted file).
+    path.unlink()
+    with pytest.warns(RuntimeWarning, match=r"does not exist.*resuming from the previous checkpoint"):
+        h = fastnet.MLP([2, 8, 3], backend="cpu", seed=0).fit(Xb, yb, epochs=3, optimizer="adam", resume=path)
+    assert h.epochs == [2, 3]
+    # Neither usable: refused, naming both.
     with open(prev, "r+b") as f:
         f.truncate(100)
-    with pytest.raises(fastnet.CheckpointError, match=r"truncated or damaged"):
+    with pytest.raises(fastnet.CheckpointError, match=r"does not exist.*previous checkpoint is unusable too.*truncated"):
         fastnet.MLP([2, 8, 3], backend="cpu", seed=0).fit(Xb, yb, epochs=3, optimizer="adam", resume=path)
     # One flipped byte inside an array: the zip still opens, the checksum catches it.
     from fastnet.checkpoint import save_checkpoint

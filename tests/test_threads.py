@@ -68,3 +68,14 @@ def test_fit_from_two_threads_at_once_is_refused():
     assert m.n_iter_ == 1  # the first fit finished; the refused ones changed nothing
     m.fit(X, y, epochs=1, diagnose=False)  # and the model trains again afterwards
     assert m.n_iter_ == 2
+
+
+def test_a_fit_that_raises_releases_the_model():
+    X, y = datasets.make_blobs(n_samples=300, seed=0)
+    m = fastnet.MLP([2, 8, 3], backend="cpu", seed=0)
+    with pytest.raises(ValueError, match="epochs"):
+        m.fit(X, y, epochs=-1)
+    with pytest.raises(fastnet.TrainingDivergedError):
+        m.fit(X * 1e30, y, epochs=1, optimizer="sgd", lr=1e6, diagnose=False)
+    m.fit(X, y, epochs=1, diagnose=False)  # not "already running"
+    assert m.n_iter_ == 1
