@@ -25,13 +25,14 @@ compared on the same model.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import importlib
 import importlib.metadata
 import os
 
 import numpy as np
+
+from .validation import check_choice
 
 BACKEND_NAMES = ("cpu", "cuda", "cuda-sim", "auto")
 KERNEL_CHOICES = ("fused", "reference")
@@ -40,21 +41,6 @@ DTYPES = ("float32", "float64")
 
 class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run on this machine; the message says why."""
-
-
-def did_you_mean(value, choices):
-    """`` (did you mean 'x'?)`` when ``value`` is close to one of ``choices``."""
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def check_choice(argument, value, choices):
-    """Raise ``ValueError`` naming ``argument`` unless ``value`` is in ``choices``."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(
-            f"{argument} must be one of {', '.join(map(repr, choices))}, "
-            f"got {value!r}{did_you_mean(value, choices)}"
-        )
 
 
 # --------------------------------------------------------------------------

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import check_choice
+from .validation import check_bool, check_choice, check_int, check_real
 from .kernels.reference import ACTIVATIONS
 
 #: Activation names a user may give; ``None`` and ``"linear"`` mean identity,
 #: ``"softmax"`` is allowed on the output layer only (it is fused into the loss).
 ACTIVATION_NAMES = ("linear",) + ACTIVATIONS + ("softmax",)
 INITS = ("auto", "he", "xavier", "normal")
-
-
-def _check_positive_int(argument, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def canonical_activation(activation):
@@ -101,12 +95,10 @@ class Dense(Layer):
 
     def __init__(self, units, activation=None, use_bias=True, init="auto"):
         super().__init__()
-        self.units = _check_positive_int("units", units)
+        self.units = check_int("units", units)
         canonical_activation(activation)  # validates
         self.activation = activation
-        if not isinstance(use_bias, (bool, np.bool_)):
-            raise TypeError(f"use_bias must be True or False, got {use_bias!r}")
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_bool("use_bias", use_bias)
         check_choice("init", init, INITS)
         self.init = init
         # The kernel activation; the model sets it to "identity" when the
@@ -197,9 +189,7 @@ class Dropout(Layer):
 
     def __init__(self, rate):
         super().__init__()
-        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0 <= rate < 1:
-            raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
-        self.rate = float(rate)
+        self.rate = check_real("rate", rate, low=0, high=1, high_open=True)
         self.need_dx = True
 
     def get_config(self):

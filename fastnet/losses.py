@@ -16,7 +16,7 @@ The loss of a batch of ``n`` rows and ``k`` outputs is
 """
 from __future__ import annotations
 
-from .backend import check_choice
+from .validation import check_choice
 
 
 class Loss:

@@ -24,7 +24,8 @@ import warnings
 import numpy as np
 
 from . import validation as V
-from .backend import check_choice, get_backend
+from .backend import get_backend
+from .validation import check_choice
 from .callbacks import Callback, EarlyStopping, History
 from .layers import Dense, Dropout, Layer, canonical_activation, layer_from_config
 from .losses import default_loss, get_loss

@@ -6,34 +6,12 @@ so every update is one pass over contiguous memory.
 """
 from __future__ import annotations
 
-import numbers
-
-from .backend import check_choice
-
-
-def _check_number(argument, value, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
-        raise TypeError(f"{argument} must be a real number, got {value!r}")
-    bad = (
-        (low is not None and (value <= low if low_open else value < low))
-        or (high is not None and (value >= high if high_open else value > high))
-    )
-    if bad:
-        lo = "" if low is None else ("(" if low_open else "[") + str(low)
-        hi = "" if high is None else str(high) + (")" if high_open else "]")
-        rng = f"in {lo}, {hi}" if low is not None and high is not None else (
-            f"{'>' if low_open else '>='} {low}" if low is not None else f"{'<' if high_open else '<='} {high}"
-        )
-        raise ValueError(f"{argument} must be {rng}, got {value!r}")
-    return float(value)
+from .validation import check_choice, check_real
 
 
 def check_lr(lr):
     """``lr`` must be a positive finite number."""
-    value = _check_number("lr", lr, low=0, low_open=True)
-    if value == float("inf"):
-        raise ValueError(f"lr must be finite, got {lr!r}")
-    return value
+    return check_real("lr", lr, low=0, low_open=True)
 
 
 class Optimizer:
@@ -46,7 +24,7 @@ class Optimizer:
 
     def __init__(self, lr=None, weight_decay=0.0):
         self.lr = check_lr(self.default_lr if lr is None else lr)
-        self.weight_decay = _check_number("weight_decay", weight_decay, low=0)
+        self.weight_decay = check_real("weight_decay", weight_decay, low=0)
         self.t = 0
         self.state = []
 
@@ -102,7 +80,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr=None, momentum=0.9, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = _check_number("momentum", momentum, low=0, high=1, high_open=True)
+        self.momentum = check_real("momentum", momentum, low=0, high=1, high_open=True)
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "momentum": self.momentum}
@@ -128,9 +106,9 @@ class Adam(Optimizer):
 
     def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.beta1 = _check_number("beta1", beta1, low=0, high=1, high_open=True)
-        self.beta2 = _check_number("beta2", beta2, low=0, high=1, high_open=True)
-        self.eps = _check_number("eps", eps, low=0, low_open=True)
+        self.beta1 = check_real("beta1", beta1, low=0, high=1, high_open=True)
+        self.beta2 = check_real("beta2", beta2, low=0, high=1, high_open=True)
+        self.eps = check_real("eps", eps, low=0, low_open=True)
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
@@ -167,8 +145,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr=None, rho=0.9, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.rho = _check_number("rho", rho, low=0, high=1, high_open=True)
-        self.eps = _check_number("eps", eps, low=0, low_open=True)
+        self.rho = check_real("rho", rho, low=0, high=1, high_open=True)
+        self.eps = check_real("eps", eps, low=0, low_open=True)
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "rho": self.rho, "eps": self.eps}
@@ -186,7 +164,7 @@ def get_optimizer(optimizer="sgd", lr=None, weight_decay=None):
         if lr is not None:
             optimizer.lr = check_lr(lr)
         if weight_decay is not None:
-            optimizer.weight_decay = _check_number("weight_decay", weight_decay, low=0)
+            optimizer.weight_decay = check_real("weight_decay", weight_decay, low=0)
         return optimizer
     check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
     kwargs = {}

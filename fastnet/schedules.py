@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .backend import check_choice
+from .validation import check_choice
 
 
 class Schedule:

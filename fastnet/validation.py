@@ -5,6 +5,8 @@ Every error names the argument, the constraint and the value received, e.g.
 """
 from __future__ import annotations
 
+import difflib
+import math
 import numbers
 
 import numpy as np
@@ -14,10 +16,63 @@ class NotFittedError(RuntimeError):
     """The model was used before it was fitted (or built)."""
 
 
-def _describe(value):
-    if isinstance(value, np.ndarray):
-        return f"array of shape {value.shape} and dtype {value.dtype}"
-    return repr(value)
+# --------------------------------------------------------------------------
+# scalar arguments: every module checks its arguments with these
+# --------------------------------------------------------------------------
+def did_you_mean(value, choices):
+    """`` (did you mean 'x'?)`` when ``value`` is close to one of ``choices``."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_choice(argument, value, choices):
+    """Raise ``ValueError`` naming ``argument`` unless ``value`` is in ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"{argument} must be one of {', '.join(map(repr, choices))}, "
+            f"got {value!r}{did_you_mean(value, choices)}"
+        )
+    return value
+
+
+def check_int(argument, value, minimum=1, allow_none=False):
+    """An integer (not a bool) ``>= minimum``, as a Python int; ``None`` when allowed."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
+        raise ValueError(f"{argument} must be {what}{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)
+
+
+def check_real(argument, value, low=None, high=None, low_open=False, high_open=False):
+    """A finite real number (not a bool) within the bounds, as a Python float.
+
+    A non-number or NaN raises ``TypeError``; inf or a value out of bounds ``ValueError``,
+    e.g. ``momentum must be in [0, 1), got 1.5``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or value != value:
+        raise TypeError(f"{argument} must be a real number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{argument} must be finite, got {value!r}")
+    bad = (
+        (low is not None and (value <= low if low_open else value < low))
+        or (high is not None and (value >= high if high_open else value > high)))
+    if bad:
+        if low is not None and high is not None:
+            bounds = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        elif low is not None:
+            bounds = f"{'>' if low_open else '>='} {low}"
+        else:
+            bounds = f"{'<' if high_open else '<='} {high}"
+        raise ValueError(f"{argument} must be {bounds}, got {value!r}")
+    return float(value)
+
+
+def check_bool(argument, value):
+    """``True`` or ``False`` (NumPy's bools too), as a Python bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{argument} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def is_device_array(value):
@@ -92,17 +147,11 @@ def check_lengths(X, y, argument="y"):
 
 
 def check_batch_size(batch_size):
-    if batch_size is None:
-        return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    return int(batch_size)
+    return check_int("batch_size", batch_size, 1, allow_none=True)
 
 
 def check_epochs(epochs):
-    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-    return int(epochs)
+    return check_int("epochs", epochs, 0)
 
 
 def check_class_targets(y, n_classes, argument="y"):

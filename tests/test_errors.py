@@ -57,7 +57,7 @@ def test_bad_layers_and_sizes():
         fastnet.Dense(0)
     with pytest.raises(ValueError, match=r"sizes\[1\] must be a positive integer, got -4"):
         fastnet.MLP([3, -4, 2])
-    with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\), got 1.0"):
         fastnet.Dropout(1.0)
     with pytest.raises(ValueError, match=r"softmax is only supported on the last layer"):
         fastnet.Sequential([fastnet.Dense(3, "softmax"), fastnet.Dense(2, "softmax")])
