@@ -16,9 +16,10 @@ from .diagnostics import Diagnosis, FastnetWarning, NormRecorder, diagnose
 from .gradcheck import gradcheck
 from .io import ModelFileError, load_model as load
 from .layers import Dense, Dropout
-from .model import MLP, Sequential, TrainingDivergedError
+from .sequential import MLP, Sequential
 from .optimizers import SGD, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop
 from .schedules import Constant, Cosine, Exponential, OneCycle, StepDecay
+from .training import TrainingDivergedError
 from .validation import NotFittedError
 
 __version__ = "0.1.0"

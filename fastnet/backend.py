@@ -1,8 +1,9 @@
 """Backends: one object per device, carrying the array module and the kernels.
 
 Layers, losses and optimizers are written once against ``backend.xp`` (NumPy
-or CuPy) and ``backend.kernels`` (a module with the names in
-``fastnet.kernels.reference.KERNELS``).  Everything device-specific that is
+or CuPy) and ``backend.kernels`` (a :class:`fastnet.kernels.KernelSet`: every
+name of ``fastnet.kernels.reference.KERNELS``, fused where the device's module
+fuses it, else the reference version).  Everything device-specific that is
 not a kernel lives in this file; the CuPy part is the ``_CupyDevice`` class.
 
 =========  ==============  ===================================  ===============================
@@ -18,6 +19,8 @@ cuda-sim   CuPy contract   ``fastnet.kernels.cuda`` (simulator)  ``NUMBA_ENABLE_
 runs it on ``fastnet.cupy_contract``, NumPy arrays that accept only what the
 installed CuPy accepts (and count allocations, transfers and syncs).
 
+A fused module overrides the kernels it fuses; the others run as written in
+``fastnet.kernels.reference`` (``fastnet info`` lists which).
 ``kernels="reference"`` swaps in the plain array expressions of
 ``fastnet.kernels.reference`` on any backend, so fused and plain can be
 compared on the same model.
@@ -26,12 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import importlib.metadata
 import os
 
 import numpy as np
 
+from .kernels import kernel_set
 from .validation import check_choice
 
 BACKEND_NAMES = ("cpu", "cuda", "cuda-sim", "auto")
@@ -277,8 +280,9 @@ class Backend:
         ``"cpu"``, ``"cuda"`` or ``"cuda-sim"``.
     xp : module
         ``numpy``, ``cupy`` or (``cuda-sim``) ``fastnet.cupy_contract``.
-    kernels : module
-        Module with the functions listed in ``fastnet.kernels.reference.KERNELS``.
+    kernels : fastnet.kernels.KernelSet
+        Every kernel of ``fastnet.kernels.reference.KERNELS``: the device's fused
+        version where there is one, else the reference version.
     kernels_name : str
         ``"fused"`` or ``"reference"``.
     dtype : numpy.dtype
@@ -350,13 +354,6 @@ class Backend:
         return f"Backend({self.name!r}, dtype={self.dtype.name}, kernels={self.kernels_name!r})"
 
 
-def _load_kernels(device_kind, kernels):
-    if kernels == "reference":
-        return importlib.import_module("fastnet.kernels.reference")
-    module = "fastnet.kernels.cuda" if device_kind in ("cuda", "cuda-sim") else "fastnet.kernels.cpu"
-    return importlib.import_module(module)
-
-
 def get_backend(name="auto", dtype="float32", seed=None, kernels="fused") -> Backend:
     """Return a new :class:`Backend`.
 
@@ -395,7 +392,7 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused") -> Bac
         device = _CupyDevice(cupy_contract.module())
     else:
         device = _HostDevice()
-    module = _load_kernels(name, kernels)
-    if isinstance(device, _CupyDevice) and hasattr(module, "use_array_module"):
-        module.use_array_module(device.xp)
-    return Backend(name, device, module, kernels, dtype_name, seed)
+    kset = kernel_set("cpu" if name == "cpu" else "cuda", kernels)
+    if isinstance(device, _CupyDevice) and kset.module is not None:
+        kset.module.use_array_module(device.xp)
+    return Backend(name, device, kset, kernels, dtype_name, seed)

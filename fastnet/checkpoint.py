@@ -18,6 +18,8 @@ import numpy as np
 
 from .callbacks import Callback
 from .npzfile import FORMAT_VERSION, META_KEY, ModelFileError, atomic_write, encode_meta, os_reason
+from .optimizers import Optimizer
+from .validation import check_int
 
 CHECKPOINT_KIND = "fastnet-checkpoint"
 
@@ -44,10 +46,11 @@ def save_checkpoint(model, path):
     opt = model.optimizer_
     opt_meta = None
     if opt is not None:
-        opt_meta = {"config": opt.get_config(), "t": opt.t, "slots": list(opt.slots)}
-        for i, st in enumerate(opt.state):
+        state = opt.get_state()  # host copies
+        opt_meta = {"config": state["config"], "t": state["t"], "slots": list(opt.slots)}
+        for i, st in enumerate(state["slots"]):
             for slot, a in st.items():
-                arrays[f"opt/{i}/{slot}"] = model.backend_.to_host(a).copy()
+                arrays[f"opt/{i}/{slot}"] = a
     meta = {
         "kind": CHECKPOINT_KIND,
         "format_version": FORMAT_VERSION,
@@ -138,7 +141,6 @@ def _read_or_previous(path):
 def restore_checkpoint(model, path):
     """Load a checkpoint into ``model`` (same architecture); returns the optimizer it held."""
     from .callbacks import History
-    from .optimizers import OPTIMIZERS
 
     meta, arrays = _read_or_previous(os.fspath(path))
     mine, theirs = model.get_config(), meta["config"]
@@ -149,14 +151,10 @@ def restore_checkpoint(model, path):
     model.set_weights({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
     opt = None
     if meta["optimizer"] is not None:
-        config = dict(meta["optimizer"]["config"])
-        opt = OPTIMIZERS[config.pop("name")](**config)
-        opt.setup(model._params(), model._grads(), model.backend_)
-        opt.t = meta["optimizer"]["t"]
-        for i, st in enumerate(opt.state):
-            for slot, a in st.items():
-                a[...] = model.backend_.asarray(arrays[f"opt/{i}/{slot}"], dtype=a.dtype)
-        model.optimizer_ = opt
+        saved = meta["optimizer"]
+        opt = model.attach_optimizer(Optimizer.from_config(saved["config"]))
+        opt.set_state({"t": saved["t"], "slots": [{slot: arrays[f"opt/{i}/{slot}"] for slot in opt.slots}
+                                                  for i in range(len(opt.state))]})
     if meta.get("rng_state") is not None:
         model.backend_.set_rng_state(meta["rng_state"])
     history = History()
@@ -180,10 +178,8 @@ class ModelCheckpoint(Callback):
     """
 
     def __init__(self, path, every=1):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
         self.path = os.fspath(path)
-        self.every = every
+        self.every = check_int("every", every)
         self._saved_epoch = None
 
     def on_epoch_end(self, model, epoch, logs):

@@ -39,7 +39,7 @@ def _check_declared_size(config, path):
 
 def load_model(path, backend="auto", kernels="fused"):
     """Read a model written by :func:`save_model` onto ``backend``."""
-    from .model import Sequential
+    from .sequential import Sequential
 
     try:
         archive = np.load(os.fspath(path), allow_pickle=False)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from .validation import check_bool, check_choice, check_int, check_real
-from .kernels.reference import ACTIVATIONS
+from .kernels.reference import ACTIVATIONS, OUTPUT_ACTIVATIONS
 
-#: Activation names a user may give; ``None`` and ``"linear"`` mean identity,
-#: ``"softmax"`` is allowed on the output layer only (it is fused into the loss).
-ACTIVATION_NAMES = ("linear",) + ACTIVATIONS + ("softmax",)
+#: Activations of hidden layers, from the kernel table (``"linear"`` means identity).
+HIDDEN_ACTIVATIONS = ("linear", *ACTIVATIONS)
+#: Activation names a user may give; ``None`` and ``"linear"`` mean identity; the
+#: table's output activations (``"softmax"``) are allowed on the last layer only
+#: (the loss applies them).
+ACTIVATION_NAMES = HIDDEN_ACTIVATIONS + tuple(OUTPUT_ACTIVATIONS)
 INITS = ("auto", "he", "xavier", "normal")
 
 
@@ -81,14 +84,16 @@ class Dense(Layer):
     ----------
     units : int
         Number of outputs.
-    activation : {None, "linear", "sigmoid", "tanh", "relu", "leaky_relu", "softmax"}
-        ``"softmax"`` only on the last layer, where it is fused into the
-        cross-entropy loss; a sigmoid last layer is fused into binary
-        cross-entropy the same way.
+    activation : str or None
+        A name of :data:`ACTIVATION_NAMES` (the kernel table's activations,
+        ``"linear"``/``None`` for identity).  ``"softmax"`` only on the last
+        layer, where it is fused into the cross-entropy loss; a sigmoid last
+        layer is fused into binary cross-entropy the same way.
     use_bias : bool
     init : {"auto", "he", "xavier", "normal"}
-        ``"auto"`` is He-normal for ReLU-like activations, Xavier-uniform
-        otherwise; ``"normal"`` is N(0, 1/fan_in) as in the tutorials.
+        ``"auto"`` is the activation's own choice in the kernel table (He-normal
+        for ReLU-like activations, Xavier-uniform otherwise); ``"normal"`` is
+        N(0, 1/fan_in) as in the tutorials.
     """
 
     trainable = True
@@ -117,10 +122,10 @@ class Dense(Layer):
         }
 
     def _initial_weights(self, n_in, rng):
-        act = self.kernel_activation if self.activation != "softmax" else "identity"
+        act = ACTIVATIONS.get(canonical_activation(self.activation))  # None for softmax
         init = self.init
         if init == "auto":
-            init = "he" if act in ("relu", "leaky_relu") else "xavier"
+            init = act.init if act is not None else "xavier"
         shape = (n_in, self.units)
         if init == "he":
             return rng.standard_normal(shape) * np.sqrt(2.0 / n_in)
@@ -146,10 +151,13 @@ class Dense(Layer):
         k = self.backend.kernels
         self._fwd = getattr(k, self.kernel_activation + "_fwd")
         self._bwd = getattr(k, self.kernel_activation + "_bwd")
+        # What the backward kernel reads: the activation's output, or (saves="input") its input.
+        self._saves_input = ACTIVATIONS[self.kernel_activation].saves == "input"
 
     def allocate(self, max_batch):
         xp, dt = self.backend.xp, self.backend.dtype
         self.out = xp.empty((max_batch, self.units), dtype=dt)
+        self.pre = xp.empty((max_batch, self.units), dtype=dt) if self._saves_input else None
         self.dx = xp.empty((max_batch, self.n_in), dtype=dt) if self.need_dx else None
 
     def params(self):
@@ -159,22 +167,30 @@ class Dense(Layer):
         return [self.dW, self.db] if self.use_bias else [self.dW]
 
     def forward(self, x, training):
-        z = self.out[: x.shape[0]]
+        n = x.shape[0]
+        z = self.out[:n]
         self.backend.xp.matmul(x, self.W, out=z)
-        self._fwd(z, self.b)
+        if self._saves_input:
+            self._fwd(z, self.b, self.pre[:n])
+        else:
+            self._fwd(z, self.b)
         self.x = x
         return z
 
     def infer(self, x):
-        z = self.backend.xp.matmul(x, self.W)  # a new array per call
-        self._fwd(z, self.b)
+        xp = self.backend.xp
+        z = xp.matmul(x, self.W)  # a new array per call
+        if self._saves_input:
+            self._fwd(z, self.b, xp.empty_like(z))
+        else:
+            self._fwd(z, self.b)
         return z
 
     def backward(self, dy, need_dx):
         """``dy`` is overwritten with the pre-activation gradient (it is a scratch buffer)."""
         xp = self.backend.xp
         n = dy.shape[0]
-        self._bwd(self.out[:n], dy, dy, self.db)
+        self._bwd((self.pre if self._saves_input else self.out)[:n], dy, dy, self.db)
         xp.matmul(self.x.T, dy, out=self.dW)
         if not need_dx:
             return None

@@ -16,11 +16,19 @@ The loss of a batch of ``n`` rows and ``k`` outputs is
 """
 from __future__ import annotations
 
+from .kernels.reference import ACTIVATIONS
 from .validation import check_choice
 
 
 class Loss:
-    """A loss: kernel name, scale, and the output activation it absorbs."""
+    """A loss: kernel name, scale, and the output activation it owns.
+
+    The loss decides what the last layer computes, for training and inference
+    alike (:meth:`wire`, :meth:`outputs`): with a ``fused_activation`` the last
+    layer produces raw logits, the loss kernel applies the activation inside (in
+    training) and :meth:`outputs` applies it with the kernel table's forward
+    kernel (at inference).
+    """
 
     name = None
     kernel = None
@@ -29,6 +37,8 @@ class Loss:
     fused_activation = None
     #: Activations of the last layer the loss accepts.
     accepts = ()
+    #: Other names the loss is known by (Keras').
+    aliases = ()
     #: ``"class"`` (integer ids), ``"binary"`` (0/1 floats) or ``"real"``.
     target_kind = "real"
     is_classifier = False
@@ -36,9 +46,31 @@ class Loss:
     def scale(self, n, k):
         return 1.0 / n
 
-    def bind(self, backend):
+    def check_output(self, activation):
+        """The kernel activation of a last layer with ``activation`` (a canonical name):
+        ``"identity"`` when this loss applies it, else ``activation``; raises
+        ``ValueError`` when the loss does not go with it."""
+        if activation not in self.accepts:
+            raise ValueError(
+                f"loss {self.name!r} does not go with a {activation!r} output layer "
+                f"(it accepts: {', '.join(self.accepts)})"
+            )
+        return "identity" if self.fused_activation else activation
+
+    def bind(self, backend, n_outputs=None):
         self._kernel = getattr(backend.kernels, self.kernel)
+        self._backend = backend
+        if self.fused_activation:
+            self._activate = getattr(backend.kernels, self.fused_activation + "_fwd")
+            self._zero_bias = backend.xp.zeros(n_outputs or 1, dtype=backend.dtype)
         return self
+
+    def outputs(self, out):
+        """The network's outputs from the last layer's ``out``, in place: the fused
+        activation applied (probabilities for the classifiers), else unchanged."""
+        if self.fused_activation:
+            self._activate(out, self._zero_bias[: out.shape[1]])
+        return out
 
     def __call__(self, out, y, loss_rows, grad):
         """Per-row loss into ``loss_rows`` and the gradient into ``grad``."""
@@ -51,6 +83,7 @@ class Loss:
 
 class CrossEntropy(Loss):
     name = "cross_entropy"
+    aliases = ("categorical_crossentropy",)
     kernel = "softmax_xent"
     fused_activation = "softmax"
     accepts = ("softmax", "identity")
@@ -60,6 +93,7 @@ class CrossEntropy(Loss):
 
 class BinaryCrossEntropy(Loss):
     name = "binary_cross_entropy"
+    aliases = ("binary_crossentropy", "bce")
     kernel = "sigmoid_bce"
     fused_activation = "sigmoid"
     accepts = ("sigmoid", "identity")
@@ -69,8 +103,9 @@ class BinaryCrossEntropy(Loss):
 
 class MeanSquaredError(Loss):
     name = "mse"
+    aliases = ("mean_squared_error",)
     kernel = "squared_error"
-    accepts = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
+    accepts = tuple(ACTIVATIONS)  # any hidden-layer activation of the kernel table
 
     def scale(self, n, k):
         return 1.0 / (n * k)
@@ -78,22 +113,15 @@ class MeanSquaredError(Loss):
 
 class SumSquaredError(MeanSquaredError):
     name = "sse"
+    aliases = ("sum_squared_error",)
 
     def scale(self, n, k):
         return 0.5
 
 
-LOSSES = {
-    "cross_entropy": CrossEntropy,
-    "categorical_crossentropy": CrossEntropy,
-    "binary_cross_entropy": BinaryCrossEntropy,
-    "binary_crossentropy": BinaryCrossEntropy,
-    "bce": BinaryCrossEntropy,
-    "mse": MeanSquaredError,
-    "mean_squared_error": MeanSquaredError,
-    "sse": SumSquaredError,
-    "sum_squared_error": SumSquaredError,
-}
+#: Every loss by name and alias.
+LOSSES = {n: cls for cls in (CrossEntropy, BinaryCrossEntropy, MeanSquaredError, SumSquaredError)
+          for n in (cls.name, *cls.aliases)}
 
 
 def get_loss(loss):
@@ -106,4 +134,7 @@ def get_loss(loss):
 
 def default_loss(output_activation):
     """The loss that goes with an output activation."""
-    return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(output_activation, "mse")
+    for cls in LOSSES.values():
+        if cls.fused_activation == output_activation:
+            return cls.name
+    return MeanSquaredError.name

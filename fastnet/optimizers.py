@@ -6,6 +6,8 @@ so every update is one pass over contiguous memory.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .validation import check_choice, check_real
 
 
@@ -14,13 +16,41 @@ def check_lr(lr):
     return check_real("lr", lr, low=0, low_open=True)
 
 
+#: Every optimizer by name (filled by :class:`Optimizer` subclasses that set ``name``).
+OPTIMIZERS = {}
+
+
 class Optimizer:
-    """Base class.  ``lr`` is the base learning rate; a schedule scales it per step."""
+    """Base class.  ``lr`` is the base learning rate; a schedule scales it per step.
+
+    A subclass sets ``name`` (which registers it: ``fit(optimizer=name)``, the CLI),
+    ``kernel`` (the name of its update kernel in the kernel table), ``slots`` (its
+    per-parameter state arrays, with ``initial`` values when not 0) and ``_update``.
+    Its state leaves and comes back through one pair of methods, :meth:`get_state`
+    and :meth:`set_state` (checkpoints, ``model.to``, the NaN guard).
+    """
 
     name = None
+    kernel = None
     default_lr = 0.01
     #: Names of the per-parameter state arrays (``"m"``, ``"v"`` ...).
     slots = ()
+    #: Adapts its step per parameter (Adam, RMSprop...): the doctor reads a too-high
+    #: learning rate differently.
+    adaptive = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            OPTIMIZERS[cls.name] = cls
+
+    @classmethod
+    def from_config(cls, config):
+        """An optimizer from :meth:`get_config` output (``{"name": ..., hyper-parameters}``)."""
+        config = dict(config)
+        name = config.pop("name", None)
+        check_choice("optimizer", name, tuple(OPTIMIZERS))
+        return OPTIMIZERS[name](**config)
 
     def __init__(self, lr=None, weight_decay=0.0):
         self.lr = check_lr(self.default_lr if lr is None else lr)
@@ -34,12 +64,53 @@ class Optimizer:
     def get_config(self):
         return {"name": self.name, **self.hyperparameters()}
 
+    def initial_values(self):
+        """``{slot: value}`` each state array starts from (0 unless a subclass says)."""
+        return {s: 0.0 for s in self.slots}
+
     def setup(self, params, grads, backend):
         """Allocate state for ``params`` (arrays) whose gradients live in ``grads``."""
         xp = backend.xp
+        self._backend = backend
         self._kernel = getattr(backend.kernels, self.kernel)
-        self.state = [{s: xp.zeros_like(p) for s in self.slots} for p in params]
+        initial = self.initial_values()
+        self.state = [{s: xp.full(p.shape, initial[s], dtype=p.dtype) for s in self.slots} for p in params]
         self.bind(params, grads)
+
+    def get_state(self, device=False, into=None):
+        """The state: ``{"config", "t", "slots": [{slot: array} per parameter]}``.
+
+        Arrays are host (NumPy) copies, or with ``device=True`` copies on the device;
+        ``into`` (an earlier device state) has its arrays overwritten instead of new
+        ones allocated.
+        """
+        b = self._backend
+        if device:
+            if into is None:
+                slots = [{k: b.xp.empty_like(a) for k, a in st.items()} for st in self.state]
+            else:
+                slots = into["slots"]
+            for dst, st in zip(slots, self.state):
+                for k, a in st.items():
+                    b.xp.copyto(dst[k], a)
+        else:
+            slots = [{k: b.to_host(a).copy() for k, a in st.items()} for st in self.state]
+        return {"config": self.get_config(), "t": self.t, "slots": slots}
+
+    def set_state(self, state):
+        """Copy a :meth:`get_state` result (host or device arrays) into this optimizer's
+        state arrays (allocated by :meth:`setup` already) and step count."""
+        b = self._backend
+        if len(state["slots"]) != len(self.state):
+            raise ValueError(f"the state holds {len(state['slots'])} parameters, this optimizer "
+                             f"{len(self.state)}")
+        for mine, theirs in zip(self.state, state["slots"]):
+            for k, a in mine.items():
+                src = theirs[k]
+                if isinstance(src, np.ndarray):
+                    src = b.asarray(src, dtype=a.dtype)
+                b.xp.copyto(a, src)
+        self.t = int(state["t"])
 
     def bind(self, params, grads):
         """Point at parameter and gradient arrays (fixed buffers), keeping the state."""
@@ -101,6 +172,7 @@ class Adam(Optimizer):
 
     name = "adam"
     kernel = "adam_update"
+    adaptive = True
     default_lr = 1e-3
     slots = ("m", "v")
 
@@ -140,6 +212,7 @@ class RMSprop(Optimizer):
 
     name = "rmsprop"
     kernel = "rmsprop_update"
+    adaptive = True
     default_lr = 1e-3
     slots = ("s",)
 
@@ -153,9 +226,6 @@ class RMSprop(Optimizer):
 
     def _update(self, w, g, st, lr):
         self._kernel(w, g, st[0], lr, self.rho, self.eps, self.weight_decay)
-
-
-OPTIMIZERS = {c.name: c for c in (SGD, Momentum, Nesterov, Adam, AdamW, RMSprop)}
 
 
 def get_optimizer(optimizer="sgd", lr=None, weight_decay=None):

@@ -1,6 +1,8 @@
 """Fused CPU kernels: ``@numba.njit(cache=True)`` loops on NumPy arrays.
 
-Same names, signatures and side effects as ``reference`` (see its docstring):
+Overrides of kernels of the table in ``reference``: a kernel defined here
+replaces the reference one of the same name on the ``cpu`` backend, the others
+run as written there.  Same names, signatures and side effects (see its docstring):
 results are written into the arrays passed in, nothing is returned, nothing is
 allocated.  Each kernel makes one pass over its data: bias + activation in
 place; activation derivative times the upstream gradient with the bias
@@ -71,9 +73,7 @@ from numba.extending import intrinsic, overload
 
 from . import cache as _cache
 
-from .reference import KERNELS, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
-
-__all__ = list(KERNELS)
+from .reference import LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
 
 
 # --------------------------------------------------------------------------

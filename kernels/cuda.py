@@ -1,6 +1,9 @@
 """Fused CUDA kernels: ``@numba.cuda.jit`` kernels launched on CuPy arrays.
 
-Same names, signatures and side effects as ``reference`` (see its docstring):
+Overrides of kernels of the table in ``reference``: a kernel defined here
+replaces the reference one of the same name on the ``cuda`` and ``cuda-sim``
+backends, the others run as written there (on CuPy arrays).  Same names,
+signatures and side effects (see its docstring):
 results are written into the arrays passed in, nothing is returned, nothing is
 allocated.  Each public function is a small Python wrapper that picks a launch
 configuration and launches one kernel, ``_k_<name>``; ``SIGNATURES`` lists the
@@ -93,9 +96,10 @@ try:  # NVIDIA's numba-cuda keeps its own config; numba's built-in numba.cuda us
 except ImportError:  # numba's built-in numba.cuda
     from numba.core import config as _numba_config
 
-from .reference import KERNELS, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
+from .reference import LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
 
-__all__ = [*KERNELS, "set_launch_config", "SIGNATURES", "use_array_module", "MAX_VIEWS"]
+#: The module's functions that are not kernels.
+API = ("set_launch_config", "use_array_module")
 
 # --------------------------------------------------------------------------
 # launch settings
@@ -450,19 +454,6 @@ def _make_bwd(name, dact):
     return cuda.jit(kernel, cache=True)
 
 
-_k_identity_fwd = _make_fwd("_k_identity_fwd", _identity)
-_k_sigmoid_fwd = _make_fwd("_k_sigmoid_fwd", _sigmoid)
-_k_tanh_fwd = _make_fwd("_k_tanh_fwd", _tanh)
-_k_relu_fwd = _make_fwd("_k_relu_fwd", _relu)
-_k_leaky_relu_fwd = _make_fwd("_k_leaky_relu_fwd", _leaky_relu)
-
-_k_identity_bwd = _make_bwd("_k_identity_bwd", _d_identity)
-_k_sigmoid_bwd = _make_bwd("_k_sigmoid_bwd", _d_sigmoid)
-_k_tanh_bwd = _make_bwd("_k_tanh_bwd", _d_tanh)
-_k_relu_bwd = _make_bwd("_k_relu_bwd", _d_relu)
-_k_leaky_relu_bwd = _make_bwd("_k_leaky_relu_bwd", _d_leaky_relu)
-
-
 def _fwd(kernel, z, b):
     if z.size:
         _launch(kernel, _blocks(z.size, BLOCK), BLOCK, z, z, b)
@@ -475,54 +466,41 @@ def _bwd(kernel, a, dy, dz, db):
         _launch(kernel, _blocks(k, bx), (bx, by), a, a, dy, dz, db)
 
 
-def identity_fwd(z, b):
-    """``z += b`` in place."""
-    _fwd(_k_identity_fwd, z, b)
+#: The activations this module fuses: name -> (forward kernel, backward kernel).
+FUSED_ACTIVATIONS = {}
 
 
-def sigmoid_fwd(z, b):
-    """``z = sigmoid(z + b)`` in place, as ``0.5 * tanh(0.5 * x) + 0.5``."""
-    _fwd(_k_sigmoid_fwd, z, b)
+def _fuse_activation(name, act, dact, fwd_doc, bwd_doc):
+    """The ``<name>_fwd`` / ``<name>_bwd`` pair (same signatures as reference's) of an
+    element-wise activation ``act`` and its derivative ``dact(saved, dy)``."""
+    kf = _make_fwd(f"_k_{name}_fwd", act)
+    kb = _make_bwd(f"_k_{name}_bwd", dact)
+    globals()[kf.__name__], globals()[kb.__name__] = kf, kb
+    FUSED_ACTIVATIONS[name] = (kf, kb)
+
+    def fwd(z, b):
+        _fwd(kf, z, b)
+
+    def bwd(a, dy, dz, db):
+        _bwd(kb, a, dy, dz, db)
+
+    fwd.__name__, fwd.__qualname__, fwd.__doc__ = f"{name}_fwd", f"{name}_fwd", fwd_doc
+    bwd.__name__, bwd.__qualname__, bwd.__doc__ = f"{name}_bwd", f"{name}_bwd", bwd_doc
+    return fwd, bwd
 
 
-def tanh_fwd(z, b):
-    """``z = tanh(z + b)`` in place."""
-    _fwd(_k_tanh_fwd, z, b)
-
-
-def relu_fwd(z, b):
-    """``z = max(z + b, 0)`` in place."""
-    _fwd(_k_relu_fwd, z, b)
-
-
-def leaky_relu_fwd(z, b):
-    """``z = x if x > 0 else 0.01 x`` with ``x = z + b``, in place."""
-    _fwd(_k_leaky_relu_fwd, z, b)
-
-
-def identity_bwd(a, dy, dz, db):
-    """``dz = dy``; ``db = dz.sum(0)``.  ``dz`` may be ``dy``."""
-    _bwd(_k_identity_bwd, a, dy, dz, db)
-
-
-def sigmoid_bwd(a, dy, dz, db):
-    """``dz = dy * a * (1 - a)`` where ``a`` is the sigmoid output."""
-    _bwd(_k_sigmoid_bwd, a, dy, dz, db)
-
-
-def tanh_bwd(a, dy, dz, db):
-    """``dz = dy * (1 - a**2)`` where ``a`` is the tanh output."""
-    _bwd(_k_tanh_bwd, a, dy, dz, db)
-
-
-def relu_bwd(a, dy, dz, db):
-    """``dz = dy where a > 0 else 0``."""
-    _bwd(_k_relu_bwd, a, dy, dz, db)
-
-
-def leaky_relu_bwd(a, dy, dz, db):
-    """``dz = dy where a > 0 else 0.01 dy``."""
-    _bwd(_k_leaky_relu_bwd, a, dy, dz, db)
+identity_fwd, identity_bwd = _fuse_activation(
+    "identity", _identity, _d_identity, "``z += b`` in place.", "``dz = dy``; ``db = dz.sum(0)``.")
+sigmoid_fwd, sigmoid_bwd = _fuse_activation(
+    "sigmoid", _sigmoid, _d_sigmoid, "``z = sigmoid(z + b)`` in place, as ``0.5 * tanh(0.5 * x) + 0.5``.",
+    "``dz = dy * a * (1 - a)`` where ``a`` is the sigmoid output.")
+tanh_fwd, tanh_bwd = _fuse_activation(
+    "tanh", _tanh, _d_tanh, "``z = tanh(z + b)`` in place.", "``dz = dy * (1 - a**2)`` where ``a`` is the tanh output.")
+relu_fwd, relu_bwd = _fuse_activation(
+    "relu", _relu, _d_relu, "``z = max(z + b, 0)`` in place.", "``dz = dy where a > 0 else 0``.")
+leaky_relu_fwd, leaky_relu_bwd = _fuse_activation(
+    "leaky_relu", _leaky_relu, _d_leaky_relu, "``z = x if x > 0 else 0.01 x`` with ``x = z + b``, in place.",
+    "``dz = dy where a > 0 else 0.01 dy``.")
 
 
 # --------------------------------------------------------------------------
@@ -802,8 +780,8 @@ def _sig_update(n_arrays, n_scalars):
 #: one entry per ``@cuda.jit`` kernel of this module: the types the wrappers
 #: launch them with (C-contiguous arrays; scalars of the array dtype).
 SIGNATURES = {
-    **{f"_k_{a}_fwd": _sig_act_fwd for a in ("identity", "sigmoid", "tanh", "relu", "leaky_relu")},
-    **{f"_k_{a}_bwd": _sig_act_bwd for a in ("identity", "sigmoid", "tanh", "relu", "leaky_relu")},
+    **{kf.__name__: _sig_act_fwd for kf, _ in FUSED_ACTIVATIONS.values()},
+    **{kb.__name__: _sig_act_bwd for _, kb in FUSED_ACTIVATIONS.values()},
     "_k_softmax_xent": _sig_softmax_xent,
     "_k_sigmoid_bce": _sig_dense_loss,
     "_k_squared_error": _sig_dense_loss,

@@ -1,36 +1,109 @@
-"""Reference kernels: plain array expressions, correct on NumPy and CuPy.
+"""Reference kernels: the complete kernel table of fastnet, in plain array expressions.
 
-These are the oracle the fused kernels (``cpu`` with Numba, ``cuda`` with
-numba.cuda) are tested against, and a working backend on their own.  Every
-kernel in ``cpu.py`` and ``cuda.py`` has the same name, the same signature and
-the same side effects as the one here:
+Every kernel fastnet calls is defined here, written against the array module of
+its arguments (NumPy, CuPy, or the CuPy contract), so each one is correct on
+every backend.  ``cpu.py`` (Numba) and ``cuda.py`` (numba.cuda) define fused
+versions of *some* of these names, with the same signatures and side effects;
+a backend's kernel set is this table with its module's fused kernels laid over
+it (:func:`fastnet.kernels.kernel_set`), so a kernel nobody has fused yet runs
+as written here.  Conventions:
 
 * results are written into the arrays passed in (``out`` buffers); nothing is
   returned and nothing is allocated that the caller could keep;
-* activations work in place on ``z`` (shape ``(n, k)``, C-contiguous);
+* activations work in place on ``z`` (shape ``(n, k)``, C-contiguous); an
+  activation registered with ``saves="input"`` also writes its input ``x = z + b``
+  (its backward needs the input, not the output);
 * loss kernels write a per-row loss ``loss`` (shape ``(n,)``) and the gradient
   of ``scale * loss.sum()`` with respect to their input into ``grad``;
 * optimizer updates change the parameter ``w`` and the state arrays in place,
   element by element, so they work on arrays of any shape (the caller passes
-  flat views).
+  flat views); their arguments are ``w, g``, the state arrays, then scalars
+  from ``lr`` on.
 
 ``scale`` and the hyper-parameters are Python floats: under NumPy 2 (NEP 50)
 and CuPy they do not promote float32 arrays to float64.
+
+The table
+---------
+``KERNELS`` maps every kernel name to its reference function and ``KINDS`` to
+its kind; ``ACTIVATIONS`` maps activation names to an :class:`Activation`
+record, ``OUTPUT_ACTIVATIONS`` the output-only ones (softmax).  Every list of
+names elsewhere (what a layer and a loss accept, the CLI's choices, the CUDA
+compile signatures, ``fastnet info``) is derived from these.  To add a kernel,
+define it below and register it: :func:`kernel` (losses, updates, ...) or
+:func:`register_activation` (a forward/backward pair).
 """
 from __future__ import annotations
 
 import importlib
+from typing import Callable, NamedTuple
 
 import numpy as np
+
+#: Every kernel: name -> reference function, in registration order.
+KERNELS: dict[str, Callable] = {}
+#: name -> kind: "activation_fwd", "activation_bwd", "output", "loss", "update", "dropout".
+KINDS: dict[str, str] = {}
+
+
+class Activation(NamedTuple):
+    """An activation of hidden (and output) layers: a ``<name>_fwd`` / ``<name>_bwd`` pair.
+
+    ``saves``: what the backward kernel reads as its first argument, the forward's
+    ``"output"`` (sigmoid: ``a (1 - a)``) or its ``"input"`` (GELU); an activation that
+    saves its input has a forward ``fwd(z, b, x)`` that also writes ``x = z + b``.
+    ``init``: the default weight initialisation of a layer using it (``"he"`` or
+    ``"xavier"``).  ``dies``: a unit can output 0 for every input (ReLU's dead units,
+    which the training doctor counts).  ``saturated``: ``(low, high)`` outputs at or
+    beyond which a unit is saturated (its gradient vanishes), or ``None``.
+    """
+
+    name: str
+    fwd: Callable
+    bwd: Callable
+    saves: str = "output"
+    init: str = "xavier"
+    dies: bool = False
+    saturated: tuple | None = None
+
+
+#: Hidden-layer activations: name -> :class:`Activation`.
+ACTIVATIONS: dict[str, Activation] = {}
+#: Output-only activations (applied by a loss at inference): name -> forward kernel.
+OUTPUT_ACTIVATIONS: dict[str, Callable] = {}
+
+
+def kernel(kind):
+    """Decorator: register a kernel of ``kind`` under its function name."""
+    def register(f):
+        KERNELS[f.__name__] = f
+        KINDS[f.__name__] = kind
+        return f
+    return register
+
+
+def register_activation(name, fwd, bwd, *, saves="output", init="xavier", dies=False, saturated=None):
+    """Register ``fwd``/``bwd`` (named ``<name>_fwd``/``<name>_bwd``) as the activation ``name``."""
+    if fwd.__name__ != f"{name}_fwd" or bwd.__name__ != f"{name}_bwd":
+        raise ValueError(f"activation {name!r} needs kernels named {name}_fwd and {name}_bwd, "
+                         f"got {fwd.__name__} and {bwd.__name__}")
+    if saves not in ("output", "input"):
+        raise ValueError(f"saves must be 'output' or 'input', got {saves!r}")
+    kernel("activation_fwd")(fwd)
+    kernel("activation_bwd")(bwd)
+    ACTIVATIONS[name] = Activation(name, fwd, bwd, saves, init, dies, saturated)
+
+
+def register_output_activation(name, fwd):
+    """Register ``fwd(z, b)`` (named ``<name>_fwd``) as an output-only activation."""
+    kernel("output")(fwd)
+    OUTPUT_ACTIVATIONS[name] = fwd
+
 
 #: Slope of ``leaky_relu`` for negative inputs (fixed, as in Keras' default of
 #: 0.01 ... the kernels take no extra argument so every activation shares one
 #: signature).
 LEAKY_SLOPE = 0.01
-
-#: Names of the activations that have a ``<name>_fwd`` / ``<name>_bwd`` pair.
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
-
 
 def _xp(a):
     """Array module of ``a``: its ``__array_namespace__`` (NumPy 2, the CuPy contract), else
@@ -121,9 +194,29 @@ def leaky_relu_bwd(a, dy, dz, db):
     _bias_grad(dz, db)
 
 
+register_activation("identity", identity_fwd, identity_bwd)
+register_activation("sigmoid", sigmoid_fwd, sigmoid_bwd, saturated=(0.01, 0.99))
+register_activation("tanh", tanh_fwd, tanh_bwd, saturated=(-0.99, 0.99))
+register_activation("relu", relu_fwd, relu_bwd, init="he", dies=True)
+register_activation("leaky_relu", leaky_relu_fwd, leaky_relu_bwd, init="he")
+
+
+def softmax_fwd(z, b):
+    """``z = softmax(z + b)`` row by row, in place (the row maximum subtracted before ``exp``)."""
+    xp = _xp(z)
+    z += b
+    z -= z.max(axis=1, keepdims=True)
+    xp.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+
+
+register_output_activation("softmax", softmax_fwd)
+
+
 # --------------------------------------------------------------------------
 # losses: per-row loss and the gradient of ``scale * loss.sum()``
 # --------------------------------------------------------------------------
+@kernel("loss")
 def softmax_xent(logits, y, loss, grad, scale):
     """Softmax cross-entropy forward and backward in one call.
 
@@ -149,6 +242,7 @@ def softmax_xent(logits, y, loss, grad, scale):
     grad *= scale
 
 
+@kernel("loss")
 def sigmoid_bce(logits, y, loss, grad, scale):
     """Binary cross-entropy on logits (sigmoid fused in).
 
@@ -163,6 +257,7 @@ def sigmoid_bce(logits, y, loss, grad, scale):
     grad[...] = (0.5 * xp.tanh(0.5 * z) + 0.5 - y) * scale
 
 
+@kernel("loss")
 def squared_error(pred, y, loss, grad, scale):
     """Squared error: ``loss_i = sum_j (p - t)**2``; ``grad = 2 * scale * (p - t)``.
 
@@ -177,11 +272,13 @@ def squared_error(pred, y, loss, grad, scale):
 # --------------------------------------------------------------------------
 # optimizer updates, in place, element-wise
 # --------------------------------------------------------------------------
+@kernel("update")
 def sgd_update(w, g, lr, weight_decay):
     """``w -= lr * (g + weight_decay * w)``."""
     w -= lr * (g + weight_decay * w)
 
 
+@kernel("update")
 def momentum_update(w, g, v, lr, mu, weight_decay):
     """Heavy-ball momentum: ``v = mu v - lr (g + wd w)``; ``w += v``."""
     v *= mu
@@ -189,6 +286,7 @@ def momentum_update(w, g, v, lr, mu, weight_decay):
     w += v
 
 
+@kernel("update")
 def nesterov_update(w, g, v, lr, mu, weight_decay):
     """Nesterov momentum (Sutskever form): ``v = mu v - lr g'``; ``w += mu v - lr g'``."""
     gd = g + weight_decay * w
@@ -197,6 +295,7 @@ def nesterov_update(w, g, v, lr, mu, weight_decay):
     w += mu * v - lr * gd
 
 
+@kernel("update")
 def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     """Adam with L2 weight decay added to the gradient.
 
@@ -212,6 +311,7 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     w -= lr * (m / bc1) / (xp.sqrt(v / bc2) + eps)
 
 
+@kernel("update")
 def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     """AdamW: Adam with decoupled weight decay ``w -= lr * wd * w``."""
     xp = _xp(w)
@@ -222,6 +322,7 @@ def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     w -= lr * ((m / bc1) / (xp.sqrt(v / bc2) + eps) + weight_decay * w)
 
 
+@kernel("update")
 def rmsprop_update(w, g, s, lr, rho, eps, weight_decay):
     """RMSprop: ``s = rho s + (1 - rho) g'^2``; ``w -= lr g' / (sqrt(s) + eps)``."""
     xp = _xp(w)
@@ -256,6 +357,7 @@ def dropout_params(rate, counter, dtype):
     return T(rate), T(1.0 / (1.0 - rate)), T(2.0**-bits), base, 64 - bits
 
 
+@kernel("dropout")
 def dropout_mask(keep, rate, key, counter):
     """Fill ``keep`` with ``1 / (1 - rate)`` (kept) or ``0`` (dropped), in place.
 
@@ -282,20 +384,3 @@ def dropout_mask(keep, rate, key, counter):
     u = (x >> xp.uint64(shift)).astype(keep.dtype)
     u *= unit
     keep.reshape(keep.size)[...] = xp.where(u >= threshold, scale, keep.dtype.type(0))
-
-
-#: Every kernel name; ``cpu`` and ``cuda`` must define exactly these.
-KERNELS = tuple(
-    [f"{a}_fwd" for a in ACTIVATIONS]
-    + [f"{a}_bwd" for a in ACTIVATIONS]
-    + ["softmax_xent", "sigmoid_bce", "squared_error"]
-    + [
-        "sgd_update",
-        "momentum_update",
-        "nesterov_update",
-        "adam_update",
-        "adamw_update",
-        "rmsprop_update",
-    ]
-    + ["dropout_mask"]
-)

@@ -1,0 +1,64 @@
+"""``Sequential`` (a network you can train) and the ``MLP`` shorthand.
+
+``Sequential`` is :class:`fastnet.model.Network` with the training run of
+:mod:`fastnet.training` as its ``fit`` and ``partial_fit`` methods: the network
+does not depend on the training code, the training code depends on the network,
+and this module ties the two together.
+"""
+from __future__ import annotations
+
+from . import training
+from .layers import Dense, Dropout
+from .losses import get_loss
+from .model import Network
+from .validation import check_int
+
+
+class Sequential(Network):
+    __doc__ = Network.__doc__.replace("with one loss (``Sequential`` adds ``fit``).", "trained with one loss.")
+
+    fit = training.fit
+    partial_fit = training.partial_fit
+
+
+class MLP(Sequential):
+    """A multilayer perceptron from layer sizes: ``MLP([784, 256, 10])``.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Input size, hidden sizes, output size.
+    activation : str
+        Activation of the hidden layers (a name of ``fastnet.layers.HIDDEN_ACTIVATIONS``).
+    output : str, optional
+        Output activation: ``"softmax"`` (default for ``loss=None``),
+        ``"sigmoid"``, ``"linear"``...  Default: the one that goes with ``loss``.
+    loss : str, optional
+        Default: cross-entropy (with softmax output) unless ``output`` says otherwise.
+    dropout : float
+        Dropout rate after each hidden layer (0 = none).
+    use_bias, init, backend, dtype, seed, kernels
+        As in :class:`Dense` and :class:`Sequential`.
+    """
+
+    def __init__(self, sizes, activation="relu", output=None, loss=None, dropout=0.0, use_bias=True,
+                 init="auto", backend="auto", dtype="float32", seed=None, kernels="fused"):
+        if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
+            raise ValueError(f"sizes must list at least an input and an output size, got {sizes!r}")
+        sizes = [check_int(f"sizes[{i}]", s) for i, s in enumerate(sizes)]
+        if output is None:
+            output = "softmax" if loss is None else (get_loss(loss).fused_activation or "linear")
+        layers = []
+        for units in sizes[1:-1]:
+            layers.append(Dense(units, activation, use_bias=use_bias, init=init))
+            if dropout:
+                layers.append(Dropout(dropout))
+        layers.append(Dense(sizes[-1], output, use_bias=use_bias, init=init))
+        self.sizes = list(sizes)
+        super().__init__(layers, loss=loss, backend=backend, dtype=dtype, seed=seed, kernels=kernels,
+                         input_dim=sizes[0])
+
+    @classmethod
+    def from_config(cls, config, backend="auto", kernels="fused", dtype=None):
+        """A :class:`Sequential` with the layers of ``config`` (an MLP's config lists its layers)."""
+        return Sequential.from_config(config, backend=backend, kernels=kernels, dtype=dtype)

@@ -1,0 +1,356 @@
+"""The training run: :func:`fit` trains a model, from outside it.
+
+The model (``fastnet.model.Network``) is the network: layers, forward and
+backward passes, parameters, inference.  This module is the run: it checks the
+arguments and data, picks the optimizer, resumes from a checkpoint, loops over
+epochs and steps, guards against NaN, calls the callbacks and, at the end, the
+training doctor (``fastnet.diagnostics``).  ``Sequential.fit`` is :func:`fit`.
+
+One training step, on every backend:
+
+* the training set is on the device already; a batch is gathered from it with
+  ``take(..., out=buffer)`` through the epoch's index permutation (drawn on the
+  host, the same on every backend, copied to the device once per epoch);
+* forward: per Dense layer one GEMM into a preallocated buffer, then one fused
+  bias+activation kernel; the output activation is fused into the loss kernel,
+  which writes the per-row loss and the gradient of the logits;
+* backward: per layer one fused kernel (activation derivative and bias
+  gradient), a GEMM for dW and, except for the first layer, one for dX;
+* one fused optimizer call per parameter tensor;
+* the batch loss and the count of correct predictions are summed on the device
+  into per-step slots (``out=``: no allocation) and read once per epoch.
+
+``docs/architecture.md`` follows one step through its buffers and kernels.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+
+import numpy as np
+
+from . import validation as V
+from .callbacks import Callback, EarlyStopping, History
+from .checkpoint import restore_checkpoint
+from .diagnostics import FastnetWarning, NormRecorder
+from .diagnostics import diagnose as run_diagnosis
+from .optimizers import Optimizer, get_optimizer
+from .progress import EpochProgress
+from .schedules import get_schedule
+from .validation import check_choice
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite; ``epoch`` and ``step`` say where (1-based)."""
+
+    def __init__(self, message, epoch=None, step=None):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
+
+class _GoodState:
+    """Device copies of the parameters and optimizer state at the last epoch boundary."""
+
+    def __init__(self, model):
+        self.model = model
+        xp = model.backend_.xp
+        self.live = [a for _, a in model.parameters()]
+        self.copies = [xp.empty_like(a) for a in self.live]
+        self.optimizer = None
+
+    def save(self):
+        xp = self.model.backend_.xp
+        for dst, src in zip(self.copies, self.live):
+            xp.copyto(dst, src)
+        self.optimizer = self.model.optimizer_.get_state(device=True, into=self.optimizer)
+
+    def restore(self):
+        xp = self.model.backend_.xp
+        for dst, src in zip(self.live, self.copies):
+            xp.copyto(dst, src)
+        self.model.optimizer_.set_state(self.optimizer)
+
+
+def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_schedule=None,
+        weight_decay=None, validation_data=None, validation_split=0.0, early_stopping=None,
+        callbacks=None, shuffle=True, verbose=0, on_nan="raise", resume=None, diagnose=True):
+    """Train the model; training continues from the current weights.
+
+    Parameters
+    ----------
+    X : array (n_samples, n_features)
+        Images (n, 28, 28) are flattened; integer arrays are converted;
+        bool, object and string arrays, NaN and inf are rejected.
+    y : array
+        Class ids (n,) or one-hot rows (n, k) for cross-entropy; 0/1 targets
+        for binary cross-entropy; values (n,) or (n, k) for regression.
+    epochs : int
+        Epochs to train (with ``resume``: the total to reach).
+    batch_size : int or None
+        Rows per step; ``None`` is full batch.  A batch size larger than the
+        data is clipped to it (full batch).
+    optimizer : str or Optimizer
+        ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``, ``"adamw"``,
+        ``"rmsprop"``.  Calling fit again with the same optimizer keeps
+        its state (``fit`` twice == ``fit`` once with the epochs added).
+    lr : float, optional
+        Base learning rate (default: the optimizer's).
+    lr_schedule : str or Schedule, optional
+        ``"constant"``, ``"step"``, ``"exponential"``, ``"cosine"``, ``"onecycle"``.
+    weight_decay : float, optional
+    validation_data : (X_val, y_val), optional
+    validation_split : float
+        Fraction of the last samples held out for validation.
+    early_stopping : EarlyStopping, optional
+    callbacks : list of Callback, optional
+    shuffle : bool
+    verbose : {0, 1}
+        1 prints a progress bar and a line per epoch.
+    diagnose : bool
+        Record per-layer norms (``model.norms_``) and, at the end, warn
+        (:class:`~fastnet.diagnostics.FastnetWarning`) about each problem
+        :func:`fastnet.diagnose` finds: learning rate too high, overfitting,
+        unscaled inputs, exploding/vanishing weights, dead units...
+    on_nan : {"raise", "restore", "ignore"}
+        When an epoch's loss is NaN or infinite: ``"raise"`` puts back the
+        weights and optimizer state of the last good epoch and raises
+        :class:`TrainingDivergedError` naming the epoch and step;
+        ``"restore"`` does the same but stops with a warning instead;
+        ``"ignore"`` trains on.
+    resume : path, optional
+        A :class:`~fastnet.checkpoint.ModelCheckpoint` file: restore the
+        weights, optimizer, random state and history from it and train
+        until ``epochs`` epochs in all.
+
+    Returns
+    -------
+    History
+        The epochs of this call: loss, accuracy, val_loss, val_accuracy, lr, seconds.
+
+    Notes
+    -----
+    Every argument and the data are checked before anything changes: after a
+    ``ValueError``/``TypeError`` the weights and optimizer state are as before.
+    """
+    with _exclusive_training(model):
+        epochs = V.check_epochs(epochs)
+        batch_size = V.check_batch_size(batch_size)
+        if verbose not in (0, 1, 2, True, False):
+            raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+        check_choice("on_nan", on_nan, ("raise", "restore", "ignore"))
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
+        callbacks = list(callbacks or [])
+        for i, cb in enumerate(callbacks):
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks[{i}] must be a fastnet Callback, got {cb!r}")
+        if early_stopping is not None:
+            callbacks.append(early_stopping)
+        schedule = get_schedule(lr_schedule)
+        shuffle = V.check_bool("shuffle", shuffle)
+        X = model._prepare_X(X)
+        y_raw = V.as_array("y", y)
+        V.check_lengths(X, y_raw)
+        y = model._prepare_y(y_raw)
+        X, y, val = _split_validation(model, X, y, validation_data, validation_split)
+        opt = _select_optimizer(model, optimizer, lr, weight_decay)
+        if not model.built:
+            model.build(X.shape[1])
+        if resume is not None:
+            restored = restore_checkpoint(model, resume)
+            opt = _select_optimizer(model, optimizer, lr, weight_decay)
+            if restored is not None and opt is not restored and opt.get_config() == restored.get_config():
+                # An optimizer object like the checkpoint's: it continues the saved state.
+                model.attach_optimizer(opt)
+                opt.set_state(restored.get_state(device=True))
+            total = epochs
+            epochs = max(epochs - model.n_iter_, 0)
+        else:
+            total = model.n_iter_ + epochs
+        if opt is not model.optimizer_:
+            model.attach_optimizer(opt)
+        schedule.total_epochs = total
+        if diagnose and not any(isinstance(cb, NormRecorder) for cb in callbacks):
+            callbacks.insert(0, NormRecorder())  # per-layer norms for the doctor: model.norms_
+        # Overflow to inf/NaN is detected per epoch (on_nan); NumPy's own warnings would only repeat it.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), model.backend_.compute_env():
+            history = _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan)
+            found = run_diagnosis(history, model, X, max_samples=2000) if diagnose else []
+        for d in found:
+            warnings.warn(str(d), FastnetWarning, stacklevel=2)
+        return history
+
+
+def partial_fit(model, X, y, **kwargs):
+    """One epoch over ``(X, y)``, continuing from the current state: ``fit(X, y, epochs=1, ...)``
+    (without the end-of-fit diagnosis unless ``diagnose=True`` is given)."""
+    kwargs.setdefault("epochs", 1)
+    kwargs.setdefault("diagnose", False)  # one epoch says little, and a loop of calls would repeat it
+    return fit(model, X, y, **kwargs)
+
+
+@contextlib.contextmanager
+def _exclusive_training(model):
+    """One ``fit`` at a time on a model: a second one, from another thread, is refused."""
+    if not model._training.acquire(blocking=False):
+        raise RuntimeError(
+            "fit is already running on this model in another thread: a model trains in one "
+            "thread at a time (predict, predict_proba and evaluate are safe from any number "
+            "of threads; train copies made with model.clone() in parallel instead)")
+    try:
+        yield
+    finally:
+        model._training.release()
+
+
+def _select_optimizer(model, optimizer, lr, weight_decay):
+    current = model.optimizer_
+    if isinstance(optimizer, Optimizer):
+        return get_optimizer(optimizer, lr, weight_decay)
+    keep = (
+        current is not None
+        and optimizer == current.name
+        and (lr is None or float(lr) == current.lr)
+        and (weight_decay is None or float(weight_decay) == current.weight_decay)
+    )
+    return current if keep else get_optimizer(optimizer, lr, weight_decay)
+
+
+def _split_validation(model, X, y, validation_data, validation_split):
+    if validation_data is not None and validation_split:
+        raise ValueError("give either validation_data or validation_split, not both")
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError(
+                f"validation_data must be a pair (X_val, y_val), got {type(validation_data).__name__}"
+            )
+        Xv = V.check_X(validation_data[0], X.shape[1], "validation_data[0]")
+        yv = model._prepare_y(validation_data[1], "validation_data[1]")
+        V.check_lengths(Xv, yv, "validation_data[1]")
+        return X, y, (Xv, yv)
+    if validation_split:
+        if isinstance(validation_split, bool) or not 0 < validation_split < 1:
+            raise ValueError(f"validation_split must be in (0, 1), got {validation_split!r}")
+        n_val = int(round(len(X) * validation_split))
+        if n_val < 1 or n_val >= len(X):
+            raise ValueError(
+                f"validation_split={validation_split!r} leaves {n_val} validation samples of {len(X)}"
+            )
+        # The last samples, before any shuffling, as Keras does.
+        return X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
+    return X, y, None
+
+
+def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan):
+    xp = model.backend_.xp
+    n = len(X)
+    bs = n if batch_size is None else min(batch_size, n)
+    model._ensure_workspace(bs)
+    Xd, Yd = model._to_device(X, y)
+    Xv, Yv = model._to_device(*val) if val is not None else (None, None)
+    steps = -(-n // bs)
+    step_losses = xp.zeros(steps, dtype=np.float64)
+    step_correct = xp.zeros(steps, dtype=np.int64)
+    guard = _GoodState(model) if on_nan != "ignore" else None
+    history = History()
+    history.params = {"batch_size": bs, "n_samples": n, "steps": steps, "epochs": epochs,
+                      "optimizer": model.optimizer_.name, "lr": model.optimizer_.lr}
+    model.history_.params = history.params
+    model.stop_training = False
+    step_callbacks = [cb for cb in callbacks if type(cb).on_step_end is not Callback.on_step_end]
+    for cb in callbacks:
+        cb.on_train_begin(model)
+    for _ in range(epochs):
+        epoch = model.n_iter_
+        t0 = time.perf_counter()
+        if guard is not None:
+            guard.save()
+        progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose))
+        lr = _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
+                               step_losses, step_correct, step_callbacks)
+        # The epoch's one read from the device: per-step losses and correct counts.
+        host_losses = model.backend_.to_host(step_losses)
+        loss = float(host_losses.sum()) * model.loss_.scale(n, model.n_outputs_)
+        correct = int(model.backend_.to_host(step_correct).sum())
+        if "initial_loss" not in history.params:
+            # The first batch's loss, computed before the first update: the loss before training.
+            history.params["initial_loss"] = float(host_losses[0]) * model.loss_.scale(min(bs, n), model.n_outputs_)
+        if not np.isfinite(loss):
+            progress.close({"loss": loss}, n)
+            if history.diverged is None:  # the first divergence (on_nan="ignore" trains on)
+                history.diverged = model.history_.diverged = {
+                    "epoch": epoch + 1, "loss": loss,
+                    "step": int(np.argmax(~np.isfinite(host_losses))) + 1}
+            if _diverged(model, loss, host_losses, epoch, steps, guard, on_nan):
+                break
+        logs = {"loss": loss}
+        if model.loss_.is_classifier:
+            logs["accuracy"] = correct / model._accuracy_denominator(n)
+        if Xv is not None:
+            logs.update({f"val_{k}": v for k, v in model._evaluate_device(Xv, Yv).items()})
+        logs["lr"] = lr
+        logs["seconds"] = time.perf_counter() - t0
+        history.append(epoch + 1, logs)
+        model.history_.append(epoch + 1, logs)
+        if np.isfinite(loss):
+            progress.close(logs, n)
+        for cb in callbacks:
+            cb.on_epoch_end(model, epoch + 1, logs)
+        if model.stop_training:
+            break
+    for cb in callbacks:
+        cb.on_train_end(model)
+    return history
+
+
+def _diverged(model, loss, step_losses, epoch, steps, guard, on_nan):
+    """Handle a non-finite epoch loss; True when training must stop."""
+    if on_nan == "ignore":
+        return False
+    step = int(np.argmax(~np.isfinite(step_losses))) + 1
+    guard.restore()
+    where = f"epoch {epoch + 1}, step {step} of {steps}"
+    msg = (f"the training loss became {loss} at {where}; the weights and optimizer state were "
+           f"restored to the end of epoch {epoch} ({'the initial weights' if epoch == 0 else 'last good epoch'}). "
+           f"Usual causes: a learning rate too high (lr={model.optimizer_.lr}), unscaled inputs, "
+           "or an exploding gradient")
+    if on_nan == "raise":
+        raise TrainingDivergedError(msg, epoch=epoch + 1, step=step)
+    warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    return True
+
+
+def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses,
+                 step_correct, step_callbacks=()):
+    """One epoch; the step losses and correct counts stay on the device, in
+    ``step_losses[step]`` and ``step_correct[step]`` (written with ``out=``)."""
+    b = model.backend_
+    xp = b.xp
+    order = b.permutation(n) if shuffle else None
+    classify = model.loss_.is_classifier
+    base_lr = model.optimizer_.lr
+    lr = base_lr
+    for step in range(steps):
+        start = step * bs
+        m = min(bs, n - start)
+        if order is None:
+            xb, yb = Xd[start:start + m], Yd[start:start + m]
+        else:
+            idx = order[start:start + m]
+            xb = b.gather(Xd, idx, model._xb[:m])
+            yb = b.gather(Yd, idx, model._yb[:m])
+        lr = schedule(epoch + step / steps, base_lr)
+        out = model._forward(xb, True)
+        rows = model._loss_rows[:m]
+        grad = model._grad[:m]
+        model.loss_(out, yb, rows, grad)
+        rows.sum(axis=0, out=step_losses[step:step + 1], keepdims=True)
+        if classify:
+            model._correct(out, yb, step_correct[step:step + 1])
+        model._backward(grad)
+        model.optimizer_.step(lr)
+        progress.update(step + 1)
+        for cb in step_callbacks:
+            cb.on_step_end(model, epoch + 1, step + 1)
+    return lr
