@@ -26,14 +26,10 @@ import time
 
 import numpy as np
 
-#: The benchmark configurations of the issue.
-CONFIGS = {
-    "sigmoid128-sgd": dict(hidden=[128], activation="sigmoid", optimizer="sgd", lr=0.1, batch_size=128),
-    "relu512x2-adam": dict(hidden=[512, 512], activation="relu", optimizer="adam", lr=1e-3, batch_size=128),
-    "sigmoid128-sgd-b1024": dict(hidden=[128], activation="sigmoid", optimizer="sgd", lr=0.1, batch_size=1024),
-    "relu512x2-adam-b1024": dict(hidden=[512, 512], activation="relu", optimizer="adam", lr=1e-3,
-                                 batch_size=1024),
-}
+from .recipes import BENCH_CONFIGS
+
+#: The benchmark configurations (``fastnet.recipes``' table, purpose "bench").
+CONFIGS = BENCH_CONFIGS
 
 
 def sizes(config, n_in=784, n_out=10):

@@ -9,19 +9,11 @@ import os
 import sys
 import time
 
-#: Training recipes for MNIST, chosen by measurement (see examples/README.md).
-RECIPES = {
-    # 98.4% test accuracy in 6 epochs (~8 s here); reaches 98% in 4 to 5.
-    "default": dict(hidden=[256, 256], activation="relu", optimizer="adam", lr=2e-3, batch_size=128,
-                    epochs=6, schedule="onecycle", dropout=0.0),
-    # 98.76% in 15 epochs (~45 s here), with dropout.
-    "best": dict(hidden=[512, 512], activation="relu", optimizer="adam", lr=2e-3, batch_size=128,
-                 epochs=15, schedule="onecycle", dropout=0.2),
-    # The tutorials' 784-40-30-10 net.
-    "tiny": dict(hidden=[40, 30], activation="relu", optimizer="adam", lr=3e-3, batch_size=64,
-                 epochs=10, schedule="constant", dropout=0.0),
-}
-
+from .backend import BACKEND_NAMES, KERNEL_CHOICES
+from .layers import HIDDEN_ACTIVATIONS
+from .optimizers import OPTIMIZERS
+from .recipes import BENCH_CONFIGS, RECIPES
+from .schedules import SCHEDULES
 
 def _positive_int(text):
     try:
@@ -62,15 +54,15 @@ def build_parser():
     train.add_argument("dataset", choices=["mnist"])
     train.add_argument("--recipe", choices=sorted(RECIPES), default="default",
                        help="preset hyper-parameters; other flags override them")
-    train.add_argument("--backend", choices=["cpu", "cuda", "auto", "cuda-sim"], default="cpu")
-    train.add_argument("--kernels", choices=["fused", "reference"], default="fused")
+    train.add_argument("--backend", choices=BACKEND_NAMES, default="cpu")
+    train.add_argument("--kernels", choices=KERNEL_CHOICES, default="fused")
     train.add_argument("--hidden", type=_positive_int, nargs="+")
-    train.add_argument("--activation", choices=["relu", "sigmoid", "tanh", "leaky_relu"])
-    train.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
+    train.add_argument("--activation", choices=HIDDEN_ACTIVATIONS)
+    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS))
     train.add_argument("--lr", type=_positive_float)
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--epochs", type=_positive_int)
-    train.add_argument("--schedule", choices=["constant", "step", "exponential", "cosine", "onecycle"])
+    train.add_argument("--schedule", choices=tuple(SCHEDULES))
     train.add_argument("--dropout", type=float)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
@@ -83,13 +75,13 @@ def build_parser():
 
     ev = sub.add_parser("evaluate", help="test accuracy of a saved model on MNIST")
     ev.add_argument("model")
-    ev.add_argument("--backend", choices=["cpu", "cuda", "auto", "cuda-sim"], default="cpu")
+    ev.add_argument("--backend", choices=BACKEND_NAMES, default="cpu")
     ev.add_argument("--data-dir")
 
     sub.add_parser("info", help="versions, usable backends and the Numba cache location")
 
     bench = sub.add_parser("bench", help="MNIST training throughput beside PyTorch, scikit-learn, NumPy")
-    bench.add_argument("--configs", nargs="+", choices=sorted(_bench_configs()), help="default: all")
+    bench.add_argument("--configs", nargs="+", choices=sorted(BENCH_CONFIGS), help="default: all")
     bench.add_argument("--rounds", type=_positive_int, default=3, help="timed epochs per system (median)")
     bench.add_argument("--no-peers", action="store_true", help="fastnet systems only")
     bench.add_argument("--no-reference", action="store_true", help="skip fastnet with reference kernels")
@@ -98,12 +90,6 @@ def build_parser():
     bench.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     bench.add_argument("--data-dir")
     return parser
-
-
-def _bench_configs():
-    from .benchmark import CONFIGS
-
-    return CONFIGS
 
 
 def _recipe(args):
@@ -197,7 +183,7 @@ def _bench_tta(args, B, X, y, Xt, yt):
     results = {
         "fastnet (default recipe)": B.fastnet_time_to_accuracy(X, y, Xt, yt, RECIPES["default"], args.tta),
         "pytorch (784-512-512-10, Adam 1e-3, batch 128)": B.time_to_accuracy(
-            B.TorchSystem(), X, y, Xt, yt, B.CONFIGS["relu512x2-adam"], target=args.tta),
+            B.TorchSystem(), X, y, Xt, yt, BENCH_CONFIGS["relu512x2-adam"], target=args.tta),
     }
     for name, (seconds, epochs, accs) in results.items():
         shown = f"{seconds:.1f}s" if seconds is not None else "not reached"

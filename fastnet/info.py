@@ -1,4 +1,5 @@
-"""``fastnet info``: versions, usable backends (and why the others are not), Numba cache."""
+"""``fastnet info``: versions, usable backends (and why the others are not), which kernels
+each backend runs fused and which fall back to the reference table, the Numba cache."""
 from __future__ import annotations
 
 import importlib
@@ -28,6 +29,23 @@ def numba_cache_dir():
     return str(cache_dir())
 
 
+def kernel_lines():
+    """Per device kind, the kernels its module fuses and those that fall back to reference."""
+    from .kernels import FUSED_MODULES, kernel_set
+
+    lines = []
+    for kind, module in FUSED_MODULES.items():
+        try:
+            kset = kernel_set(kind)
+        except Exception as exc:  # numba-cuda missing or broken: nothing to list
+            lines.append(f"  {kind:<9} {module} not importable ({type(exc).__name__}: {exc})")
+            continue
+        total = len(kset.fused) + len(kset.fallback)
+        lines.append(f"  {kind:<9} {len(kset.fused)} of {total} fused ({module}): {', '.join(kset.fused)}")
+        lines.append(f"  {'':<9} reference: {', '.join(kset.fallback) or '(none)'}")
+    return lines
+
+
 def report():
     from . import __version__
     from .backend import backend_status, gpu_array_library_version
@@ -42,5 +60,7 @@ def report():
     for name in ("cpu", "cuda", "cuda-sim"):
         ok, why = backend_status(name)
         lines.append(f"  {name:<9} {'usable' if ok else 'unavailable'}: {why}")
+    lines.append("kernels (fused: the device's own; reference: the table's plain array version):")
+    lines.extend(kernel_lines())
     lines.append(f"kernel cache: {numba_cache_dir()}  (set FASTNET_KERNEL_CACHE to move it)")
     return "\n".join(lines)
