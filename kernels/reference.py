@@ -201,6 +201,40 @@ register_activation("relu", relu_fwd, relu_bwd, init="he", dies=True)
 register_activation("leaky_relu", leaky_relu_fwd, leaky_relu_bwd, init="he")
 
 
+#: ``sqrt(2 / pi)`` and the cubic coefficient of GELU's tanh approximation.
+GELU_C = 0.7978845608028654
+GELU_A = 0.044715
+
+
+def gelu_fwd(z, b, x):
+    """GELU, tanh approximation (Hendrycks & Gimpel): ``x = z + b`` is kept in ``x``
+    and ``z = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3)))``, in place."""
+    xp = _xp(z)
+    xp.add(z, b, out=x)
+    z[...] = x * x
+    z *= GELU_A * x
+    z += x
+    z *= GELU_C
+    xp.tanh(z, out=z)
+    z += 1
+    z *= x
+    z *= 0.5
+
+
+def gelu_bwd(x, dy, dz, db):
+    """``dz = dy * gelu'(x)`` from the saved input ``x``, with ``t = tanh(u)``,
+    ``u = c (x + a x**3)``: ``gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t**2) c (1 + 3 a x**2)``."""
+    xp = _xp(x)
+    x2 = x * x
+    t = xp.tanh(GELU_C * (x + GELU_A * x2 * x))
+    d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (GELU_C * (1 + 3 * GELU_A * x2))
+    dz[...] = dy * d
+    _bias_grad(dz, db)
+
+
+register_activation("gelu", gelu_fwd, gelu_bwd, saves="input", init="he")
+
+
 def softmax_fwd(z, b):
     """``z = softmax(z + b)`` row by row, in place (the row maximum subtracted before ``exp``)."""
     xp = _xp(z)
