@@ -228,6 +228,33 @@ class RMSprop(Optimizer):
         self._kernel(w, g, st[0], lr, self.rho, self.eps, self.weight_decay)
 
 
+class Adagrad(Optimizer):
+    """Adagrad (Duchi, Hazan & Singer): per-parameter steps shrinking with the sum of
+    squared gradients.  Defaults as PyTorch's: ``lr=0.01``, ``eps=1e-10``, accumulators
+    starting at ``initial_accumulator_value=0``."""
+
+    name = "adagrad"
+    kernel = "adagrad_update"
+    default_lr = 0.01
+    slots = ("s",)
+    adaptive = True
+
+    def __init__(self, lr=None, eps=1e-10, initial_accumulator_value=0.0, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.eps = check_real("eps", eps, low=0, low_open=True)
+        self.initial_accumulator_value = check_real("initial_accumulator_value", initial_accumulator_value, low=0)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "eps": self.eps,
+                "initial_accumulator_value": self.initial_accumulator_value}
+
+    def initial_values(self):
+        return {"s": self.initial_accumulator_value}
+
+    def _update(self, w, g, st, lr):
+        self._kernel(w, g, st[0], lr, self.eps, self.weight_decay)
+
+
 def get_optimizer(optimizer="sgd", lr=None, weight_decay=None):
     """An :class:`Optimizer` from a name (with ``lr``/``weight_decay``) or an instance."""
     if isinstance(optimizer, Optimizer):

@@ -366,6 +366,15 @@ def rmsprop_update(w, g, s, lr, rho, eps, weight_decay):
     w -= lr * gd / (xp.sqrt(s) + eps)
 
 
+@kernel("update")
+def adagrad_update(w, g, s, lr, eps, weight_decay):
+    """Adagrad (Duchi et al.): ``s += g'^2``; ``w -= lr g' / (sqrt(s) + eps)``, ``g' = g + wd w``."""
+    xp = _xp(w)
+    gd = g + weight_decay * w
+    s += gd * gd
+    w -= lr * gd / (xp.sqrt(s) + eps)
+
+
 # --------------------------------------------------------------------------
 # dropout masks from a counter-based generator (the same bits on every backend)
 # --------------------------------------------------------------------------
