@@ -73,7 +73,7 @@ from numba.extending import intrinsic, overload
 
 from . import cache as _cache
 
-from .reference import LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
+from .reference import GELU_A, GELU_C, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
 
 
 # --------------------------------------------------------------------------
@@ -382,6 +382,25 @@ def leaky_relu_fwd(z, b):
             zi[j] = x * slope if x < zero else x
 
 
+@njit(**_JIT)
+def gelu_fwd(z, b, x):
+    # reference's order of operations: u = c ((v v)(a v) + v), z = ((t + 1) v) / 2
+    _prefer_512bit_vectors()
+    n, k = z.shape
+    half = _cast(z, 0.5)
+    one = _cast(z, 1.0)
+    c = _cast(z, GELU_C)
+    a = _cast(z, GELU_A)
+    for i in range(n):
+        zi = z[i]
+        xi = x[i]
+        for j in range(k):
+            v = zi[j] + b[j]
+            xi[j] = v
+            t = _tanh(c * ((v * v) * (a * v) + v))
+            zi[j] = ((t + one) * v) * half
+
+
 # --------------------------------------------------------------------------
 # activation backward times upstream gradient, bias gradient in the same pass
 # --------------------------------------------------------------------------
@@ -520,6 +539,41 @@ def leaky_relu_bwd(a, dy, dz, db):
             for j in range(k):
                 g = dyi[j]
                 dzi[j] = g if ai[j] > zero else g * slope
+            _add_row(db, dzi)
+
+
+@njit(**_HELPER)
+def _d_gelu(v):
+    """GELU's derivative at its input ``v`` (see reference.gelu_bwd)."""
+    half = _cast(v, 0.5)
+    one = _cast(v, 1.0)
+    c = _cast(v, GELU_C)
+    a = _cast(v, GELU_A)
+    v2 = v * v
+    t = _tanh(c * (v + (a * v2) * v))
+    return half * (one + t) + (half * v) * (one - t * t) * (c * (one + _cast(v, 3.0) * a * v2))
+
+
+@njit(**_JIT)
+def gelu_bwd(x, dy, dz, db):
+    _prefer_512bit_vectors()
+    n, k = x.shape
+    db[:] = 0
+    if _same(dz, dy):
+        for i in range(n):
+            xi = x[i]
+            dzi = dz[i]
+            for j in range(k):
+                d = dzi[j] * _d_gelu(xi[j])
+                dzi[j] = d
+                db[j] += d
+    else:
+        for i in range(n):
+            xi = x[i]
+            dyi = dy[i]
+            dzi = dz[i]
+            for j in range(k):
+                dzi[j] = dyi[j] * _d_gelu(xi[j])
             _add_row(db, dzi)
 
 

@@ -82,6 +82,7 @@ lower them: every simulated thread is a Python thread).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 
@@ -96,7 +97,7 @@ try:  # NVIDIA's numba-cuda keeps its own config; numba's built-in numba.cuda us
 except ImportError:  # numba's built-in numba.cuda
     from numba.core import config as _numba_config
 
-from .reference import LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
+from .reference import GELU_A, GELU_C, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
 
 #: The module's functions that are not kernels.
 API = ("set_launch_config", "use_array_module")
@@ -431,6 +432,21 @@ def _make_fwd(name, act):
     return cuda.jit(kernel, cache=True)
 
 
+def _make_fwd_saving(name, act):
+    """Forward of an activation whose backward reads its input: ``x = z + b`` kept."""
+    def kernel(z, b, x):
+        k = z.shape[1]
+        for i in range(cuda.grid(1), z.shape[0] * k, cuda.gridsize(1)):
+            r = i // k
+            c = i - r * k
+            v = z[r, c] + b[c]
+            x[r, c] = v
+            z[r, c] = act(v)
+
+    kernel.__name__ = kernel.__qualname__ = name
+    return cuda.jit(kernel, cache=True)
+
+
 def _make_bwd(name, dact):
     def kernel(a, dy, dz, db):
         sm = cuda.shared.array(_SMEM, dtype=db.dtype)
@@ -470,16 +486,22 @@ def _bwd(kernel, a, dy, dz, db):
 FUSED_ACTIVATIONS = {}
 
 
-def _fuse_activation(name, act, dact, fwd_doc, bwd_doc):
+def _fuse_activation(name, act, dact, fwd_doc, bwd_doc, saves_input=False):
     """The ``<name>_fwd`` / ``<name>_bwd`` pair (same signatures as reference's) of an
-    element-wise activation ``act`` and its derivative ``dact(saved, dy)``."""
-    kf = _make_fwd(f"_k_{name}_fwd", act)
+    element-wise activation ``act`` and its derivative ``dact(saved, dy)``; with
+    ``saves_input`` the forward also writes its input (``fwd(z, b, x)``)."""
+    kf = (_make_fwd_saving if saves_input else _make_fwd)(f"_k_{name}_fwd", act)
     kb = _make_bwd(f"_k_{name}_bwd", dact)
     globals()[kf.__name__], globals()[kb.__name__] = kf, kb
     FUSED_ACTIVATIONS[name] = (kf, kb)
 
-    def fwd(z, b):
-        _fwd(kf, z, b)
+    if saves_input:
+        def fwd(z, b, x):
+            if z.size:
+                _launch(kf, _blocks(z.size, BLOCK), BLOCK, z, z, b, x)
+    else:
+        def fwd(z, b):
+            _fwd(kf, z, b)
 
     def bwd(a, dy, dz, db):
         _bwd(kb, a, dy, dz, db)
@@ -501,6 +523,28 @@ relu_fwd, relu_bwd = _fuse_activation(
 leaky_relu_fwd, leaky_relu_bwd = _fuse_activation(
     "leaky_relu", _leaky_relu, _d_leaky_relu, "``z = x if x > 0 else 0.01 x`` with ``x = z + b``, in place.",
     "``dz = dy where a > 0 else 0.01 dy``.")
+
+
+@cuda.jit(device=True, inline="always")
+def _gelu(x):
+    # reference's order of operations: u = c ((x x)(a x) + x), ((t + 1) x) / 2
+    T = type(x)
+    t = math.tanh(T(GELU_C) * ((x * x) * (T(GELU_A) * x) + x))
+    return ((t + T(1)) * x) * T(0.5)
+
+
+@cuda.jit(device=True, inline="always")
+def _d_gelu(x, dy):
+    T = type(x)
+    x2 = x * x
+    t = math.tanh(T(GELU_C) * (x + (T(GELU_A) * x2) * x))
+    d = T(0.5) * (T(1) + t) + (T(0.5) * x) * (T(1) - t * t) * (T(GELU_C) * (T(1) + T(3) * T(GELU_A) * x2))
+    return dy * d
+
+
+gelu_fwd, gelu_bwd = _fuse_activation(
+    "gelu", _gelu, _d_gelu, "GELU (tanh approximation): ``x = z + b`` kept in ``x``, ``z = gelu(x)``.",
+    "``dz = dy * gelu'(x)`` from the saved input ``x``.", saves_input=True)
 
 
 # --------------------------------------------------------------------------
@@ -760,6 +804,10 @@ def _sig_act_fwd(f):
     return [(f[:, ::1], f[::1])]
 
 
+def _sig_act_fwd_saving(f):
+    return [(f[:, ::1], f[::1], f[:, ::1])]
+
+
 def _sig_act_bwd(f):
     return [(f[:, ::1], f[:, ::1], f[:, ::1], f[::1])]
 
@@ -780,7 +828,8 @@ def _sig_update(n_arrays, n_scalars):
 #: one entry per ``@cuda.jit`` kernel of this module: the types the wrappers
 #: launch them with (C-contiguous arrays; scalars of the array dtype).
 SIGNATURES = {
-    **{kf.__name__: _sig_act_fwd for kf, _ in FUSED_ACTIVATIONS.values()},
+    **{kf.__name__: _sig_act_fwd_saving if len(inspect.signature(kf.py_func).parameters) == 3 else _sig_act_fwd
+       for kf, _ in FUSED_ACTIVATIONS.values()},
     **{kb.__name__: _sig_act_bwd for _, kb in FUSED_ACTIVATIONS.values()},
     "_k_softmax_xent": _sig_softmax_xent,
     "_k_sigmoid_bce": _sig_dense_loss,

@@ -44,6 +44,8 @@ import numpy as np
 KERNELS: dict[str, Callable] = {}
 #: name -> kind: "activation_fwd", "activation_bwd", "output", "loss", "update", "dropout".
 KINDS: dict[str, str] = {}
+#: Loss kernel name -> the targets it takes: "class" (integer ids), "binary" (0/1), "real".
+LOSS_TARGETS: dict[str, str] = {}
 
 
 class Activation(NamedTuple):
@@ -73,11 +75,17 @@ ACTIVATIONS: dict[str, Activation] = {}
 OUTPUT_ACTIVATIONS: dict[str, Callable] = {}
 
 
-def kernel(kind):
-    """Decorator: register a kernel of ``kind`` under its function name."""
+def kernel(kind, targets=None):
+    """Decorator: register a kernel of ``kind`` under its function name (a loss kernel
+    says which ``targets`` it takes)."""
+    if (kind == "loss") != (targets is not None):
+        raise ValueError("a loss kernel, and only a loss kernel, names its targets")
+
     def register(f):
         KERNELS[f.__name__] = f
         KINDS[f.__name__] = kind
+        if targets is not None:
+            LOSS_TARGETS[f.__name__] = targets
         return f
     return register
 
@@ -250,7 +258,7 @@ register_output_activation("softmax", softmax_fwd)
 # --------------------------------------------------------------------------
 # losses: per-row loss and the gradient of ``scale * loss.sum()``
 # --------------------------------------------------------------------------
-@kernel("loss")
+@kernel("loss", targets="class")
 def softmax_xent(logits, y, loss, grad, scale):
     """Softmax cross-entropy forward and backward in one call.
 
@@ -276,7 +284,7 @@ def softmax_xent(logits, y, loss, grad, scale):
     grad *= scale
 
 
-@kernel("loss")
+@kernel("loss", targets="binary")
 def sigmoid_bce(logits, y, loss, grad, scale):
     """Binary cross-entropy on logits (sigmoid fused in).
 
@@ -291,7 +299,7 @@ def sigmoid_bce(logits, y, loss, grad, scale):
     grad[...] = (0.5 * xp.tanh(0.5 * z) + 0.5 - y) * scale
 
 
-@kernel("loss")
+@kernel("loss", targets="real")
 def squared_error(pred, y, loss, grad, scale):
     """Squared error: ``loss_i = sum_j (p - t)**2``; ``grad = 2 * scale * (p - t)``.
 

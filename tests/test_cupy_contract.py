@@ -15,6 +15,7 @@ cupy = pytest.importorskip("cupy", reason="the CuPy contract reads the installed
 
 from fastnet import backend as B  # noqa: E402
 from fastnet import cupy_contract as C  # noqa: E402
+from fastnet import cupy_signatures as S  # noqa: E402
 
 xp = C.module()
 
@@ -80,11 +81,11 @@ def test_names_and_arguments_cupy_lacks_are_refused():
 def test_signatures_come_from_cupy_docstrings_for_cython_methods():
     with pytest.raises(ValueError):
         inspect.signature(cupy.ndarray.sum)  # why the docstring is parsed
-    sig = C._method_signature("sum")
+    sig = S.method_signature("sum")
     assert list(sig.parameters) == ["axis", "dtype", "out", "keepdims"]
-    dl = C._method_signature("__dlpack__")  # "tuple max_version=None": the C type is dropped
+    dl = S.method_signature("__dlpack__")  # "tuple max_version=None": the C type is dropped
     assert "max_version" in dl.parameters and dl.parameters["stream"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert C._signature_from_doc(type("X", (), {"__doc__": "no signature here"})) is None
+    assert S.signature_from_doc(type("X", (), {"__doc__": "no signature here"})) is None
 
 
 # --------------------------------------------------------------------------
@@ -298,8 +299,10 @@ def test_cuda_backend_is_built_on_cupys_module(monkeypatch):
     assert isinstance(b._device, B._CupyDevice) and b.xp is xp
     from fastnet.kernels import cuda as kcuda
 
-    assert b.kernels is kcuda and C.ndarray in kcuda._DEVICE_TYPES
-    assert B.get_backend("cuda", kernels="reference").kernels.__name__ == "fastnet.kernels.reference"
+    assert b.kernels.module is kcuda and C.ndarray in kcuda._DEVICE_TYPES
+    assert b.kernels.relu_fwd is kcuda.relu_fwd
+    reference = B.get_backend("cuda", kernels="reference").kernels
+    assert reference.module is None and not reference.fused
 
 
 def test_rng_state_round_trip_and_old_checkpoint_format():

@@ -1,0 +1,352 @@
+"""The device array of the CuPy contract, and the device traffic it counts.
+
+:class:`ndarray` is a NumPy array that behaves as strictly as a CuPy one: it
+refuses implicit host conversions, takes only the methods and arguments that
+``cupy.ndarray`` takes (bound by :mod:`fastnet.cupy_signatures`), and counts
+allocations, transfers and synchronisations in :data:`COUNTERS`.  :func:`wrap`
+and :func:`unwrap` move values between NumPy and the contract for the array
+module, :mod:`fastnet.cupy_contract`, which is built on this module.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .cupy_signatures import ContractError, bind_method, installed_cupy
+
+__all__ = ["COUNTERS", "Counters", "ndarray", "device_arrays", "out_arrays", "unwrap", "wrap"]
+
+_IMPLICIT = (
+    "Implicit conversion to a NumPy array is not allowed. "
+    "Please use `.get()` to construct a NumPy array explicitly."
+)
+
+
+class Counters:
+    """Device traffic seen by the contract: allocations, transfers, synchronisations."""
+
+    FIELDS = ("allocations", "host_to_device", "device_to_host", "synchronizations")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        for f in self.FIELDS:
+            setattr(self, f, 0)
+
+    def add(self, field, n=1):
+        with self._lock:
+            setattr(self, field, getattr(self, field) + n)
+
+    def snapshot(self):
+        """The counts as a dict."""
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+    def since(self, snapshot):
+        """Counts added since ``snapshot``."""
+        return {f: getattr(self, f) - snapshot[f] for f in self.FIELDS}
+
+
+#: The process-wide counters.
+COUNTERS = Counters()
+
+
+# --------------------------------------------------------------------------
+# between NumPy and the contract
+# --------------------------------------------------------------------------
+def unwrap(x, where):
+    """Host value for NumPy; refuses NumPy arrays where CuPy wants device arrays."""
+    if isinstance(x, ndarray):
+        return x._a
+    if isinstance(x, np.ndarray):
+        raise ContractError(
+            f"{where}: got a NumPy array (shape {x.shape}); CuPy takes device arrays here "
+            "(move it with cupy.asarray first)"
+        )
+    if isinstance(x, (list, tuple)):
+        return type(x)(unwrap(v, where) for v in x)
+    return x
+
+
+def _views_of(result, inputs):
+    return any(np.may_share_memory(result, a) for a in inputs)
+
+
+def wrap(result, inputs=(), out=None):
+    """Wrap NumPy results as device arrays; count the new ones."""
+    if isinstance(result, tuple):
+        return tuple(wrap(r, inputs, out) for r in result)
+    if isinstance(result, np.generic):
+        # CuPy returns 0-d device arrays where NumPy returns scalars.
+        COUNTERS.add("allocations")
+        return ndarray(np.asarray(result))
+    if not isinstance(result, np.ndarray):
+        return result
+    if out is not None and any(result is o._a or np.may_share_memory(result, o._a) for o in out):
+        return next(o for o in out if np.may_share_memory(result, o._a))
+    if not _views_of(result, inputs):
+        COUNTERS.add("allocations")
+    return ndarray(result)
+
+
+def device_arrays(values):
+    """The NumPy arrays of the device arrays in ``values`` (nested lists and tuples included)."""
+    found = []
+    for v in values:
+        if isinstance(v, ndarray):
+            found.append(v._a)
+        elif isinstance(v, (list, tuple)):
+            found.extend(device_arrays(v))
+    return found
+
+
+def out_arrays(bound_out):
+    """The device arrays of a bound ``out`` argument (None when there is none)."""
+    if bound_out is None:
+        return None
+    if isinstance(bound_out, ndarray):
+        return [bound_out]
+    if isinstance(bound_out, tuple):
+        return [o for o in bound_out if isinstance(o, ndarray)]
+    raise ContractError(f"out must be a device array, got {type(bound_out).__name__}")
+
+
+def _binary(op, name):
+    def method(self, other):
+        if isinstance(other, np.ndarray):
+            raise ContractError(f"{name}: a NumPy array operand is not supported by CuPy ({_IMPLICIT})")
+        if isinstance(other, ndarray):
+            other_a = other._a
+        elif isinstance(other, (int, float, complex, bool, np.generic)):
+            other_a = other
+        else:
+            return NotImplemented
+        return wrap(op(self._a, other_a), (self._a,))
+
+    method.__name__ = name
+    return method
+
+
+def _inplace(op, name):
+    def method(self, other):
+        if isinstance(other, np.ndarray):
+            raise ContractError(f"{name}: a NumPy array operand is not supported by CuPy ({_IMPLICIT})")
+        op(self._a, other._a if isinstance(other, ndarray) else other)
+        return self
+
+    method.__name__ = name
+    return method
+
+
+def _unary(op, name):
+    def method(self):
+        return wrap(op(self._a), (self._a,))
+
+    method.__name__ = name
+    return method
+
+
+def _host_read():
+    """A device-to-host copy, which waits for the device: counted as both."""
+    COUNTERS.add("device_to_host")
+    COUNTERS.add("synchronizations")
+
+
+class ndarray:
+    """A device array of the contract: a NumPy array that behaves as strictly as a CuPy one."""
+
+    __slots__ = ("_a", "__weakref__")
+    # NumPy must defer to this type in mixed operations (and then be refused).
+    __array_priority__ = 1000
+    #: ``__array_namespace__`` returns ``_namespace()``: :func:`fastnet.cupy_contract.module`,
+    #: which installs itself here (it is built on this module, so this one cannot import it).
+    _namespace = None
+
+    def __init__(self, a):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"contract arrays wrap NumPy arrays, got {type(a).__name__}")
+        self._a = a
+
+    # -- what CuPy refuses -------------------------------------------------
+    def __array__(self, dtype=None, copy=None):
+        raise ContractError(_IMPLICIT)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        raise ContractError(f"numpy.{ufunc.__name__} was given a device array: {_IMPLICIT}")
+
+    def __array_function__(self, func, types, args, kwargs):
+        raise ContractError(f"numpy.{func.__name__} was given a device array: {_IMPLICIT}")
+
+    def __bool__(self):
+        raise ContractError(
+            "bool() of a device array reads it back to the host (a synchronisation): "
+            "compare on the device, or read it once explicitly with .get()"
+        )
+
+    def __iter__(self):
+        raise ContractError("iterating a device array reads it element by element: use .get() once")
+
+    def __index__(self):
+        raise ContractError(_IMPLICIT)
+
+    # -- explicit transfers ------------------------------------------------
+    def __float__(self):
+        _host_read()
+        return float(self._a)
+
+    def __int__(self):
+        _host_read()
+        return int(self._a)
+
+    def get(self, *args, **kwargs):
+        bind_method("get", args, kwargs)
+        _host_read()
+        return self._a.copy()
+
+    def item(self, *args):
+        bind_method("item", args, {})
+        _host_read()
+        return self._a.item(*args)
+
+    def tolist(self):
+        _host_read()
+        return self._a.tolist()
+
+    def set(self, arr, stream=None):
+        if not isinstance(arr, np.ndarray):
+            raise ContractError(f"ndarray.set takes a NumPy array, got {type(arr).__name__}")
+        if arr.shape != self._a.shape:
+            raise ValueError(f"Shape mismatch. Old shape: {self._a.shape}, new shape: {arr.shape}")
+        COUNTERS.add("host_to_device")
+        self._a[...] = arr
+
+    # -- attributes --------------------------------------------------------
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    strides = property(lambda self: self._a.strides)
+    itemsize = property(lambda self: self._a.itemsize)
+    nbytes = property(lambda self: self._a.nbytes)
+    flags = property(lambda self: self._a.flags)
+    T = property(lambda self: ndarray(self._a.T))
+
+    @property
+    def data(self):
+        """``.ptr``: the address of the first element, as CuPy's ``MemoryPointer``."""
+        return _Pointer(self._a.__array_interface__["data"][0])
+
+    def __len__(self):
+        return len(self._a)
+
+    def __repr__(self):
+        return f"contract.{np.array_repr(self._a)}"
+
+    # -- DLPack: how numba-cuda (and the simulator here) take the array ------
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        kwargs = {}
+        if max_version is not None:
+            kwargs["max_version"] = max_version
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+    def __array_namespace__(self, api_version=None):
+        # (CuPy's arrays have no such method; fastnet.kernels.reference finds
+        # CuPy by its package name, the contract through this.)
+        return ndarray._namespace()
+
+    # -- indexing ----------------------------------------------------------
+    def _key(self, key):
+        if isinstance(key, tuple):
+            return tuple(self._key(k) for k in key)
+        if isinstance(key, ndarray):
+            return key._a
+        if isinstance(key, np.ndarray):
+            # CuPy copies a host index array to the device.
+            COUNTERS.add("host_to_device")
+            COUNTERS.add("allocations")
+        return key
+
+    def __getitem__(self, key):
+        k = self._key(key)
+        r = self._a[k]
+        if isinstance(r, np.generic):  # CuPy: a 0-d view, not a scalar
+            r = self._a[(k if isinstance(k, tuple) else (k,)) + (Ellipsis,)]
+        return wrap(r, (self._a,))
+
+    def __setitem__(self, key, value):
+        k = self._key(key)
+        if isinstance(value, np.ndarray):
+            COUNTERS.add("host_to_device")
+        elif isinstance(value, ndarray):
+            value = value._a
+        self._a[k] = value
+
+    # -- methods: bound against CuPy's ndarray -----------------------------
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if not hasattr(installed_cupy().ndarray, name):
+            raise AttributeError(f"CuPy arrays have no attribute {name!r}")
+        target = getattr(self._a, name)
+        if not callable(target):
+            return wrap(target, (self._a,))
+
+        def method(*args, **kwargs):
+            bound = bind_method(name, args, kwargs)
+            out = out_arrays(bound.get("out")) if bound is not None else None
+            if name == "reshape" and "copy" in kwargs:
+                kwargs = dict(kwargs)
+                kwargs.pop("copy")
+            result = target(*unwrap(args, f"ndarray.{name}"),
+                            **{k: unwrap(v, f"ndarray.{name}") for k, v in kwargs.items()})
+            return wrap(result, (self._a,) + tuple(device_arrays(args)), out)
+
+        method.__name__ = name
+        return method
+
+    __add__ = _binary(np.add, "__add__")
+    __radd__ = _binary(lambda a, b: np.add(b, a), "__radd__")
+    __sub__ = _binary(np.subtract, "__sub__")
+    __rsub__ = _binary(lambda a, b: np.subtract(b, a), "__rsub__")
+    __mul__ = _binary(np.multiply, "__mul__")
+    __rmul__ = _binary(lambda a, b: np.multiply(b, a), "__rmul__")
+    __truediv__ = _binary(np.true_divide, "__truediv__")
+    __rtruediv__ = _binary(lambda a, b: np.true_divide(b, a), "__rtruediv__")
+    __floordiv__ = _binary(np.floor_divide, "__floordiv__")
+    __mod__ = _binary(np.mod, "__mod__")
+    __pow__ = _binary(np.power, "__pow__")
+    __rpow__ = _binary(lambda a, b: np.power(b, a), "__rpow__")
+    __matmul__ = _binary(np.matmul, "__matmul__")
+    __and__ = _binary(np.bitwise_and, "__and__")
+    __or__ = _binary(np.bitwise_or, "__or__")
+    __xor__ = _binary(np.bitwise_xor, "__xor__")
+    __lshift__ = _binary(np.left_shift, "__lshift__")
+    __rshift__ = _binary(np.right_shift, "__rshift__")
+    __lt__ = _binary(np.less, "__lt__")
+    __le__ = _binary(np.less_equal, "__le__")
+    __gt__ = _binary(np.greater, "__gt__")
+    __ge__ = _binary(np.greater_equal, "__ge__")
+    __eq__ = _binary(np.equal, "__eq__")
+    __ne__ = _binary(np.not_equal, "__ne__")
+    __iadd__ = _inplace(np.ndarray.__iadd__, "__iadd__")
+    __isub__ = _inplace(np.ndarray.__isub__, "__isub__")
+    __imul__ = _inplace(np.ndarray.__imul__, "__imul__")
+    __itruediv__ = _inplace(np.ndarray.__itruediv__, "__itruediv__")
+    __ixor__ = _inplace(np.ndarray.__ixor__, "__ixor__")
+    __neg__ = _unary(np.negative, "__neg__")
+    __pos__ = _unary(np.positive, "__pos__")
+    __abs__ = _unary(np.abs, "__abs__")
+    __invert__ = _unary(np.invert, "__invert__")
+    __hash__ = None
+
+
+class _Pointer:
+    __slots__ = ("ptr",)
+
+    def __init__(self, ptr):
+        self.ptr = ptr
