@@ -10,7 +10,7 @@ import sys
 import time
 
 from .backend import BACKEND_NAMES, KERNEL_CHOICES
-from .layers import HIDDEN_ACTIVATIONS
+from .layers import hidden_activations
 from .optimizers import OPTIMIZERS
 from .recipes import BENCH_CONFIGS, RECIPES
 from .schedules import SCHEDULES
@@ -57,7 +57,7 @@ def build_parser():
     train.add_argument("--backend", choices=BACKEND_NAMES, default="cpu")
     train.add_argument("--kernels", choices=KERNEL_CHOICES, default="fused")
     train.add_argument("--hidden", type=_positive_int, nargs="+")
-    train.add_argument("--activation", choices=HIDDEN_ACTIVATIONS)
+    train.add_argument("--activation", choices=hidden_activations())
     train.add_argument("--optimizer", choices=tuple(OPTIMIZERS))
     train.add_argument("--lr", type=_positive_float)
     train.add_argument("--batch-size", type=_positive_int)

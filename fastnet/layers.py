@@ -13,12 +13,17 @@ import numpy as np
 from .validation import check_bool, check_choice, check_int, check_real
 from .kernels.reference import ACTIVATIONS, OUTPUT_ACTIVATIONS
 
-#: Activations of hidden layers, from the kernel table (``"linear"`` means identity).
-HIDDEN_ACTIVATIONS = ("linear", *ACTIVATIONS)
-#: Activation names a user may give; ``None`` and ``"linear"`` mean identity; the
-#: table's output activations (``"softmax"``) are allowed on the last layer only
-#: (the loss applies them).
-ACTIVATION_NAMES = HIDDEN_ACTIVATIONS + tuple(OUTPUT_ACTIVATIONS)
+def hidden_activations():
+    """Activations of hidden layers: the kernel table's (``"linear"`` means identity)."""
+    return ("linear", *ACTIVATIONS)
+
+
+def activation_names():
+    """Activation names a user may give: :func:`hidden_activations` and the table's
+    output activations (``"softmax"``), which are allowed on the last layer only
+    (the loss applies them).  Read from the table at each call, so an activation
+    registered after import is accepted too."""
+    return hidden_activations() + tuple(OUTPUT_ACTIVATIONS)
 INITS = ("auto", "he", "xavier", "normal")
 
 
@@ -26,7 +31,7 @@ def canonical_activation(activation):
     """Map a user's activation name to a kernel name (``None``/``"linear"`` -> ``"identity"``)."""
     if activation is None:
         return "identity"
-    check_choice("activation", activation, ACTIVATION_NAMES)
+    check_choice("activation", activation, activation_names())
     return "identity" if activation == "linear" else activation
 
 
@@ -85,7 +90,7 @@ class Dense(Layer):
     units : int
         Number of outputs.
     activation : str or None
-        A name of :data:`ACTIVATION_NAMES` (the kernel table's activations,
+        A name of :func:`activation_names` (the kernel table's activations,
         ``"linear"``/``None`` for identity).  ``"softmax"`` only on the last
         layer, where it is fused into the cross-entropy loss; a sigmoid last
         layer is fused into binary cross-entropy the same way.

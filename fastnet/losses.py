@@ -105,7 +105,11 @@ class MeanSquaredError(Loss):
     name = "mse"
     aliases = ("mean_squared_error",)
     kernel = "squared_error"
-    accepts = tuple(ACTIVATIONS)  # any hidden-layer activation of the kernel table
+
+    @property
+    def accepts(self):
+        """Any hidden-layer activation of the kernel table."""
+        return tuple(ACTIVATIONS)
 
     def scale(self, n, k):
         return 1.0 / (n * k)

@@ -29,7 +29,7 @@ class MLP(Sequential):
     sizes : list of int
         Input size, hidden sizes, output size.
     activation : str
-        Activation of the hidden layers (a name of ``fastnet.layers.HIDDEN_ACTIVATIONS``).
+        Activation of the hidden layers (a name of ``fastnet.layers.hidden_activations()``).
     output : str, optional
         Output activation: ``"softmax"`` (default for ``loss=None``),
         ``"sigmoid"``, ``"linear"``...  Default: the one that goes with ``loss``.

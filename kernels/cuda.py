@@ -495,16 +495,19 @@ def _fuse_activation(name, act, dact, fwd_doc, bwd_doc, saves_input=False):
     globals()[kf.__name__], globals()[kb.__name__] = kf, kb
     FUSED_ACTIVATIONS[name] = (kf, kb)
 
-    if saves_input:
+    if saves_input:  # the backward reads the saved input x
         def fwd(z, b, x):
             if z.size:
                 _launch(kf, _blocks(z.size, BLOCK), BLOCK, z, z, b, x)
-    else:
+
+        def bwd(x, dy, dz, db):
+            _bwd(kb, x, dy, dz, db)
+    else:  # the backward reads the output a
         def fwd(z, b):
             _fwd(kf, z, b)
 
-    def bwd(a, dy, dz, db):
-        _bwd(kb, a, dy, dz, db)
+        def bwd(a, dy, dz, db):
+            _bwd(kb, a, dy, dz, db)
 
     fwd.__name__, fwd.__qualname__, fwd.__doc__ = f"{name}_fwd", f"{name}_fwd", fwd_doc
     bwd.__name__, bwd.__qualname__, bwd.__doc__ = f"{name}_bwd", f"{name}_bwd", bwd_doc

@@ -18,3 +18,20 @@ def test_cuda_sim_training_matches_cpu():
         curves[backend] = history["loss"]
     assert len(curves["cpu"]) == 2
     np.testing.assert_allclose(curves["cuda-sim"], curves["cpu"], rtol=1e-4)
+
+
+def test_gelu_fused_and_adagrad_reference_train_on_cuda_sim_like_cpu():
+    """GELU (fused in kernels/cuda.py) and Adagrad (reference only: it falls back to the
+    table's array expression on the CuPy contract) train on cuda-sim as on the CPU."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((256, 8)).astype(np.float32)
+    y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
+    curves = {}
+    for backend in ("cpu", "cuda-sim"):
+        model = fastnet.MLP([8, 16, 2], activation="gelu", backend=backend, seed=0)
+        kernels = model.backend_.kernels
+        assert "gelu_fwd" in kernels.fused and "adagrad_update" in kernels.fallback
+        history = model.fit(X, y, epochs=4, batch_size=64, optimizer="adagrad", lr=0.05, diagnose=False)
+        curves[backend] = history["loss"]
+    assert curves["cpu"][-1] < curves["cpu"][0]
+    np.testing.assert_allclose(curves["cuda-sim"], curves["cpu"], rtol=1e-4)
