@@ -1,12 +1,43 @@
-"""Progress display for long work: a bar per epoch and a line per epoch.
+"""Progress display for long work: tqdm bars on stderr, and a line per epoch.
 
-Uses tqdm when it is installed, else a small text bar on stderr.  Updates are
-throttled to a few per second so the training step pays ~nothing for them.
+:func:`bar` is the one place a bar is made (training epochs and downloads alike).
+tqdm throttles its own redraws (``mininterval``), so an update costs a training
+step ~nothing; a disabled bar is a stand-in whose methods do nothing.
 """
 from __future__ import annotations
 
 import sys
 import time
+
+MININTERVAL = 0.2  # seconds between redraws of a bar
+
+
+class _NoBar:
+    """What :func:`bar` returns when disabled: tqdm's methods, doing nothing."""
+
+    n = 0
+
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def bar(total, desc, unit="it", enabled=True, stream=None, leave=True, **options):
+    """A tqdm progress bar on ``stream`` (default ``sys.stderr``), or a no-op when disabled.
+
+    ``options`` go to :class:`tqdm.tqdm` (e.g. ``unit_scale=True`` for bytes); redraws
+    are at least ``mininterval`` = :data:`MININTERVAL` seconds apart unless given.  tqdm
+    is imported on the first enabled bar only, so ``import fastnet`` stays fast.
+    """
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    options.setdefault("mininterval", MININTERVAL)
+    return tqdm(total=total, desc=desc, unit=unit, leave=leave,
+                file=stream if stream is not None else sys.stderr, **options)
 
 
 def format_logs(logs):
@@ -23,7 +54,7 @@ def format_logs(logs):
 
 
 class EpochProgress:
-    """A bar over the steps of one epoch, then one summary line."""
+    """A bar over the steps of one epoch (cleared when done), then one summary line."""
 
     def __init__(self, epoch, epochs, steps, enabled=True, stream=None):
         self.enabled = enabled
@@ -32,40 +63,18 @@ class EpochProgress:
         self.stream = stream or sys.stderr
         self.epoch, self.epochs, self.steps = epoch, epochs, steps
         self.t0 = time.perf_counter()
-        self._next = self.t0 + 0.2
-        self._bar = None
-        try:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step",
-                             leave=False, file=self.stream, mininterval=0.2)
-        except ImportError:
-            pass
+        self._bar = bar(steps, f"epoch {epoch}/{epochs}", unit="step", stream=self.stream,
+                        leave=False)
 
     def update(self, step):
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now < self._next and step < self.steps:
-            return
-        self._next = now + 0.2
-        if self._bar is not None:
-            self._bar.n = step
-            self._bar.refresh()
-            return
-        width = 30
-        done = int(width * step / self.steps)
-        self.stream.write(f"\repoch {self.epoch}/{self.epochs} [{'#' * done}{'.' * (width - done)}] "
-                          f"{step}/{self.steps}")
-        self.stream.flush()
+        """``step`` steps of this epoch are done (tqdm decides when to redraw)."""
+        if self.enabled:
+            self._bar.update(step - self._bar.n)
 
     def close(self, logs, n_samples):
         if not self.enabled:
             return
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            self.stream.write("\r" + " " * 70 + "\r")
+        self._bar.close()
         seconds = logs.get("seconds") or (time.perf_counter() - self.t0)
         rate = n_samples / seconds if seconds > 0 else float("inf")
         self.stream.write(f"epoch {self.epoch}/{self.epochs}  {format_logs(logs)}  "

