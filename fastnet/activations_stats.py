@@ -52,14 +52,23 @@ def _host_dense_layers(model):
             for layer in dense[:-1]]
 
 
+def sample_rows(a, max_samples):
+    """At most ``max_samples`` rows of ``a``, evenly spaced from the first row to the last.
+
+    Deterministic, without repeats, and a data set sorted by class keeps all its
+    classes.  ``a`` itself when it has no more rows (or ``max_samples`` is None).
+    The one row sampler of the statistics: hidden-unit statistics and the
+    doctor's input-scale check look at the same rows.
+    """
+    if max_samples is None or len(a) <= max_samples:
+        return a
+    return a[np.linspace(0, len(a) - 1, max_samples).astype(np.int64)]
+
+
 def _as_rows(model, X, max_samples):
     from .validation import check_X
 
-    a = check_X(X, model.n_features_in_, "X")
-    if max_samples is not None and len(a) > max_samples:
-        # Evenly spaced rows: deterministic, and a sorted data set keeps all its classes.
-        a = a[np.linspace(0, len(a) - 1, max_samples).astype(np.int64)]
-    return a
+    return sample_rows(check_X(X, model.n_features_in_, "X"), max_samples)
 
 
 def hidden_activations(model, X, max_samples=None, chunk=4096):

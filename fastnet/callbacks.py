@@ -10,6 +10,7 @@ class History:
     ``history["loss"]`` is the list of training losses, one per epoch; other
     keys: ``accuracy``, ``val_loss``, ``val_accuracy``, ``lr``, ``seconds``
     (present when measured).  ``history.epochs`` lists the epoch numbers.
+    To draw it: ``fastnet.plots.plot_history(history, "history.png")``.
     """
 
     def __init__(self):
@@ -44,12 +45,6 @@ class History:
 
     def __len__(self):
         return len(self.epochs)
-
-    def plot(self, path, title=None):
-        """Write the loss and accuracy curves to ``path`` (see :func:`fastnet.plots.plot_history`)."""
-        from .plots import plot_history
-
-        return plot_history(self, path, title=title)
 
     def __repr__(self):
         return f"History(epochs={len(self.epochs)}, keys={sorted(self.history)})"

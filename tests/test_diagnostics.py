@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 import fastnet
 import fastnet.datasets
-from fastnet.activations_stats import activation_stats, hidden_activations
+from fastnet.activations_stats import activation_stats, hidden_activations, sample_rows
 from fastnet.callbacks import History
 from fastnet.datasets import spirals
-from fastnet.diagnostics import CODES, Diagnoses, Diagnosis, FastnetWarning, NormRecorder, diagnose
+from fastnet.diagnostics import CODES, Diagnoses, Diagnosis, FastnetWarning, NormRecorder, diagnose, input_scale_stats
+from fastnet.doctor_run import learning_curve
 
 # These runs fail on purpose: once fit diagnoses itself, its warnings here are expected noise.
 pytestmark = pytest.mark.filterwarnings("ignore::fastnet.diagnostics.FastnetWarning")
@@ -439,6 +440,53 @@ def test_activation_stats_saturation():
     s = activation_stats(model, np.array([[-1], [1], [2], [-3]], np.float32))[0]
     np.testing.assert_allclose(s.saturated, [1.0, 0.0])
     np.testing.assert_allclose(s.active, [0.5, 0.5])
+
+
+# --------------------------------------------------------------------------- shared helpers
+def test_learning_curve_hand_values():
+    """The one reader of learning curves (the doctor's and the plots'): one float per epoch, None as NaN."""
+    h = History()
+    h.append(1, {"loss": 2.0, "accuracy": None})
+    h.append(2, {"loss": 1.0, "val_loss": 1.5, "accuracy": None})
+    h.append(3, {"loss": 0.5, "val_loss": 1.25, "accuracy": None})
+    loss = learning_curve(h, "loss")
+    assert loss.dtype == np.float64
+    np.testing.assert_array_equal(loss, [2.0, 1.0, 0.5])
+    # val_loss first appears at epoch 2: epoch 1 is NaN, so index i is still epoch i + 1.
+    np.testing.assert_array_equal(learning_curve(h, "val_loss"), [np.nan, 1.5, 1.25])
+    np.testing.assert_array_equal(learning_curve(h, "accuracy"), [np.nan, np.nan, np.nan])
+    assert learning_curve(h, "accuracy", need_finite=True) is None  # nothing to draw
+    np.testing.assert_array_equal(learning_curve(h, "val_loss", need_finite=True), [np.nan, 1.5, 1.25])
+    assert learning_curve(h, "val_accuracy") is None
+    assert learning_curve(History(), "loss") is None
+
+
+@pytest.mark.parametrize("n, m, rows", [(10, 4, [0, 3, 6, 9]), (8, 3, [0, 3, 7]), (9, 2, [0, 8]), (5, 1, [0])])
+def test_sample_rows_hand_values(n, m, rows):
+    """Evenly spaced rows, first and last included, positions rounded down, no repeats."""
+    a = np.arange(2 * n).reshape(n, 2)
+    np.testing.assert_array_equal(sample_rows(a, m), a[rows])
+
+
+def test_sample_rows_keeps_small_sets_whole():
+    a = np.arange(12).reshape(6, 2)
+    assert sample_rows(a, 6) is a
+    assert sample_rows(a, 100) is a
+    assert sample_rows(a, None) is a
+
+
+def test_unit_statistics_and_input_scale_read_the_same_rows():
+    """hidden_activations, activation_stats and the doctor's input-scale check sample X alike."""
+    X = (np.arange(8, dtype=np.float32) ** 2).reshape(8, 1)  # rows 0, 1, 4, 9, 16, 25, 36, 49
+    chosen = [0, 3, 7]                                        # sample_rows(8 rows, 3): 0, 3.5 -> 3, 7
+    model = fastnet.MLP([1, 3, 2], activation="relu", backend="cpu", seed=0)
+    model.build(1)
+    (h,) = hidden_activations(model, X, max_samples=3)
+    np.testing.assert_array_equal(h, hidden_activations(model, X[chosen])[0])
+    assert activation_stats(model, X, max_samples=3)[0].n_samples == 3
+    info = input_scale_stats(X, max_samples=3)
+    np.testing.assert_allclose(info["mean"], [(0 + 9 + 49) / 3])
+    np.testing.assert_allclose(info["std"], [np.std([0.0, 9.0, 49.0])])
 
 
 def test_diagnosis_prints_code_title_why_and_fix():

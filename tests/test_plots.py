@@ -2,6 +2,7 @@
 matplotlib stays optional and windowless."""
 import builtins
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -70,6 +71,26 @@ def test_plot_history_without_validation_or_accuracy(tmp_path):
     _image(plots.plot_history(h, tmp_path / "loss_only.png"))
     with pytest.raises(ValueError, match="no 'loss'"):
         plots.plot_history(fastnet.History(), tmp_path / "empty.png")
+    nan = fastnet.History()
+    for e in (1, 2):
+        nan.append(e, {"loss": float("nan")})
+    with pytest.raises(ValueError, match="no 'loss'"):  # nothing finite to draw
+        plots.plot_history(nan, tmp_path / "nan.png")
+
+
+def test_history_knows_nothing_of_plotting():
+    """Plotting takes a History (plots.plot_history); History, the doctor and the callbacks import no plot code."""
+    from fastnet import doctor_run, plot_training
+
+    assert not hasattr(fastnet.History, "plot")
+    assert plot_training.learning_curve is doctor_run.learning_curve  # one curve reader for plots and doctor
+    code = ("import sys, fastnet, fastnet.diagnostics, fastnet.callbacks\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('fastnet.plot', 'matplotlib'))))\n"
+            "import fastnet.plots\n"
+            "print('matplotlib' in sys.modules)")  # matplotlib is imported when a plot is made
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "False"]
 
 
 def test_plot_confusion_matrix(digits, tmp_path):
