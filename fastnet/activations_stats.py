@@ -30,8 +30,9 @@ from .kernels import reference
 __all__ = ["hidden_activations", "activation_stats", "LayerActivationStats",
            "SATURATION", "ALWAYS_ON_FRACTION"]
 
-#: Saturation bounds: sigmoid output within 0.01 of 0 or 1, |tanh| above 0.99.
-SATURATION = {"sigmoid": 0.01, "tanh": 0.99}
+#: Saturation bounds ``(low, high)`` by activation, from the kernel table (sigmoid output
+#: within 0.01 of 0 or 1, |tanh| above 0.99): outputs below ``low`` or above ``high``.
+SATURATION = {name: act.saturated for name, act in reference.ACTIVATIONS.items() if act.saturated}
 #: A unit active on more than this fraction of samples is reported as always-on.
 ALWAYS_ON_FRACTION = 0.8
 #: Rows of X used by default: statistics of 10k samples are stable to ~1%.
@@ -164,18 +165,12 @@ class LayerActivationStats:
 
 
 def _unit_stats(name, act, a):
-    if act == "sigmoid":
-        active = a > 0.5
-        low = SATURATION["sigmoid"]
-        saturated = (a < low) | (a > 1 - low)
-    elif act == "tanh":
-        active = a > 0
-        saturated = np.abs(a) > SATURATION["tanh"]
-    else:
-        active = a > 0
-        saturated = None
+    # What counts as active, saturated or dead is the activation's, in the kernel table.
+    spec = reference.ACTIVATIONS.get(act, reference.ACTIVATIONS["identity"])
+    active = a > spec.active_above
+    saturated = None if spec.saturated is None else (a < spec.saturated[0]) | (a > spec.saturated[1])
     active_frac = active.mean(axis=0)
-    dead = np.flatnonzero(active_frac == 0) if act in ("relu", "leaky_relu") else np.zeros(0, np.int64)
+    dead = np.flatnonzero(active_frac == 0) if spec.dies else np.zeros(0, np.int64)
     return LayerActivationStats(
         name=name, activation=act, n_samples=len(a), active=active_frac,
         saturated=None if saturated is None else saturated.mean(axis=0),

@@ -8,6 +8,7 @@ import numpy as np
 from .doctor_network import INPUT_SCALE_HIGH, weights_shrank
 from .doctor_results import Diagnosis, fmt, times
 from .doctor_run import chance_loss, learning_curve, learning_rate
+from .optimizers import OPTIMIZERS
 
 #: First-epoch mean loss above this multiple of the loss before training (``history.params
 #: ["initial_loss"]``) means the first steps diverged (measured: healthy runs <= 0.75x, too high an lr >= 1.7x).
@@ -128,7 +129,7 @@ def check_lr(run):
                         "them first.")
     suggestion = (f"lower the learning rate about 10x ({lower}); keep lowering it until the loss falls "
                   "smoothly. A decaying schedule (lr_schedule=\"cosine\") also helps")
-    if opt in ("adam", "adamw", "rmsprop"):
+    if opt in OPTIMIZERS and OPTIMIZERS[opt].adaptive:
         suggestion += f"; {opt} usually starts well at lr=1e-3."
     else:
         suggestion += "; or optimizer=\"adam\" with lr=1e-3."

@@ -8,6 +8,8 @@ import numpy as np
 
 from .activations_stats import ALWAYS_ON_FRACTION
 from .doctor_results import Diagnosis, fmt, times
+from .kernels.reference import ACTIVATIONS
+from .layers import canonical_activation
 
 #: Feature RMS (sqrt(mean^2 + std^2)) beyond which inputs are "not standardized".
 INPUT_SCALE_HIGH = 10.0
@@ -184,7 +186,8 @@ def check_vanishing(run):
     ratio = _grad_ratio(norms)
     # ReLU derivatives are 0 or 1: tiny gradients in a ReLU net mean dead units
     # (the dead_relu check), not a product of small derivatives.
-    saturating = run.model is None or bool(_hidden_activations(run.model) & {"sigmoid", "tanh"})
+    saturating = run.model is None or any(ACTIVATIONS[canonical_activation(a)].saturated
+                                          for a in _hidden_activations(run.model))
     if ratio is not None and saturating and len(layers) >= 3 and ratio[0] < GRAD_RATIO_VANISHING:
         r, f, l_ = ratio
         per_layer = ", ".join(f"{n} {fmt(float(np.median(_norm_series(norms, 'grad', n))))}" for n in layers)
@@ -214,7 +217,7 @@ def check_vanishing(run):
 
 
 def _relu_layers(stats):
-    return [s for s in stats if s.activation in ("relu", "leaky_relu")]
+    return [s for s in stats if ACTIVATIONS.get(s.activation) is not None and ACTIVATIONS[s.activation].dies]
 
 
 def check_dead(run):

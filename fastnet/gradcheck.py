@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import KERNEL_CHOICES
+from .validation import check_choice
 
-def gradcheck(model, X, y, eps=1e-5, max_checks=None, seed=0):
+
+def gradcheck(model, X, y, eps=1e-5, max_checks=None, seed=0, kernels="reference"):
     """Largest relative error between ``model.gradients`` and central differences.
 
     The check runs on a float64 copy of ``model`` (the model itself is not
@@ -26,13 +29,17 @@ def gradcheck(model, X, y, eps=1e-5, max_checks=None, seed=0):
     eps : float
     max_checks : int, optional
         Check at most this many randomly chosen elements per parameter.
+    kernels : {"reference", "fused"}
+        The kernels of the float64 copy: the table's array expressions (default), or
+        the backend's fused kernels (their float64 versions), to check those.
 
     Returns
     -------
     float
         The largest error; below ~1e-6 means the gradients are right.
     """
-    m = model.clone(dtype="float64", kernels="reference")
+    check_choice("kernels", kernels, KERNEL_CHOICES)
+    m = model.clone(dtype="float64", kernels=kernels)
     if not m.built:
         m.build(np.asarray(X).reshape(len(X), -1).shape[1])
     _, analytic = m.gradients(X, y)

@@ -55,9 +55,10 @@ class Activation(NamedTuple):
     ``"output"`` (sigmoid: ``a (1 - a)``) or its ``"input"`` (GELU); an activation that
     saves its input has a forward ``fwd(z, b, x)`` that also writes ``x = z + b``.
     ``init``: the default weight initialisation of a layer using it (``"he"`` or
-    ``"xavier"``).  ``dies``: a unit can output 0 for every input (ReLU's dead units,
-    which the training doctor counts).  ``saturated``: ``(low, high)`` outputs at or
-    beyond which a unit is saturated (its gradient vanishes), or ``None``.
+    ``"xavier"``).  What the training doctor asks of it: ``active_above``, the output
+    above which a unit counts as active; ``dies``, whether a unit can stay inactive for
+    every input (ReLU's dead units); ``saturated``, ``(low, high)``: outputs below
+    ``low`` or above ``high`` saturate the unit (its gradient vanishes), or ``None``.
     """
 
     name: str
@@ -65,6 +66,7 @@ class Activation(NamedTuple):
     bwd: Callable
     saves: str = "output"
     init: str = "xavier"
+    active_above: float = 0.0
     dies: bool = False
     saturated: tuple | None = None
 
@@ -90,7 +92,8 @@ def kernel(kind, targets=None):
     return register
 
 
-def register_activation(name, fwd, bwd, *, saves="output", init="xavier", dies=False, saturated=None):
+def register_activation(name, fwd, bwd, *, saves="output", init="xavier", active_above=0.0, dies=False,
+                        saturated=None):
     """Register ``fwd``/``bwd`` (named ``<name>_fwd``/``<name>_bwd``) as the activation ``name``."""
     if fwd.__name__ != f"{name}_fwd" or bwd.__name__ != f"{name}_bwd":
         raise ValueError(f"activation {name!r} needs kernels named {name}_fwd and {name}_bwd, "
@@ -99,7 +102,7 @@ def register_activation(name, fwd, bwd, *, saves="output", init="xavier", dies=F
         raise ValueError(f"saves must be 'output' or 'input', got {saves!r}")
     kernel("activation_fwd")(fwd)
     kernel("activation_bwd")(bwd)
-    ACTIVATIONS[name] = Activation(name, fwd, bwd, saves, init, dies, saturated)
+    ACTIVATIONS[name] = Activation(name, fwd, bwd, saves, init, active_above, dies, saturated)
 
 
 def register_output_activation(name, fwd):
@@ -203,10 +206,10 @@ def leaky_relu_bwd(a, dy, dz, db):
 
 
 register_activation("identity", identity_fwd, identity_bwd)
-register_activation("sigmoid", sigmoid_fwd, sigmoid_bwd, saturated=(0.01, 0.99))
+register_activation("sigmoid", sigmoid_fwd, sigmoid_bwd, active_above=0.5, saturated=(0.01, 0.99))
 register_activation("tanh", tanh_fwd, tanh_bwd, saturated=(-0.99, 0.99))
 register_activation("relu", relu_fwd, relu_bwd, init="he", dies=True)
-register_activation("leaky_relu", leaky_relu_fwd, leaky_relu_bwd, init="he")
+register_activation("leaky_relu", leaky_relu_fwd, leaky_relu_bwd, init="he", dies=True)
 
 
 #: ``sqrt(2 / pi)`` and the cubic coefficient of GELU's tanh approximation.
