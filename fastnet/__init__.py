@@ -17,7 +17,7 @@ from .gradcheck import gradcheck
 from .io import ModelFileError, load_model as load
 from .layers import Dense, Dropout
 from .sequential import MLP, Sequential
-from .optimizers import SGD, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop
+from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop
 from .schedules import Constant, Cosine, Exponential, OneCycle, StepDecay
 from .training import TrainingDivergedError
 from .validation import NotFittedError
@@ -28,7 +28,7 @@ __all__ = [
     "MLP", "Sequential", "Dense", "Dropout",
     "Backend", "BackendUnavailableError", "available_backends", "get_backend",
     "Callback", "EarlyStopping", "History", "ReduceLROnPlateau",
-    "Optimizer", "SGD", "Momentum", "Nesterov", "Adam", "AdamW", "RMSprop",
+    "Optimizer", "SGD", "Momentum", "Nesterov", "Adam", "AdamW", "RMSprop", "Adagrad",
     "Constant", "StepDecay", "Exponential", "Cosine", "OneCycle",
     "gradcheck", "load", "ModelFileError", "NotFittedError", "TrainingDivergedError",
     "ModelCheckpoint", "CheckpointError",
