@@ -5,7 +5,8 @@ Run ``bash bench/gpu_check.sh`` on a machine with an NVIDIA GPU (the script inst
 in order, each recorded as pass / fail / error / skipped / partial:
 
 1. versions     Python, NumPy, Numba, numba-cuda, CuPy, nvidia-smi, PyTorch, cuda_status().
-2. kernels      every fused kernel (``reference.KERNELS``) on CuPy arrays against the
+2. kernels      every kernel of the table (``reference.KERNELS``: cuda.py's fused ones, and
+                the table's own where cuda.py fuses none, running on CuPy) against the
                 float64 reference, float32 and float64, odd shapes, outputs pre-filled with
                 NaN, on the default stream and inside a non-blocking stream; then the
                 ordering check: in a non-blocking stream, ``z = x @ W`` then ``relu_fwd(z, b)``
@@ -84,14 +85,6 @@ MODES = {
 THROUGHPUT = dict(hidden=(256, 512), batches=(128, 1024), rounds=3)
 THROUGHPUT_RESERVE_S = 150  # left for sections 6 and 7 when the throughput rounds stop
 ORDER_N = 2048  # the ordering check's GEMM: (n, n) @ (n, n), long enough to outlast a misplaced launch
-UPDATES = {  # optimizer kernel -> (state arrays, hyper-parameters), as in tests/cuda_sim
-    "sgd_update": (0, (0.1, 1e-2)),
-    "momentum_update": (1, (0.1, 0.9, 1e-2)),
-    "nesterov_update": (1, (0.1, 0.9, 1e-2)),
-    "adam_update": (2, (1e-2, 0.9, 0.999, 1e-8, 1e-2, 1 - 0.9**3, 1 - 0.999**3)),
-    "adamw_update": (2, (1e-2, 0.9, 0.999, 1e-8, 1e-2, 1 - 0.9**3, 1 - 0.999**3)),
-    "rmsprop_update": (1, (1e-2, 0.9, 1e-8, 1e-2)),
-}
 DROPOUT_KEY = 0xDEADBEEFCAFEF00D  # above 2**63: the uint64 path
 
 
@@ -194,54 +187,39 @@ def section_versions(chk):
 
 # ----------------------------------------------------------------------------- 2. kernels
 def kernel_case(name, shape, dtype, rng):
-    """``(arguments, indices of the outputs to compare)`` for ``name`` on NumPy arrays."""
-    from fastnet.kernels import reference
+    """``(arguments, indices of the outputs to compare)`` for ``name`` on NumPy arrays: the
+    conformance inputs of the kernel table (``fastnet.kernels.conformance``), pushed to
+    the edges a GPU kernel must handle."""
+    from fastnet.kernels import conformance, reference
 
-    n, k = shape
-    rand = lambda *s, scale=1.0: rng.normal(0.0, scale, s).astype(dtype)  # noqa: E731
-    nan = lambda *s: np.full(s, np.nan, dtype)  # noqa: E731
-
-    def logits():
-        x = rng.normal(0.0, 2.0, (n, k))
-        x[::2] *= 5000.0  # logits of order +-1e4: the row maximum must be subtracted
-        return x.astype(dtype)
-
-    if name.endswith("_fwd"):
-        z = rand(n, k, scale=3.0)
-        z.flat[::5] *= 20.0  # |x| ~ 60: sigmoid and tanh saturate
-        return [z, rand(k)], [0]
-    if name.endswith("_bwd"):
-        a = rand(n, k, scale=3.0)
-        getattr(reference, name[:-4] + "_fwd")(a, np.zeros(k, dtype))
-        if "relu" in name:
-            a.flat[::7] = 0  # the kink
-        return [a, rand(n, k), nan(n, k), nan(k)], [2, 3]
-    if name == "softmax_xent":  # both label dtypes, one per float dtype
-        y = rng.integers(0, k, n).astype(np.int32 if dtype == np.float32 else np.int64)
-        return [logits(), y, nan(n), nan(n, k), 1.0 / n], [2, 3]
-    if name in ("sigmoid_bce", "squared_error"):
-        t = rng.uniform(size=(n, k)).astype(dtype) if name == "sigmoid_bce" else rand(n, k)
-        return [logits() if name == "sigmoid_bce" else rand(n, k), t, nan(n), nan(n, k), 0.5 / n], [2, 3]
-    if name == "dropout_mask":
-        return [nan(n, k), 0.3, DROPOUT_KEY, 7], [0]
-    n_state, hyper = UPDATES[name]
-    state = [rand(n, k, scale=0.1) for _ in range(n_state)]
-    if state:
-        state[-1] = state[-1] ** 2  # a second moment is non-negative
-    return [rand(n, k), rand(n, k), *state, *hyper], [0, *range(2, 2 + n_state)]
+    args, outs = conformance.cases(name, shape, dtype, rng)
+    kind = reference.KINDS[name]
+    if kind in ("activation_fwd", "output"):
+        args[0].flat[::5] *= 20.0  # |x| ~ 60: sigmoid and tanh saturate
+    elif kind == "activation_bwd" and reference.ACTIVATIONS[name[: -len("_bwd")]].dies:
+        args[0].flat[::7] = 0  # the kink
+    elif kind == "loss" and reference.LOSS_TARGETS[name] != "real":
+        args[0][::2] *= 5000.0  # logits of order +-1e4: the row maximum must be subtracted
+        if reference.LOSS_TARGETS[name] == "class" and np.dtype(dtype) == np.float64:
+            args[1] = args[1].astype(np.int64)  # both label dtypes, one per float dtype
+    elif kind == "dropout":
+        args[2] = DROPOUT_KEY  # above 2**63: the uint64 path
+    return args, outs
 
 
-def run_kernel_case(chk, kcuda, name, shape, dtype, rng):
+def run_kernel_case(chk, kernels, name, shape, dtype, rng):
+    """One case of kernel ``name`` of the set ``kernels`` (fused, or the table's fallback
+    running on CuPy) against the reference on float64 copies."""
     from fastnet.kernels import reference
 
     args, outs = kernel_case(name, shape, dtype, rng)
     dev = [chk.xp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
-    getattr(kcuda, name)(*dev)
+    getattr(kernels, name)(*dev)
     got = [chk.xp.asnumpy(dev[i]) for i in outs]
     exact = name == "dropout_mask"  # bit-identical to the reference in the same dtype
     ref = [(a.copy() if exact else a.astype(np.float64)) if isinstance(a, np.ndarray) and a.dtype.kind == "f"
            else a for a in args]
-    getattr(reference, name)(*ref)
+    reference.KERNELS[name](*ref)
     if exact:
         same = all(np.array_equal(g, ref[i]) for g, i in zip(got, outs))
         return (0.0 if same else float("inf")), same
@@ -277,10 +255,11 @@ def stream_order_check(chk, kcuda):
 
 
 def section_kernels(chk):
+    from fastnet.kernels import KernelSet, reference
     from fastnet.kernels import cuda as kcuda
-    from fastnet.kernels import reference
 
     kcuda.use_array_module(chk.xp)
+    kernels = KernelSet(kcuda, kcuda.__name__)  # fused where cuda.py fuses, else the table's
     streams = [("default", contextlib.nullcontext())]
     if not chk.dry:
         streams.append(("non_blocking", chk.xp.cuda.Stream(non_blocking=True)))
@@ -291,13 +270,14 @@ def section_kernels(chk):
                 for dtype in (np.float32, np.float64):
                     entry = per.setdefault(name, {}).setdefault(
                         np.dtype(dtype).name, {"max_rel_err": 0.0, "tol": 0.0 if name == "dropout_mask"
-                                               else TOL[np.dtype(dtype).name], "pass": True, "cases": 0})
+                                               else TOL[np.dtype(dtype).name], "pass": True, "cases": 0,
+                                               "fused": name in kernels.fused})
                     for shape in chk.cfg["shapes"]:
                         if chk.left() < 5:
                             break
                         rng = np.random.default_rng(zlib.crc32(repr((name, shape)).encode()))
                         try:
-                            err, ok = run_kernel_case(chk, kcuda, name, shape, dtype, rng)
+                            err, ok = run_kernel_case(chk, kernels, name, shape, dtype, rng)
                         except Exception as exc:  # recorded; the other kernels still run
                             err, ok = f"{type(exc).__name__}: {str(exc)[:300]}", False
                         entry["max_rel_err"] = max(entry["max_rel_err"], err if ok or isinstance(err, float)
@@ -649,13 +629,14 @@ def markdown(chk, ok):
     if "per_kernel" in k:
         lines += ["", f"Kernels: max relative error vs the float64 reference (tolerance float32 {TOL['float32']}, "
                   f"float64 {TOL['float64']}; dropout_mask bit-identical), streams: {', '.join(k['streams'])}", "",
-                  "| kernel | float32 | float64 | result |", "|---|---:|---:|---|"]
+                  "| kernel | runs | float32 | float64 | result |", "|---|---|---:|---:|---|"]
         for name, d in k["per_kernel"].items():
             res = "pass" if all(v["pass"] for v in d.values()) else "FAIL"
-            lines.append(f"| {name} | {fmt(d['float32']['max_rel_err'])} | {fmt(d['float64']['max_rel_err'])} "
-                         f"| {res} |")
+            runs = "fused" if d["float32"].get("fused") else "reference"
+            lines.append(f"| {name} | {runs} | {fmt(d['float32']['max_rel_err'])} "
+                         f"| {fmt(d['float64']['max_rel_err'])} | {res} |")
         o = k["ordering"]
-        lines.append(f"| ordering: GEMM then relu_fwd, non-blocking stream | {fmt(o.get('max_rel_err'))} | - | "
+        lines.append(f"| ordering: GEMM then relu_fwd, non-blocking stream | fused | {fmt(o.get('max_rel_err'))} | - | "
                      f"{'pass' if o.get('pass') else o.get('status', 'FAIL')} |")
     if "results" in s.get("launch", {}):
         lines += ["", "| launch | shape | us per launch |", "|---|---|---:|"]
