@@ -16,6 +16,7 @@ from .backend import get_backend
 from .callbacks import History
 from .layers import Dense, Layer, canonical_activation, layer_from_config
 from .losses import default_loss, get_loss
+from .pickling import Picklable
 
 #: Rows per chunk in predict/evaluate.
 INFERENCE_CHUNK = 1024
@@ -27,8 +28,10 @@ def _device_seed(seed):
     return None if seed is None else int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
 
 
-class Network:
+class Network(Picklable):
     """A stack of layers with one loss (``Sequential`` adds ``fit``).
+
+    A network pickles and deep-copies (see :mod:`fastnet.pickling`).
 
     Parameters
     ----------
@@ -377,6 +380,12 @@ class Network:
         layers = [layer_from_config(c) for c in config["layers"]]
         return cls(layers, loss=config["loss"], backend=backend, dtype=dtype or config["dtype"],
                    seed=config.get("seed"), kernels=kernels, input_dim=config.get("input_dim"))
+
+    def _init_from_config(self, config, backend, kernels):
+        """Initialise this object (of any subclass) as :class:`Network` from ``config``."""
+        Network.__init__(self, [layer_from_config(c) for c in config["layers"]], loss=config["loss"],
+                         backend=backend, dtype=config["dtype"], seed=config.get("seed"), kernels=kernels,
+                         input_dim=config.get("input_dim"))
 
     def clone(self, backend=None, dtype=None, kernels=None):
         """A new model with the same architecture and weights (no optimizer state)."""

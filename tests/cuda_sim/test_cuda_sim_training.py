@@ -35,3 +35,21 @@ def test_gelu_fused_and_adagrad_reference_train_on_cuda_sim_like_cpu():
         curves[backend] = history["loss"]
     assert curves["cpu"][-1] < curves["cpu"][0]
     np.testing.assert_allclose(curves["cuda-sim"], curves["cpu"], rtol=1e-4)
+
+
+def test_a_cuda_sim_model_pickles_and_deep_copies():
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((64, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    for fit in (False, True):
+        m = fastnet.MLP([6, 8, 2], backend="cuda-sim", seed=0)
+        if fit:
+            m.fit(X, y, epochs=2, batch_size=32, optimizer="adam", diagnose=False)
+        for c in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+            assert c.backend_.name == "cuda-sim" and c.built == fit
+            if fit:
+                np.testing.assert_array_equal(c.predict_proba(X), m.predict_proba(X))
+                assert c.optimizer_.t == m.optimizer_.t
