@@ -80,6 +80,10 @@ def build_parser():
 
     sub.add_parser("info", help="versions, usable backends and the Numba cache location")
 
+    ex = sub.add_parser("export", help="write a saved model (.npz) as an ONNX graph (needs fastnet[onnx])")
+    ex.add_argument("model", help="a model file written by --save or model.save()")
+    ex.add_argument("output", help="the .onnx file to write")
+
     bench = sub.add_parser("bench", help="MNIST training throughput beside PyTorch, scikit-learn, NumPy")
     bench.add_argument("--configs", nargs="+", choices=sorted(BENCH_CONFIGS), help="default: all")
     bench.add_argument("--rounds", type=_positive_int, default=3, help="timed epochs per system (median)")
@@ -198,6 +202,17 @@ def _bench_tta(args, B, X, y, Xt, yt):
     return 0
 
 
+def cmd_export(args):
+    import fastnet
+
+    model = fastnet.load(args.model, backend="cpu")
+    proto = model.to_onnx(args.output)
+    ops = sorted({n.op_type for n in proto.graph.node})
+    print(f"wrote {args.output}: opset {proto.opset_import[0].version}, {len(proto.graph.node)} nodes ({', '.join(ops)}), "
+          f"input X (batch, {model.n_features_in_}), output Y (batch, {model.n_outputs_})")
+    return 0
+
+
 def cmd_info(args):
     from . import info
 
@@ -208,13 +223,14 @@ def cmd_info(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench}[args.command]
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
+               "export": cmd_export}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
         if os.environ.get("FASTNET_DEBUG"):
             raise
         print(f"fastnet: error: {exc}", file=sys.stderr)

@@ -1,13 +1,14 @@
 """``Sequential`` (a network you can train) and the ``MLP`` shorthand.
 
 ``Sequential`` is :class:`fastnet.model.Network` with the training run of
-:mod:`fastnet.training` as its ``fit`` and ``partial_fit`` methods: the network
+:mod:`fastnet.training` as its ``fit`` and ``partial_fit`` methods (and the ONNX
+export of :mod:`fastnet.onnx_export` as ``to_onnx``): the network
 does not depend on the training code, the training code depends on the network,
 and this module ties the two together.
 """
 from __future__ import annotations
 
-from . import training
+from . import onnx_export, training
 from .layers import Dense, Dropout
 from .losses import get_loss
 from .model import Network
@@ -19,6 +20,7 @@ class Sequential(Network):
 
     fit = training.fit
     partial_fit = training.partial_fit
+    to_onnx = onnx_export.to_onnx
 
 
 class MLP(Sequential):

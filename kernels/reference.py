@@ -27,7 +27,8 @@ The table
 ---------
 ``KERNELS`` maps every kernel name to its reference function and ``KINDS`` to
 its kind; ``ACTIVATIONS`` maps activation names to an :class:`Activation`
-record, ``OUTPUT_ACTIVATIONS`` the output-only ones (softmax).  Every list of
+record, ``OUTPUT_ACTIVATIONS`` the output-only ones (softmax), ``ONNX_OPS`` each
+activation's ONNX operator (for ``model.to_onnx``).  Every list of
 names elsewhere (what a layer and a loss accept, the CLI's choices, the CUDA
 compile signatures, ``fastnet info``) is derived from these.  To add a kernel,
 define it below and register it: :func:`kernel` (losses, updates, ...) or
@@ -75,6 +76,8 @@ class Activation(NamedTuple):
 ACTIVATIONS: dict[str, Activation] = {}
 #: Output-only activations (applied by a loss at inference): name -> forward kernel.
 OUTPUT_ACTIVATIONS: dict[str, Callable] = {}
+#: Every activation's ONNX operator: name -> ``(op_type, attributes)`` (None: no ONNX form).
+ONNX_OPS: dict[str, tuple | None] = {}
 
 
 def kernel(kind, targets=None):
@@ -93,7 +96,7 @@ def kernel(kind, targets=None):
 
 
 def register_activation(name, fwd, bwd, *, saves="output", init="xavier", active_above=0.0, dies=False,
-                        saturated=None):
+                        saturated=None, onnx=None):
     """Register ``fwd``/``bwd`` (named ``<name>_fwd``/``<name>_bwd``) as the activation ``name``."""
     if fwd.__name__ != f"{name}_fwd" or bwd.__name__ != f"{name}_bwd":
         raise ValueError(f"activation {name!r} needs kernels named {name}_fwd and {name}_bwd, "
@@ -103,12 +106,14 @@ def register_activation(name, fwd, bwd, *, saves="output", init="xavier", active
     kernel("activation_fwd")(fwd)
     kernel("activation_bwd")(bwd)
     ACTIVATIONS[name] = Activation(name, fwd, bwd, saves, init, active_above, dies, saturated)
+    ONNX_OPS[name] = onnx
 
 
-def register_output_activation(name, fwd):
+def register_output_activation(name, fwd, *, onnx=None):
     """Register ``fwd(z, b)`` (named ``<name>_fwd``) as an output-only activation."""
     kernel("output")(fwd)
     OUTPUT_ACTIVATIONS[name] = fwd
+    ONNX_OPS[name] = onnx
 
 
 #: Slope of ``leaky_relu`` for negative inputs (fixed, as in Keras' default of
@@ -205,11 +210,13 @@ def leaky_relu_bwd(a, dy, dz, db):
     _bias_grad(dz, db)
 
 
-register_activation("identity", identity_fwd, identity_bwd)
-register_activation("sigmoid", sigmoid_fwd, sigmoid_bwd, active_above=0.5, saturated=(0.01, 0.99))
-register_activation("tanh", tanh_fwd, tanh_bwd, saturated=(-0.99, 0.99))
-register_activation("relu", relu_fwd, relu_bwd, init="he", dies=True)
-register_activation("leaky_relu", leaky_relu_fwd, leaky_relu_bwd, init="he", dies=True)
+register_activation("identity", identity_fwd, identity_bwd, onnx=("Identity", {}))
+register_activation("sigmoid", sigmoid_fwd, sigmoid_bwd, active_above=0.5, saturated=(0.01, 0.99),
+                    onnx=("Sigmoid", {}))
+register_activation("tanh", tanh_fwd, tanh_bwd, saturated=(-0.99, 0.99), onnx=("Tanh", {}))
+register_activation("relu", relu_fwd, relu_bwd, init="he", dies=True, onnx=("Relu", {}))
+register_activation("leaky_relu", leaky_relu_fwd, leaky_relu_bwd, init="he", dies=True,
+                    onnx=("LeakyRelu", {"alpha": LEAKY_SLOPE}))
 
 
 #: ``sqrt(2 / pi)`` and the cubic coefficient of GELU's tanh approximation.
@@ -243,7 +250,8 @@ def gelu_bwd(x, dy, dz, db):
     _bias_grad(dz, db)
 
 
-register_activation("gelu", gelu_fwd, gelu_bwd, saves="input", init="he")
+register_activation("gelu", gelu_fwd, gelu_bwd, saves="input", init="he",
+                    onnx=("Gelu", {"approximate": "tanh"}))  # ONNX opset 20
 
 
 def softmax_fwd(z, b):
@@ -255,7 +263,7 @@ def softmax_fwd(z, b):
     z /= z.sum(axis=1, keepdims=True)
 
 
-register_output_activation("softmax", softmax_fwd)
+register_output_activation("softmax", softmax_fwd, onnx=("Softmax", {"axis": 1}))
 
 
 # --------------------------------------------------------------------------
