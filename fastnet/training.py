@@ -74,7 +74,8 @@ class _GoodState:
 
 def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_schedule=None,
         weight_decay=None, validation_data=None, validation_split=0.0, early_stopping=None,
-        callbacks=None, shuffle=True, verbose=0, on_nan="raise", resume=None, diagnose=True):
+        callbacks=None, shuffle=True, verbose=0, on_nan="raise", resume=None, diagnose=True,
+        sample_weight=None):
     """Train the model; training continues from the current weights.
 
     Parameters
@@ -122,6 +123,12 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_sch
         A :class:`~fastnet.checkpoint.ModelCheckpoint` file: restore the
         weights, optimizer, random state and history from it and train
         until ``epochs`` epochs in all.
+    sample_weight : array (n_samples,), optional
+        Non-negative weight of each sample: each row's loss and gradient are
+        multiplied by its weight, scaled so the weights average 1 over the
+        training rows (a full-batch epoch then minimises
+        ``sum(w_i loss_i) / sum(w_i)``: a weight of 2 counts like a repeated row,
+        0 like a dropped one).  Validation losses are not weighted.
 
     Returns
     -------
@@ -153,7 +160,13 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_sch
         y_raw = V.as_array("y", y)
         V.check_lengths(X, y_raw)
         y = model._prepare_y(y_raw)
+        weights = V.check_sample_weight(sample_weight, len(X))
         X, y, val = _split_validation(model, X, y, validation_data, validation_split)
+        if weights is not None:  # the training rows' weights, scaled to a mean of 1
+            weights = weights[:len(X)]
+            if not weights.sum() > 0:
+                raise ValueError("sample_weight: the training rows (before the validation split) all weigh 0")
+            weights = weights * (len(weights) / weights.sum())
         opt = _select_optimizer(model, optimizer, lr, weight_decay)
         if not model.built:
             model.build(X.shape[1])
@@ -175,7 +188,8 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_sch
             callbacks.insert(0, NormRecorder())  # per-layer norms for the doctor: model.norms_
         # Overflow to inf/NaN is detected per epoch (on_nan); NumPy's own warnings would only repeat it.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), model.backend_.compute_env():
-            history = _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan)
+            history = _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan,
+                            weights)
             found = run_diagnosis(history, model, X, max_samples=2000) if diagnose else []
         for d in found:
             warnings.warn(str(d), FastnetWarning, stacklevel=2)
@@ -242,12 +256,18 @@ def _split_validation(model, X, y, validation_data, validation_split):
     return X, y, None
 
 
-def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan):
+def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan, weights=None):
     xp = model.backend_.xp
     n = len(X)
     bs = n if batch_size is None else min(batch_size, n)
     model._ensure_workspace(bs)
     Xd, Yd = model._to_device(X, y)
+    # Sample weights (mean 1) as a column, and a buffer for a batch's: rows of the loss and
+    # of its gradient are scaled by them.
+    weighting = None
+    if weights is not None:
+        weighting = (model.backend_.asarray(weights[:, None], dtype=model.backend_.dtype),
+                     xp.empty((bs, 1), dtype=model.backend_.dtype))
     Xv, Yv = model._to_device(*val) if val is not None else (None, None)
     steps = -(-n // bs)
     step_losses = xp.zeros(steps, dtype=np.float64)
@@ -268,7 +288,7 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
             guard.save()
         progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose))
         lr = _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
-                               step_losses, step_correct, step_callbacks)
+                          step_losses, step_correct, step_callbacks, weighting)
         # The epoch's one read from the device: per-step losses and correct counts.
         host_losses = model.backend_.to_host(step_losses)
         loss = float(host_losses.sum()) * model.loss_.scale(n, model.n_outputs_)
@@ -322,9 +342,10 @@ def _diverged(model, loss, step_losses, epoch, steps, guard, on_nan):
 
 
 def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses,
-                 step_correct, step_callbacks=()):
+                 step_correct, step_callbacks=(), weighting=None):
     """One epoch; the step losses and correct counts stay on the device, in
-    ``step_losses[step]`` and ``step_correct[step]`` (written with ``out=``)."""
+    ``step_losses[step]`` and ``step_correct[step]`` (written with ``out=``).
+    ``weighting``: ``(weights (n, 1), buffer (bs, 1))`` of sample weights, or None."""
     b = model.backend_
     xp = b.xp
     order = b.permutation(n) if shuffle else None
@@ -334,17 +355,25 @@ def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress
     for step in range(steps):
         start = step * bs
         m = min(bs, n - start)
+        wb = None
         if order is None:
             xb, yb = Xd[start:start + m], Yd[start:start + m]
+            if weighting is not None:
+                wb = weighting[0][start:start + m]
         else:
             idx = order[start:start + m]
             xb = b.gather(Xd, idx, model._xb[:m])
             yb = b.gather(Yd, idx, model._yb[:m])
+            if weighting is not None:
+                wb = b.gather(weighting[0], idx, weighting[1][:m])
         lr = schedule(epoch + step / steps, base_lr)
         out = model._forward(xb, True)
         rows = model._loss_rows[:m]
         grad = model._grad[:m]
         model.loss_(out, yb, rows, grad)
+        if wb is not None:  # each row's loss and gradient times its weight
+            xp.multiply(grad, wb, out=grad)
+            xp.multiply(rows, wb.reshape(m), out=rows)
         rows.sum(axis=0, out=step_losses[step:step + 1], keepdims=True)
         if classify:
             model._correct(out, yb, step_correct[step:step + 1])

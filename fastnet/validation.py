@@ -146,6 +146,27 @@ def check_lengths(X, y, argument="y"):
         raise ValueError(f"X and {argument} have different lengths: {len(X)} and {len(y)}")
 
 
+def check_sample_weight(sample_weight, n, argument="sample_weight"):
+    """``None``, or float64 weights of shape ``(n,)``: finite, non-negative, not all zero."""
+    if sample_weight is None:
+        return None
+    w = as_array(argument, sample_weight)
+    if w.ndim == 0:
+        w = np.full(n, w)
+    if w.dtype.kind not in "iuf" and w.dtype.kind != "b":
+        raise TypeError(f"{argument} must hold real numbers, got dtype {w.dtype}")
+    w = w.astype(np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"{argument} must have shape ({n},), one weight per sample, got shape {w.shape}")
+    check_finite(argument, w)
+    if (w < 0).any():
+        i = int(np.argmax(w < 0))
+        raise ValueError(f"{argument} must be non-negative, got {w[i].item()!r} at {argument}[{i}]")
+    if not w.sum() > 0:
+        raise ValueError(f"{argument} sums to 0: no sample would count")
+    return w
+
+
 def check_batch_size(batch_size):
     return check_int("batch_size", batch_size, 1, allow_none=True)
 

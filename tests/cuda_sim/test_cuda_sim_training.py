@@ -53,3 +53,16 @@ def test_a_cuda_sim_model_pickles_and_deep_copies():
             if fit:
                 np.testing.assert_array_equal(c.predict_proba(X), m.predict_proba(X))
                 assert c.optimizer_.t == m.optimizer_.t
+
+
+def test_sample_weights_train_on_cuda_sim_like_cpu():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((96, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    w = rng.integers(0, 3, 96).astype(np.float64)
+    curves = {}
+    for backend in ("cpu", "cuda-sim"):
+        m = fastnet.MLP([6, 8, 2], backend=backend, seed=0)
+        curves[backend] = m.fit(X, y, epochs=3, batch_size=32, optimizer="adam", sample_weight=w,
+                                diagnose=False)["loss"]
+    np.testing.assert_allclose(curves["cuda-sim"], curves["cpu"], rtol=1e-4)
