@@ -1,0 +1,271 @@
+"""scikit-learn estimators: ``MLPClassifier`` and ``MLPRegressor`` on fastnet.
+
+Real scikit-learn estimators (``BaseEstimator`` with the classifier/regressor
+mixins): ``clone``, pipelines, ``GridSearchCV``, ``cross_val_score``, joblib and
+pickling work, and both pass scikit-learn's own estimator checks
+(``tests/test_sklearn.py`` runs ``parametrize_with_checks`` on them).  Input
+checks are scikit-learn's (``validate_data``: ``n_features_in_``,
+``feature_names_in_``, sparse input refused with a hint to ``.toarray()``); the
+network and its training are fastnet's (``fastnet.MLP`` and ``fit``).
+
+Parameters are named as in scikit-learn's ``MLPClassifier`` where there is a
+counterpart (``hidden_layer_sizes``, ``activation``, ``batch_size``,
+``max_iter``, ``learning_rate_init``, ``random_state``, ``early_stopping``,
+``validation_fraction``, ``n_iter_no_change``, ``tol``, ``shuffle``,
+``verbose``), plus fastnet's own (``optimizer``, ``schedule``, ``dropout``,
+``weight_decay``, ``backend``, ``dtype``).  ``activation="logistic"`` is
+scikit-learn's name for ``"sigmoid"``.  The default ``dtype`` is float64, as in
+scikit-learn; ``dtype="float32"`` trains faster.
+
+Needs scikit-learn (``pip install scikit-learn``).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
+
+from .callbacks import EarlyStopping
+from .sequential import MLP
+
+#: scikit-learn's activation names that fastnet spells differently.
+_SKLEARN_NAMES = {"logistic": "sigmoid"}
+
+
+class _FastnetMLP(BaseEstimator):
+    """What the classifier and the regressor share: parameters, the network, the training run."""
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, optimizer="adam",
+                 learning_rate_init=1e-3, batch_size="auto", max_iter=200, schedule="constant",
+                 weight_decay=0.0, dropout=0.0, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, tol=1e-4, shuffle=True, random_state=None, backend="cpu",
+                 dtype="float64", verbose=0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.optimizer = optimizer
+        self.learning_rate_init = learning_rate_init
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.schedule = schedule
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.backend = backend
+        self.dtype = dtype
+        self.verbose = verbose
+
+    # -- what the subclasses say -------------------------------------------
+    def _output(self):
+        """``(output activation, loss)`` of the network for the encoded targets."""
+        raise NotImplementedError
+
+    # -- the network and its training ---------------------------------------
+    def _seed(self):
+        rs = self.random_state
+        if rs is None or isinstance(rs, np.random.RandomState):
+            rs = np.random.mtrand._rand if rs is None else rs
+            return int(rs.randint(np.iinfo(np.int32).max))
+        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and rs >= 0:
+            return int(rs)
+        raise ValueError(f"random_state must be None, a non-negative int or a RandomState, got {rs!r}")
+
+    def _new_network(self, n_features, n_outputs):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
+        output, loss = self._output()
+        return MLP([n_features, *sizes, n_outputs], activation=_SKLEARN_NAMES.get(self.activation, self.activation),
+                   output=output, loss=loss, dropout=self.dropout, backend=self.backend, dtype=self.dtype,
+                   seed=self._seed())
+
+    def _train(self, X, target, sample_weight, epochs):
+        n = len(X)
+        batch = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
+        callbacks = []
+        if epochs > 1 and self.n_iter_no_change:
+            # scikit-learn's rule: stop when the loss (or, with early_stopping, the validation
+            # loss) has not improved by tol for n_iter_no_change epochs in a row
+            callbacks.append(EarlyStopping(patience=self.n_iter_no_change - 1, min_delta=self.tol,
+                                           restore_best=self.early_stopping,
+                                           monitor="val_loss" if self.early_stopping else "loss"))
+        self.model_.fit(X, target, epochs=epochs, batch_size=batch, optimizer=self.optimizer,
+                        lr=self.learning_rate_init, lr_schedule=self.schedule, weight_decay=self.weight_decay,
+                        validation_split=self.validation_fraction if self.early_stopping else 0.0,
+                        callbacks=callbacks, shuffle=self.shuffle, verbose=self.verbose,
+                        sample_weight=sample_weight, diagnose=False)
+        self.n_iter_ = self.model_.n_iter_
+        self.loss_curve_ = self.model_.loss_curve_
+        self.loss_ = self.loss_curve_[-1]
+        return self
+
+    def _check_X(self, X, reset):
+        return validate_data(self, X, reset=reset, dtype=(np.float64, np.float32))
+
+    def _outputs(self, X):
+        check_is_fitted(self)
+        X = self._check_X(X, reset=False)
+        return self.model_._outputs(X).astype(np.float64)
+
+
+class MLPClassifier(ClassifierMixin, _FastnetMLP):
+    """A multilayer perceptron classifier: softmax outputs and cross-entropy (sigmoid
+    outputs and binary cross-entropy for multi-label indicator targets).
+
+    Labels may be anything ``np.unique`` sorts (strings, non-contiguous integers,
+    booleans): ``classes_`` holds them and ``predict`` returns them.  ``class_weight``
+    (``"balanced"`` or ``{label: weight}``) multiplies ``sample_weight``.
+
+    Attributes (after fit): ``classes_``, ``n_features_in_``, ``feature_names_in_``
+    (from a DataFrame), ``model_`` (the fastnet network), ``loss_curve_``, ``loss_``,
+    ``n_iter_``, ``n_outputs_``.
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, optimizer="adam",
+                 learning_rate_init=1e-3, batch_size="auto", max_iter=200, schedule="constant",
+                 weight_decay=0.0, dropout=0.0, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, tol=1e-4, shuffle=True, random_state=None, backend="cpu",
+                 dtype="float64", verbose=0, class_weight=None):
+        super().__init__(hidden_layer_sizes, activation, optimizer=optimizer,
+                         learning_rate_init=learning_rate_init, batch_size=batch_size, max_iter=max_iter,
+                         schedule=schedule, weight_decay=weight_decay, dropout=dropout,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction,
+                         n_iter_no_change=n_iter_no_change, tol=tol, shuffle=shuffle,
+                         random_state=random_state, backend=backend, dtype=dtype, verbose=verbose)
+        self.class_weight = class_weight
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = False
+        return tags
+
+    def _output(self):
+        if self._multilabel:
+            return "sigmoid", "binary_cross_entropy"
+        return "softmax", "cross_entropy"
+
+    def _targets(self, y, classes=None, reset=True):
+        """Encoded targets: class ids, or the 0/1 indicator matrix (multi-label)."""
+        if y is not None and getattr(y, "ndim", np.ndim(y)) == 2 and np.shape(y)[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        multilabel = type_of_target(y) == "multilabel-indicator"
+        if reset:
+            self._multilabel = multilabel
+            if multilabel:
+                self.classes_ = np.arange(np.shape(y)[1])
+            else:
+                self._encoder = LabelEncoder().fit(y if classes is None else classes)
+                self.classes_ = self._encoder.classes_
+                if len(self.classes_) < 2:
+                    raise ValueError(f"the training data holds one class ({self.classes_[0]!r}): a classifier "
+                                     "needs at least 2 classes")
+        if self._multilabel:
+            return np.asarray(y, dtype=np.float64)
+        unseen = np.setdiff1d(np.unique(y), self.classes_)
+        if unseen.size:
+            raise ValueError(f"y holds labels not in classes_ {list(self.classes_)}: {list(unseen)}")
+        return self._encoder.transform(y).astype(np.int32)
+
+    def _weights(self, y, sample_weight, X):
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if self.class_weight is not None and not self._multilabel:
+            balanced = compute_sample_weight(self.class_weight, y)
+            sample_weight = balanced if sample_weight is None else sample_weight * balanced
+        return sample_weight
+
+    def fit(self, X, y, sample_weight=None):
+        """Train a new network on ``(X, y)`` for up to ``max_iter`` epochs."""
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True)
+        target = self._targets(y)
+        weights = self._weights(y, sample_weight, X)
+        self.n_outputs_ = len(self.classes_)
+        self.model_ = self._new_network(X.shape[1], self.n_outputs_)
+        return self._train(X, target, weights, self.max_iter)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch on ``(X, y)``; the first call needs ``classes`` (every label there will be)."""
+        first = not hasattr(self, "model_")
+        if first and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, reset=first)
+        if first:
+            target = self._targets(y, classes=classes)
+            self.n_outputs_ = len(self.classes_)
+            self.model_ = self._new_network(X.shape[1], self.n_outputs_)
+        else:
+            if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+                raise ValueError(f"classes={list(classes)} differs from the first call's {list(self.classes_)}")
+            target = self._targets(y, reset=False)
+        return self._train(X, target, self._weights(y, sample_weight, X), 1)
+
+    def predict_proba(self, X):
+        """Class probabilities ``(n, n_classes)`` (per label for multi-label)."""
+        p = self._outputs(X)
+        return p
+
+    def predict_log_proba(self, X):
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Labels from ``classes_`` (the 0/1 indicator matrix for multi-label)."""
+        p = self.predict_proba(X)
+        if self._multilabel:
+            return (p >= 0.5).astype(np.int64)
+        return self.classes_[np.argmax(p, axis=1)]
+
+
+class MLPRegressor(RegressorMixin, _FastnetMLP):
+    """A multilayer perceptron regressor: linear outputs and the mean squared error;
+    ``y`` of shape ``(n,)`` or ``(n, n_outputs)`` (``predict`` returns the same shape).
+
+    Attributes (after fit): ``n_features_in_``, ``feature_names_in_`` (from a
+    DataFrame), ``model_``, ``loss_curve_``, ``loss_``, ``n_iter_``, ``n_outputs_``.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.input_tags.sparse = False
+        return tags
+
+    def _output(self):
+        return "linear", "mse"
+
+    def _fit(self, X, y, sample_weight, reset, epochs):
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True,
+                             reset=reset)
+        if reset:
+            self._y_1d = y.ndim == 1
+        y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if reset:
+            self.n_outputs_ = y.shape[1]
+            self.model_ = self._new_network(X.shape[1], self.n_outputs_)
+        elif y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {y.shape[1]} outputs, the model {self.n_outputs_}")
+        return self._train(X, y, sample_weight, epochs)
+
+    def fit(self, X, y, sample_weight=None):
+        """Train a new network on ``(X, y)`` for up to ``max_iter`` epochs."""
+        return self._fit(X, y, sample_weight, reset=True, epochs=self.max_iter)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch on ``(X, y)``, continuing the network of earlier calls."""
+        return self._fit(X, y, sample_weight, reset=not hasattr(self, "model_"), epochs=1)
+
+    def predict(self, X):
+        p = self._outputs(X)
+        return p[:, 0] if self._y_1d else p
