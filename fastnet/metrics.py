@@ -210,7 +210,10 @@ def predict_top_k(model, X, k=3):
     if k > proba.shape[1]:
         raise ValueError(f"k must be at most the number of classes ({proba.shape[1]}), got {k}")
     top = _top_k_indices(proba, k)
-    return top.astype(np.int64), np.take_along_axis(proba, top, axis=1)
+    labels = getattr(model, "classes_", None)
+    # the model's labels when it was trained on labels; class ids otherwise
+    guesses = top.astype(np.int64) if labels is None else labels[top]
+    return guesses, np.take_along_axis(proba, top, axis=1)
 
 
 def classification_report(y_true, y_pred, n_classes=None, class_names=None, digits=3):

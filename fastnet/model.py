@@ -84,6 +84,8 @@ class Network(Picklable):
         if self.loss_.target_kind == "class" and self.n_outputs_ < 2:
             raise ValueError(f"cross_entropy needs an output layer of >= 2 units, got {self.n_outputs_}")
         self.built = False
+        #: The labels of the classes (cross-entropy models), in output order; set by fit.
+        self.classes_ = None
         self.optimizer_ = None
         self.history_ = History()
         self.stop_training = False
@@ -155,10 +157,16 @@ class Network(Picklable):
     def _prepare_X(self, X, argument="X"):
         return V.check_X(X, self.n_features_in_ if self.built else self.input_dim, argument)
 
-    def _prepare_y(self, y, argument="y"):
+    def _prepare_y(self, y, argument="y", fitting=False, classes=None):
+        """Targets as the loss takes them; class labels become ids through ``classes``
+        (default ``classes_``; with ``fitting``, a first fit's labels define them: see ``fit``)."""
         kind = self.loss_.target_kind
         if kind == "class":
-            return V.check_class_targets(y, self.n_outputs_, argument)
+            known = self.classes_ if classes is None else classes
+            ids, classes = V.encode_labels(y, self.n_outputs_, known, argument)
+            if fitting:
+                self._fit_classes = classes  # made classes_ by fit once every check has passed
+            return V.check_class_targets(ids, self.n_outputs_, argument)
         return V.check_real_targets(y, self.n_outputs_, binary=(kind == "binary"), argument=argument)
 
     def _to_device(self, X, y=None):
@@ -295,7 +303,8 @@ class Network(Picklable):
         p = self._outputs(X)
         kind = self.loss_.target_kind
         if kind == "class":
-            return np.argmax(p, axis=1)
+            ids = np.argmax(p, axis=1)
+            return ids if self.classes_ is None else self.classes_[ids]
         if kind == "binary":
             labels = (p >= 0.5).astype(np.int64)
             return labels[:, 0] if labels.shape[1] == 1 else labels
@@ -373,19 +382,27 @@ class Network(Picklable):
             "dtype": self.dtype,
             "seed": self.seed,
             "input_dim": self.n_features_in_ if self.built else self.input_dim,
+            **({"classes": self.classes_.tolist()} if self.classes_ is not None else {}),
         }
 
     @classmethod
     def from_config(cls, config, backend="auto", kernels="fused", dtype=None):
         layers = [layer_from_config(c) for c in config["layers"]]
-        return cls(layers, loss=config["loss"], backend=backend, dtype=dtype or config["dtype"],
-                   seed=config.get("seed"), kernels=kernels, input_dim=config.get("input_dim"))
+        model = cls(layers, loss=config["loss"], backend=backend, dtype=dtype or config["dtype"],
+                    seed=config.get("seed"), kernels=kernels, input_dim=config.get("input_dim"))
+        model._set_classes(config)
+        return model
+
+    def _set_classes(self, config):
+        if config.get("classes") is not None:
+            self.classes_ = np.asarray(config["classes"])
 
     def _init_from_config(self, config, backend, kernels):
         """Initialise this object (of any subclass) as :class:`Network` from ``config``."""
         Network.__init__(self, [layer_from_config(c) for c in config["layers"]], loss=config["loss"],
                          backend=backend, dtype=config["dtype"], seed=config.get("seed"), kernels=kernels,
                          input_dim=config.get("input_dim"))
+        self._set_classes(config)
 
     def clone(self, backend=None, dtype=None, kernels=None):
         """A new model with the same architecture and weights (no optimizer state)."""

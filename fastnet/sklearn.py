@@ -31,6 +31,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
 from .callbacks import EarlyStopping
+from .losses import BinaryCrossEntropy, CrossEntropy, MeanSquaredError
 from .sequential import MLP
 
 #: scikit-learn's activation names that fastnet spells differently.
@@ -149,9 +150,8 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
         return tags
 
     def _output(self):
-        if self._multilabel:
-            return "sigmoid", "binary_cross_entropy"
-        return "softmax", "cross_entropy"
+        loss = BinaryCrossEntropy if self._multilabel else CrossEntropy
+        return loss.fused_activation, loss.name
 
     def _targets(self, y, classes=None, reset=True):
         """Encoded targets: class ids, or the 0/1 indicator matrix (multi-label)."""
@@ -241,7 +241,7 @@ class MLPRegressor(RegressorMixin, _FastnetMLP):
         return tags
 
     def _output(self):
-        return "linear", "mse"
+        return "linear", MeanSquaredError.name
 
     def _fit(self, X, y, sample_weight, reset, epochs):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True,

@@ -84,8 +84,11 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_sch
         Images (n, 28, 28) are flattened; integer arrays are converted;
         bool, object and string arrays, NaN and inf are rejected.
     y : array
-        Class ids (n,) or one-hot rows (n, k) for cross-entropy; 0/1 targets
-        for binary cross-entropy; values (n,) or (n, k) for regression.
+        For cross-entropy: class labels (n,), either ids in ``[0, k)`` or exactly
+        ``k`` distinct labels of any kind ``np.unique`` sorts (strings, other
+        integers, booleans: the first fit keeps them in ``model.classes_`` and
+        ``predict`` returns them), or one-hot rows (n, k); 0/1 targets for binary
+        cross-entropy; values (n,) or (n, k) for regression.
     epochs : int
         Epochs to train (with ``resume``: the total to reach).
     batch_size : int or None
@@ -159,7 +162,7 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_sch
         X = model._prepare_X(X)
         y_raw = V.as_array("y", y)
         V.check_lengths(X, y_raw)
-        y = model._prepare_y(y_raw)
+        y = model._prepare_y(y_raw, fitting=True)
         weights = V.check_sample_weight(sample_weight, len(X))
         X, y, val = _split_validation(model, X, y, validation_data, validation_split)
         if weights is not None:  # the training rows' weights, scaled to a mean of 1
@@ -168,6 +171,8 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_sch
                 raise ValueError("sample_weight: the training rows (before the validation split) all weigh 0")
             weights = weights * (len(weights) / weights.sum())
         opt = _select_optimizer(model, optimizer, lr, weight_decay)
+        if model.loss_.target_kind == "class":
+            model.classes_ = model._fit_classes  # every check passed: the labels are the model's now
         if not model.built:
             model.build(X.shape[1])
         if resume is not None:
@@ -240,7 +245,7 @@ def _split_validation(model, X, y, validation_data, validation_split):
                 f"validation_data must be a pair (X_val, y_val), got {type(validation_data).__name__}"
             )
         Xv = V.check_X(validation_data[0], X.shape[1], "validation_data[0]")
-        yv = model._prepare_y(validation_data[1], "validation_data[1]")
+        yv = model._prepare_y(validation_data[1], "validation_data[1]", classes=getattr(model, "_fit_classes", None))
         V.check_lengths(Xv, yv, "validation_data[1]")
         return X, y, (Xv, yv)
     if validation_split:

@@ -175,6 +175,66 @@ def check_epochs(epochs):
     return check_int("epochs", epochs, 0)
 
 
+def encode_labels(y, n_classes, classes=None, argument="y"):
+    """``(targets, classes)``: labels of any kind turned into class ids for ``check_class_targets``.
+
+    ``classes`` (a model's ``classes_``) maps labels to ids by position; a label not in
+    it is refused.  Without it (a first fit), integer ids in ``[0, n_classes)`` stay
+    ids (``classes = arange(n_classes)``); other labels (strings, booleans, integers
+    outside that range) become ids by their sorted order, and there must be exactly
+    ``n_classes`` of them.  One-hot rows, and targets no label rule fits (fractions),
+    pass through unchanged for ``check_class_targets`` to accept or refuse.
+    """
+    a = as_array(argument, y)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1 or a.size == 0:
+        return a, classes if classes is not None else np.arange(n_classes)
+    numeric = a.dtype.kind in "iuf"
+    if numeric:
+        with np.errstate(invalid="ignore"):
+            integral = bool(np.all(np.isfinite(a)) and np.all(a == np.round(a)))
+        if not integral:
+            return a, classes if classes is not None else np.arange(n_classes)
+    elif a.dtype.kind not in "bUSO":
+        return a, classes if classes is not None else np.arange(n_classes)
+    if classes is None:
+        if numeric and a.min() >= 0 and a.max() < n_classes:
+            return a, np.arange(n_classes)
+        try:
+            classes = np.unique(a)
+        except TypeError as exc:  # labels of types that do not sort together
+            raise TypeError(f"{argument} holds labels that cannot be sorted together ({exc})") from None
+        if len(classes) != n_classes:
+            shown = ", ".join(map(repr, classes[:10].tolist())) + (", ..." if len(classes) > 10 else "")
+            if numeric:
+                bad = (a < 0) | (a >= n_classes)
+                i = int(np.argmax(bad))
+                raise ValueError(
+                    f"{argument} holds class ids outside [0, {n_classes}): {argument}[{i}] = {a[i].item()!r} "
+                    f"({int(bad.sum())} such labels); the output layer has {n_classes} units. Labels other "
+                    f"than class ids are taken when there are exactly {n_classes} distinct ones; here there "
+                    f"are {len(classes)} ({shown})")
+            raise ValueError(
+                f"{argument} holds {len(classes)} distinct labels ({shown}), but the output layer has "
+                f"{n_classes} units: exactly {n_classes} distinct labels are needed")
+    try:
+        pos = np.searchsorted(classes, a)
+    except TypeError:
+        pos = None
+    if pos is None or not (np.all(pos < len(classes)) and np.all(classes[np.minimum(pos, len(classes) - 1)] == a)):
+        bad = ~np.isin(a, classes)
+        i = int(np.argmax(bad))
+        if classes.dtype.kind in "iu" and np.array_equal(classes, np.arange(n_classes)):  # ids
+            raise ValueError(f"{argument} holds class ids outside [0, {n_classes}): {argument}[{i}] = "
+                             f"{a[i].item()!r} ({int(bad.sum())} such labels); the output layer has "
+                             f"{n_classes} units")
+        raise ValueError(f"{argument} holds labels the model was not trained on: {argument}[{i}] = "
+                         f"{a[i].item()!r} ({int(bad.sum())} such labels); its classes_ are "
+                         f"{classes.tolist()[:10]}")
+    return pos.astype(np.int32), classes
+
+
 def check_class_targets(y, n_classes, argument="y"):
     """Integer class ids in ``[0, n_classes)`` from ids or one-hot rows; returns int32 ids."""
     a = as_array(argument, y)

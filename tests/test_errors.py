@@ -66,7 +66,10 @@ def test_bad_layers_and_sizes():
 
 
 def test_labels_out_of_range_and_not_fitted():
+    # labels need not be ids, but there must be as many as output units
     with pytest.raises(ValueError, match=r"class ids outside \[0, 2\): y\[0\] = 5"):
         _model().fit(X, np.full(20, 5))
+    with pytest.raises(ValueError, match=r"y holds 3 distinct labels \('a', 'b', 'c'\)"):
+        _model().fit(X, np.array(["a", "b", "c", "a"] * 5))
     with pytest.raises(fastnet.NotFittedError, match="not fitted"):
         _model().predict(X)

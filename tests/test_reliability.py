@@ -90,8 +90,8 @@ def test_bad_input_leaves_model_unchanged(case):
 def test_bad_input_on_unfitted_model_builds_nothing():
     model = fastnet.MLP([3, 8, 2], backend="cpu", seed=0)
     with pytest.raises(ValueError):
-        model.fit(X, Y + 5)
-    assert not model.built
+        model.fit(X, Y + 0.5)  # fractions are no labels (Y + 5 would be: two labels, 5 and 6)
+    assert not model.built and model.classes_ is None
     with pytest.raises(fastnet.NotFittedError, match="not fitted yet: call fit before predict"):
         model.predict(X)
 
