@@ -16,10 +16,9 @@ from .backend import get_backend
 from .callbacks import History
 from .layers import Dense, Layer, canonical_activation, layer_from_config
 from .losses import default_loss, get_loss
+from .inference import Inference
 from .pickling import Picklable
 
-#: Rows per chunk in predict/evaluate.
-INFERENCE_CHUNK = 1024
 
 
 def _device_seed(seed):
@@ -28,10 +27,12 @@ def _device_seed(seed):
     return None if seed is None else int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
 
 
-class Network(Picklable):
+class Network(Inference, Picklable):
     """A stack of layers with one loss (``Sequential`` adds ``fit``).
 
-    A network pickles and deep-copies (see :mod:`fastnet.pickling`).
+    Inference (``predict``, ``predict_proba``, ``evaluate``, ``score``) comes from
+    :class:`fastnet.inference.Inference`; a network pickles and deep-copies (see
+    :mod:`fastnet.pickling`).
 
     Parameters
     ----------
@@ -227,98 +228,6 @@ class Network(Picklable):
     def loss_curve_(self):
         """Training loss per epoch, as in scikit-learn."""
         return list(self.history_.history.get("loss", []))
-
-    # ------------------------------------------------------------ inference
-    def _chunk(self):
-        # A fixed chunk, whatever the training batch was: GEMM results can differ in
-        # the last bit with the number of rows, and predictions must not depend on it.
-        return INFERENCE_CHUNK
-
-    def _evaluate_device(self, Xd, Yd):
-        """Loss and accuracy on device arrays, with buffers of this call's own (thread-safe)."""
-        xp, dt = self.backend_.xp, self.backend_.dtype
-        n = Xd.shape[0]
-        chunk = min(self._chunk(), max(n, 1))
-        loss_rows = xp.empty(chunk, dtype=dt)
-        grad = xp.empty((chunk, self.n_outputs_), dtype=dt)
-        buffers = (xp.empty(chunk, dtype=np.int64), xp.empty((chunk,) + self._y_tail(), dtype=bool),
-                   xp.empty((chunk,) + self._y_tail(), dtype=bool))
-        chunks = -(-n // chunk)
-        losses = xp.zeros(chunks, dtype=np.float64)
-        corrects = xp.zeros(chunks, dtype=np.int64)
-        for i in range(chunks):
-            start = i * chunk
-            xb, yb = Xd[start:start + chunk], Yd[start:start + chunk]
-            m = xb.shape[0]
-            out = self._infer(xb)
-            rows = loss_rows[:m]
-            self.loss_(out, yb, rows, grad[:m])
-            rows.sum(axis=0, out=losses[i:i + 1], keepdims=True)
-            if self.loss_.is_classifier:
-                self._correct(out, yb, corrects[i:i + 1], buffers)
-        result = {"loss": float(self.backend_.to_host(losses).sum()) * self.loss_.scale(n, self.n_outputs_)}
-        if self.loss_.is_classifier:
-            result["accuracy"] = int(self.backend_.to_host(corrects).sum()) / self._accuracy_denominator(n)
-        return result
-
-    def evaluate(self, X, y):
-        """Loss (and accuracy for classifiers) on ``(X, y)``, as a dict."""
-        self._check_fitted("evaluate")
-        X = self._prepare_X(X)
-        y = self._prepare_y(y)
-        V.check_lengths(X, y)
-        return self._evaluate_device(*self._to_device(X, y))
-
-    def _outputs(self, X):
-        """Network outputs after the output activation (probabilities for classifiers)."""
-        self._check_fitted("predict")
-        X = self._prepare_X(X)
-        xp = self.backend_.xp
-        Xd, _ = self._to_device(X)
-        n = Xd.shape[0]
-        chunk = self._chunk()
-        result = xp.empty((n, self.n_outputs_), dtype=self.backend_.dtype)
-        for start in range(0, n, chunk):
-            out = self.loss_.outputs(self._infer(Xd[start:start + chunk]))  # the loss's output activation
-            result[start:start + out.shape[0]] = out
-        return self.backend_.to_host(result).copy()
-
-    def predict_proba(self, X):
-        """Class probabilities, shape (n, k); (n, 2) for one sigmoid output."""
-        if not self.loss_.is_classifier:
-            raise TypeError(f"predict_proba is for classifiers; this model's loss is {self.loss_.name!r}")
-        p = self._outputs(X)
-        if self.loss_.target_kind == "binary" and p.shape[1] == 1:
-            return np.hstack([1 - p, p])
-        return p
-
-    def predict_top_k(self, X, k=3):
-        """The ``k`` most probable classes per sample and their probabilities: see :func:`fastnet.metrics.predict_top_k`."""
-        from .metrics import predict_top_k
-
-        return predict_top_k(self, X, k)
-
-    def predict(self, X):
-        """Class ids (n,) for classifiers (0/1 per output for multi-label), values otherwise."""
-        p = self._outputs(X)
-        kind = self.loss_.target_kind
-        if kind == "class":
-            ids = np.argmax(p, axis=1)
-            return ids if self.classes_ is None else self.classes_[ids]
-        if kind == "binary":
-            labels = (p >= 0.5).astype(np.int64)
-            return labels[:, 0] if labels.shape[1] == 1 else labels
-        return p[:, 0] if p.shape[1] == 1 else p
-
-    def score(self, X, y):
-        """Accuracy for classifiers, R^2 for regression (as scikit-learn)."""
-        if self.loss_.is_classifier:
-            return self.evaluate(X, y)["accuracy"]
-        p = self._outputs(X)
-        t = V.check_real_targets(y, self.n_outputs_)
-        ss_res = ((t - p) ** 2).sum()
-        ss_tot = ((t - t.mean(axis=0)) ** 2).sum()
-        return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
 
     # ------------------------------------------------------------ parameters
     def attach_optimizer(self, optimizer):
