@@ -37,8 +37,24 @@ class History:
         """One dict per epoch."""
         return [{k: v[i] for k, v in self.history.items()} for i in range(len(self.epochs))]
 
+    # a mapping of metric name -> per-epoch values, as Keras' History.history
     def __getitem__(self, key):
         return self.history[key]
+
+    def __iter__(self):
+        return iter(self.history)
+
+    def keys(self):
+        return self.history.keys()
+
+    def values(self):
+        return self.history.values()
+
+    def items(self):
+        return self.history.items()
+
+    def get(self, key, default=None):
+        return self.history.get(key, default)
 
     def __contains__(self, key):
         return key in self.history
@@ -109,16 +125,20 @@ class EarlyStopping(_Monitor):
     patience : int
     min_delta : float
     restore_best : bool
-        Put back the weights of the best epoch when training ends.
+        Put back the weights of the best epoch when training ends
+        (``restore_best_weights``, Keras's name, is the same).
     monitor : str or None
         ``"val_loss"`` when validation data is given, else ``"loss"``.
     """
 
-    def __init__(self, patience=5, min_delta=0.0, restore_best=True, monitor=None, mode="auto"):
+    def __init__(self, patience=5, min_delta=0.0, restore_best=True, monitor=None, mode="auto",
+                 restore_best_weights=None):
         if not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
         super().__init__(monitor, mode, min_delta)
-        self.patience, self.restore_best = patience, restore_best
+        if restore_best_weights is not None:  # Keras's name
+            restore_best = restore_best_weights
+        self.patience, self.restore_best = patience, bool(restore_best)
 
     def on_train_begin(self, model):
         self.best = None

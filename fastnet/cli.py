@@ -47,29 +47,38 @@ def load_mnist_arrays(subset=None, cache_dir=None, path=None):
 
 
 def build_parser():
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="fastnet", description="Small, fast multilayer perceptrons.")
+    parser.add_argument("--version", action="version", version=f"fastnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a model on a data set (mnist)")
+    train = sub.add_parser("train", help="train a model on a data set (mnist)",
+                           description="Train a multilayer perceptron on MNIST. Options left out come from "
+                                       "--recipe (shown as 'default recipe: ...').")
+    d = RECIPES["default"]
+    from_recipe = lambda value: f"(default recipe: {value})"  # noqa: E731
     train.add_argument("dataset", choices=["mnist"])
     train.add_argument("--recipe", choices=sorted(RECIPES), default="default",
-                       help="preset hyper-parameters; other flags override them")
-    train.add_argument("--backend", choices=BACKEND_NAMES, default="cpu")
-    train.add_argument("--kernels", choices=KERNEL_CHOICES, default="fused")
-    train.add_argument("--hidden", type=_positive_int, nargs="+")
-    train.add_argument("--activation", choices=hidden_activations())
-    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS))
-    train.add_argument("--lr", type=_positive_float)
-    train.add_argument("--batch-size", type=_positive_int)
-    train.add_argument("--epochs", type=_positive_int)
-    train.add_argument("--schedule", choices=tuple(SCHEDULES))
-    train.add_argument("--dropout", type=float)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
+                       help="preset hyper-parameters; other flags override them (default: %(default)s)")
+    train.add_argument("--backend", choices=BACKEND_NAMES, default="cpu", help="(default: %(default)s)")
+    train.add_argument("--kernels", choices=KERNEL_CHOICES, default="fused", help="(default: %(default)s)")
+    train.add_argument("--hidden", type=_positive_int, nargs="+", metavar="UNITS",
+                       help="hidden layer sizes " + from_recipe(" ".join(map(str, d["hidden"]))))
+    train.add_argument("--activation", choices=hidden_activations(), help=from_recipe(d["activation"]))
+    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help=from_recipe(d["optimizer"]))
+    train.add_argument("--lr", type=_positive_float, help="learning rate " + from_recipe(d["lr"]))
+    train.add_argument("--batch-size", type=_positive_int, help=from_recipe(d["batch_size"]))
+    train.add_argument("--epochs", type=_positive_int, help=from_recipe(d["epochs"]))
+    train.add_argument("--schedule", choices=tuple(SCHEDULES), help=from_recipe(d["schedule"]))
+    train.add_argument("--dropout", type=float, help="dropout rate in [0, 1) " + from_recipe(d["dropout"]))
+    train.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    train.add_argument("--subset", type=_positive_int, metavar="N",
+                       help="train on the first N training images only (default: all 60000)")
     train.add_argument("--test-subset", type=_positive_int, metavar="N",
-                       help="validate and test on the first N test images only")
-    train.add_argument("--save", metavar="PATH", help="write the trained model (.npz)")
-    train.add_argument("--data-dir", help="MNIST cache folder (default $FASTNET_DATA or ~/.cache/fastnet)")
+                       help="validate and test on the first N test images only (default: all 10000)")
+    train.add_argument("--save", metavar="PATH", help="write the trained model (.npz); the folder must exist")
+    train.add_argument("--data-dir", help="MNIST cache folder (default: $FASTNET_DATA or ~/.cache/fastnet)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--plots", metavar="DIR", help="write learning curves, confusion matrix, weights... here")
 
@@ -96,6 +105,19 @@ def build_parser():
     return parser
 
 
+def _check_destination(option, path):
+    """Refuse, before any work, a file path that cannot be written: its folder missing,
+    not a folder or not writable, or the path itself a folder."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path!r} is a folder: give a file path such as {os.path.join(path, 'model.npz')!r}")
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise ValueError(f"{option} {path!r}: the folder {folder!r} {what}")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{option} {path!r}: the folder {folder!r} is not writable")
+
+
 def _recipe(args):
     recipe = dict(RECIPES[args.recipe])
     for key in ("hidden", "activation", "optimizer", "lr", "batch_size", "epochs", "schedule", "dropout"):
@@ -109,13 +131,24 @@ def cmd_train(args):
     import fastnet
 
     recipe = _recipe(args)
-    t0 = time.perf_counter()
-    (xtr, ytr), (xte, yte) = load_mnist_arrays(args.subset, cache_dir=args.data_dir)
-    if args.test_subset:
-        xte, yte = xte[:args.test_subset], yte[:args.test_subset]
-    print(f"MNIST: {len(xtr)} training, {len(xte)} test images ({time.perf_counter() - t0:.1f}s to load)")
+    # Everything the user typed is checked before the data loads and training starts.
+    if not 0 <= recipe["dropout"] < 1:
+        raise ValueError(f"--dropout {recipe['dropout']}: a dropout rate must be in [0, 1)")
+    if args.save:
+        _check_destination("--save", args.save)
     model = fastnet.MLP([784, *recipe["hidden"], 10], activation=recipe["activation"],
                         dropout=recipe["dropout"], backend=args.backend, kernels=args.kernels, seed=args.seed)
+    t0 = time.perf_counter()
+    (xtr, ytr), (xte, yte) = load_mnist_arrays(args.subset, cache_dir=args.data_dir)
+    if args.subset and args.subset > len(xtr):
+        print(f"note: --subset {args.subset} is more than the {len(xtr)} training images: all are used",
+              file=sys.stderr)
+    if args.test_subset:
+        if args.test_subset > len(xte):
+            print(f"note: --test-subset {args.test_subset} is more than the {len(xte)} test images: all are used",
+                  file=sys.stderr)
+        xte, yte = xte[:args.test_subset], yte[:args.test_subset]
+    print(f"MNIST: {len(xtr)} training, {len(xte)} test images ({time.perf_counter() - t0:.1f}s to load)")
     print(f"model: 784-{'-'.join(map(str, recipe['hidden']))}-10 {recipe['activation']}, "
           f"{recipe['optimizer']} lr={recipe['lr']} ({recipe['schedule']}), batch {recipe['batch_size']}, "
           f"{recipe['epochs']} epochs, dropout {recipe['dropout']}, backend {model.backend_!r}")

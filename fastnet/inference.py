@@ -9,6 +9,8 @@ activation is the loss's (``Loss.outputs``); class labels come back through
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import validation as V
@@ -52,18 +54,25 @@ class Inference:
             result["accuracy"] = int(self.backend_.to_host(corrects).sum()) / self._accuracy_denominator(n)
         return result
 
-    def evaluate(self, X, y):
-        """Loss (and accuracy for classifiers) on ``(X, y)``, as a dict."""
+    def evaluate(self, X, y, verbose=0):
+        """Loss (and accuracy for classifiers) on ``(X, y)``, as a dict; ``verbose=1`` also
+        writes them as one line on stderr (Keras's ``evaluate(..., verbose=)``)."""
+        if verbose not in (0, 1, 2, True, False):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         self._check_fitted("evaluate")
-        X = self._prepare_X(X)
+        X = self._prepare_X(X, one_sample=True)
         y = self._prepare_y(y)
         V.check_lengths(X, y)
-        return self._evaluate_device(*self._to_device(X, y))
+        result = self._evaluate_device(*self._to_device(X, y))
+        if verbose:
+            print(f"evaluate: {len(X)} samples  " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()),
+                  file=sys.stderr, flush=True)
+        return result
 
     def _outputs(self, X):
         """Network outputs after the output activation (probabilities for classifiers)."""
         self._check_fitted("predict")
-        X = self._prepare_X(X)
+        X = self._prepare_X(X, one_sample=True)
         xp = self.backend_.xp
         Xd, _ = self._to_device(X)
         n = Xd.shape[0]

@@ -41,10 +41,19 @@ def load_model(path, backend="auto", kernels="fused"):
     """Read a model written by :func:`save_model` onto ``backend``."""
     from .sequential import Sequential
 
+    expected = "fastnet reads .npz archives written by model.save() or `fastnet train --save`"
     try:
         archive = np.load(os.fspath(path), allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc):  # what NumPy says of any file that is not .npy/.npz
+            raise ModelFileError(f"{os.fspath(path)!r} is not a fastnet model file: it is neither a NumPy "
+                                 f".npz archive nor an .npy array ({expected}; it never reads pickles)") from None
         raise ModelFileError(f"cannot read model file {os.fspath(path)!r}: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(f"cannot read model file {os.fspath(path)!r}: {exc}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ModelFileError(f"{os.fspath(path)!r} holds a single NumPy array (an .npy file of shape "
+                             f"{archive.shape}), not a fastnet model: {expected}")
     with archive:
         if META_KEY not in archive.files:
             raise ModelFileError(f"{os.fspath(path)!r} is not a fastnet model file (no {META_KEY})")

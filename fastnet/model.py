@@ -27,6 +27,16 @@ def _device_seed(seed):
     return None if seed is None else int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
 
 
+class Summary(str):
+    """The text of :meth:`Network.summary`; echoed, it shows as the table itself."""
+
+    def __repr__(self):
+        return str(self)
+
+    def _repr_pretty_(self, printer, cycle):  # IPython / Jupyter
+        printer.text(str(self))
+
+
 class Network(Inference, Picklable):
     """A stack of layers with one loss (``Sequential`` adds ``fit``).
 
@@ -46,7 +56,8 @@ class Network(Inference, Picklable):
     dtype : {"float32", "float64"}
     seed : int, optional
         Seeds the weight initialisation, the shuffling and dropout: the same
-        seed gives bit-identical training on the same backend.
+        seed gives bit-identical training on the same backend.  ``random_state``
+        (scikit-learn's name) is the same.
     kernels : {"fused", "reference"}
         The Numba kernels, or the plain array expressions they are tested against.
     input_dim : int, optional
@@ -62,7 +73,7 @@ class Network(Inference, Picklable):
     """
 
     def __init__(self, layers, loss=None, backend="auto", dtype="float32", seed=None,
-                 kernels="fused", input_dim=None):
+                 kernels="fused", input_dim=None, random_state=None):
         if not isinstance(layers, (list, tuple)) or not layers:
             raise ValueError(f"layers must be a non-empty list of layers, got {layers!r}")
         for i, layer in enumerate(layers):
@@ -71,6 +82,11 @@ class Network(Inference, Picklable):
         if not isinstance(layers[-1], Dense):
             raise ValueError(f"the last layer must be Dense, got {type(layers[-1]).__name__}")
         self.layers = list(layers)
+        if random_state is not None:  # scikit-learn's name for the seed
+            if seed is not None and seed != random_state:
+                raise ValueError(f"give seed or random_state (the same thing), not both: got seed={seed!r} "
+                                 f"and random_state={random_state!r}")
+            seed = random_state
         self.seed = V.check_int("seed", seed, 0, allow_none=True)
         self.input_dim = V.check_int("input_dim", input_dim, 1, allow_none=True)
         self.backend_ = get_backend(backend, dtype=dtype, seed=_device_seed(seed), kernels=kernels)
@@ -83,7 +99,9 @@ class Network(Inference, Picklable):
         self.loss = self.loss_.name
         self._wire_output()
         if self.loss_.target_kind == "class" and self.n_outputs_ < 2:
-            raise ValueError(f"cross_entropy needs an output layer of >= 2 units, got {self.n_outputs_}")
+            raise ValueError(
+                f"cross_entropy (a softmax output) needs an output layer of >= 2 units, got {self.n_outputs_}: "
+                "for two classes use one unit with output=\"sigmoid\" (binary cross-entropy), or 2 units")
         self.built = False
         #: The labels of the classes (cross-entropy models), in output order; set by fit.
         self.classes_ = None
@@ -155,8 +173,8 @@ class Network(Inference, Picklable):
             raise V.NotFittedError(f"this model is not fitted yet: call fit before {what}")
 
     # ------------------------------------------------------------ data prep
-    def _prepare_X(self, X, argument="X"):
-        return V.check_X(X, self.n_features_in_ if self.built else self.input_dim, argument)
+    def _prepare_X(self, X, argument="X", one_sample=False):
+        return V.check_X(X, self.n_features_in_ if self.built else self.input_dim, argument, one_sample)
 
     def _prepare_y(self, y, argument="y", fitting=False, classes=None):
         """Targets as the loss takes them; class labels become ids through ``classes``
@@ -347,17 +365,34 @@ class Network(Inference, Picklable):
         save_model(self, path)
 
     def summary(self):
-        """A table of layers, output shapes and parameter counts, as a string."""
+        """A table of layers, output widths and parameter counts (a ``str`` that shows as the
+        table when a notebook or the interpreter echoes it; ``print`` it in a script).
+
+        The counts are known before ``fit`` when the input size is (``input_dim``, ``MLP``'s
+        first size)."""
         lines = [f"{'layer':<14}{'output':>10}{'params':>12}  activation"]
         total = 0
-        for layer in self.layers:
-            count = sum(int(np.prod(a.shape)) for _, a in layer.params()) if self.built else 0
-            total += count
+        n = self.n_features_in_ if self.built else self.input_dim
+        for i, layer in enumerate(self.layers):
+            units = getattr(layer, "units", None)
+            width = layer.n_out if self.built else (units if units is not None else n)
+            if self.built:
+                count = sum(int(np.prod(a.shape)) for _, a in layer.params())
+            elif units is None:
+                count = 0  # Dropout
+            elif n is not None:
+                count = n * units + (units if layer.use_bias else 0)
+            else:
+                count = None  # the input size is known at the first fit
+            total = None if total is None or count is None else total + count
             act = getattr(layer, "activation", None) or "-"
-            width = layer.n_out if self.built else getattr(layer, "units", "?")
-            lines.append(f"{layer.name or type(layer).__name__:<14}{width!s:>10}{count:>12,}  {act}")
-        lines.append(f"total parameters: {total:,}  loss: {self.loss_.name}  backend: {self.backend_!r}")
-        return "\n".join(lines)
+            name = layer.name or f"{type(layer).__name__.lower()}_{i}"
+            shown = "?" if count is None else f"{count:,}"
+            lines.append(f"{name:<14}{width if width is not None else '?'!s:>10}{shown:>12}  {act}")
+            n = width
+        total_text = f"{total:,}" if total is not None else "? (the input size is known at the first fit)"
+        lines.append(f"total parameters: {total_text}  loss: {self.loss_.name}  backend: {self.backend_!r}")
+        return Summary("\n".join(lines))
 
     def __repr__(self):
         sizes = [getattr(layer, "units", f"dropout({getattr(layer, 'rate', '')})") for layer in self.layers]

@@ -44,8 +44,8 @@ def atomic_write(path, write, keep_previous=None):
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), 0o644)  # mkstemp makes owner-only files
+            if hasattr(os, "fchmod"):  # mkstemp makes owner-only files: the mode open() would give
+                os.fchmod(f.fileno(), _mode_for(path))
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -57,6 +57,25 @@ def atomic_write(path, write, keep_previous=None):
             os.unlink(tmp)
         raise
     fsync_folder(folder)
+
+
+def _mode_for(path):
+    """The mode of the file ``path`` replaces, else what ``open(path, "w")`` gives: 0o666
+    less the process's umask (read without changing it where /proc tells it)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _keep(path, previous, folder):

@@ -53,18 +53,30 @@ def format_logs(logs):
     return "  ".join(parts)
 
 
-class EpochProgress:
-    """A bar over the steps of one epoch (cleared when done), then one summary line."""
+def is_terminal(stream):
+    """Whether ``stream`` is a terminal (a bar redrawn in place belongs there, not in a log file)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
-    def __init__(self, epoch, epochs, steps, enabled=True, stream=None):
+
+class EpochProgress:
+    """A bar over the steps of one epoch (cleared when done), then one summary line.
+
+    The bar is drawn only with ``show_bar=True`` and when ``stream`` is a terminal: in a log
+    file (stderr redirected) each epoch is exactly one complete line, with no ``\\r``.
+    """
+
+    def __init__(self, epoch, epochs, steps, enabled=True, stream=None, show_bar=True):
         self.enabled = enabled
         if not enabled:
             return
         self.stream = stream or sys.stderr
         self.epoch, self.epochs, self.steps = epoch, epochs, steps
         self.t0 = time.perf_counter()
-        self._bar = bar(steps, f"epoch {epoch}/{epochs}", unit="step", stream=self.stream,
-                        leave=False)
+        self._bar = bar(steps, f"epoch {epoch}/{epochs}", unit="step", stream=self.stream, leave=False,
+                        enabled=show_bar and is_terminal(self.stream))
 
     def update(self, step):
         """``step`` steps of this epoch are done (tqdm decides when to redraw)."""

@@ -39,12 +39,12 @@ class MLP(Sequential):
         Default: cross-entropy (with softmax output) unless ``output`` says otherwise.
     dropout : float
         Dropout rate after each hidden layer (0 = none).
-    use_bias, init, backend, dtype, seed, kernels
+    use_bias, init, backend, dtype, seed, kernels, random_state
         As in :class:`Dense` and :class:`Sequential`.
     """
 
     def __init__(self, sizes, activation="relu", output=None, loss=None, dropout=0.0, use_bias=True,
-                 init="auto", backend="auto", dtype="float32", seed=None, kernels="fused"):
+                 init="auto", backend="auto", dtype="float32", seed=None, kernels="fused", random_state=None):
         if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
             raise ValueError(f"sizes must list at least an input and an output size, got {sizes!r}")
         sizes = [check_int(f"sizes[{i}]", s) for i, s in enumerate(sizes)]
@@ -58,7 +58,7 @@ class MLP(Sequential):
         layers.append(Dense(sizes[-1], output, use_bias=use_bias, init=init))
         self.sizes = list(sizes)
         super().__init__(layers, loss=loss, backend=backend, dtype=dtype, seed=seed, kernels=kernels,
-                         input_dim=sizes[0])
+                         input_dim=sizes[0], random_state=random_state)
 
     @classmethod
     def from_config(cls, config, backend="auto", kernels="fused", dtype=None):

@@ -109,8 +109,11 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_sch
     early_stopping : EarlyStopping, optional
     callbacks : list of Callback, optional
     shuffle : bool
-    verbose : {0, 1}
-        1 prints a progress bar and a line per epoch.
+    verbose : {0, 1, 2}
+        Progress on stderr: 1 draws a bar over each epoch's steps (on a terminal
+        only) and writes a line per epoch; 2 (Keras's) writes the line per epoch
+        only.  Written to a file (stderr redirected), each epoch is exactly one
+        complete line.
     diagnose : bool
         Record per-layer norms (``model.norms_``) and, at the end, warn
         (:class:`~fastnet.diagnostics.FastnetWarning`) about each problem
@@ -147,7 +150,7 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_sch
         epochs = V.check_epochs(epochs)
         batch_size = V.check_batch_size(batch_size)
         if verbose not in (0, 1, 2, True, False):
-            raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         check_choice("on_nan", on_nan, ("raise", "restore", "ignore"))
         if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
             raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
@@ -291,7 +294,8 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
         t0 = time.perf_counter()
         if guard is not None:
             guard.save()
-        progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose))
+        progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose),
+                                 show_bar=verbose == 1)
         lr = _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
                           step_losses, step_correct, step_callbacks, weighting)
         # The epoch's one read from the device: per-step losses and correct counts.

@@ -115,17 +115,25 @@ def check_finite(argument, a):
         )
 
 
-def check_X(X, n_features=None, argument="X"):
-    """Validate features: numeric, at least 2-D (trailing axes are flattened), finite."""
+def check_X(X, n_features=None, argument="X", one_sample=False):
+    """Validate features: numeric, at least 2-D (trailing axes are flattened), finite.
+
+    With ``one_sample`` (inference), ``n_features`` values that are not one row per
+    sample (shape ``(n_features,)``, or one ``28 x 28`` image for 784 features) are
+    taken as one sample."""
     a = as_array(argument, X)
     if a.dtype.kind in "bOUSVcMm":
         kind = {"b": "bool", "O": "object", "U": "string", "S": "bytes", "V": "void",
                 "c": "complex", "M": "datetime", "m": "timedelta"}[a.dtype.kind]
         raise TypeError(f"{argument} must hold real numbers, got dtype {a.dtype} ({kind})")
+    if one_sample and n_features is not None and a.size == n_features and a.ndim >= 1 and (
+            a.ndim == 1 or int(np.prod(a.shape[1:])) != n_features):
+        # (inference) one sample: a row of n_features values, or one image whose pixels are the features
+        a = a.reshape(1, n_features)
     if a.ndim < 2:
         raise ValueError(
             f"{argument} must be 2-D (n_samples, n_features), got shape {a.shape}"
-            + ("; for one feature use X.reshape(-1, 1)" if a.ndim == 1 else "")
+            + ("; for one sample use X.reshape(1, -1), for one feature X.reshape(-1, 1)" if a.ndim == 1 else "")
         )
     if a.shape[0] == 0:
         raise ValueError(f"{argument} is empty: shape {a.shape}")

@@ -88,11 +88,12 @@ def test_train_divergence_exits_1():
 
 @needs_mnist
 def test_fastnet_errors_exit_2(tmp_path):
-    # A library ValueError (dropout rate out of range) becomes "fastnet: error: ...", status 2.
+    # A ValueError (dropout rate out of range) becomes "fastnet: error: ...", status 2.
     proc = fastnet_cli("train", "mnist", "--subset", 100, "--epochs", 1, "--hidden", 4, "--dropout", 1.5,
                        "--test-subset", 100, "--quiet")
     assert proc.returncode == 2
-    assert re.search(r"^fastnet: error: rate must be in \[0, 1\), got 1\.5$", proc.stderr, re.M), proc.stderr
+    assert re.search(r"^fastnet: error: --dropout 1\.5: a dropout rate must be in \[0, 1\)$", proc.stderr,
+                     re.M), proc.stderr
     # A model with 5 inputs evaluated on 784-pixel images.
     small = fastnet.MLP([5, 3, 10], backend="cpu", seed=0).build(5)
     small.save(tmp_path / "five.npz")
@@ -241,3 +242,34 @@ def test_idx_with_trailing_bytes_is_refused():
     assert mnist.read_idx(data).shape == (2, 28, 28)
     with pytest.raises(DatasetError, match="size mismatch"):
         mnist.read_idx(data + b"\x00")
+
+
+# ----------------------------------------------------------- the command line's edges (issue 14, item 7)
+@pytest.mark.parametrize("args, message", [
+    (["--save", "/nonexistent/dir/m.npz"], r"--save '/nonexistent/dir/m\.npz': the folder '/nonexistent/dir' does not exist"),
+    (["--save", "."], r"--save '\.' is a folder: give a file path such as '\./model\.npz'"),
+    (["--dropout", "1.5"], r"--dropout 1\.5: a dropout rate must be in \[0, 1\)"),
+])
+def test_bad_arguments_fail_before_the_data_loads(tmp_path, args, message):
+    # an empty data folder and no download: had the data been loaded, the error would be about MNIST
+    env_data = tmp_path / "nodata"
+    proc = fastnet_cli("train", "mnist", "--data-dir", env_data, *args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert re.search(message, proc.stderr), proc.stderr
+    assert "MNIST:" not in proc.stdout and not env_data.exists()
+
+
+def test_version_and_defaults_in_help():
+    import fastnet as fn
+
+    assert fastnet_cli("--version").stdout.strip() == f"fastnet {fn.__version__}"
+    text = " ".join(fastnet_cli("train", "--help").stdout.split())  # as one line: help wraps
+    assert "(default: cpu)" in text and "(default recipe: adam)" in text and "(default: all 60000)" in text
+
+
+@needs_mnist
+def test_a_subset_larger_than_the_data_says_so():
+    proc = fastnet_cli("train", "mnist", "--subset", 100000, "--epochs", 1, "--hidden", 4, "--test-subset", 100,
+                       "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "--subset 100000 is more than the 60000 training images: all are used" in proc.stderr

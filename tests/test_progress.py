@@ -19,8 +19,13 @@ def test_bar_is_tqdm_on_the_stream_or_a_silent_stand_in(capsys):
     assert capsys.readouterr() == ("", "")
 
 
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
 def test_epoch_progress_bar_then_one_line():
-    stream = io.StringIO()
+    stream = _Terminal()  # the bar is drawn on terminals only
     p = EpochProgress(2, 3, steps=5, stream=stream)
     for step in range(1, 6):
         p.update(step)
@@ -29,6 +34,15 @@ def test_epoch_progress_bar_then_one_line():
     assert "epoch 2/3:" in out  # the bar's label
     last = out.rsplit("\r", 1)[-1]  # the bar is cleared (leave=False), then the summary line
     assert last == "epoch 2/3  loss 0.2500  accuracy 0.5000  lr 0.01  2.00s (50 samples/s)\n"
+
+
+def test_a_file_gets_the_line_without_the_bar():
+    stream = io.StringIO()  # not a terminal: a log file
+    p = EpochProgress(2, 3, steps=5, stream=stream)
+    for step in range(1, 6):
+        p.update(step)
+    p.close({"loss": 0.25, "seconds": 2.0}, 100)
+    assert stream.getvalue() == "epoch 2/3  loss 0.2500  2.00s (50 samples/s)\n"
 
 
 def test_disabled_epoch_progress_prints_nothing(capsys):

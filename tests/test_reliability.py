@@ -57,7 +57,7 @@ BAD_INPUTS = [
     ("negative label", lambda m: m.fit(X, -Y), ValueError, r"class ids outside \[0, 2\): y\[\d+\] = -1"),
     ("empty X", lambda m: m.fit(np.zeros((0, 3)), []), ValueError, r"X is empty: shape \(0, 3\)"),
     ("1-D X", lambda m: m.fit(np.zeros(3), [0, 1, 0]), ValueError,
-     r"X must be 2-D \(n_samples, n_features\), got shape \(3,\); for one feature use X.reshape\(-1, 1\)"),
+     r"X must be 2-D \(n_samples, n_features\), got shape \(3,\); for one sample use X.reshape\(1, -1\), for one feature X.reshape\(-1, 1\)"),
     ("lengths differ", lambda m: m.fit(X, Y[:30]), ValueError, r"X and y have different lengths: 40 and 30"),
     ("wrong feature count", lambda m: m.fit(X[:, :2], Y), ValueError,
      r"X has 2 features per sample, but the model expects 3"),
