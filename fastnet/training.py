@@ -72,7 +72,7 @@ class _GoodState:
         self.model.optimizer_.set_state(self.optimizer)
 
 
-def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_schedule=None,
+def fit(model, X, y, epochs=10, batch_size=128, optimizer="adam", lr=None, lr_schedule=None,
         weight_decay=None, validation_data=None, validation_split=0.0, early_stopping=None,
         callbacks=None, shuffle=True, verbose=0, on_nan="raise", resume=None, diagnose=True,
         sample_weight=None):
@@ -95,9 +95,11 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="sgd", lr=None, lr_sch
         Rows per step; ``None`` is full batch.  A batch size larger than the
         data is clipped to it (full batch).
     optimizer : str or Optimizer
-        ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``, ``"adamw"``,
-        ``"rmsprop"``.  Calling fit again with the same optimizer keeps
-        its state (``fit`` twice == ``fit`` once with the epochs added).
+        A name of ``fastnet.optimizers.OPTIMIZERS`` (``"sgd"``, ``"adam"``...) or
+        an instance.  Default ``"adam"`` (learning rate 1e-3): it trains unscaled
+        toy problems that plain SGD at its default rate of 0.1 can blow up on.
+        Calling fit again with the same optimizer keeps its state (``fit`` twice
+        == ``fit`` once with the epochs added).
     lr : float, optional
         Base learning rate (default: the optimizer's).
     lr_schedule : str or Schedule, optional

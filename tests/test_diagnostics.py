@@ -99,7 +99,7 @@ def test_lr_too_high_from_the_divergence_error(spiral_data):
     (X, y), _ = spiral_data
     model = fastnet.MLP([2, 64, 64, 3], backend="cpu", seed=0)
     with pytest.raises(FloatingPointError) as info:  # TrainingDivergedError
-        model.fit(X, y, epochs=3, lr=10.0, batch_size=32)
+        model.fit(X, y, epochs=3, optimizer="sgd", lr=10.0, batch_size=32)
     found = diagnose(model.history_, model, error=info.value)
     assert found.codes[0] == "lr_too_high"
     assert "became" in found[0].explanation

@@ -152,3 +152,14 @@ def test_one_sample_predicts_as_a_row_of_one():
         fastnet.MLP([3, 2]).fit(np.zeros(3), [1])
     with pytest.raises(ValueError, match="X has 28 features per sample, but the model expects 784"):
         m.predict(Xi[0][:2])  # two rows of 28: not one image
+
+
+# ------------------------------------------------------------------------ 3. defaults train the toy sets
+def test_the_defaults_train_the_sine_regression_for_every_seed():
+    from fastnet import datasets
+
+    for seed in range(5):
+        Xs, ys = datasets.sine(seed=seed)
+        m = fastnet.MLP([1, 16, 1], output="linear", loss="mse", backend="cpu", seed=seed)
+        h = m.fit(Xs, ys, epochs=300, diagnose=False)  # optimizer and lr: the defaults
+        assert m.optimizer_.name == "adam" and h["loss"][-1] < 0.3 * h["loss"][0], (seed, h["loss"][::50])
