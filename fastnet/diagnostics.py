@@ -125,4 +125,22 @@ def diagnose(history=None, model=None, X=None, *, norms=None, error=None, max_sa
             d = check(run)
             if d is not None:
                 found.append(d)
-    return Diagnoses(found)
+    return Diagnoses(_group_follow_ons(found, run))
+
+
+#: What a diverged run (a learning rate too high) leaves behind: reported under that cause.
+FOLLOW_ONS = ("exploding", "vanishing", "saturated_units", "dead_relu", "always_on")
+
+
+def _group_follow_ons(found, run):
+    """One cause, one warning: when the loss diverged and the learning rate is the cause, the
+    weights it blew up and the units it killed are listed under it, not as problems of their own."""
+    cause = next((d for d in found if d.code == "lr_too_high"), None)
+    if cause is None or run.diverged is None:
+        return found
+    follow = [d for d in found if d.code in FOLLOW_ONS]
+    if not follow:
+        return found
+    cause.explanation += " It also left: " + "; ".join(f"{d.title.lower()} ({d.code})" for d in follow) + "."
+    cause.evidence["follow_on"] = {d.code: d.evidence for d in follow}
+    return [d for d in found if d.code not in FOLLOW_ONS]

@@ -18,6 +18,9 @@ BLOWUP_FACTOR = 1.2
 BLOWUP_FACTOR_CHANCE = 2.5
 #: The initial loss is one batch's: trusted from batches of this size up.
 INITIAL_LOSS_MIN_BATCH = 16
+#: Fewer training samples than this: a first epoch's loss says nothing about the learning
+#: rate (one or two samples fit or miss by luck), so only divergence is reported.
+MIN_SAMPLES = 16
 #: A loss jump: at least this multiple of the best loss so far ...
 SPIKE_FACTOR = 2.0
 #: ... and at least this fraction of max(first loss, blind-guess loss) in absolute terms.
@@ -87,11 +90,16 @@ def check_lr(run):
     defer = defer or bool(weights_shrank(run.norms))
     # Unscaled inputs make every step erratic: that finding comes first (inputs_not_standardized).
     defer = defer or (run.inputs is not None and run.inputs["max_rms"] > INPUT_SCALE_HIGH)
-    if loss is not None and len(loss) and np.isfinite(loss[0]):
+    n_samples = params.get("n_samples")
+    few = isinstance(n_samples, (int, np.integer)) and n_samples < MIN_SAMPLES
+    if loss is not None and len(loss) and np.isfinite(loss[0]) and not few:
         chance = chance_loss(model)
         initial = params.get("initial_loss")
+        # the loss before training is that of the fit call that recorded it: compared with the
+        # first epoch of that call only (a history of several calls starts earlier)
+        same_call = params.get("initial_epoch", run.epoch(0)) == run.epoch(0)
         trusted = (isinstance(initial, (int, float, np.floating)) and math.isfinite(initial) and initial > 0
-                   and (run.batch_size or 0) >= INITIAL_LOSS_MIN_BATCH)
+                   and (run.batch_size or 0) >= INITIAL_LOSS_MIN_BATCH and same_call)
         if trusted and loss[0] > BLOWUP_FACTOR * initial:
             findings.append(
                 f"the first epoch's mean loss, {fmt(loss[0])}, is {times(loss[0] / initial)} the loss before "

@@ -83,6 +83,10 @@ def input_scale_stats(X, max_samples=10_000):
             "argmax_rms": int(rms.argmax()), "median_std": float(np.median(std)), "pixels": pixels}
 
 
+#: Fewest rows of ``X`` the dead, always-on and saturated-unit checks judge from.
+MIN_UNIT_SAMPLES = 32
+
+
 class Run:
     """What the detectors read, computed once."""
 
@@ -125,7 +129,10 @@ class Run:
 
     @property
     def stats(self):
-        if self._stats is None and self.X is not None and getattr(self.model, "built", False):
+        """Hidden-unit statistics, or none below :data:`MIN_UNIT_SAMPLES` rows of ``X`` (on a
+        handful of samples every unit looks dead or always on)."""
+        enough = self.X is not None and len(self.X) >= MIN_UNIT_SAMPLES
+        if self._stats is None and enough and getattr(self.model, "built", False):
             self._stats = activation_stats(self.model, self.X, max_samples=self.max_samples)
         return self._stats or []
 

@@ -307,6 +307,7 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
         if "initial_loss" not in history.params:
             # The first batch's loss, computed before the first update: the loss before training.
             history.params["initial_loss"] = float(host_losses[0]) * model.loss_.scale(min(bs, n), model.n_outputs_)
+            history.params["initial_epoch"] = epoch + 1  # the epoch whose first batch that was
         if not np.isfinite(loss):
             progress.close({"loss": loss}, n)
             if history.diverged is None:  # the first divergence (on_nan="ignore" trains on)

@@ -163,3 +163,34 @@ def test_the_defaults_train_the_sine_regression_for_every_seed():
         m = fastnet.MLP([1, 16, 1], output="linear", loss="mse", backend="cpu", seed=seed)
         h = m.fit(Xs, ys, epochs=300, diagnose=False)  # optimizer and lr: the defaults
         assert m.optimizer_.name == "adam" and h["loss"][-1] < 0.3 * h["loss"][0], (seed, h["loss"][::50])
+
+
+# ------------------------------------------------------------------------ 5. the doctor's false alarms
+def test_no_false_alarm_after_several_fit_calls_or_on_one_sample():
+    import warnings
+
+    from fastnet import datasets
+
+    Xb, yb = datasets.make_blobs(300, seed=0)
+    m = fastnet.MLP([2, 16, 3], backend="cpu", seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fastnet.FastnetWarning)  # a warning fails the test
+        for _ in range(3):  # 1.95 -> 0.99 -> 0.59 ... : healthy
+            m.fit(Xb, yb, epochs=2, optimizer="sgd", lr=0.05)
+        assert fastnet.diagnose(model=m, X=Xb).codes == []  # the whole history, three calls
+        for n in (1, 2):
+            fastnet.MLP([2, 16, 3], backend="cpu", seed=0).fit(Xb[:n], yb[:n], epochs=5)
+
+
+def test_one_cause_one_warning():
+    from fastnet import datasets
+
+    Xb, yb = datasets.make_blobs(300, seed=0)
+    m = fastnet.MLP([2, 16, 3], backend="cpu", seed=0)
+    with pytest.warns(fastnet.FastnetWarning) as record:
+        m.fit(Xb, yb, epochs=5, optimizer="sgd", lr=50, on_nan="ignore")
+    codes = [str(w.message).split("]")[0].lstrip("[") for w in record]
+    assert codes == ["lr_too_high"]
+    found = fastnet.diagnose(model=m, X=Xb)
+    assert found.codes == ["lr_too_high"] and "It also left:" in found[0].explanation
+    assert set(found[0].evidence["follow_on"]) >= {"exploding"}
