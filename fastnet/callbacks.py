@@ -65,6 +65,17 @@ class History:
     def __repr__(self):
         return f"History(epochs={len(self.epochs)}, keys={sorted(self.history)})"
 
+    def _repr_html_(self):
+        """A notebook shows a history as a table, one row per epoch."""
+        import html
+
+        keys = list(self.history)
+        cell = lambda v: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else html.escape(str(v)))  # noqa: E731
+        head = "<tr><th>epoch</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>"
+        rows = "".join("<tr><td>" + str(e) + "</td>" + "".join(f"<td>{cell(self.history[k][i])}</td>" for k in keys)
+                       + "</tr>" for i, e in enumerate(self.epochs))
+        return f"<table>{head}{rows}</table>"
+
 
 class Callback:
     """Hooks called by ``fit``.  ``on_epoch_end`` may set ``model.stop_training``.

@@ -28,13 +28,22 @@ def _device_seed(seed):
 
 
 class Summary(str):
-    """The text of :meth:`Network.summary`; echoed, it shows as the table itself."""
+    """The text of :meth:`Network.summary`; echoed, it shows as the table itself (in a
+    notebook, as an HTML table)."""
 
     def __repr__(self):
         return str(self)
 
-    def _repr_pretty_(self, printer, cycle):  # IPython / Jupyter
+    def _repr_pretty_(self, printer, cycle):  # IPython
         printer.text(str(self))
+
+    def _repr_html_(self):
+        import html
+
+        rows = [line.split(None, 3) for line in self.splitlines()[1:-1]]
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return ("<table><tr><th>layer</th><th>output</th><th>params</th><th>activation</th></tr>"
+                f"{body}</table><p>{html.escape(self.splitlines()[-1])}</p>")
 
 
 class Network(Inference, Picklable):
@@ -393,6 +402,10 @@ class Network(Inference, Picklable):
         total_text = f"{total:,}" if total is not None else "? (the input size is known at the first fit)"
         lines.append(f"total parameters: {total_text}  loss: {self.loss_.name}  backend: {self.backend_!r}")
         return Summary("\n".join(lines))
+
+    def _repr_html_(self):
+        """A notebook shows a model as its summary table."""
+        return f"<p><code>{__import__('html').escape(repr(self))}</code></p>" + self.summary()._repr_html_()
 
     def __repr__(self):
         sizes = [getattr(layer, "units", f"dropout({getattr(layer, 'rate', '')})") for layer in self.layers]

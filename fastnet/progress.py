@@ -54,7 +54,10 @@ def format_logs(logs):
 
 
 def is_terminal(stream):
-    """Whether ``stream`` is a terminal (a bar redrawn in place belongs there, not in a log file)."""
+    """Whether ``stream`` redraws a line in place: a terminal, or a Jupyter notebook cell's
+    output (ipykernel's streams) -- not a log file."""
+    if type(stream).__module__.partition(".")[0] == "ipykernel":
+        return True
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
