@@ -384,6 +384,7 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused") -> Bac
     usable, why = backend_status(name)
     if not usable:
         raise BackendUnavailableError(f"backend {name!r} is not available: {why}")
+    device: _HostDevice | _CupyDevice
     if name == "cuda":
         device = _CupyDevice(_import_cupy())
     elif name == "cuda-sim":

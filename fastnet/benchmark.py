@@ -74,7 +74,7 @@ def gemm_ceiling(layer_sizes, batch, dtype=np.float32, repeats=20):
 class System:
     """One trainer: ``setup`` once, then ``epoch(X, y)`` trains one epoch on the rows in order."""
 
-    name = None
+    name: str | None = None
 
     def setup(self, X, y, config, seed):
         raise NotImplementedError

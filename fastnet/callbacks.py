@@ -142,8 +142,8 @@ class EarlyStopping(_Monitor):
         ``"val_loss"`` when validation data is given, else ``"loss"``.
     """
 
-    def __init__(self, patience=5, min_delta=0.0, restore_best=True, monitor=None, mode="auto",
-                 restore_best_weights=None):
+    def __init__(self, patience: int = 5, min_delta: float = 0.0, restore_best: bool = True, monitor: str | None = None,
+                 mode: str = "auto", restore_best_weights: bool | None = None) -> None:
         if not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
         super().__init__(monitor, mode, min_delta)
@@ -179,7 +179,8 @@ class EarlyStopping(_Monitor):
 class ReduceLROnPlateau(_Monitor):
     """Multiply the base learning rate by ``factor`` after ``patience`` epochs without improvement."""
 
-    def __init__(self, factor=0.5, patience=3, min_delta=0.0, min_lr=0.0, monitor=None, mode="auto"):
+    def __init__(self, factor: float = 0.5, patience: int = 3, min_delta: float = 0.0, min_lr: float = 0.0,
+                 monitor: str | None = None, mode: str = "auto") -> None:
         if not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {factor!r}")
         super().__init__(monitor, mode, min_delta)

@@ -10,6 +10,7 @@ module, :mod:`fastnet.cupy_contract`, which is built on this module.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,7 @@ class ndarray:
     __array_priority__ = 1000
     #: ``__array_namespace__`` returns ``_namespace()``: :func:`fastnet.cupy_contract.module`,
     #: which installs itself here (it is built on this module, so this one cannot import it).
-    _namespace = None
+    _namespace: Any = None
 
     def __init__(self, a):
         if not isinstance(a, np.ndarray):
@@ -342,7 +343,7 @@ class ndarray:
     __pos__ = _unary(np.positive, "__pos__")
     __abs__ = _unary(np.abs, "__abs__")
     __invert__ = _unary(np.invert, "__invert__")
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as CuPy's and NumPy's arrays
 
 
 class _Pointer:

@@ -10,10 +10,15 @@ activation is the loss's (``Loss.outputs``); class labels come back through
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import validation as V
+
+if TYPE_CHECKING:
+    from .losses import Loss
 
 #: Rows per chunk in predict/evaluate.
 INFERENCE_CHUNK = 1024
@@ -21,6 +26,22 @@ INFERENCE_CHUNK = 1024
 
 class Inference:
     """Prediction and evaluation on a built network (see the module docstring)."""
+
+    if TYPE_CHECKING:  # what the network provides
+        loss_: Loss
+        classes_: Any
+        n_outputs_: int
+        backend_: Any
+
+        def _check_fitted(self, what: str) -> None: ...
+        def _prepare_X(self, X: ArrayLike, argument: str = "X", one_sample: bool = False) -> np.ndarray: ...
+        def _prepare_y(self, y: ArrayLike, argument: str = "y", fitting: bool = False,
+                       classes: Any = None) -> np.ndarray: ...
+        def _to_device(self, X: np.ndarray, y: np.ndarray | None = None) -> tuple[Any, Any]: ...
+        def _infer(self, x: Any) -> Any: ...
+        def _correct(self, out: Any, y: Any, into: Any, buffers: Any = None) -> Any: ...
+        def _accuracy_denominator(self, n: int) -> int: ...
+        def _y_tail(self) -> tuple[int, ...]: ...
 
     def _chunk(self):
         # A fixed chunk, whatever the training batch was: GEMM results can differ in
@@ -54,18 +75,18 @@ class Inference:
             result["accuracy"] = int(self.backend_.to_host(corrects).sum()) / self._accuracy_denominator(n)
         return result
 
-    def evaluate(self, X, y, verbose=0):
+    def evaluate(self, X: ArrayLike, y: ArrayLike, verbose: int = 0) -> dict[str, float]:
         """Loss (and accuracy for classifiers) on ``(X, y)``, as a dict; ``verbose=1`` also
         writes them as one line on stderr (Keras's ``evaluate(..., verbose=)``)."""
         if verbose not in (0, 1, 2, True, False):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         self._check_fitted("evaluate")
-        X = self._prepare_X(X, one_sample=True)
-        y = self._prepare_y(y)
-        V.check_lengths(X, y)
-        result = self._evaluate_device(*self._to_device(X, y))
+        Xa = self._prepare_X(X, one_sample=True)
+        ya = self._prepare_y(y)
+        V.check_lengths(Xa, ya)
+        result = self._evaluate_device(*self._to_device(Xa, ya))
         if verbose:
-            print(f"evaluate: {len(X)} samples  " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()),
+            print(f"evaluate: {len(Xa)} samples  " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()),
                   file=sys.stderr, flush=True)
         return result
 
@@ -83,7 +104,7 @@ class Inference:
             result[start:start + out.shape[0]] = out
         return self.backend_.to_host(result).copy()
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, shape (n, k); (n, 2) for one sigmoid output."""
         if not self.loss_.is_classifier:
             raise TypeError(f"predict_proba is for classifiers; this model's loss is {self.loss_.name!r}")
@@ -92,13 +113,13 @@ class Inference:
             return np.hstack([1 - p, p])
         return p
 
-    def predict_top_k(self, X, k=3):
+    def predict_top_k(self, X: ArrayLike, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most probable classes per sample and their probabilities: see :func:`fastnet.metrics.predict_top_k`."""
         from .metrics import predict_top_k
 
         return predict_top_k(self, X, k)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Class ids (n,) for classifiers (0/1 per output for multi-label), values otherwise."""
         p = self._outputs(X)
         kind = self.loss_.target_kind
@@ -110,7 +131,7 @@ class Inference:
             return labels[:, 0] if labels.shape[1] == 1 else labels
         return p[:, 0] if p.shape[1] == 1 else p
 
-    def score(self, X, y):
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Accuracy for classifiers, R^2 for regression (as scikit-learn)."""
         if self.loss_.is_classifier:
             return self.evaluate(X, y)["accuracy"]

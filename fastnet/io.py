@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .sequential import Sequential
 
 from .npzfile import FORMAT_VERSION, META_KEY, ModelFileError, atomic_write, save_model  # noqa: F401
 
@@ -37,23 +41,23 @@ def _check_declared_size(config, path):
         )
 
 
-def load_model(path, backend="auto", kernels="fused"):
+def load_model(path: str | os.PathLike[str], backend: str = "auto", kernels: str = "fused") -> Sequential:
     """Read a model written by :func:`save_model` onto ``backend``."""
     from .sequential import Sequential
 
-    expected = "fastnet reads .npz archives written by model.save() or `fastnet train --save`"
+    wanted = "fastnet reads .npz archives written by model.save() or `fastnet train --save`"
     try:
         archive = np.load(os.fspath(path), allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc):  # what NumPy says of any file that is not .npy/.npz
             raise ModelFileError(f"{os.fspath(path)!r} is not a fastnet model file: it is neither a NumPy "
-                                 f".npz archive nor an .npy array ({expected}; it never reads pickles)") from None
+                                 f".npz archive nor an .npy array ({wanted}; it never reads pickles)") from None
         raise ModelFileError(f"cannot read model file {os.fspath(path)!r}: {exc}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ModelFileError(f"cannot read model file {os.fspath(path)!r}: {exc}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ModelFileError(f"{os.fspath(path)!r} holds a single NumPy array (an .npy file of shape "
-                             f"{archive.shape}), not a fastnet model: {expected}")
+                             f"{archive.shape}), not a fastnet model: {wanted}")
     with archive:
         if META_KEY not in archive.files:
             raise ModelFileError(f"{os.fspath(path)!r} is not a fastnet model file (no {META_KEY})")
@@ -69,7 +73,7 @@ def load_model(path, backend="auto", kernels="fused"):
             )
         _check_declared_size(meta.get("config"), path)
         try:
-            model = Sequential.from_config(meta["config"], backend=backend, kernels=kernels)
+            model = cast("Sequential", Sequential.from_config(meta["config"], backend=backend, kernels=kernels))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{os.fspath(path)!r}: bad architecture in the file ({exc})") from None
         try:

@@ -13,12 +13,12 @@ import numpy as np
 from .validation import check_bool, check_choice, check_int, check_real
 from .kernels.reference import ACTIVATIONS, OUTPUT_ACTIVATIONS
 
-def hidden_activations():
+def hidden_activations() -> tuple[str, ...]:
     """Activations of hidden layers: the kernel table's (``"linear"`` means identity)."""
     return ("linear", *ACTIVATIONS)
 
 
-def activation_names():
+def activation_names() -> tuple[str, ...]:
     """Activation names a user may give: :func:`hidden_activations` and the table's
     output activations (``"softmax"``), which are allowed on the last layer only
     (the loss applies them).  Read from the table at each call, so an activation
@@ -27,7 +27,7 @@ def activation_names():
 INITS = ("auto", "he", "xavier", "normal")
 
 
-def canonical_activation(activation):
+def canonical_activation(activation: str | None) -> str:
     """Map a user's activation name to a kernel name (``None``/``"linear"`` -> ``"identity"``)."""
     if activation is None:
         return "identity"
@@ -103,7 +103,7 @@ class Dense(Layer):
 
     trainable = True
 
-    def __init__(self, units, activation=None, use_bias=True, init="auto"):
+    def __init__(self, units: int, activation: str | None = None, use_bias: bool = True, init: str = "auto") -> None:
         super().__init__()
         self.units = check_int("units", units)
         canonical_activation(activation)  # validates
@@ -208,7 +208,7 @@ class Dropout(Layer):
     """Inverted dropout: in training, zero each input with probability ``rate``
     and scale the rest by ``1 / (1 - rate)``; identity at inference."""
 
-    def __init__(self, rate):
+    def __init__(self, rate: float) -> None:
         super().__init__()
         self.rate = check_real("rate", rate, low=0, high=1, high_open=True)
         self.need_dx = True
@@ -244,7 +244,7 @@ class Dropout(Layer):
 LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout}
 
 
-def layer_from_config(config):
+def layer_from_config(config: dict) -> Layer:
     """Rebuild a layer from :meth:`Layer.get_config` output."""
     config = dict(config)
     kind = config.pop("type", None)

@@ -30,15 +30,15 @@ class Loss:
     kernel (at inference).
     """
 
-    name = None
-    kernel = None
+    name: str | None = None
+    kernel: str | None = None
     #: Output activation computed inside the loss kernel (the last layer then
     #: produces raw logits).
-    fused_activation = None
+    fused_activation: str | None = None
     #: Activations of the last layer the loss accepts.
-    accepts = ()
+    accepts: tuple[str, ...] = ()
     #: Other names the loss is known by (Keras').
-    aliases = ()
+    aliases: tuple[str, ...] = ()
     #: ``"class"`` (integer ids), ``"binary"`` (0/1 floats) or ``"real"``.
     target_kind = "real"
     is_classifier = False
@@ -128,7 +128,7 @@ LOSSES = {n: cls for cls in (CrossEntropy, BinaryCrossEntropy, MeanSquaredError,
           for n in (cls.name, *cls.aliases)}
 
 
-def get_loss(loss):
+def get_loss(loss: str | Loss) -> Loss:
     """A :class:`Loss` from a name or an instance."""
     if isinstance(loss, Loss):
         return loss
@@ -136,7 +136,7 @@ def get_loss(loss):
     return LOSSES[loss]()
 
 
-def default_loss(output_activation):
+def default_loss(output_activation: str) -> str:
     """The loss that goes with an output activation."""
     for cls in LOSSES.values():
         if cls.fused_activation == output_activation:

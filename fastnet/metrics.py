@@ -9,6 +9,7 @@ GPU arrays are copied to the host.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .validation import as_array
 
@@ -64,7 +65,7 @@ def _check_k(k):
     return int(k)
 
 
-def accuracy(y_true, y_pred):
+def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Fraction of samples whose predicted class is the true class.
 
     Parameters
@@ -80,7 +81,7 @@ def accuracy(y_true, y_pred):
     return float(np.mean(t == p))
 
 
-def confusion_matrix(y_true, y_pred, n_classes=None):
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None) -> np.ndarray:
     """Counts of (true class, predicted class) pairs.
 
     Parameters
@@ -152,7 +153,7 @@ def _top_k_indices(proba, k):
     return np.take_along_axis(part, order, axis=1)
 
 
-def top_k_accuracy(y_true, proba, k=5):
+def top_k_accuracy(y_true: ArrayLike, proba: ArrayLike, k: int = 5) -> float:
     """Fraction of samples whose true class is among the ``k`` highest scores.
 
     Parameters

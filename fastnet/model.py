@@ -7,16 +7,21 @@ backends.  Training is not here: ``fastnet.training`` runs it from outside, and
 """
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import validation as V
 from .backend import get_backend
 from .callbacks import History
 from .layers import Dense, Layer, canonical_activation, layer_from_config
-from .losses import default_loss, get_loss
+from .losses import Loss, default_loss, get_loss
 from .inference import Inference
+from .optimizers import Optimizer
 from .pickling import Picklable
 
 
@@ -81,8 +86,9 @@ class Network(Inference, Picklable):
     optimizer_ : Optimizer
     """
 
-    def __init__(self, layers, loss=None, backend="auto", dtype="float32", seed=None,
-                 kernels="fused", input_dim=None, random_state=None):
+    def __init__(self, layers: Sequence[Layer], loss: str | Loss | None = None, backend: str = "auto",
+                 dtype: str = "float32", seed: int | None = None, kernels: str = "fused",
+                 input_dim: int | None = None, random_state: int | None = None) -> None:
         if not isinstance(layers, (list, tuple)) or not layers:
             raise ValueError(f"layers must be a non-empty list of layers, got {layers!r}")
         for i, layer in enumerate(layers):
@@ -114,7 +120,7 @@ class Network(Inference, Picklable):
         self.built = False
         #: The labels of the classes (cross-entropy models), in output order; set by fit.
         self.classes_ = None
-        self.optimizer_ = None
+        self.optimizer_: Optimizer | None = None
         self.history_ = History()
         self.stop_training = False
         self._max_batch = 0
@@ -131,7 +137,7 @@ class Network(Inference, Picklable):
         # The loss owns the output activation: a softmax/sigmoid output is computed inside it.
         last.kernel_activation = self.loss_.check_output(canonical_activation(last.activation))
 
-    def build(self, n_features):
+    def build(self, n_features: int) -> Network:
         """Create the parameters for ``n_features`` inputs."""
         if self.input_dim is not None and n_features != self.input_dim:
             raise ValueError(
@@ -140,7 +146,7 @@ class Network(Inference, Picklable):
         rng = np.random.default_rng(self.seed)
         n = n_features
         trainable_before = False
-        counts = {}
+        counts: dict[str, int] = {}
         for layer in self.layers:
             kind = type(layer).__name__.lower()
             layer.name = f"{kind}_{counts.get(kind, 0)}"
@@ -247,17 +253,17 @@ class Network(Inference, Picklable):
 
     # ------------------------------------------------------------- training
     @property
-    def n_iter_(self):
+    def n_iter_(self) -> int:
         """Epochs trained so far."""
         return len(self.history_)
 
     @property
-    def loss_curve_(self):
+    def loss_curve_(self) -> list[float]:
         """Training loss per epoch, as in scikit-learn."""
         return list(self.history_.history.get("loss", []))
 
     # ------------------------------------------------------------ parameters
-    def attach_optimizer(self, optimizer):
+    def attach_optimizer(self, optimizer: Optimizer) -> Optimizer:
         """Make ``optimizer`` this model's (``optimizer_``), its state allocated for the parameters."""
         params = [a for layer in self.layers for _, a in layer.params()]
         grads = [g for layer in self.layers for g in layer.grads()]
@@ -265,16 +271,16 @@ class Network(Inference, Picklable):
         self.optimizer_ = optimizer
         return optimizer
 
-    def parameters(self):
+    def parameters(self) -> list[tuple[str, Any]]:
         """``[(name, array)]`` in layer order, e.g. ``("dense_0.W", W)``: the live device arrays."""
         self._check_fitted("parameters")
         return [(f"{layer.name}.{p}", a) for layer in self.layers for p, a in layer.params()]
 
-    def get_weights(self):
+    def get_weights(self) -> dict[str, np.ndarray]:
         """``{name: numpy array}``: host copies of every parameter."""
         return {name: self.backend_.to_host(a).copy() for name, a in self.parameters()}
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Mapping[str, ArrayLike]) -> None:
         """Copy ``{name: array}`` into the parameters (shapes must match)."""
         params = dict(self.parameters())
         missing = set(params) - set(weights)
@@ -286,18 +292,18 @@ class Network(Inference, Picklable):
                 raise ValueError(f"weights[{name!r}] has shape {w.shape}, expected {a.shape}")
             a[...] = self.backend_.asarray(w, dtype=a.dtype)
 
-    def gradients(self, X, y):
+    def gradients(self, X: ArrayLike, y: ArrayLike) -> tuple[float, dict[str, np.ndarray]]:
         """``(loss, {name: gradient})`` on all of ``(X, y)``, without changing the model.
 
         Dropout is off (as at inference), so the result is deterministic.
         """
-        X = self._prepare_X(X)
-        y = self._prepare_y(y)
-        V.check_lengths(X, y)
+        Xa = self._prepare_X(X)
+        ya = self._prepare_y(y)
+        V.check_lengths(Xa, ya)
         if not self.built:
-            self.build(X.shape[1])
-        Xd, Yd = self._to_device(X, y)
-        n = len(X)
+            self.build(Xa.shape[1])
+        Xd, Yd = self._to_device(Xa, ya)
+        n = len(Xa)
         self._ensure_workspace(n)
         out = self._forward(Xd, False)
         rows, grad = self._loss_rows[:n], self._grad[:n]
@@ -311,7 +317,7 @@ class Network(Inference, Picklable):
         return loss, grads
 
     # ------------------------------------------------------------ structure
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "layers": [layer.get_config() for layer in self.layers],
             "loss": self.loss_.name,
@@ -322,7 +328,8 @@ class Network(Inference, Picklable):
         }
 
     @classmethod
-    def from_config(cls, config, backend="auto", kernels="fused", dtype=None):
+    def from_config(cls, config: Mapping[str, Any], backend: str = "auto", kernels: str = "fused",
+                    dtype: str | None = None) -> Network:
         layers = [layer_from_config(c) for c in config["layers"]]
         model = cls(layers, loss=config["loss"], backend=backend, dtype=dtype or config["dtype"],
                     seed=config.get("seed"), kernels=kernels, input_dim=config.get("input_dim"))
@@ -340,7 +347,7 @@ class Network(Inference, Picklable):
                          input_dim=config.get("input_dim"))
         self._set_classes(config)
 
-    def clone(self, backend=None, dtype=None, kernels=None):
+    def clone(self, backend: str | None = None, dtype: str | None = None, kernels: str | None = None) -> Network:
         """A new model with the same architecture and weights (no optimizer state)."""
         other = type(self).from_config(
             self.get_config(), backend=backend or self.backend_.name,
@@ -351,7 +358,7 @@ class Network(Inference, Picklable):
             other.set_weights(self.get_weights())
         return other
 
-    def to(self, backend, dtype=None):
+    def to(self, backend: str, dtype: str | None = None) -> Network:
         """Move the model (weights and optimizer state) to another backend, in place."""
         weights = self.get_weights() if self.built else None
         opt = self.optimizer_
@@ -362,26 +369,26 @@ class Network(Inference, Picklable):
         if weights is not None:
             self.build(self.n_features_in_)
             self.set_weights(weights)
-            if opt is not None:
+            if opt is not None and state is not None:
                 self.attach_optimizer(opt)
                 opt.set_state(state)
         return self
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path`` (``.npz``, no pickle); see :func:`fastnet.load`."""
         from .npzfile import save_model
 
         save_model(self, path)
 
-    def summary(self):
+    def summary(self) -> Summary:
         """A table of layers, output widths and parameter counts (a ``str`` that shows as the
         table when a notebook or the interpreter echoes it; ``print`` it in a script).
 
         The counts are known before ``fit`` when the input size is (``input_dim``, ``MLP``'s
         first size)."""
         lines = [f"{'layer':<14}{'output':>10}{'params':>12}  activation"]
-        total = 0
-        n = self.n_features_in_ if self.built else self.input_dim
+        total: int | None = 0
+        n: int | None = self.n_features_in_ if self.built else self.input_dim
         for i, layer in enumerate(self.layers):
             units = getattr(layer, "units", None)
             width = layer.n_out if self.built else (units if units is not None else n)

@@ -6,6 +6,8 @@ so every update is one pass over contiguous memory.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .validation import check_choice, check_real
@@ -17,7 +19,7 @@ def check_lr(lr):
 
 
 #: Every optimizer by name (filled by :class:`Optimizer` subclasses that set ``name``).
-OPTIMIZERS = {}
+OPTIMIZERS: dict[str, type[Optimizer]] = {}
 
 
 class Optimizer:
@@ -30,11 +32,11 @@ class Optimizer:
     and :meth:`set_state` (checkpoints, ``model.to``, the NaN guard).
     """
 
-    name = None
-    kernel = None
+    name: str | None = None
+    kernel: str | None = None
     default_lr = 0.01
     #: Names of the per-parameter state arrays (``"m"``, ``"v"`` ...).
-    slots = ()
+    slots: tuple[str, ...] = ()
     #: Adapts its step per parameter (Adam, RMSprop...): the doctor reads a too-high
     #: learning rate differently.
     adaptive = False
@@ -52,11 +54,11 @@ class Optimizer:
         check_choice("optimizer", name, tuple(OPTIMIZERS))
         return OPTIMIZERS[name](**config)
 
-    def __init__(self, lr=None, weight_decay=0.0):
+    def __init__(self, lr: float | None = None, weight_decay: float = 0.0) -> None:
         self.lr = check_lr(self.default_lr if lr is None else lr)
         self.weight_decay = check_real("weight_decay", weight_decay, low=0)
         self.t = 0
-        self.state = []
+        self.state: list[dict[str, Any]] = []
 
     def hyperparameters(self):
         return {"lr": self.lr, "weight_decay": self.weight_decay}
@@ -77,7 +79,7 @@ class Optimizer:
         self.state = [{s: xp.full(p.shape, initial[s], dtype=p.dtype) for s in self.slots} for p in params]
         self.bind(params, grads)
 
-    def get_state(self, device=False, into=None):
+    def get_state(self, device: bool = False, into: dict | None = None) -> dict:
         """The state: ``{"config", "t", "slots": [{slot: array} per parameter]}``.
 
         Arrays are host (NumPy) copies, or with ``device=True`` copies on the device;
@@ -97,7 +99,7 @@ class Optimizer:
             slots = [{k: b.to_host(a).copy() for k, a in st.items()} for st in self.state]
         return {"config": self.get_config(), "t": self.t, "slots": slots}
 
-    def set_state(self, state):
+    def set_state(self, state: dict) -> None:
         """Copy a :meth:`get_state` result (host or device arrays) into this optimizer's
         state arrays (allocated by :meth:`setup` already) and step count."""
         b = self._backend
@@ -149,7 +151,7 @@ class Momentum(Optimizer):
     default_lr = 0.01
     slots = ("v",)
 
-    def __init__(self, lr=None, momentum=0.9, weight_decay=0.0):
+    def __init__(self, lr: float | None = None, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
         self.momentum = check_real("momentum", momentum, low=0, high=1, high_open=True)
 
@@ -176,7 +178,8 @@ class Adam(Optimizer):
     default_lr = 1e-3
     slots = ("m", "v")
 
-    def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr: float | None = None, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
         self.beta1 = check_real("beta1", beta1, low=0, high=1, high_open=True)
         self.beta2 = check_real("beta2", beta2, low=0, high=1, high_open=True)
@@ -203,7 +206,8 @@ class AdamW(Adam):
     name = "adamw"
     kernel = "adamw_update"
 
-    def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+    def __init__(self, lr: float | None = None, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.01) -> None:
         super().__init__(lr, beta1, beta2, eps, weight_decay)
 
 
@@ -216,7 +220,7 @@ class RMSprop(Optimizer):
     default_lr = 1e-3
     slots = ("s",)
 
-    def __init__(self, lr=None, rho=0.9, eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr: float | None = None, rho: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
         self.rho = check_real("rho", rho, low=0, high=1, high_open=True)
         self.eps = check_real("eps", eps, low=0, low_open=True)
@@ -239,7 +243,8 @@ class Adagrad(Optimizer):
     slots = ("s",)
     adaptive = True
 
-    def __init__(self, lr=None, eps=1e-10, initial_accumulator_value=0.0, weight_decay=0.0):
+    def __init__(self, lr: float | None = None, eps: float = 1e-10, initial_accumulator_value: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
         self.eps = check_real("eps", eps, low=0, low_open=True)
         self.initial_accumulator_value = check_real("initial_accumulator_value", initial_accumulator_value, low=0)
@@ -255,7 +260,8 @@ class Adagrad(Optimizer):
         self._kernel(w, g, st[0], lr, self.eps, self.weight_decay)
 
 
-def get_optimizer(optimizer="sgd", lr=None, weight_decay=None):
+def get_optimizer(optimizer: str | Optimizer = "sgd", lr: float | None = None,
+                  weight_decay: float | None = None) -> Optimizer:
     """An :class:`Optimizer` from a name (with ``lr``/``weight_decay``) or an instance."""
     if isinstance(optimizer, Optimizer):
         if lr is not None:

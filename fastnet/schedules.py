@@ -104,7 +104,7 @@ class OneCycle(Schedule):
 SCHEDULES = {c.name: c for c in (Constant, StepDecay, Exponential, Cosine, OneCycle)}
 
 
-def get_schedule(schedule):
+def get_schedule(schedule: str | Schedule | None) -> Schedule:
     """A :class:`Schedule` from ``None``, a name or an instance."""
     if schedule is None:
         return Constant()

@@ -8,15 +8,18 @@ and this module ties the two together.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from . import onnx_export, training
-from .layers import Dense, Dropout
+from .layers import Dense, Dropout, Layer
 from .losses import get_loss
 from .model import Network
 from .validation import check_int
 
 
 class Sequential(Network):
-    __doc__ = Network.__doc__.replace("with one loss (``Sequential`` adds ``fit``).", "trained with one loss.")
+    __doc__ = (Network.__doc__ or "").replace("with one loss (``Sequential`` adds ``fit``).",
+                                             "trained with one loss.")
 
     fit = training.fit
     partial_fit = training.partial_fit
@@ -43,14 +46,16 @@ class MLP(Sequential):
         As in :class:`Dense` and :class:`Sequential`.
     """
 
-    def __init__(self, sizes, activation="relu", output=None, loss=None, dropout=0.0, use_bias=True,
-                 init="auto", backend="auto", dtype="float32", seed=None, kernels="fused", random_state=None):
+    def __init__(self, sizes: Sequence[int], activation: str | None = "relu", output: str | None = None,
+                 loss: str | None = None, dropout: float = 0.0, use_bias: bool = True, init: str = "auto",
+                 backend: str = "auto", dtype: str = "float32", seed: int | None = None, kernels: str = "fused",
+                 random_state: int | None = None) -> None:
         if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
             raise ValueError(f"sizes must list at least an input and an output size, got {sizes!r}")
         sizes = [check_int(f"sizes[{i}]", s) for i, s in enumerate(sizes)]
         if output is None:
             output = "softmax" if loss is None else (get_loss(loss).fused_activation or "linear")
-        layers = []
+        layers: list[Layer] = []
         for units in sizes[1:-1]:
             layers.append(Dense(units, activation, use_bias=use_bias, init=init))
             if dropout:

@@ -25,10 +25,14 @@ One training step, on every backend:
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 import time
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import validation as V
 from .callbacks import Callback, EarlyStopping, History
@@ -37,8 +41,11 @@ from .diagnostics import FastnetWarning, NormRecorder
 from .diagnostics import diagnose as run_diagnosis
 from .optimizers import Optimizer, get_optimizer
 from .progress import EpochProgress
-from .schedules import get_schedule
+from .schedules import Schedule, get_schedule
 from .validation import check_choice
+
+if TYPE_CHECKING:  # the model is given, never imported: it sits below this module
+    from .model import Network
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -72,10 +79,13 @@ class _GoodState:
         self.model.optimizer_.set_state(self.optimizer)
 
 
-def fit(model, X, y, epochs=10, batch_size=128, optimizer="adam", lr=None, lr_schedule=None,
-        weight_decay=None, validation_data=None, validation_split=0.0, early_stopping=None,
-        callbacks=None, shuffle=True, verbose=0, on_nan="raise", resume=None, diagnose=True,
-        sample_weight=None):
+def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size: int | None = 128,
+        optimizer: str | Optimizer = "adam", lr: float | None = None, lr_schedule: str | Schedule | None = None,
+        weight_decay: float | None = None, validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        validation_split: float = 0.0, early_stopping: EarlyStopping | None = None,
+        callbacks: Sequence[Callback] | None = None, shuffle: bool = True, verbose: int = 0, on_nan: str = "raise",
+        resume: str | os.PathLike[str] | None = None, diagnose: bool = True,
+        sample_weight: ArrayLike | None = None) -> History:
     """Train the model; training continues from the current weights.
 
     Parameters
@@ -164,14 +174,14 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="adam", lr=None, lr_sc
             callbacks.append(early_stopping)
         schedule = get_schedule(lr_schedule)
         shuffle = V.check_bool("shuffle", shuffle)
-        X = model._prepare_X(X)
+        Xa = model._prepare_X(X)
         y_raw = V.as_array("y", y)
-        V.check_lengths(X, y_raw)
-        y = model._prepare_y(y_raw, fitting=True)
-        weights = V.check_sample_weight(sample_weight, len(X))
-        X, y, val = _split_validation(model, X, y, validation_data, validation_split)
+        V.check_lengths(Xa, y_raw)
+        ya = model._prepare_y(y_raw, fitting=True)
+        weights = V.check_sample_weight(sample_weight, len(Xa))
+        Xa, ya, val = _split_validation(model, Xa, ya, validation_data, validation_split)
         if weights is not None:  # the training rows' weights, scaled to a mean of 1
-            weights = weights[:len(X)]
+            weights = weights[:len(Xa)]
             if not weights.sum() > 0:
                 raise ValueError("sample_weight: the training rows (before the validation split) all weigh 0")
             weights = weights * (len(weights) / weights.sum())
@@ -179,7 +189,7 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="adam", lr=None, lr_sc
         if model.loss_.target_kind == "class":
             model.classes_ = model._fit_classes  # every check passed: the labels are the model's now
         if not model.built:
-            model.build(X.shape[1])
+            model.build(Xa.shape[1])
         if resume is not None:
             restored = restore_checkpoint(model, resume)
             opt = _select_optimizer(model, optimizer, lr, weight_decay)
@@ -198,15 +208,15 @@ def fit(model, X, y, epochs=10, batch_size=128, optimizer="adam", lr=None, lr_sc
             callbacks.insert(0, NormRecorder())  # per-layer norms for the doctor: model.norms_
         # Overflow to inf/NaN is detected per epoch (on_nan); NumPy's own warnings would only repeat it.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), model.backend_.compute_env():
-            history = _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan,
+            history = _fit_loop(model, Xa, ya, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan,
                             weights)
-            found = run_diagnosis(history, model, X, max_samples=2000) if diagnose else []
+            found = run_diagnosis(history, model, Xa, max_samples=2000) if diagnose else []
         for d in found:
             warnings.warn(str(d), FastnetWarning, stacklevel=2)
         return history
 
 
-def partial_fit(model, X, y, **kwargs):
+def partial_fit(model: Network, X: ArrayLike, y: ArrayLike, **kwargs: Any) -> History:
     """One epoch over ``(X, y)``, continuing from the current state: ``fit(X, y, epochs=1, ...)``
     (without the end-of-fit diagnosis unless ``diagnose=True`` is given)."""
     kwargs.setdefault("epochs", 1)

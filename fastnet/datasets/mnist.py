@@ -215,8 +215,9 @@ def _read_cache(cache_dir):
 # --------------------------------------------------------------------------
 
 
-def load_mnist(cache_dir=None, path=None, *, mirrors=None, download=True,
-               verbose=True):
+def load_mnist(cache_dir: str | os.PathLike[str] | None = None, path: str | os.PathLike[str] | None = None, *,
+               mirrors: list[str] | None = None, download: bool = True,
+               verbose: bool = True) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load MNIST, from the cache if possible, else from the first working source.
 
     Parameters

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -62,7 +63,8 @@ def _shuffled(rng, X, y):
 # --------------------------------------------------------------------------
 
 
-def make_circles(n_samples=400, noise=0.1, factor=0.5, seed=None):
+def make_circles(n_samples: int = 400, noise: float = 0.1, factor: float = 0.5,
+                 seed: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Two concentric noisy circles, a classic non-linearly-separable problem.
 
     Parameters
@@ -102,7 +104,8 @@ def make_circles(n_samples=400, noise=0.1, factor=0.5, seed=None):
     return _shuffled(rng, X, y)
 
 
-def make_blobs(n_samples=1500, centers=((0, -2), (2, 2), (-2, 2)), std=1.0, seed=None):
+def make_blobs(n_samples: int = 1500, centers: Sequence[Sequence[float]] = ((0, -2), (2, 2), (-2, 2)), std: float = 1.0,
+               seed: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Isotropic Gaussian blobs, one class per centre.
 
     Parameters
@@ -151,7 +154,7 @@ def make_blobs(n_samples=1500, centers=((0, -2), (2, 2), (-2, 2)), std=1.0, seed
     return _shuffled(rng, X, y)
 
 
-def xor():
+def xor() -> tuple[np.ndarray, np.ndarray]:
     """The four XOR points, with a constant bias input.
 
     Returns
@@ -168,7 +171,7 @@ def xor():
     return X, y
 
 
-def sine(n_samples=200, seed=None):
+def sine(n_samples: int = 200, seed: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Samples of ``sin(x)`` for ``x`` uniform on ``[-pi, pi]``.
 
     Parameters
@@ -190,7 +193,8 @@ def sine(n_samples=200, seed=None):
     return x, np.sin(x)
 
 
-def spirals(n_samples=300, n_classes=3, noise=0.2, seed=None):
+def spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2,
+            seed: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Interleaved 2-D spirals, one arm per class (the CS231n example).
 
     Parameters
