@@ -272,7 +272,12 @@ class Network(Inference, Picklable):
         return optimizer
 
     def parameters(self) -> list[tuple[str, Any]]:
-        """``[(name, array)]`` in layer order, e.g. ``("dense_0.W", W)``: the live device arrays."""
+        """``[(name, array)]`` in layer order, e.g. ``("dense_0.W", W)``: the live device arrays.
+
+        Before ``fit``, a model whose input size is known (``input_dim``, ``MLP``'s first
+        size) is built here, with the initial weights ``fit`` would start from."""
+        if not self.built and self.input_dim is not None:
+            self.build(self.input_dim)
         self._check_fitted("parameters")
         return [(f"{layer.name}.{p}", a) for layer in self.layers for p, a in layer.params()]
 

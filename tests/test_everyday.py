@@ -194,3 +194,16 @@ def test_one_cause_one_warning():
     found = fastnet.diagnose(model=m, X=Xb)
     assert found.codes == ["lr_too_high"] and "It also left:" in found[0].explanation
     assert set(found[0].evidence["follow_on"]) >= {"exploding"}
+
+
+def test_parameters_before_fit_when_the_input_size_is_known():
+    m = fastnet.MLP([4, 6, 2], backend="cpu", seed=5)
+    shapes = {name: a.shape for name, a in m.parameters()}
+    assert shapes == {"dense_0.W": (4, 6), "dense_0.b": (6,), "dense_1.W": (6, 2), "dense_1.b": (2,)}
+    before = m.get_weights()
+    twin = fastnet.MLP([4, 6, 2], backend="cpu", seed=5)
+    twin.fit(X, Y, epochs=0, diagnose=False)  # the weights fit starts from
+    for k, v in twin.get_weights().items():
+        np.testing.assert_array_equal(before[k], v)
+    with pytest.raises(fastnet.NotFittedError, match="call fit before parameters"):
+        fastnet.Sequential([fastnet.Dense(2, "softmax")]).parameters()  # input size unknown
