@@ -197,7 +197,7 @@ class Network(Inference, Picklable):
         kind = self.loss_.target_kind
         if kind == "class":
             known = self.classes_ if classes is None else classes
-            ids, classes = V.encode_labels(y, self.n_outputs_, known, argument)
+            ids, classes = V.encode_labels(y, self.n_outputs_, known, argument, learn=fitting)
             if fitting:
                 self._fit_classes = classes  # made classes_ by fit once every check has passed
             return V.check_class_targets(ids, self.n_outputs_, argument)

@@ -30,12 +30,31 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
+import functools
+
+from sklearn.model_selection import train_test_split
+
 from .callbacks import EarlyStopping
 from .losses import BinaryCrossEntropy, CrossEntropy, MeanSquaredError
 from .sequential import MLP
+from .validation import check_int
 
 #: scikit-learn's activation names that fastnet spells differently.
 _SKLEARN_NAMES = {"logistic": "sigmoid"}
+
+
+def _all_or_nothing(method):
+    """A fit that raises leaves the estimator as it was (labels, network, n_features_in_)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        before = dict(vars(self))
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+    return wrapper
 
 
 class _FastnetMLP(BaseEstimator):
@@ -80,15 +99,32 @@ class _FastnetMLP(BaseEstimator):
             return int(rs)
         raise ValueError(f"random_state must be None, a non-negative int or a RandomState, got {rs!r}")
 
-    def _new_network(self, n_features, n_outputs):
+    def _new_network(self, n_features, n_outputs, seed):
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
         output, loss = self._output()
         return MLP([n_features, *sizes, n_outputs], activation=_SKLEARN_NAMES.get(self.activation, self.activation),
                    output=output, loss=loss, dropout=self.dropout, backend=self.backend, dtype=self.dtype,
-                   seed=self._seed())
+                   seed=seed)
 
-    def _train(self, X, target, sample_weight, epochs):
+    def _train(self, X, target, sample_weight, epochs, seed=0, stratify=None):
+        """``epochs > 1`` (fit): up to ``epochs`` with scikit-learn's stopping rule and, with
+        ``early_stopping``, a random (stratified for classes) validation split; 1 (partial_fit):
+        one epoch on all the rows, as scikit-learn's partial_fit does."""
+        validation = None
+        if epochs > 1 and self.early_stopping:
+            parts = [X, target] + ([sample_weight] if sample_weight is not None else [])
+            n_val = max(1, int(round(len(X) * self.validation_fraction)))
+            if n_val >= len(X):
+                raise ValueError(f"validation_fraction={self.validation_fraction!r} leaves no training rows "
+                                 f"of {len(X)}")
+            try:
+                split = train_test_split(*parts, test_size=n_val, random_state=seed, stratify=stratify)
+            except ValueError:  # a class too rare to stratify on: a plain random split
+                split = train_test_split(*parts, test_size=n_val, random_state=seed)
+            X, Xv, target, tv = split[:4]
+            sample_weight = split[4] if sample_weight is not None else None
+            validation = (Xv, tv)
         n = len(X)
         batch = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
         callbacks = []
@@ -100,7 +136,7 @@ class _FastnetMLP(BaseEstimator):
                                            monitor="val_loss" if self.early_stopping else "loss"))
         self.model_.fit(X, target, epochs=epochs, batch_size=batch, optimizer=self.optimizer,
                         lr=self.learning_rate_init, lr_schedule=self.schedule, weight_decay=self.weight_decay,
-                        validation_split=self.validation_fraction if self.early_stopping else 0.0,
+                        validation_data=validation,
                         callbacks=callbacks, shuffle=self.shuffle, verbose=self.verbose,
                         sample_weight=sample_weight, diagnose=False)
         self.n_iter_ = self.model_.n_iter_
@@ -184,15 +220,19 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
             sample_weight = balanced if sample_weight is None else sample_weight * balanced
         return sample_weight
 
+    @_all_or_nothing
     def fit(self, X, y, sample_weight=None):
         """Train a new network on ``(X, y)`` for up to ``max_iter`` epochs."""
+        max_iter = check_int("max_iter", self.max_iter)
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True)
         target = self._targets(y)
         weights = self._weights(y, sample_weight, X)
         self.n_outputs_ = len(self.classes_)
-        self.model_ = self._new_network(X.shape[1], self.n_outputs_)
-        return self._train(X, target, weights, self.max_iter)
+        seed = self._seed()
+        self.model_ = self._new_network(X.shape[1], self.n_outputs_, seed)
+        return self._train(X, target, weights, max_iter, seed, None if self._multilabel else target)
 
+    @_all_or_nothing
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch on ``(X, y)``; the first call needs ``classes`` (every label there will be)."""
         first = not hasattr(self, "model_")
@@ -202,7 +242,7 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
         if first:
             target = self._targets(y, classes=classes)
             self.n_outputs_ = len(self.classes_)
-            self.model_ = self._new_network(X.shape[1], self.n_outputs_)
+            self.model_ = self._new_network(X.shape[1], self.n_outputs_, self._seed())
         else:
             if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
                 raise ValueError(f"classes={list(classes)} differs from the first call's {list(self.classes_)}")
@@ -251,17 +291,20 @@ class MLPRegressor(RegressorMixin, _FastnetMLP):
         y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        seed = self._seed() if reset else 0
         if reset:
             self.n_outputs_ = y.shape[1]
-            self.model_ = self._new_network(X.shape[1], self.n_outputs_)
+            self.model_ = self._new_network(X.shape[1], self.n_outputs_, seed)
         elif y.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {y.shape[1]} outputs, the model {self.n_outputs_}")
-        return self._train(X, y, sample_weight, epochs)
+        return self._train(X, y, sample_weight, epochs, seed)
 
+    @_all_or_nothing
     def fit(self, X, y, sample_weight=None):
         """Train a new network on ``(X, y)`` for up to ``max_iter`` epochs."""
-        return self._fit(X, y, sample_weight, reset=True, epochs=self.max_iter)
+        return self._fit(X, y, sample_weight, reset=True, epochs=check_int("max_iter", self.max_iter))
 
+    @_all_or_nothing
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch on ``(X, y)``, continuing the network of earlier calls."""
         return self._fit(X, y, sample_weight, reset=not hasattr(self, "model_"), epochs=1)

@@ -186,11 +186,8 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
                 raise ValueError("sample_weight: the training rows (before the validation split) all weigh 0")
             weights = weights * (len(weights) / weights.sum())
         opt = _select_optimizer(model, optimizer, lr, weight_decay)
-        if model.loss_.target_kind == "class":
-            model.classes_ = model._fit_classes  # every check passed: the labels are the model's now
-        if not model.built:
-            model.build(Xa.shape[1])
         if resume is not None:
+            # read and checked whole before it changes the model (a bad file changes nothing)
             restored = restore_checkpoint(model, resume)
             opt = _select_optimizer(model, optimizer, lr, weight_decay)
             if restored is not None and opt is not restored and opt.get_config() == restored.get_config():
@@ -201,6 +198,10 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
             epochs = max(epochs - model.n_iter_, 0)
         else:
             total = model.n_iter_ + epochs
+        if model.loss_.target_kind == "class":
+            model.classes_ = model._fit_classes  # every check passed: the labels are the model's now
+        if not model.built:
+            model.build(Xa.shape[1])
         if opt is not model.optimizer_:
             model.attach_optimizer(opt)
         schedule.total_epochs = total

@@ -118,19 +118,20 @@ def check_finite(argument, a):
 def check_X(X, n_features=None, argument="X", one_sample=False):
     """Validate features: numeric, at least 2-D (trailing axes are flattened), finite.
 
-    With ``one_sample`` (inference), ``n_features`` values that are not one row per
-    sample (shape ``(n_features,)``, or one ``28 x 28`` image for 784 features) are
-    taken as one sample."""
+    With ``one_sample`` (inference), a 1-D array of ``n_features`` values is one sample;
+    a 2-D array holding exactly ``n_features`` values in another layout (one ``28 x 28``
+    image for 784 features) is ambiguous, and its error says how to pass it as one."""
     a = as_array(argument, X)
     if a.dtype.kind in "bOUSVcMm":
         kind = {"b": "bool", "O": "object", "U": "string", "S": "bytes", "V": "void",
                 "c": "complex", "M": "datetime", "m": "timedelta"}[a.dtype.kind]
         raise TypeError(f"{argument} must hold real numbers, got dtype {a.dtype} ({kind})")
-    if one_sample and n_features is not None and a.size == n_features and a.ndim >= 1 and (
-            a.ndim == 1 or int(np.prod(a.shape[1:])) != n_features):
-        # (inference) one sample: a row of n_features values, or one image whose pixels are the features
-        a = a.reshape(1, n_features)
+    if one_sample and n_features is not None and a.ndim == 1 and a.size == n_features:
+        a = a.reshape(1, n_features)  # (inference) one sample: a row of n_features values
     if a.ndim < 2:
+        if a.ndim == 1 and n_features is not None and a.size != n_features:
+            raise ValueError(f"{argument} is 1-D with {a.size} values, but the model expects {n_features} "
+                             f"features per sample (shape (n_samples, {n_features}))")
         raise ValueError(
             f"{argument} must be 2-D (n_samples, n_features), got shape {a.shape}"
             + ("; for one sample use X.reshape(1, -1), for one feature X.reshape(-1, 1)" if a.ndim == 1 else "")
@@ -142,8 +143,10 @@ def check_X(X, n_features=None, argument="X", one_sample=False):
     if a.shape[1] == 0:
         raise ValueError(f"{argument} has no features: shape {a.shape}")
     if n_features is not None and a.shape[1] != n_features:
+        one = (f" (if this is one sample of shape {a.shape}, pass {argument}.reshape(1, -1))"
+               if a.size == n_features else "")
         raise ValueError(
-            f"{argument} has {a.shape[1]} features per sample, but the model expects {n_features}"
+            f"{argument} has {a.shape[1]} features per sample, but the model expects {n_features}{one}"
         )
     check_finite(argument, a)
     return a
@@ -183,15 +186,17 @@ def check_epochs(epochs):
     return check_int("epochs", epochs, 0)
 
 
-def encode_labels(y, n_classes, classes=None, argument="y"):
+def encode_labels(y, n_classes, classes=None, argument="y", learn=True):
     """``(targets, classes)``: labels of any kind turned into class ids for ``check_class_targets``.
 
     ``classes`` (a model's ``classes_``) maps labels to ids by position; a label not in
     it is refused.  Without it (a first fit), integer ids in ``[0, n_classes)`` stay
     ids (``classes = arange(n_classes)``); other labels (strings, booleans, integers
     outside that range) become ids by their sorted order, and there must be exactly
-    ``n_classes`` of them.  One-hot rows, and targets no label rule fits (fractions),
-    pass through unchanged for ``check_class_targets`` to accept or refuse.
+    ``n_classes`` of them (``learn=False``: refused, as a model that has no labels yet
+    cannot know what they mean).  Bytes are refused (decode them to ``str``).  One-hot
+    rows, and targets no label rule fits (fractions), pass through unchanged for
+    ``check_class_targets`` to accept or refuse.
     """
     a = as_array(argument, y)
     if a.ndim == 2 and a.shape[1] == 1:
@@ -204,11 +209,16 @@ def encode_labels(y, n_classes, classes=None, argument="y"):
             integral = bool(np.all(np.isfinite(a)) and np.all(a == np.round(a)))
         if not integral:
             return a, classes if classes is not None else np.arange(n_classes)
-    elif a.dtype.kind not in "bUSO":
+    elif a.dtype.kind == "S" or (a.dtype.kind == "O" and any(isinstance(v, bytes) for v in a.tolist())):
+        raise TypeError(f"{argument} holds bytes labels: decode them to str first ({argument}.astype(str))")
+    elif a.dtype.kind not in "bUO":
         return a, classes if classes is not None else np.arange(n_classes)
     if classes is None:
         if numeric and a.min() >= 0 and a.max() < n_classes:
             return a, np.arange(n_classes)
+        if not learn:
+            raise ValueError(f"{argument} holds labels other than class ids in [0, {n_classes}), but the model "
+                             "has no classes_ yet: fit it on these labels first")
         try:
             classes = np.unique(a)
         except TypeError as exc:  # labels of types that do not sort together

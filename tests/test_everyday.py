@@ -146,12 +146,17 @@ def test_one_sample_predicts_as_a_row_of_one():
     m.fit(Xi, np.arange(5), epochs=1, diagnose=False)
     one = m.predict_proba(Xi[:1])
     np.testing.assert_array_equal(m.predict_proba(Xi[0].reshape(-1)), one)  # shape (784,)
-    np.testing.assert_array_equal(m.predict_proba(Xi[0]), one)  # one 28x28 image
-    assert m.predict(Xi[0]).shape == (1,)
+    assert m.predict(Xi[0].reshape(-1)).shape == (1,)
+    # one 28x28 image is ambiguous (28 rows of 28 features?): the error says how to pass it
+    with pytest.raises(ValueError, match=r"X has 28 features per sample, but the model expects 784 \(if this is "
+                                         r"one sample of shape \(28, 28\), pass X.reshape\(1, -1\)\)"):
+        m.predict(Xi[0])
+    with pytest.raises(ValueError, match=r"X is 1-D with 5 values, but the model expects 784 features per sample"):
+        m.predict(np.zeros(5))
     with pytest.raises(ValueError, match=r"for one sample use X.reshape\(1, -1\), for one feature X.reshape\(-1, 1\)"):
-        fastnet.MLP([3, 2]).fit(np.zeros(3), [1])
-    with pytest.raises(ValueError, match="X has 28 features per sample, but the model expects 784"):
-        m.predict(Xi[0][:2])  # two rows of 28: not one image
+        fastnet.Sequential([fastnet.Dense(2, "softmax")]).fit(np.zeros(3), [1])
+    with pytest.raises(ValueError, match="X has 28 features per sample, but the model expects 784$"):
+        m.predict(Xi[0][:2])  # two rows of 28: not one sample
 
 
 # ------------------------------------------------------------------------ 3. defaults train the toy sets
@@ -207,3 +212,20 @@ def test_parameters_before_fit_when_the_input_size_is_known():
         np.testing.assert_array_equal(before[k], v)
     with pytest.raises(fastnet.NotFittedError, match="call fit before parameters"):
         fastnet.Sequential([fastnet.Dense(2, "softmax")]).parameters()  # input size unknown
+
+
+
+# ------------------------------------------------------------------------ found by review
+def test_failed_fits_change_nothing(tmp_path):
+    m = fastnet.MLP([4, 6, 3], backend="cpu", seed=0)
+    y3 = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    with pytest.raises(fastnet.CheckpointError):
+        m.fit(X, np.array(["a", "b", "c"])[y3], resume=tmp_path / "missing.npz")
+    assert m.classes_ is None and not m.built
+    m.fit(X, y3, epochs=1, diagnose=False)  # ids work after it
+    with pytest.raises(TypeError, match=r"bytes labels: decode them to str first"):
+        fastnet.MLP([4, 6, 2], backend="cpu").fit(X, np.array([b"a", b"b"])[Y])
+    fresh = fastnet.MLP([4, 6, 3], backend="cpu", seed=0)
+    fresh.parameters()  # built (its input size is known), never fitted: no classes_
+    with pytest.raises(ValueError, match="the model has no classes_ yet: fit it on these labels first"):
+        fresh.evaluate(X[:3], ["a", "b", "c"])

@@ -94,3 +94,37 @@ def test_regressor_multi_output_and_partial_fit():
     for _ in range(5):
         inc.partial_fit(X, Y[:, 0])
     assert inc.n_iter_ == 5 and inc.predict(X).shape == (200,)
+
+
+
+def test_a_failed_fit_keeps_the_fitted_estimator():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3))
+    y = np.array(["cat", "dog", "owl"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0)]
+    clf = MLPClassifier((8,), max_iter=20, random_state=0).fit(X, y)
+    before = clf.predict(X)
+    with pytest.raises(ValueError):
+        clf.fit(X, np.array(list("abcd"))[rng.integers(0, 4, 200)], sample_weight=np.ones(199))
+    assert list(clf.classes_) == ["cat", "dog", "owl"] and (clf.predict(X) == before).all()
+    fresh = MLPClassifier((8,), random_state=0)
+    with pytest.raises(ValueError, match="not in classes_"):
+        fresh.partial_fit(X, y, classes=["cat", "dog"])
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        fresh.predict(X)
+    with pytest.raises(ValueError, match="max_iter must be a positive integer, got 0"):
+        MLPClassifier(max_iter=0).fit(X, y)
+
+
+def test_early_stopping_holds_out_a_random_stratified_split():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((200, 2))
+    y = np.sort(np.where(X[:, 0] > 1.6, "c", np.where(X[:, 1] > 0, "a", "b")))  # sorted: "c" rows last
+    X = X[np.argsort(np.where(X[:, 0] > 1.6, "c", np.where(X[:, 1] > 0, "a", "b")), kind="stable")]
+    clf = MLPClassifier((16,), max_iter=200, learning_rate_init=1e-2, early_stopping=True, random_state=0).fit(X, y)
+    assert clf.model_.history_.params["n_samples"] == 180  # 10% held out
+    assert (clf.predict(X)[y == "c"] == "c").mean() > 0.5  # the rare last class was trained on
+    inc = MLPClassifier((8,), early_stopping=True, random_state=0)
+    inc.partial_fit(X[:5], y[:5], classes=["a", "b", "c"])  # partial_fit: all rows, no split
+    assert inc.model_.history_.params["n_samples"] == 5
