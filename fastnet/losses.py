@@ -59,7 +59,6 @@ class Loss:
 
     def bind(self, backend, n_outputs=None):
         self._kernel = getattr(backend.kernels, self.kernel)
-        self._backend = backend
         if self.fused_activation:
             self._activate = getattr(backend.kernels, self.fused_activation + "_fwd")
             self._zero_bias = backend.xp.zeros(n_outputs or 1, dtype=backend.dtype)
