@@ -218,6 +218,11 @@ class _HostDevice:
     def order_to_device(self, order):
         return order
 
+    def thread_tuner(self, work=None):
+        from . import threads
+
+        return threads.tuner(work)
+
     @contextlib.contextmanager
     def compute_env(self):
         # Denormal floats (Adam's tiny second moments) take a slow microcode
@@ -260,6 +265,11 @@ class _CupyDevice:
     def compute_env(self):
         return contextlib.nullcontext()
 
+    def thread_tuner(self, work=None):
+        from . import threads
+
+        return threads.NoTuner()  # the GPU's threads are the kernels' launch configurations
+
 
 class Backend:
     """A device, its array module ``xp``, its ``kernels`` and the random streams.
@@ -289,6 +299,10 @@ class Backend:
         Floating-point type of parameters and activations.
     rng : numpy.random.Generator
         The host generator of the epoch permutations.
+    augment_rng : numpy.random.Generator
+        The host generator of the augmentation's per-image distortions
+        (``fit(augment=...)``), a stream of its own: augmenting or not leaves the
+        permutations and dropout masks of a seed as they were.
     dropout_key, dropout_counter : int
         State of the dropout masks' generator.
     """
@@ -301,8 +315,11 @@ class Backend:
         self.kernels_name = kernels_name
         self.dtype = np.dtype(dtype)
         self.seed = seed
-        host, masks = np.random.SeedSequence(seed).spawn(2)
+        # (spawn(3)'s first two children are spawn(2)'s: adding the augmentation
+        # stream changed neither the permutations nor the dropout masks of a seed)
+        host, masks, augment = np.random.SeedSequence(seed).spawn(3)
         self.rng = np.random.default_rng(host)
+        self.augment_rng = np.random.default_rng(augment)
         self.dropout_key = int(masks.generate_state(1, np.uint64)[0])
         self.dropout_counter = 0
 
@@ -322,6 +339,12 @@ class Backend:
         """A random permutation of ``range(n)`` from the host generator, on the device."""
         return self._device.order_to_device(self.rng.permutation(n))
 
+    def thread_tuner(self, work=None):
+        """What chooses the BLAS thread count during a training run (``fastnet.threads``);
+        on a GPU, nothing (``threads.NoTuner``).  ``work``: a hashable description of
+        the step; runs of the same work continue one another's choice."""
+        return self._device.thread_tuner(work)
+
     def gather(self, src, idx, out):
         """``out[:] = src[idx]`` (rows), written into ``out``; returns ``out``."""
         return self._device.gather(src, idx, out)
@@ -339,7 +362,7 @@ class Backend:
     def get_rng_state(self):
         """Both random streams' state as JSON-able data."""
         return {"host": self.rng.bit_generator.state, "dropout_key": self.dropout_key,
-                "dropout_counter": self.dropout_counter}
+                "dropout_counter": self.dropout_counter, "augment": self.augment_rng.bit_generator.state}
 
     def set_rng_state(self, state):
         """Restore a state from :meth:`get_rng_state` (or a bare NumPy generator state)."""
@@ -347,6 +370,8 @@ class Backend:
             self.rng.bit_generator.state = state["host"]
             self.dropout_key = int(state["dropout_key"])
             self.dropout_counter = int(state["dropout_counter"])
+            if "augment" in state:  # (checkpoints written before fastnet.Augment have none)
+                self.augment_rng.bit_generator.state = state["augment"]
         else:  # checkpoints of fastnet <= 0.1.0 held the NumPy generator's state alone
             self.rng.bit_generator.state = state
 

@@ -42,6 +42,8 @@ from .diagnostics import diagnose as run_diagnosis
 from .optimizers import Optimizer, get_optimizer
 from .progress import EpochProgress
 from .schedules import Schedule, get_schedule
+from . import threads
+from .threads import NoTuner
 from .validation import check_choice
 
 if TYPE_CHECKING:  # the model is given, never imported: it sits below this module
@@ -164,6 +166,7 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         if verbose not in (0, 1, 2, True, False):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         check_choice("on_nan", on_nan, ("raise", "restore", "ignore"))
+        threads.mode()  # FASTNET_THREADS, checked before anything changes
         if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
             raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
         callbacks = list(callbacks or [])
@@ -302,6 +305,21 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
     step_callbacks = [cb for cb in callbacks if type(cb).on_step_end is not Callback.on_step_end]
     for cb in callbacks:
         cb.on_train_begin(model)
+    # BLAS threads by measurement (fastnet.threads), continuing the last run of the same step
+    tuner = model.backend_.thread_tuner((bs, tuple(a.shape for _, a in model.parameters())))
+    try:
+        _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, callbacks, step_callbacks,
+                verbose, on_nan, guard, history, step_losses, step_correct, weighting, tuner)
+    finally:
+        tuner.close()
+        history.params["threads"] = tuner.summary()
+    for cb in callbacks:
+        cb.on_train_end(model)
+    return history
+
+
+def _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, callbacks, step_callbacks, verbose,
+            on_nan, guard, history, step_losses, step_correct, weighting, tuner):
     for _ in range(epochs):
         epoch = model.n_iter_
         t0 = time.perf_counter()
@@ -310,7 +328,7 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
         progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose),
                                  show_bar=verbose == 1)
         lr = _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
-                          step_losses, step_correct, step_callbacks, weighting)
+                          step_losses, step_correct, step_callbacks, weighting, tuner)
         # The epoch's one read from the device: per-step losses and correct counts.
         host_losses = model.backend_.to_host(step_losses)
         loss = float(host_losses.sum()) * model.loss_.scale(n, model.n_outputs_)
@@ -342,9 +360,6 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
             cb.on_epoch_end(model, epoch + 1, logs)
         if model.stop_training:
             break
-    for cb in callbacks:
-        cb.on_train_end(model)
-    return history
 
 
 def _diverged(model, loss, step_losses, epoch, steps, guard, on_nan):
@@ -365,7 +380,7 @@ def _diverged(model, loss, step_losses, epoch, steps, guard, on_nan):
 
 
 def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses,
-                 step_correct, step_callbacks=(), weighting=None):
+                 step_correct, step_callbacks=(), weighting=None, tuner=None):
     """One epoch; the step losses and correct counts stay on the device, in
     ``step_losses[step]`` and ``step_correct[step]`` (written with ``out=``).
     ``weighting``: ``(weights (n, 1), buffer (bs, 1))`` of sample weights, or None."""
@@ -375,6 +390,8 @@ def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress
     classify = model.loss_.is_classifier
     base_lr = model.optimizer_.lr
     lr = base_lr
+    tuner = tuner or NoTuner()
+    tuner.mark()
     for step in range(steps):
         start = step * bs
         m = min(bs, n - start)
@@ -402,6 +419,7 @@ def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress
             model._correct(out, yb, step_correct[step:step + 1])
         model._backward(grad)
         model.optimizer_.step(lr)
+        tuner.step_done(m == bs)
         progress.update(step + 1)
         for cb in step_callbacks:
             cb.on_step_end(model, epoch + 1, step + 1)

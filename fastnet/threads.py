@@ -1,0 +1,265 @@
+"""How many BLAS threads a CPU training step uses, chosen by measurement while it trains.
+
+A CPU step is mostly GEMMs, which NumPy hands to its BLAS (OpenBLAS in the
+wheels).  OpenBLAS splits each GEMM into one fixed share per thread and waits
+for the last share: when another process holds one of the cores, the share on
+that core arrives late and the step waits for it.  Measured on a 2-core machine
+(784-512-512-10, batch 128): 2 threads are 1.3-1.7x faster than 1 when the
+machine is quiet, and 1.7-2.5x *slower* than 1 with one core taken by a busy
+process.  Shared machines (notebooks, CI runners, a second job) are the usual
+case, so no fixed count is right.
+
+:class:`ThreadTuner` decides while training, from the steps' own times:
+
+* **probe**: a window of steps with each candidate count (1, half the
+  configured count, the configured count: fewest first, twice in a run's first
+  probe).  Steps in the first 30 ms after each switch are not timed: waking
+  threads, and OpenBLAS threads let go keep spinning for a while.  A window
+  times at least 80 ms: a thread just woken runs on the scheduler's credit for
+  a while, so a shorter window would flatter the larger count on a shared core.
+  The count with the lowest *mean* step time wins (the slow steps are the cost);
+* **run** with the winner; probe again after a while (0.5 s of training,
+  doubling up to 8 s while the answer stays the same, back to 0.5 s when it
+  changes), and at once when the mean of the last 16 steps grows past 1.5x the
+  mean in the probe (a load that starts mid-epoch);
+* ``fit`` called again on the same work (once per epoch, say) continues the
+  last run's choice and probe schedule;
+* at the end of ``fit`` the BLAS thread count is put back as it was.
+
+Only NumPy's own BLAS is touched (found by its file path through
+``threadpoolctl``); other libraries' pools (PyTorch's, say) are left alone.
+Without ``threadpoolctl`` installed, or with ``FASTNET_THREADS=fixed`` in the
+environment, nothing is tuned: the BLAS keeps whatever count it has.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+#: Environment variable: ``"auto"`` (default) tunes, ``"fixed"`` leaves the BLAS thread count alone.
+ENV = "FASTNET_THREADS"
+
+PROBE_STEPS = 4        # timed steps per candidate per probe window at least ...
+PROBE_SECONDS = 0.08   # ... and at least this long: a woken thread first runs on the scheduler's
+                       # credit, so a short window flatters the larger count on a shared core
+SETTLE_SECONDS = 0.03  # untimed steps after each switch (threads waking; the ones let go still spin)
+FIRST_WINDOWS = 2      # windows per candidate in a run's first probe (later probes: one)
+GIVE_UP = 1.5          # a window stops early once its mean is this much slower than the best one ...
+HOPELESS = 3.0         # ... or once its steps, settling ones included, average this much slower
+FIRST_PERIOD = 0.5     # seconds of training between probes, at first
+LONGEST_PERIOD = 8.0   # ... doubling up to this while the choice holds
+DRIFT = 1.5            # probe again when recent steps are this much slower than after the probe
+RECENT = 16            # steps in the running median that watches for drift
+
+_controllers = None
+
+
+def numpy_blas():
+    """``threadpoolctl`` controllers of the BLAS NumPy uses (empty when none is found)."""
+    global _controllers
+    if _controllers is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _controllers = []
+            return _controllers
+        import numpy
+
+        root = os.path.dirname(os.path.abspath(numpy.__file__))
+        blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+        # numpy.libs/ (wheels) or numpy/.libs beside the package; else a system BLAS that is
+        # the only one loaded
+        own = [c for c in blas if os.path.abspath(c.filepath).startswith(root)]
+        _controllers = own or (blas if len(blas) == 1 else [])
+    return _controllers
+
+
+def blas_threads():
+    """NumPy's BLAS thread count now, or None when it cannot be read."""
+    libs = numpy_blas()
+    return libs[0].get_num_threads() if libs else None
+
+
+def set_blas_threads(n):
+    for c in numpy_blas():
+        c.set_num_threads(n)
+
+
+def candidates(n):
+    """Thread counts worth trying when ``n`` are configured: n, n // 2 and 1."""
+    return sorted({n, max(1, n // 2), 1}, reverse=True)
+
+
+class NoTuner:
+    """Nothing to tune (a GPU backend, one thread, ``FASTNET_THREADS=fixed``)."""
+
+    threads = None
+    enabled = False
+
+    def step_done(self, full):
+        pass
+
+    def mark(self):
+        pass
+
+    def close(self):
+        pass
+
+    def summary(self):
+        return None
+
+
+class ThreadTuner:
+    """Chooses NumPy's BLAS thread count from measured step times; see the module docstring.
+
+    Call :meth:`step_done` after every training step (``full``: a whole batch,
+    so its time compares with the others), :meth:`mark` where steps resume
+    after other work (an evaluation between epochs) and :meth:`close` at the
+    end.  ``memory``: a dict carried from one run to the next of the same work
+    (``fit`` called once per epoch), so a new run starts from the last choice
+    and keeps its probe schedule instead of probing from scratch.
+    """
+
+    enabled = True
+
+    def __init__(self, configured, clock=time.perf_counter, apply=set_blas_threads, memory=None):
+        self.configured = configured
+        self.options = candidates(configured)
+        self.clock, self.apply = clock, apply
+        self.threads = configured
+        self.memory = {} if memory is None else memory
+        self.steps_with = dict.fromkeys(self.options, 0)
+        self.decisions = []
+        self._last = clock()
+        if "choice" in self.memory:  # the last run's choice, until its next probe is due
+            self.period = self.memory["period"]
+            self._run(self.memory["choice"], baseline=None, until=self.memory["next_probe"])
+        else:
+            self.period = FIRST_PERIOD
+            self._start_probe(FIRST_WINDOWS)
+
+    # -- the schedule of probes
+    def _set(self, n):
+        if n != self.threads:
+            self.apply(n)
+            self.threads = n
+
+    def _start_probe(self, windows=1):
+        self.probing = True
+        # fewest threads first: a window never follows one with more (whose threads spin on)
+        self._windows = sorted(self.options) * windows
+        self._times = {t: [] for t in self.options}
+        self._open_window()
+
+    def _open_window(self):
+        self._window = self._windows.pop(0)
+        self._left = PROBE_STEPS
+        self._settled = self._window_end = None
+        self._fresh = True  # steps with a new count are not timed until it settles
+        self._set(self._window)
+
+    def _run(self, choice, baseline, until):
+        self._set(choice)
+        self.probing = False
+        self._baseline = baseline
+        self._recent = []
+        self._run_until = until
+        self.memory.update(choice=choice, period=self.period, next_probe=until)
+
+    def _finish_probe(self):
+        timed = {t: statistics.fmean(v) for t, v in self._times.items() if v}
+        best = min(timed, key=timed.get)
+        same = self.decisions[-1:] == [best] or self.memory.get("choice") == best
+        self.period = min(self.period * 2, LONGEST_PERIOD) if same else FIRST_PERIOD
+        self.decisions.append(best)
+        self._run(best, timed[best], self.clock() + self.period)
+
+    def _probe_step(self, seconds, full):
+        times = self._times[self._window]
+        if self._settled is None:
+            self._opened, self._steps_in_window = self._last - seconds, 0
+            self._settled = self._opened + SETTLE_SECONDS
+        self._steps_in_window += 1
+        # the mean, not the median: on a shared core the slow steps are the cost
+        others = [statistics.fmean(v) for t, v in self._times.items() if v and t != self._window]
+        best = min(others) if others else None
+        whole = (self._last - self._opened) / self._steps_in_window
+        hopeless = best is not None and whole > HOPELESS * best
+        if self._fresh and not hopeless:
+            if self._last < self._settled:
+                return
+            self._fresh = False
+            self._window_end = self._last + PROBE_SECONDS
+            return
+        if full and not self._fresh:
+            times.append(seconds)
+            self._left -= 1
+        hopeless = hopeless or (len(times) >= 3 and best is not None and statistics.fmean(times) > GIVE_UP * best)
+        if hopeless and not times:
+            times.append(whole)  # given up while settling: its steps are its measure
+        if (self._left > 0 or self._last < self._window_end) and not hopeless:
+            return
+        if self._windows:
+            self._open_window()
+        elif any(self._times.values()):
+            self._finish_probe()
+        else:  # partial batches only so far: probe again
+            self._start_probe()
+
+    def step_done(self, full=True):
+        now = self.clock()
+        seconds, self._last = now - self._last, now
+        self.steps_with[self.threads] += 1
+        if self.probing:
+            self._probe_step(seconds, full)
+            return
+        if full:
+            self._recent.append(seconds)
+            if len(self._recent) > RECENT:
+                del self._recent[0]
+            if self._baseline is None and len(self._recent) == RECENT:
+                self._baseline = statistics.fmean(self._recent)
+        drifted = (self._baseline is not None and len(self._recent) == RECENT
+                   and statistics.fmean(self._recent) > DRIFT * self._baseline)
+        if drifted or now >= self._run_until:
+            self._start_probe()
+
+    def mark(self):
+        """Steps start now (after an evaluation or callbacks between epochs, which are not steps)."""
+        self._last = self.clock()
+        if self.probing:  # the window starts over: its clock ran through work that was not steps
+            self._settled = self._window_end = None
+            self._fresh = True
+            self._left = PROBE_STEPS
+
+    def close(self):
+        """Put the configured thread count back."""
+        self._set(self.configured)
+
+    def summary(self):
+        """What was chosen: the probes' winners in order and the steps run with each count."""
+        return {"configured": self.configured, "decisions": list(self.decisions),
+                "steps_with": {str(k): v for k, v in self.steps_with.items()}}
+
+
+_memories: dict = {}
+
+
+def mode():
+    """``FASTNET_THREADS``, checked: ``"auto"`` or ``"fixed"``."""
+    value = os.environ.get(ENV, "auto").strip().lower()
+    if value not in ("auto", "fixed"):
+        raise ValueError(f"{ENV} must be 'auto' or 'fixed', got {os.environ[ENV]!r}")
+    return value
+
+
+def tuner(work=None):
+    """A :class:`ThreadTuner` for a CPU training run, or :class:`NoTuner` when there is nothing to tune.
+
+    ``work``: a hashable description of the step (shapes, batch size); runs of the same
+    work share the tuner's memory (the last choice and when to probe next)."""
+    n = blas_threads() if mode() == "auto" else None
+    if not n or n < 2:
+        return NoTuner()
+    return ThreadTuner(n, memory=_memories.setdefault((work, n), {}))

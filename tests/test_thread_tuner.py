@@ -1,0 +1,192 @@
+"""The BLAS thread tuner (fastnet.threads): on a simulated machine, then in fit.
+
+The simulated machine is a model of what was measured on the project's 2-core
+machine (784-512-512-10, batch 128): quiet, 2 threads beat 1 (5 ms against 8 ms
+a step); with a busy process on one core, 2 threads lose badly: most steps
+are quick (6 ms) but every fourth waits 60 ms for the share on the busy core
+(mean 19.5 ms, median 6 ms), except for the first 40 ms after the worker thread
+wakes (the scheduler's credit); and the thread let go keeps spinning for 20 ms
+after a switch down, tripling the steps of one thread on a busy machine.
+"""
+import numpy as np
+import pytest
+
+import fastnet
+from fastnet import datasets, threads
+
+
+class Machine:
+    def __init__(self, load=False):
+        self.t, self.threads, self.prev, self.switched_at, self.load = 0.0, 2, 2, -1.0, load
+        self.applied = []
+        self.count = 0
+
+    def clock(self):
+        return self.t
+
+    def apply(self, n):
+        self.applied.append(n)
+        self.prev, self.threads, self.switched_at = self.threads, n, self.t
+
+    def step_seconds(self):
+        since = self.t - self.switched_at
+        if not self.load:
+            return {1: 8e-3, 2: 5e-3}[self.threads]
+        if self.threads == 2:
+            self.count += 1
+            return 6e-3 if since < 0.04 or self.count % 4 else 60e-3
+        return 8e-3 * (3.0 if self.prev == 2 and since < 0.02 else 1.0)
+
+    def train(self, tuner, steps, load_from=None, load_until=None):
+        start = self.t
+        for i in range(steps):
+            if load_from is not None and i == load_from:
+                self.load = True
+            if load_until is not None and i == load_until:
+                self.load = False
+            self.t += self.step_seconds()
+            tuner.step_done(True)
+        return self.t - start
+
+
+def tuner_on(machine, memory=None):
+    return threads.ThreadTuner(2, clock=machine.clock, apply=machine.apply, memory=memory)
+
+
+def test_candidates():
+    assert threads.candidates(2) == [2, 1]
+    assert threads.candidates(8) == [8, 4, 1]
+    assert threads.candidates(3) == [3, 1]
+
+
+def test_quiet_machine_keeps_all_threads():
+    m = Machine()
+    t = tuner_on(m)
+    seconds = m.train(t, 4000)
+    assert t.decisions and set(t.decisions) == {2}
+    assert seconds <= 1.05 * 4000 * 5e-3  # probing 1 thread costs under 5%
+    assert t.steps_with[1] < 0.05 * 4000
+
+
+def test_busy_core_falls_back_to_one_thread_within_the_goal():
+    m = Machine(load=True)
+    t = tuner_on(m)
+    seconds = m.train(t, 4000)
+    assert set(t.decisions) == {1}, t.decisions  # the scheduler's credit did not fool it
+    best_fixed = 4000 * 8e-3
+    assert seconds <= 1.1 * best_fixed, seconds / best_fixed  # the issue's bound is 1.2x
+
+
+def test_load_that_starts_mid_run_is_noticed():
+    m = Machine()
+    t = tuner_on(m)
+    m.train(t, 3000)
+    assert t.threads == 2 and t.period == threads.LONGEST_PERIOD
+    before = t.steps_with[2]
+    m.train(t, 150, load_from=0)
+    assert t.threads == 1
+    assert t.steps_with[2] - before <= 50  # noticed by its steps' times, not the next periodic probe
+    seconds = m.train(t, 3000)
+    assert seconds <= 1.15 * 3000 * 8e-3, seconds / (3000 * 8e-3)
+
+
+def test_load_that_ends_mid_run_gives_the_threads_back():
+    m = Machine(load=True)
+    t = tuner_on(m)
+    m.train(t, 2000)
+    assert t.threads == 1
+    m.train(t, 3000, load_until=0)
+    assert t.threads == 2  # found by a periodic probe (at most LONGEST_PERIOD seconds apart)
+    assert t.decisions[-1] == 2
+
+
+def test_probes_back_off_while_the_choice_holds():
+    m = Machine()
+    t = tuner_on(m)
+    m.train(t, 6000)  # 30 simulated seconds
+    # 0.5, 1, 2, 4, 8, 8 s apart: a handful of probes, not one every 0.5 s
+    assert 4 <= len(t.decisions) <= 9, t.decisions
+    assert t.period == threads.LONGEST_PERIOD
+
+
+def test_close_puts_the_configured_count_back():
+    m = Machine(load=True)
+    t = tuner_on(m)
+    m.train(t, 500)
+    assert m.threads == 1
+    t.close()
+    assert m.threads == 2
+
+
+def test_a_second_run_continues_the_first_ones_choice():
+    memory = {}
+    m = Machine(load=True)
+    first = tuner_on(m, memory)
+    m.train(first, 1000)
+    first.close()
+    second = tuner_on(m, memory)
+    assert second.threads == 1 and not second.probing  # no fresh probe at the start
+    m.train(second, 50)
+    assert second.steps_with[2] == 0
+
+
+def test_time_between_epochs_is_not_a_step():
+    m = Machine()
+    t = tuner_on(m)
+    while t._window != 2:  # into the first probe's 2-thread window (after the 1-thread one)
+        m.train(t, 1)
+    m.train(t, 1)
+    m.t += 5.0  # an evaluation, callbacks...
+    t.mark()
+    m.train(t, 3000)
+    assert set(t.decisions) == {2}
+
+
+def test_partial_batches_are_not_timed():
+    m = Machine()
+    t = tuner_on(m)
+    for _ in range(3000):
+        m.t += m.step_seconds() * (0.01 if m.threads == 1 else 1)  # tiny last batches on 1 thread
+        t.step_done(False)
+    assert not t.decisions  # nothing decided from partial steps
+    m.train(t, 2000)
+    assert t.decisions[0] == 2
+
+
+# ------------------------------------------------------------------ in fit
+@pytest.fixture()
+def data():
+    X, y = datasets.make_blobs(n_samples=4000, seed=0)
+    return X.astype(np.float32), y
+
+
+def test_fit_restores_the_blas_thread_count(data, monkeypatch):
+    monkeypatch.delenv(threads.ENV, raising=False)
+    if not threads.numpy_blas():
+        pytest.skip("threadpoolctl finds no BLAS under NumPy here")
+    from threadpoolctl import threadpool_limits
+
+    X, y = data
+    with threadpool_limits(2, "blas"):
+        before = threads.blas_threads()
+        m = fastnet.MLP([2, 256, 3], seed=0)
+        h = m.fit(X, y, epochs=2, batch_size=32, diagnose=False)
+        assert threads.blas_threads() == before
+        summary = h.params["threads"]
+        assert summary["configured"] == before
+        assert sum(summary["steps_with"].values()) == 2 * (-(-len(X) // 32))
+        with pytest.raises(fastnet.TrainingDivergedError):
+            m.fit(X * 1e30, y, epochs=1, optimizer="sgd", lr=1e6, diagnose=False)
+        assert threads.blas_threads() == before
+
+
+def test_fixed_leaves_the_threads_alone_and_other_values_are_refused(data, monkeypatch):
+    X, y = data
+    m = fastnet.MLP([2, 16, 3], seed=0)
+    monkeypatch.setenv(threads.ENV, "fixed")
+    assert m.fit(X, y, epochs=1, diagnose=False).params["threads"] is None
+    opt = m.optimizer_
+    monkeypatch.setenv(threads.ENV, "two")
+    with pytest.raises(ValueError, match="FASTNET_THREADS must be 'auto' or 'fixed', got 'two'"):
+        m.fit(X, y, epochs=1, optimizer="sgd", diagnose=False)
+    assert m.n_iter_ == 1 and m.optimizer_ is opt  # the refused fit changed nothing
