@@ -9,6 +9,7 @@ kernels.  Start with :class:`MLP`::
     model.fit(X_train, y_train, epochs=5, optimizer="adam")
     model.evaluate(X_test, y_test)
 """
+from .augment import Augment
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
 from .callbacks import Callback, EarlyStopping, History, ReduceLROnPlateau
 from .checkpoint import CheckpointError, ModelCheckpoint
@@ -25,7 +26,7 @@ from .validation import NotFittedError
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "Sequential", "Dense", "Dropout",
+    "MLP", "Sequential", "Dense", "Dropout", "Augment",
     "Backend", "BackendUnavailableError", "available_backends", "get_backend",
     "Callback", "EarlyStopping", "History", "ReduceLROnPlateau",
     "Optimizer", "SGD", "Momentum", "Nesterov", "Adam", "AdamW", "RMSprop", "Adagrad",

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .activations_stats import activation_stats, sample_rows
+from .validation import as_array
 
 __all__ = ["learning_curve", "input_scale_stats", "Run"]
 
@@ -93,7 +94,11 @@ class Run:
     def __init__(self, history, model, X, norms, error, max_samples):
         self.history = history
         self.model = model
-        self.X = X
+        # Every statistic reads the same evenly spaced sample of rows, taken once here: on
+        # large data the doctor costs the same as on max_samples rows.
+        self.X = X if X is None else as_array("X", X)
+        if self.X is not None and self.X.ndim >= 2:
+            self.X = sample_rows(self.X, max_samples)
         self.params = dict(getattr(history, "params", None) or {})
         self.loss = learning_curve(history, "loss")
         self.val = learning_curve(history, "val_loss")

@@ -86,6 +86,10 @@ class Network(Inference, Picklable):
     optimizer_ : Optimizer
     """
 
+    #: The augmentation of the ``fit(augment=...)`` running now (``fastnet.augment``), else
+    #: None: set and cleared by ``training.fit``, read by its step loop only.
+    _augment_run: Any = None
+
     def __init__(self, layers: Sequence[Layer], loss: str | Loss | None = None, backend: str = "auto",
                  dtype: str = "float32", seed: int | None = None, kernels: str = "fused",
                  input_dim: int | None = None, random_state: int | None = None) -> None:

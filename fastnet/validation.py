@@ -98,11 +98,10 @@ def check_finite(argument, a):
     """Raise ``ValueError`` saying how many NaN/inf values ``a`` has and where the first is."""
     if a.dtype.kind != "f" or a.size == 0:
         return
-    # Fast path: NaN and inf propagate through row sums, and a BLAS matrix-vector
-    # product reads 60000 x 784 floats in ~10 ms (np.isfinite(a).all() takes ~45).
-    rows = a.reshape(len(a), -1) if a.ndim else a.reshape(1, 1)
+    # Fast path: NaN and inf propagate through a sum, which reads 60000 x 784 float32
+    # in one SIMD pass, ~7-9 ms here (a BLAS row-sum 13-16 ms, np.isfinite(a).all() ~45).
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(rows @ np.ones(rows.shape[1], dtype=rows.dtype)).all():
+        if np.isfinite(a.sum()):
             return
     bad = ~np.isfinite(a)
     count = int(bad.sum())

@@ -11,7 +11,9 @@ Inputs by kind (``reference.KINDS``): activations get ``z`` of scale 3 and a
 bias (the backward's saved array is what the forward saves: output or input);
 losses get targets of the loss kernel's ``targets`` (class ids, 0/1 or real
 values); optimizer updates get non-negative state (second moments) and the
-scalars named in :data:`SCALARS`; ``dropout_mask`` must match bit for bit.
+scalars named in :data:`SCALARS`; ``dropout_mask`` must match bit for bit; the
+augmentation warp gets non-square images, random maps near the identity and an
+identity row.
 Outputs are poisoned with NaN first, so an element a kernel never writes fails.
 """
 from __future__ import annotations
@@ -73,6 +75,17 @@ def cases(name, shape, dtype, rng):
         return arrays + scalars, list(range(len(arrays)))
     if kind == "dropout":
         return [poison(n, k), 0.3, 12345, 7], [0]
+    if kind == "augment":
+        # n images of k x (k + 1) pixels (not square: rows and columns must not be
+        # swapped), each under its own random map near the identity, some points
+        # falling outside the image, plus an exact identity row.
+        h, w = k, k + 1
+        ang = rng.uniform(-0.6, 0.6, n)
+        sc = rng.uniform(0.7, 1.3, n)
+        params = np.stack([np.cos(ang) / sc, -np.sin(ang) / sc, rng.uniform(-2, 2, n),
+                           np.sin(ang) / sc, np.cos(ang) / sc, rng.uniform(-2, 2, n)], axis=1)
+        params[0] = (1, 0, 0, 0, 1, 0)
+        return [rng.random((n, h * w)).astype(dt), params.astype(dt), poison(n, h * w), h, w], [2]
     raise ValueError(f"kernel {name!r} has an unknown kind {kind!r}")
 
 

@@ -831,4 +831,50 @@ def dropout_mask(keep, rate, key, counter):
                   np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF), np.uint64(base), np.uint64(shift))
 
 
+
+# --------------------------------------------------------------------------
+# data augmentation: per-row affine warp with bilinear interpolation
+# --------------------------------------------------------------------------
+@njit(**_JIT)
+def affine_warp(x, params, out, h, w):
+    """Each row of ``x`` (an ``h x w`` image) resampled through its own affine map
+    ``params[i] = (a, b, tx, c, d, ty)``, bilinear, zero outside (see ``reference``);
+    one pass over the output, the four neighbours summed in the reference's order."""
+    one = _cast(x, 1.0)
+    zero = one - one
+    low = -one
+    fh = _cast(x, h)
+    fw = _cast(x, w)
+    for i in range(x.shape[0]):
+        img = x[i]
+        dst = out[i]
+        a, b, tx = params[i, 0], params[i, 1], params[i, 2]
+        c, d, ty = params[i, 3], params[i, 4], params[i, 5]
+        for v in range(h):
+            fv = _cast(x, v)
+            for u in range(w):
+                fu = _cast(x, u)
+                sx = a * fu + b * fv + tx
+                sy = c * fu + d * fv + ty
+                total = zero
+                if sx > low and sx < fw and sy > low and sy < fh:  # False for NaN too
+                    gx = math.floor(sx)
+                    gy = math.floor(sy)
+                    fx = sx - gx
+                    fy = sy - gy
+                    x0 = int(gx)
+                    y0 = int(gy)
+                    if y0 >= 0:
+                        if x0 >= 0:
+                            total += (one - fx) * (one - fy) * img[y0 * w + x0]
+                        if x0 + 1 < w:
+                            total += fx * (one - fy) * img[y0 * w + x0 + 1]
+                    if y0 + 1 < h:
+                        if x0 >= 0:
+                            total += (one - fx) * fy * img[(y0 + 1) * w + x0]
+                        if x0 + 1 < w:
+                            total += fx * fy * img[(y0 + 1) * w + x0 + 1]
+                dst[v * w + u] = total
+
+
 _cache.restore(_numba_config, _previous_cache_dir)

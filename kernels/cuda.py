@@ -801,6 +801,56 @@ def dropout_mask(keep, rate, key, counter):
 
 
 # --------------------------------------------------------------------------
+# data augmentation: per-row affine warp with bilinear interpolation
+# --------------------------------------------------------------------------
+@cuda.jit(cache=True)
+def _k_affine_warp(x, params, out, h, w):
+    # one thread per output pixel, grid-stride over all rows' pixels
+    T = x.dtype.type
+    one = T(1)
+    zero = T(0)
+    hw = h * w
+    fh = T(h)
+    fw = T(w)
+    for k in range(cuda.grid(1), x.shape[0] * hw, cuda.gridsize(1)):
+        i = k // hw
+        p = k - i * hw
+        v = p // w
+        u = p - v * w
+        fu = T(u)
+        fv = T(v)
+        sx = params[i, 0] * fu + params[i, 1] * fv + params[i, 2]
+        sy = params[i, 3] * fu + params[i, 4] * fv + params[i, 5]
+        total = zero
+        if sx > -one and sx < fw and sy > -one and sy < fh:  # False for NaN too
+            gx = math.floor(sx)
+            gy = math.floor(sy)
+            fx = sx - T(gx)
+            fy = sy - T(gy)
+            x0 = int(gx)
+            y0 = int(gy)
+            if y0 >= 0:
+                if x0 >= 0:
+                    total += (one - fx) * (one - fy) * x[i, y0 * w + x0]
+                if x0 + 1 < w:
+                    total += fx * (one - fy) * x[i, y0 * w + x0 + 1]
+            if y0 + 1 < h:
+                if x0 >= 0:
+                    total += (one - fx) * fy * x[i, (y0 + 1) * w + x0]
+                if x0 + 1 < w:
+                    total += fx * fy * x[i, (y0 + 1) * w + x0 + 1]
+        out[i, p] = total
+
+
+def affine_warp(x, params, out, h, w):
+    """Each row of ``x`` (an ``h x w`` image) resampled through its own affine map
+    ``params[i] = (a, b, tx, c, d, ty)``, bilinear, zero outside (see ``reference``)."""
+    size = x.shape[0] * int(h) * int(w)
+    if size:
+        _launch(_k_affine_warp, _blocks(size, BLOCK), BLOCK, x, x, params, out, np.int64(h), np.int64(w))
+
+
+# --------------------------------------------------------------------------
 # argument types of every kernel, for offline compilation (tests/cuda_compile)
 # --------------------------------------------------------------------------
 def _sig_act_fwd(f):
@@ -844,6 +894,7 @@ SIGNATURES = {
     "_k_adamw_update": _sig_update(4, 9),
     "_k_rmsprop_update": _sig_update(3, 5),
     "_k_dropout_mask": lambda f: [(f[::1], f, f, f, types.uint64, types.uint64, types.uint64)],
+    "_k_affine_warp": lambda f: [(f[:, ::1], f[:, ::1], f[:, ::1], types.int64, types.int64)],
 }  # fmt: skip
 
 

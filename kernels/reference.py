@@ -43,7 +43,7 @@ import numpy as np
 
 #: Every kernel: name -> reference function, in registration order.
 KERNELS: dict[str, Callable] = {}
-#: name -> kind: "activation_fwd", "activation_bwd", "output", "loss", "update", "dropout".
+#: name -> kind: "activation_fwd", "activation_bwd", "output", "loss", "update", "dropout", "augment".
 KINDS: dict[str, str] = {}
 #: Loss kernel name -> the targets it takes: "class" (integer ids), "binary" (0/1), "real".
 LOSS_TARGETS: dict[str, str] = {}
@@ -446,3 +446,60 @@ def dropout_mask(keep, rate, key, counter):
     u = (x >> xp.uint64(shift)).astype(keep.dtype)
     u *= unit
     keep.reshape(keep.size)[...] = xp.where(u >= threshold, scale, keep.dtype.type(0))
+
+
+# --------------------------------------------------------------------------
+# data augmentation: a per-row affine distortion of flattened images
+# --------------------------------------------------------------------------
+@kernel("augment")
+def affine_warp(x, params, out, h, w):
+    """Resample each row of ``x`` (an ``h x w`` image, row-major) through its own affine map.
+
+    Parameters
+    ----------
+    x : (n, h * w) array, not modified.
+    params : (n, 6) array of the dtype of ``x``: row ``i`` holds ``(a, b, tx, c, d, ty)``,
+        the map from a pixel of the output image, column ``u`` and row ``v`` (integer pixel
+        centres from 0), to the point of the input it reads:
+        ``sx = a u + b v + tx`` (column), ``sy = c u + d v + ty`` (row).
+        ``(1, 0, 0, 0, 1, 0)`` is the identity; ``fastnet.augment.affine_params`` builds
+        rows from shifts, angles and scales.
+    out : (n, h * w) array, out: ``out[i, v * w + u]`` is the bilinear interpolation of
+        image ``i`` at ``(sx, sy)``, where pixels outside the image count as 0.
+    h, w : int
+        Image height (rows) and width (columns).
+
+    With ``x0 = floor(sx)``, ``fx = sx - x0`` (and the same for rows), the value is
+    ``(1-fx)(1-fy) p[y0, x0] + fx (1-fy) p[y0, x0+1] + (1-fx) fy p[y0+1, x0] + fx fy p[y0+1, x0+1]``,
+    summed in that order: an integer point reads its pixel exactly.
+    """
+    xp = _xp(x)
+    n = x.shape[0]
+    if n == 0:
+        return
+    dt = x.dtype
+    v, u = xp.divmod(xp.arange(h * w), w)
+    u = u.astype(dt)[None, :]
+    v = v.astype(dt)[None, :]
+    a, b, tx, c, d, ty = (params[:, j:j + 1] for j in range(6))
+    sx = a * u + b * v + tx
+    sy = c * u + d * v + ty
+    inside = (sx > -1) & (sx < w) & (sy > -1) & (sy < h)  # False for NaN too
+    sx = xp.where(inside, sx, 0)
+    sy = xp.where(inside, sy, 0)
+    fx0 = xp.floor(sx)
+    fy0 = xp.floor(sy)
+    fx = sx - fx0
+    fy = sy - fy0
+    x0 = fx0.astype(xp.int64)
+    y0 = fy0.astype(xp.int64)
+    flat = x.reshape(n * h * w)
+    base = (xp.arange(n, dtype=xp.int64) * (h * w))[:, None]
+    total = xp.zeros(sx.shape, dtype=dt)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            yy, xx = y0 + dy, x0 + dx
+            ok = inside & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            idx = base + xp.where(ok, yy * w + xx, 0)
+            total += xp.where(ok, wx * wy * xp.take(flat, idx), 0)
+    out[...] = total

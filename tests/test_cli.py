@@ -49,6 +49,10 @@ def test_train_mnist_subset(trained):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "MNIST: 1000 training, 1000 test images" in out
+    # model selection on a split of the training images; the test set is only tested
+    assert ("validation: 83 of the 1,000 training images, held out at random with seed 0 "
+            "(training on the other 917)") in out
+    assert "on the test set" not in out and "kept the weights of epoch 1 of 1" in out
     assert "model: 784-32-10 relu" in out and "1 epochs" in out
     assert f"saved to {path}" in out
     acc = float(re.search(r"test accuracy (\d\.\d+)", out).group(1))
@@ -273,3 +277,76 @@ def test_a_subset_larger_than_the_data_says_so():
                        "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "--subset 100000 is more than the 60000 training images: all are used" in proc.stderr
+
+
+def test_validation_split_is_random_disjoint_and_seeded():
+    from fastnet.cli import _split_validation
+
+    X = np.arange(120, dtype=np.float32).reshape(60, 2)
+    y = np.arange(60)
+    (xt, yt), (xv, yv) = _split_validation(X, y, 5, seed=3)
+    assert len(xv) == 5 and len(xt) == 55
+    assert sorted(np.concatenate([yt, yv])) == list(range(60))  # disjoint, nothing lost
+    np.testing.assert_array_equal(xv[:, 0], yv * 2)  # rows stay with their labels
+    assert list(yv) != [55, 56, 57, 58, 59]  # not the last rows: at random
+    (_, _), (_, yv2) = _split_validation(X, y, 5, seed=3)
+    (_, _), (_, yv3) = _split_validation(X, y, 5, seed=4)
+    np.testing.assert_array_equal(yv, yv2)
+    assert list(yv) != list(yv3)
+
+
+@needs_mnist
+def test_a_validation_split_that_leaves_no_training_images_is_refused():
+    proc = fastnet_cli("train", "mnist", "--subset", 100, "--val-size", 100, "--epochs", 1, "--quiet")
+    assert proc.returncode == 2
+    assert "--val-size 100: the validation split must leave training images (there are 100)" in proc.stderr
+
+
+@needs_mnist
+def test_best_recipe_augments_and_no_augment_turns_it_off():
+    args = ("train", "mnist", "--recipe", "best", "--subset", 240, "--epochs", 1, "--hidden", 8, "--test-subset", 100,
+            "--quiet")
+    proc = fastnet_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "augmentation Augment(shift=2, rotate=10, scale=0.1, image_shape=(28, 28))" in proc.stdout
+    assert "validation: 20 of the 240 training images" in proc.stdout
+    proc = fastnet_cli(*args, "--no-augment")
+    assert proc.returncode == 0, proc.stderr
+    assert "augmentation none" in proc.stdout
+
+
+def test_train_selects_on_training_rows_and_tests_once(monkeypatch, capsys):
+    """In process, on fake data: fit gets a validation split of the training images (never
+    a test image), keeps its best epoch, and the test images are evaluated once."""
+    from fastnet import cli, training
+
+    rng = np.random.default_rng(0)
+    xtr = rng.random((120, 784)).astype(np.float32)
+    ytr = np.arange(120) % 10
+    xte = rng.random((30, 784)).astype(np.float32) + 2  # values no training row has
+    yte = np.arange(30) % 10
+    monkeypatch.setattr(cli, "load_mnist_arrays", lambda *a, **k: ((xtr, ytr), (xte, yte)))
+    seen = {}
+    real_fit, real_evaluate = training.fit, fastnet.Sequential.evaluate
+
+    def fit(model, X, y, **kw):
+        seen["X"], seen["val"], seen["early_stopping"] = np.array(X), kw["validation_data"], kw["early_stopping"]
+        return real_fit(model, X, y, **kw)
+
+    evaluated = []
+
+    def evaluate(model, X, y, *a, **k):
+        evaluated.append(np.array(X))
+        return real_evaluate(model, X, y, *a, **k)
+
+    monkeypatch.setattr(fastnet.Sequential, "fit", fit)
+    monkeypatch.setattr(fastnet.Sequential, "evaluate", evaluate)
+    assert cli.main(["train", "mnist", "--epochs", "2", "--hidden", "8", "--val-size", "20", "--quiet"]) == 0
+    xv = seen["val"][0]
+    assert len(xv) == 20 and len(seen["X"]) == 100
+    rows = {r.tobytes() for r in xtr}
+    assert all(r.tobytes() in rows for r in xv)  # validation rows are training images...
+    assert not {r.tobytes() for r in xv} & {r.tobytes() for r in seen["X"]}  # ...held out of training
+    assert seen["early_stopping"].monitor == "val_accuracy" and seen["early_stopping"].restore_best
+    assert len(evaluated) == 1 and np.array_equal(evaluated[0], xte)  # the test set: once, at the end
+    assert "validation: 20 of the 120 training images" in capsys.readouterr().out

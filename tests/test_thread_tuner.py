@@ -190,3 +190,37 @@ def test_fixed_leaves_the_threads_alone_and_other_values_are_refused(data, monke
     with pytest.raises(ValueError, match="FASTNET_THREADS must be 'auto' or 'fixed', got 'two'"):
         m.fit(X, y, epochs=1, optimizer="sgd", diagnose=False)
     assert m.n_iter_ == 1 and m.optimizer_ is opt  # the refused fit changed nothing
+
+
+# ------------------------------------------------------- fit's fixed cost
+def test_finite_check_tells_overflowing_sums_from_nan_and_inf():
+    from fastnet.validation import check_finite
+
+    big = np.full((1000, 8), 3e38, np.float32)  # finite, but its sum overflows float32
+    check_finite("X", big)
+    big[-1, -1] = -np.inf
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value; the first is X\[999, 7\] = -inf"):
+        check_finite("X", big)
+    small = np.zeros((4, 3))
+    small[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"X\[1, 2\] = nan"):
+        check_finite("X", small)
+
+
+def test_the_doctor_reads_about_one_percent_of_the_rows_trained():
+    from fastnet.training import doctor_rows
+
+    assert doctor_rows(60_000) == 600
+    assert doctor_rows(1_000) == 500 and doctor_rows(10**7) == 2000
+
+
+def test_fit_reports_the_time_of_its_steps(data):
+    X, y = data
+    m = fastnet.MLP([2, 16, 3], seed=0)
+    import time
+
+    t0 = time.perf_counter()
+    h = m.fit(X, y, epochs=3, batch_size=64, diagnose=False)
+    total = time.perf_counter() - t0
+    assert 0 < h.params["step_seconds"] < total
+    assert h.params["step_seconds"] > 0.5 * sum(h.history["seconds"])  # the three epochs' steps, not one
