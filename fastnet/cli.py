@@ -76,7 +76,12 @@ def build_parser():
     train.add_argument("--subset", type=_positive_int, metavar="N",
                        help="train on the first N training images only (default: all 60000)")
     train.add_argument("--test-subset", type=_positive_int, metavar="N",
-                       help="validate and test on the first N test images only (default: all 10000)")
+                       help="test on the first N test images only (default: all 10000)")
+    train.add_argument("--val-size", type=_positive_int, metavar="N",
+                       help="validation images held out at random (--seed) from the training images, for "
+                            "choosing the epoch whose weights are kept (default: 5000 of 60000, a twelfth)")
+    train.add_argument("--no-augment", action="store_true",
+                       help="train without the recipe's augmentation (shifts, rotations, scaling)")
     train.add_argument("--save", metavar="PATH", help="write the trained model (.npz); the folder must exist")
     train.add_argument("--data-dir", help="MNIST cache folder (default: $FASTNET_DATA or ~/.cache/fastnet)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -95,11 +100,26 @@ def build_parser():
 
     bench = sub.add_parser("bench", help="MNIST training throughput beside PyTorch, scikit-learn, NumPy")
     bench.add_argument("--configs", nargs="+", choices=sorted(BENCH_CONFIGS), help="default: all")
-    bench.add_argument("--rounds", type=_positive_int, default=3, help="timed epochs per system (median)")
+    bench.add_argument("--rounds", type=_positive_int,
+                       help="timed epochs per system (median); default 3, --load 7, --sweep 5, --inference 10")
     bench.add_argument("--no-peers", action="store_true", help="fastnet systems only")
     bench.add_argument("--no-reference", action="store_true", help="skip fastnet with reference kernels")
-    bench.add_argument("--tta", type=float, metavar="ACC",
-                       help="instead: time to this test accuracy, fastnet default recipe vs PyTorch's")
+    mode = bench.add_mutually_exclusive_group()
+    mode.add_argument("--tta", type=float, metavar="ACC",
+                      help="instead: time to this test accuracy, same recipe and best recipe vs PyTorch")
+    mode.add_argument("--load", choices=["none", "core", "both"],
+                      help="instead: interleaved table, fastnet (default and fixed threads) vs pytorch, "
+                           "pytorch-tuned, numpy-scratch, with no load, a spinning process on a core, or both")
+    mode.add_argument("--sweep", action="store_true",
+                      help="instead: hidden width x batch size sweep, fastnet vs pytorch-tuned")
+    mode.add_argument("--inference", action="store_true",
+                      help="instead: predict_proba throughput and single-row latency vs ONNX Runtime, PyTorch")
+    bench.add_argument("--fixed-threads", type=_positive_int, nargs="+", metavar="K",
+                       help="--load: BLAS thread counts of the fastnet-Kthreads systems (default: 1 and all cores)")
+    bench.add_argument("--rows", type=_positive_int, metavar="N",
+                       help="train on the first N training images (--sweep default: 10000; others: all)")
+    bench.add_argument("--png", metavar="PATH", help="--sweep: write the heatmap here")
+    bench.add_argument("--calls", type=_positive_int, default=2000, help="--inference: single-row calls per system")
     bench.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     bench.add_argument("--data-dir")
     return parser
@@ -116,6 +136,15 @@ def _check_destination(option, path):
         raise ValueError(f"{option} {path!r}: the folder {folder!r} {what}")
     if not os.access(folder, os.W_OK):
         raise ValueError(f"{option} {path!r}: the folder {folder!r} is not writable")
+
+
+def _split_validation(xtr, ytr, size, seed):
+    """``(Xtrain, ytrain), (Xval, yval)``: ``size`` rows held out at random (``seed``)."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(xtr))
+    val, keep = np.sort(order[:size]), np.sort(order[size:])
+    return (xtr[keep], ytr[keep]), (xtr[val], ytr[val])
 
 
 def _recipe(args):
@@ -149,14 +178,30 @@ def cmd_train(args):
                   file=sys.stderr)
         xte, yte = xte[:args.test_subset], yte[:args.test_subset]
     print(f"MNIST: {len(xtr)} training, {len(xte)} test images ({time.perf_counter() - t0:.1f}s to load)")
+    n_all = len(xtr)
+    n_val = args.val_size if args.val_size else max(1, min(5000, n_all // 12))
+    if not 1 <= n_val < n_all:
+        raise ValueError(f"--val-size {n_val}: the validation split must leave training images "
+                         f"(there are {n_all})")
+    (xtr, ytr), (xva, yva) = _split_validation(xtr, ytr, n_val, args.seed)
+    print(f"validation: {n_val:,} of the {n_all:,} training images, held out at random with seed {args.seed} "
+          f"(training on the other {len(xtr):,}); the test images are evaluated once, after training")
+    augment = None
+    if recipe.get("augment") and not args.no_augment:
+        augment = fastnet.Augment(**recipe["augment"], image_shape=(28, 28))
     print(f"model: 784-{'-'.join(map(str, recipe['hidden']))}-10 {recipe['activation']}, "
           f"{recipe['optimizer']} lr={recipe['lr']} ({recipe['schedule']}), batch {recipe['batch_size']}, "
-          f"{recipe['epochs']} epochs, dropout {recipe['dropout']}, backend {model.backend_!r}")
+          f"{recipe['epochs']} epochs, dropout {recipe['dropout']}, weight decay {recipe.get('weight_decay', 0.0)}, "
+          f"augmentation {augment if augment is not None else 'none'}, backend {model.backend_!r}")
+    # Model selection on the validation split: the weights of its best epoch are kept.
+    select = fastnet.EarlyStopping(patience=recipe["epochs"], monitor="val_accuracy", restore_best=True)
     t1 = time.perf_counter()
     try:
         history = model.fit(xtr, ytr, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
                             optimizer=recipe["optimizer"], lr=recipe["lr"], lr_schedule=recipe["schedule"],
-                            validation_data=(xte, yte), verbose=0 if args.quiet else 1, diagnose=False)
+                            weight_decay=recipe.get("weight_decay") or None, augment=augment,
+                            early_stopping=select, validation_data=(xva, yva),
+                            verbose=0 if args.quiet else 1, diagnose=False)
     except fastnet.TrainingDivergedError as exc:
         print(f"training diverged: {exc}", file=sys.stderr)
         print(fastnet.diagnose(model.history_, model, xtr, error=exc), file=sys.stderr)
@@ -164,10 +209,13 @@ def cmd_train(args):
     train_seconds = time.perf_counter() - t1
     result = model.evaluate(xte, yte)
     epoch_seconds = sum(history["seconds"])
-    print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}")
+    if select.best_epoch is not None:
+        print(f"kept the weights of epoch {select.best_epoch} of {len(history)}: best validation accuracy "
+              f"{select.best:.4f}")
+    print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  ({len(xte):,} test images, "
+          f"evaluated once)")
     print(f"training: {train_seconds:.1f}s, {len(xtr) * len(history) / epoch_seconds:,.0f} samples/s "
           f"(the first epoch includes Numba compilation unless cached); total {time.perf_counter() - t0:.1f}s")
-    print("note: the validation figures above are on the test set, which is not used for training")
     print(fastnet.diagnose(history, model, xtr, max_samples=2000))
     if args.plots:
         from .plots import write_training_plots
@@ -193,45 +241,36 @@ def cmd_evaluate(args):
 def cmd_bench(args):
     import json
 
+    from . import bench_commands as C
     from . import benchmark as B
 
+    for option in ("json", "png"):
+        if getattr(args, option):
+            _check_destination(f"--{option}", getattr(args, option))
     (X, y), (Xt, yt) = load_mnist_arrays(cache_dir=args.data_dir)
+    rows = args.rows or (C.SWEEP_ROWS if args.sweep else None)
+    X, y = X[:rows], y[:rows]
     print(f"machine: {B.machine_description()}")
     if args.tta:
-        return _bench_tta(args, B, X, y, Xt, yt)
+        return C.tta(args, X, y, Xt, yt)
+    if args.load:
+        return C.interleaved(args, X, y)
+    if args.sweep:
+        return C.sweep(args, X, y)
+    if args.inference:
+        return C.inference(args, X, y, Xt)
     systems = B.available_systems(include_reference=not args.no_reference, include_peers=not args.no_peers)
     print("systems: " + ", ".join(s.name for s in systems))
 
     def progress(config, system, r, rounds):
         print(f"  {config}: {system} round {r}/{rounds}", file=sys.stderr, flush=True)
 
-    rows = B.run(X, y, configs=args.configs, systems=systems, rounds=args.rounds, progress=progress)
+    rows = B.run(X, y, configs=args.configs, systems=systems, rounds=args.rounds or 3, progress=progress)
     print(B.format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": B.machine_description(), "rows": rows}, f, indent=2)
         print(f"wrote {args.json}")
-    return 0
-
-
-def _bench_tta(args, B, X, y, Xt, yt):
-    import json
-
-    results = {
-        "fastnet (default recipe)": B.fastnet_time_to_accuracy(X, y, Xt, yt, RECIPES["default"], args.tta),
-        "pytorch (784-512-512-10, Adam 1e-3, batch 128)": B.time_to_accuracy(
-            B.TorchSystem(), X, y, Xt, yt, BENCH_CONFIGS["relu512x2-adam"], target=args.tta),
-    }
-    for name, (seconds, epochs, accs) in results.items():
-        shown = f"{seconds:.1f}s" if seconds is not None else "not reached"
-        print(f"{name}: {shown} of training to {args.tta:.3f} test accuracy ({epochs} epochs; "
-              f"accuracy per epoch {', '.join(f'{a:.4f}' for a in accs)})")
-    (f, *_), (t, *_) = results.values()
-    if f and t:
-        print(f"fastnet / PyTorch time to {args.tta}: {f / t:.2f}x (evaluation time excluded for both)")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": B.machine_description(), "tta": results}, fh, indent=2)
     return 0
 
 
