@@ -137,3 +137,262 @@ def test_bench_kernels_main_filtered(bench_kernels, capsys):
     with pytest.raises(SystemExit) as info:
         bench_kernels.main(["--rounds", "5"])
     assert info.value.code == 2
+
+
+# ============================================ interleaved rounds, load, sweep, inference, tta
+import json  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+from fastnet import bench_interleaved as IL  # noqa: E402
+from fastnet import bench_sweep as S  # noqa: E402
+
+
+class Sleeper(B.System):
+    """A stand-in whose timed epochs sleep known seconds (the warm-up epoch does not sleep)."""
+
+    def __init__(self, name, seconds, check=None):
+        self.name, self.seconds, self.check = name, list(seconds), check
+
+    def setup(self, X, y, config, seed):
+        self.calls = 0
+
+    def epoch(self, X, y):
+        if self.check:
+            self.check()
+        if self.calls:
+            time.sleep(self.seconds[(self.calls - 1) % len(self.seconds)])
+        self.calls += 1
+
+
+# fastnet vs pytorch, per round: 0.24/0.08 = 3, 0.12/0.24 = 0.5, 0.36/0.12 = 3  ->  median 3.
+# A wrong figure lands far away: inverted 0.33, mean of ratios 2.17, ratio of medians 0.24/0.12 = 2.
+FAST, TORCH = [0.08, 0.24, 0.12], [0.24, 0.12, 0.36]
+
+
+def test_interleaved_ratio_is_baseline_over_fastnet_per_round_then_median():
+    X, y = _tiny(16)
+    blocks = IL.run_interleaved(X, y, configs=["sigmoid128-sgd"], conditions=["none"], rounds=3,
+                               make_systems=lambda: [Sleeper("fastnet-fused", FAST), Sleeper("pytorch", TORCH)])
+    (blk,) = blocks
+    f = blk["systems"]["fastnet-fused"]
+    assert len(f["epoch_seconds"]) == 3
+    for got, want in zip(f["epoch_seconds"], FAST):
+        assert want <= got < want + 0.05
+    per_round = f["vs"]["pytorch"]["per_round"]
+    assert per_round == [b / a for a, b in zip(f["epoch_seconds"], blk["systems"]["pytorch"]["epoch_seconds"])]
+    assert per_round == pytest.approx([3, 0.5, 3], rel=0.2)
+    assert f["vs"]["pytorch"]["median"] == pytest.approx(3.0, rel=0.15)
+    assert blk["systems"]["pytorch"]["vs"]["pytorch"]["median"] == 1.0
+    assert "pytorch-tuned" not in f["vs"]  # only baselines that ran
+    table = IL.format_interleaved(blocks)
+    assert "| sigmoid128-sgd | none | fastnet-fused |" in table
+
+
+def test_round_ratios_and_best_fixed_by_hand():
+    assert IL.round_ratios([3.0, 1.0, 4.0], [1.0, 2.0, 2.0]) == [3.0, 0.5, 2.0]
+    with pytest.raises(ValueError):
+        IL.round_ratios([1.0], [1.0, 2.0])
+    times = {"fastnet-fused": [1.0, 1.0, 1.0], "fastnet-1thread": [1.0, 3.0, 3.0], "fastnet-2threads": [2.0, 2.0, 2.0],
+             "numpy-scratch": [2.0, 1.0, 4.0]}
+    out, best = IL.summarize(times, fixed_names=["fastnet-1thread", "fastnet-2threads"])
+    assert best == "fastnet-2threads"  # lowest median (2.0 < 3.0), not the lowest single round
+    assert out["fastnet-fused"]["vs_best_fixed"] == {"per_round": [2.0, 2.0, 2.0], "median": 2.0}
+    assert out["fastnet-fused"]["vs"]["numpy-scratch"] == {"per_round": [2.0, 1.0, 4.0], "median": 2.0}
+    assert out["fastnet-1thread"]["median_epoch_seconds"] == 3.0
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is not "running"
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_load_process_runs_through_warm_up_and_rounds_then_is_gone(monkeypatch):
+    seen, checks = [], []
+    real = IL.cpu_load
+
+    def recording(condition):
+        cm = real(condition)
+
+        class Wrapper:
+            def __enter__(self):
+                info = cm.__enter__()
+                seen.append(info)
+                return info
+
+            def __exit__(self, *exc):
+                return cm.__exit__(*exc)
+
+        return Wrapper()
+
+    monkeypatch.setattr(IL, "cpu_load", recording)
+
+    def check():  # every epoch, warm-up included, runs beside a live load
+        checks.append(seen[-1] is not None and _alive(seen[-1]["pid"]))
+
+    X, y = _tiny(16)
+    blocks = IL.run_interleaved(X, y, configs=["sigmoid128-sgd"], conditions=["none", "core"], rounds=2,
+                               make_systems=lambda: [Sleeper("fastnet-fused", [0.001], check)])
+    assert [b["condition"] for b in blocks] == ["none", "core"]
+    assert seen[0] is None and blocks[1]["load"]["pid"] == seen[1]["pid"]
+    assert checks == [False] * 3 + [True] * 3  # no load for "none"; warm-up + 2 rounds under load
+    assert not _alive(seen[1]["pid"])
+    if hasattr(os, "sched_setaffinity"):
+        assert seen[1]["core"] == max(os.sched_getaffinity(0))
+
+
+def test_load_process_is_killed_when_the_measurement_fails():
+    with pytest.raises(RuntimeError, match="boom"):
+        with IL.cpu_load("core") as info:
+            assert _alive(info["pid"])
+            raise RuntimeError("boom")
+    assert not _alive(info["pid"])
+    with pytest.raises(ValueError):
+        with IL.cpu_load("socket"):
+            pass
+
+
+def test_cli_load_json_schema(tmp_path, monkeypatch, capsys):
+    from fastnet import cli
+
+    X, y = _tiny(16)
+    monkeypatch.setattr(cli, "load_mnist_arrays", lambda **kw: ((X, y), (X, y)))
+    monkeypatch.setattr(IL, "default_systems", lambda fixed: [
+        Sleeper("fastnet-fused", [0.002]), *(Sleeper(f"fastnet-{k}thread", [0.003]) for k in fixed),
+        Sleeper("pytorch", [0.004]), Sleeper("pytorch-tuned", [0.004]), Sleeper("numpy-scratch", [0.004])])
+    out = tmp_path / "il.json"
+    assert cli.main(["bench", "--load", "both", "--rounds", "2", "--configs", "sigmoid128-sgd",
+                     "--fixed-threads", "1", "--json", str(out)]) == 0
+    assert "| sigmoid128-sgd | core | fastnet-fused |" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    for key in ("machine", "threadpool_info", "git_commit", "git_dirty", "cpu_count", "conditions", "blocks"):
+        assert key in data
+    assert data["conditions"] == ["none", "core"] and data["fixed_threads"] == [1]
+    assert [b["condition"] for b in data["blocks"]] == ["none", "core"]
+    for blk in data["blocks"]:
+        f = blk["systems"]["fastnet-fused"]
+        assert len(f["epoch_seconds"]) == 2
+        for base in IL.BASELINES:
+            assert len(f["vs"][base]["per_round"]) == 2
+            assert f["vs"][base]["median"] == statistics.median(f["vs"][base]["per_round"])
+
+
+def test_fixed_thread_system_limits_blas_during_the_epoch():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    s = IL.FastnetFixedThreads(1)
+    assert s.name == "fastnet-1thread" and IL.FastnetFixedThreads(4).name == "fastnet-4threads"
+    before = os.environ.get("FASTNET_THREADS")
+    with IL.fixed_threads(1):
+        blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        assert all(i["num_threads"] == 1 for i in blas)
+        assert os.environ["FASTNET_THREADS"] == "fixed"  # fastnet's own thread tuner off
+    assert os.environ.get("FASTNET_THREADS") == before
+    X, y = _tiny(64)
+    s.setup(X, y, B.CONFIGS["sigmoid128-sgd"], 0)
+    s.epoch(X, y)
+    assert 0.0 <= s.accuracy(X, y) <= 1.0
+
+
+def test_sweep_nine_cells_table_and_png(tmp_path):
+    X, y = _tiny(16)
+    # per round 3, 0.5, 3: median 3; the ratio of the median times would be 2
+    result = S.run_sweep(X, y, rounds=3, make_systems=lambda: [Sleeper("fastnet-fused", [0.01, 0.03, 0.015]),
+                                                              Sleeper("pytorch-tuned", [0.03, 0.015, 0.045])])
+    assert len(result["cells"]) == 9
+    assert {(c["width"], c["batch"]) for c in result["cells"]} == {(w, b) for w in S.WIDTHS for b in S.BATCHES}
+    for c in result["cells"]:
+        t = c["epoch_seconds"]
+        assert c["ratios_per_round"] == [b / a for a, b in zip(t["fastnet-fused"], t["pytorch-tuned"])]
+        assert c["ratio"] == statistics.median(c["ratios_per_round"]) and 1.5 < c["ratio"] < 3.5
+    assert result["median_ratio"] == statistics.median(c["ratio"] for c in result["cells"])
+    table = S.format_sweep(result).splitlines()
+    assert len([ln for ln in table if ln.startswith("| ") and ln[2].isdigit()]) == 3
+    png = S.plot_sweep(result, tmp_path / "sweep.png")
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_real_systems_one_small_cell():
+    pytest.importorskip("torch")
+    X, y = _tiny(64)
+    result = S.run_sweep(X, y, widths=(8,), batches=(16,), rounds=1)
+    (cell,) = result["cells"]
+    assert set(cell["epoch_seconds"]) == {"fastnet-fused", "pytorch-tuned"} and cell["ratio"] > 0
+
+
+def test_inference_outputs_agree_and_table():
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from fastnet import bench_inference as N
+
+    X, y = _tiny(200)
+    result = N.run_inference(X, y, X[:50], hidden=(16, 16), rounds=2, calls=20, latency_rounds=2)
+    assert set(result["systems"]) == {"fastnet", "onnxruntime", "pytorch"}
+    assert max(result["max_abs_diff_from_fastnet"].values()) < 1e-5
+    for name, s in result["systems"].items():
+        assert len(s["seconds"]) == 2 and s["latency_calls"] == 20
+        assert s["rows_per_s"] == pytest.approx(50 / statistics.median(s["seconds"]))
+        assert s["fastnet_speedup_per_round"] == [a / b for a, b in zip(s["seconds"],
+                                                                         result["systems"]["fastnet"]["seconds"])]
+        assert s["latency_us_p90"] >= s["latency_us_median"] > 0
+    assert result["systems"]["fastnet"]["fastnet_speedup"] == 1.0
+    assert "| onnxruntime |" in N.format_inference(result)
+
+
+def test_inference_refuses_to_time_disagreeing_systems(monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from fastnet import bench_inference as N
+
+    real = N.make_predictors
+
+    def broken(model, workdir):
+        p = real(model, workdir)
+        p["pytorch"] = lambda X: np.zeros((len(X), 10), np.float32)
+        return p
+
+    monkeypatch.setattr(N, "make_predictors", broken)
+    X, y = _tiny(100)
+    with pytest.raises(RuntimeError, match="disagree"):
+        N.run_inference(X, y, X[:20], hidden=(8,), rounds=1, calls=4, latency_rounds=1)
+
+
+def test_tta_same_recipe_starts_both_from_the_same_weights(monkeypatch):
+    pytest.importorskip("torch")
+    import torch
+
+    from fastnet import bench_tta as T
+
+    starts = []
+    real = T._copy_into
+
+    def spy(net, source):
+        real(net, source)
+        starts.append([p.detach().clone() for p in net.parameters()])
+
+    monkeypatch.setattr(T, "_copy_into", spy)
+    X, y = _tiny(300)
+    config = dict(hidden=[16, 16], activation="relu", optimizer="adam", lr=1e-2, batch_size=32)
+    out = T.same_recipe(X, y, X, y, target=0.0, max_epochs=2, config=config)
+    assert out["fastnet"]["epochs"] == out["pytorch"]["epochs"] == 1
+    assert out["ratio"] == out["fastnet"]["seconds"] / out["pytorch"]["seconds"]
+    # the PyTorch start equals fastnet's initial weights (seed 0), transposed
+    import fastnet
+
+    m = fastnet.MLP([784, 16, 16, 10], activation="relu", seed=0).build(784)
+    want = [torch.from_numpy(a.T.copy() if a.ndim == 2 else a) for a in m.get_weights().values()]
+    assert all(torch.equal(a, b.to(a.dtype)) for a, b in zip(starts[0], want))
+    text = T.format_tta(out, None)
+    assert "| same recipe | fastnet |" in text and "He-normal" in text
+
+
+def test_bench_modes_are_exclusive(capsys):
+    from fastnet import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.build_parser().parse_args(["bench", "--load", "both", "--sweep"])
+    assert info.value.code == 2
