@@ -17,13 +17,14 @@ case, so no fixed count is right.
   threads, and OpenBLAS threads let go keep spinning for a while.  A window
   times at least 80 ms: a thread just woken runs on the scheduler's credit for
   a while, so a shorter window would flatter the larger count on a shared core.
-  The count with the lowest *mean* step time wins (the slow steps are the cost);
+  The count with the lowest *mean* step time wins (the slow steps are the cost)
+  if it is at least 8% faster than the running one (noise does not flip it);
 * **run** with the winner; probe again after a while (0.5 s of training,
   doubling up to 8 s while the answer stays the same, back to 0.5 s when it
   changes), and at once when the mean of the last 16 steps grows past 1.5x the
   mean in the probe (a load that starts mid-epoch);
 * ``fit`` called again on the same work (once per epoch, say) continues the
-  last run's choice and probe schedule;
+  same tuner: its choice, its probe schedule, a probe under way;
 * at the end of ``fit`` the BLAS thread count is put back as it was.
 
 Only NumPy's own BLAS is touched (found by its file path through
@@ -51,6 +52,7 @@ FIRST_PERIOD = 0.5     # seconds of training between probes, at first
 LONGEST_PERIOD = 8.0   # ... doubling up to this while the choice holds
 DRIFT = 1.5            # probe again when recent steps are this much slower than after the probe
 RECENT = 16            # steps in the running median that watches for drift
+SWITCH = 1.08          # another count must be this much faster than the running one to replace it
 
 _controllers = None
 
@@ -116,28 +118,23 @@ class ThreadTuner:
     Call :meth:`step_done` after every training step (``full``: a whole batch,
     so its time compares with the others), :meth:`mark` where steps resume
     after other work (an evaluation between epochs) and :meth:`close` at the
-    end.  ``memory``: a dict carried from one run to the next of the same work
-    (``fit`` called once per epoch), so a new run starts from the last choice
-    and keeps its probe schedule instead of probing from scratch.
+    end; :meth:`resume` starts another run of the same work (``fit`` called
+    once per epoch) where the last one stopped, probe schedule and all.
     """
 
     enabled = True
 
-    def __init__(self, configured, clock=time.perf_counter, apply=set_blas_threads, memory=None):
+    def __init__(self, configured, clock=time.perf_counter, apply=set_blas_threads):
         self.configured = configured
         self.options = candidates(configured)
         self.clock, self.apply = clock, apply
         self.threads = configured
-        self.memory = {} if memory is None else memory
         self.steps_with = dict.fromkeys(self.options, 0)
-        self.decisions = []
+        self.decisions = []   # this run's probes' winners
+        self.choice = None    # the last probe's winner, whichever run it was in
         self._last = clock()
-        if "choice" in self.memory:  # the last run's choice, until its next probe is due
-            self.period = self.memory["period"]
-            self._run(self.memory["choice"], baseline=None, until=self.memory["next_probe"])
-        else:
-            self.period = FIRST_PERIOD
-            self._start_probe(FIRST_WINDOWS)
+        self.period = FIRST_PERIOD
+        self._start_probe(FIRST_WINDOWS)
 
     # -- the schedule of probes
     def _set(self, n):
@@ -165,13 +162,15 @@ class ThreadTuner:
         self._baseline = baseline
         self._recent = []
         self._run_until = until
-        self.memory.update(choice=choice, period=self.period, next_probe=until)
 
     def _finish_probe(self):
         timed = {t: statistics.fmean(v) for t, v in self._times.items() if v}
         best = min(timed, key=timed.get)
-        same = self.decisions[-1:] == [best] or self.memory.get("choice") == best
-        self.period = min(self.period * 2, LONGEST_PERIOD) if same else FIRST_PERIOD
+        keep = self.configured if self.choice is None else self.choice
+        if keep in timed and timed[best] * SWITCH > timed[keep]:
+            best = keep  # not clearly faster: a moment's noise on a quiet machine does not flip it
+        self.period = min(self.period * 2, LONGEST_PERIOD) if best == self.choice else FIRST_PERIOD
+        self.choice = best
         self.decisions.append(best)
         self._run(best, timed[best], self.clock() + self.period)
 
@@ -226,16 +225,31 @@ class ThreadTuner:
             self._start_probe()
 
     def mark(self):
-        """Steps start now (after an evaluation or callbacks between epochs, which are not steps)."""
-        self._last = self.clock()
-        if self.probing:  # the window starts over: its clock ran through work that was not steps
-            self._settled = self._window_end = None
-            self._fresh = True
-            self._left = PROBE_STEPS
+        """Steps start now (after an evaluation, callbacks or another run, which are not steps):
+        the probe window under way and the time of the next probe move on by the gap."""
+        now = self.clock()
+        gap, self._last = now - self._last, now
+        if self.probing:
+            if self._settled is not None:
+                self._opened += gap
+                self._settled += gap
+            if self._window_end is not None:
+                self._window_end += gap
+        else:
+            self._run_until += gap
 
     def close(self):
-        """Put the configured thread count back."""
-        self._set(self.configured)
+        """Put the configured thread count back (the tuner's state is kept for :meth:`resume`)."""
+        self.apply(self.configured)
+
+    def resume(self):
+        """Start another run of the same work: the running count is set again, the probe under
+        way (if any) goes on, and the summary counts this run's steps."""
+        self.steps_with = dict.fromkeys(self.options, 0)
+        self.decisions = []
+        self.apply(self.threads)
+        self.mark()
+        return self
 
     def summary(self):
         """What was chosen: the probes' winners in order and the steps run with each count."""
@@ -243,7 +257,7 @@ class ThreadTuner:
                 "steps_with": {str(k): v for k, v in self.steps_with.items()}}
 
 
-_memories: dict = {}
+_tuners: dict = {}
 
 
 def mode():
@@ -258,8 +272,13 @@ def tuner(work=None):
     """A :class:`ThreadTuner` for a CPU training run, or :class:`NoTuner` when there is nothing to tune.
 
     ``work``: a hashable description of the step (shapes, batch size); runs of the same
-    work share the tuner's memory (the last choice and when to probe next)."""
+    work (and the same configured thread count) continue one tuner."""
     n = blas_threads() if mode() == "auto" else None
     if not n or n < 2:
         return NoTuner()
-    return ThreadTuner(n, memory=_memories.setdefault((work, n), {}))
+    # The same work continues one tuner (a probe under way goes on): fit called once per epoch
+    # would otherwise never finish a probe whose windows outlast its epoch.
+    key = (work, n)
+    if key not in _tuners:
+        _tuners[key] = ThreadTuner(n)
+    return _tuners[key].resume()

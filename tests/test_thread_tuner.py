@@ -49,8 +49,8 @@ class Machine:
         return self.t - start
 
 
-def tuner_on(machine, memory=None):
-    return threads.ThreadTuner(2, clock=machine.clock, apply=machine.apply, memory=memory)
+def tuner_on(machine):
+    return threads.ThreadTuner(2, clock=machine.clock, apply=machine.apply)
 
 
 def test_candidates():
@@ -119,15 +119,39 @@ def test_close_puts_the_configured_count_back():
 
 
 def test_a_second_run_continues_the_first_ones_choice():
-    memory = {}
     m = Machine(load=True)
-    first = tuner_on(m, memory)
-    m.train(first, 1000)
-    first.close()
-    second = tuner_on(m, memory)
-    assert second.threads == 1 and not second.probing  # no fresh probe at the start
-    m.train(second, 50)
-    assert second.steps_with[2] == 0
+    t = tuner_on(m)
+    m.train(t, 1000)
+    t.close()
+    assert m.threads == 2  # put back between runs
+    t.resume()
+    assert m.threads == 1 and not t.probing  # no fresh probe at the start
+    m.train(t, 50)
+    assert t.steps_with == {2: 0, 1: 50}  # this run's steps only
+
+
+def test_a_probe_longer_than_a_run_goes_on_in_the_next_runs():
+    # 0.4 ms steps, 60 a run: no run is long enough to finish a probe (2 x 2 windows of >= 110 ms)
+    m = Machine()
+    m.step_seconds = lambda: {1: 0.35e-3, 2: 0.45e-3}[m.threads]  # one thread is faster here
+    t = tuner_on(m)
+    chosen = []
+    for _ in range(300):
+        m.train(t, 60)
+        chosen += t.decisions
+        t.close()
+        m.t += 0.01  # between runs
+        t.resume()
+    assert chosen and chosen[0] == 1 and set(chosen) == {1}
+
+
+@pytest.mark.parametrize("one_thread_step, kept", [(4.8e-3, 2), (4.0e-3, 1)])
+def test_a_count_must_be_clearly_faster_to_replace_the_running_one(one_thread_step, kept):
+    m = Machine()
+    m.step_seconds = lambda: {1: one_thread_step, 2: 5e-3}[m.threads]
+    t = tuner_on(m)
+    m.train(t, 3000)
+    assert set(t.decisions) == {kept}
 
 
 def test_time_between_epochs_is_not_a_step():
@@ -224,3 +248,19 @@ def test_fit_reports_the_time_of_its_steps(data):
     total = time.perf_counter() - t0
     assert 0 < h.params["step_seconds"] < total
     assert h.params["step_seconds"] > 0.5 * sum(h.history["seconds"])  # the three epochs' steps, not one
+
+
+def test_runs_of_the_same_work_continue_one_tuner(monkeypatch):
+    monkeypatch.delenv(threads.ENV, raising=False)
+    if not threads.numpy_blas():
+        pytest.skip("threadpoolctl finds no BLAS under NumPy here")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2, "blas"):
+        first = threads.tuner(("work", 1))
+        first.close()
+        assert threads.tuner(("work", 1)) is first
+        assert threads.tuner(("other work",)) is not first
+        with threadpool_limits(1, "blas"):
+            assert isinstance(threads.tuner(("work", 1)), threads.NoTuner)
+
