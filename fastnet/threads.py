@@ -41,7 +41,7 @@ import time
 #: Environment variable: ``"auto"`` (default) tunes, ``"fixed"`` leaves the BLAS thread count alone.
 ENV = "FASTNET_THREADS"
 
-PROBE_STEPS = 4        # timed steps per candidate per probe window at least ...
+PROBE_STEPS = 2        # timed steps per candidate per probe window at least (long steps: 2 is enough) ...
 PROBE_SECONDS = 0.08   # ... and at least this long: a woken thread first runs on the scheduler's
                        # credit, so a short window flatters the larger count on a shared core
 SETTLE_SECONDS = 0.03  # untimed steps after each switch (threads waking; the ones let go still spin)
@@ -194,7 +194,8 @@ class ThreadTuner:
         if full and not self._fresh:
             times.append(seconds)
             self._left -= 1
-        hopeless = hopeless or (len(times) >= 3 and best is not None and statistics.fmean(times) > GIVE_UP * best)
+        hopeless = hopeless or (len(times) >= PROBE_STEPS and best is not None
+                                and statistics.fmean(times) > GIVE_UP * best)
         if hopeless and not times:
             times.append(whole)  # given up while settling: its steps are its measure
         if (self._left > 0 or self._last < self._window_end) and not hopeless:
