@@ -41,9 +41,10 @@ import time
 #: Environment variable: ``"auto"`` (default) tunes, ``"fixed"`` leaves the BLAS thread count alone.
 ENV = "FASTNET_THREADS"
 
-PROBE_STEPS = 2        # timed steps per candidate per probe window at least (long steps: 2 is enough) ...
+PROBE_STEPS = 4        # timed steps per candidate per probe window at least (or LONG_WINDOW s of them) ...
 PROBE_SECONDS = 0.08   # ... and at least this long: a woken thread first runs on the scheduler's
                        # credit, so a short window flatters the larger count on a shared core
+LONG_WINDOW = 0.25     # ... a window of long steps (wide layers, large batches) ends after this many seconds
 SETTLE_SECONDS = 0.03  # untimed steps after each switch (threads waking; the ones let go still spin)
 FIRST_WINDOWS = 2      # windows per candidate in a run's first probe (later probes: one)
 GIVE_UP = 1.5          # a window stops early once its mean is this much slower than the best one ...
@@ -194,11 +195,12 @@ class ThreadTuner:
         if full and not self._fresh:
             times.append(seconds)
             self._left -= 1
-        hopeless = hopeless or (len(times) >= PROBE_STEPS and best is not None
+        hopeless = hopeless or (len(times) >= 3 and best is not None
                                 and statistics.fmean(times) > GIVE_UP * best)
         if hopeless and not times:
             times.append(whole)  # given up while settling: its steps are its measure
-        if (self._left > 0 or self._last < self._window_end) and not hopeless:
+        enough = self._left <= 0 or self._last >= self._window_end - PROBE_SECONDS + LONG_WINDOW
+        if (not enough or self._last < self._window_end) and not hopeless:
             return
         if self._windows:
             self._open_window()

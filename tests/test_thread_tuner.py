@@ -264,3 +264,14 @@ def test_runs_of_the_same_work_continue_one_tuner(monkeypatch):
         with threadpool_limits(1, "blas"):
             assert isinstance(threads.tuner(("work", 1)), threads.NoTuner)
 
+
+
+def test_long_steps_are_probed_for_a_quarter_second_not_four_steps():
+    m = Machine()
+    m.step_seconds = lambda: {1: 0.14, 2: 0.07}[m.threads]  # 784-1024-1024-10 at batch 1024
+    t = tuner_on(m)
+    while not t.decisions:
+        m.train(t, 1)
+    assert t.decisions == [2]
+    # first probe: two 1-thread windows of one settling step and two timed ones (0.28 s >= 0.25 s)
+    assert t.steps_with[1] <= 6, t.steps_with
