@@ -199,9 +199,10 @@ class ThreadTuner:
                                 and statistics.fmean(times) > GIVE_UP * best)
         if hopeless and not times:
             times.append(whole)  # given up while settling: its steps are its measure
-        enough = self._left <= 0 or self._last >= self._window_end - PROBE_SECONDS + LONG_WINDOW
-        if (not enough or self._last < self._window_end) and not hopeless:
-            return
+        if not hopeless:  # (a window given up while settling has no timed part to finish)
+            enough = self._left <= 0 or self._last >= self._window_end - PROBE_SECONDS + LONG_WINDOW
+            if not enough or self._last < self._window_end:
+                return
         if self._windows:
             self._open_window()
         elif any(self._times.values()):

@@ -275,3 +275,14 @@ def test_long_steps_are_probed_for_a_quarter_second_not_four_steps():
     assert t.decisions == [2]
     # first probe: two 1-thread windows of one settling step and two timed ones (0.28 s >= 0.25 s)
     assert t.steps_with[1] <= 6, t.steps_with
+
+
+def test_a_window_given_up_while_settling_ends_the_probe_cleanly():
+    # the 14x trap: a split GEMM on a busy core; the 2-thread window is given up on its
+    # first step, before any step of it is timed
+    m = Machine(load=True)
+    m.step_seconds = lambda: {1: 0.03, 2: 0.45}[m.threads]
+    t = tuner_on(m)
+    m.train(t, 200)
+    assert set(t.decisions) == {1}
+    assert t.steps_with[2] <= 6  # one step a window: given up at once
