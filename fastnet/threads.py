@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+import warnings
 
 #: Environment variable: ``"auto"`` (default) tunes, ``"fixed"`` leaves the BLAS thread count alone.
 ENV = "FASTNET_THREADS"
@@ -211,6 +212,16 @@ class ThreadTuner:
             self._start_probe()
 
     def step_done(self, full=True):
+        try:
+            self._step_done(full)
+        except Exception as exc:  # a fault here must not end the user's training
+            self.step_done = NoTuner.step_done.__get__(self)
+            self.apply(self.configured)
+            self.threads = self.configured
+            warnings.warn(f"fastnet's BLAS thread tuner stopped ({type(exc).__name__}: {exc}); training goes "
+                          f"on with {self.configured} threads", RuntimeWarning, stacklevel=3)
+
+    def _step_done(self, full):
         now = self.clock()
         seconds, self._last = now - self._last, now
         self.steps_with[self.threads] += 1

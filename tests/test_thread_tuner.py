@@ -286,3 +286,15 @@ def test_a_window_given_up_while_settling_ends_the_probe_cleanly():
     m.train(t, 200)
     assert set(t.decisions) == {1}
     assert t.steps_with[2] <= 6  # one step a window: given up at once
+
+
+def test_a_fault_in_the_tuner_warns_and_training_goes_on():
+    m = Machine(load=True)
+    t = tuner_on(m)
+    m.train(t, 5)  # into the first probe (1 thread)
+    t._probe_step = None  # a bug
+    with pytest.warns(RuntimeWarning, match="thread tuner stopped .*training goes on with 2 threads"):
+        m.train(t, 3)
+    assert m.threads == 2 and t.threads == 2
+    m.train(t, 100)  # no further warning, no change
+    assert m.threads == 2
