@@ -144,27 +144,8 @@ def default_systems(fixed=None):
 
 
 # ------------------------------------------------------------------ measuring
-def measure(systems, X, y, config, rounds, rng, seed=0, progress=None, label=""):
-    """Set up every system, one untimed warm-up epoch each, then ``rounds`` interleaved
-    timed epochs (one shuffle per round, outside the timing, shared by all).
-    Returns ``{name: [seconds of round 1, round 2, ...]}``."""
-    for s in systems:
-        s.setup(X, y, config, seed)
-        order = rng.permutation(len(X))
-        s.epoch(X[order], y[order])
-        s.synchronize()
-    times = {s.name: [] for s in systems}
-    for r in range(rounds):
-        order = rng.permutation(len(X))
-        Xo, yo = X[order], y[order]
-        for s in systems:
-            t0 = time.perf_counter()
-            s.epoch(Xo, yo)
-            s.synchronize()
-            times[s.name].append(time.perf_counter() - t0)
-            if progress:
-                progress(label, s.name, r + 1, rounds)
-    return times
+#: One untimed warm-up epoch per system, then interleaved timed rounds (``fastnet.benchmark``).
+measure = B.measure
 
 
 def round_ratios(baseline_seconds, system_seconds):

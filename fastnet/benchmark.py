@@ -258,6 +258,29 @@ def available_systems(include_reference=True, include_peers=True):
     return systems
 
 
+def measure(systems, X, y, config, rounds, rng, seed=0, progress=None, label=""):
+    """Set up every system, one untimed warm-up epoch each, then ``rounds`` interleaved
+    timed epochs (one shuffle per round, outside the timing, shared by all).
+    Returns ``{name: [seconds of round 1, round 2, ...]}``."""
+    for s in systems:
+        s.setup(X, y, config, seed)
+        order = rng.permutation(len(X))
+        s.epoch(X[order], y[order])
+        s.synchronize()
+    times = {s.name: [] for s in systems}
+    for r in range(rounds):
+        order = rng.permutation(len(X))
+        Xo, yo = X[order], y[order]
+        for s in systems:
+            t0 = time.perf_counter()
+            s.epoch(Xo, yo)
+            s.synchronize()
+            times[s.name].append(time.perf_counter() - t0)
+            if progress:
+                progress(label, s.name, r + 1, rounds)
+    return times
+
+
 def run(X, y, configs=None, systems=None, rounds=3, seed=0, progress=None):
     """Measure every system on every config; returns a list of row dicts.
 
@@ -273,22 +296,7 @@ def run(X, y, configs=None, systems=None, rounds=3, seed=0, progress=None):
         layer_sizes = sizes(config)
         ceiling = gemm_ceiling(layer_sizes, config["batch_size"])
         fps = flops_per_sample(layer_sizes)
-        for s in systems:
-            s.setup(X, y, config, seed)
-            order = rng.permutation(len(X))
-            s.epoch(X[order], y[order])  # warm-up: JIT compilation, caches, allocator
-            s.synchronize()
-        times = {s.name: [] for s in systems}
-        for r in range(rounds):
-            order = rng.permutation(len(X))
-            Xo, yo = X[order], y[order]  # outside the timing, shared by every system
-            for s in systems:
-                t0 = time.perf_counter()
-                s.epoch(Xo, yo)
-                s.synchronize()
-                times[s.name].append(time.perf_counter() - t0)
-                if progress:
-                    progress(cname, s.name, r + 1, rounds)
+        times = measure(systems, X, y, config, rounds, rng, seed, progress, cname)
         base = times.get("pytorch")
         for s in systems:
             t = times[s.name]
