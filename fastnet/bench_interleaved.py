@@ -87,10 +87,8 @@ def fixed_threads(k):
 def _tuner_off():
     """``FASTNET_THREADS=fixed`` (``fastnet.threads``: the BLAS thread tuner of ``fit`` off)
     for the duration of the block; the variable is put back as it was."""
-    try:
-        from .threads import ENV
-    except ImportError:  # a fastnet without the tuner: nothing to switch off
-        ENV = "FASTNET_THREADS"
+    from .threads import ENV
+
     old = os.environ.get(ENV)
     os.environ[ENV] = "fixed"
     try:

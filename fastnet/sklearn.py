@@ -60,6 +60,11 @@ def _all_or_nothing(method):
 class _FastnetMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, the network, the training run."""
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # dense arrays only
+        return tags
+
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, optimizer="adam",
                  learning_rate_init=1e-3, batch_size="auto", max_iter=200, schedule="constant",
                  weight_decay=0.0, dropout=0.0, early_stopping=False, validation_fraction=0.1,
@@ -182,7 +187,6 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
-        tags.input_tags.sparse = False
         return tags
 
     def _output(self):
@@ -277,7 +281,6 @@ class MLPRegressor(RegressorMixin, _FastnetMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
-        tags.input_tags.sparse = False
         return tags
 
     def _output(self):

@@ -169,6 +169,11 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
     -----
     Every argument and the data are checked before anything changes: after a
     ``ValueError``/``TypeError`` the weights and optimizer state are as before.
+
+    On the CPU, ``fit`` chooses NumPy's BLAS thread count by timing its steps
+    (``fastnet.threads``; ``history.params["threads"]`` says what it chose).  Set
+    ``FASTNET_THREADS=fixed`` for the same result from the same seed on the same
+    machine: OpenBLAS's results differ in the last bits between thread counts.
     """
     with _exclusive_training(model):
         epochs = V.check_epochs(epochs)

@@ -298,3 +298,20 @@ def test_a_fault_in_the_tuner_warns_and_training_goes_on():
     assert m.threads == 2 and t.threads == 2
     m.train(t, 100)  # no further warning, no change
     assert m.threads == 2
+
+
+def test_only_numpys_own_blas_is_tuned(monkeypatch):
+    pytest.importorskip("scipy.linalg")  # loads SciPy's own OpenBLAS beside NumPy's
+    import os
+
+    from threadpoolctl import ThreadpoolController
+
+    blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    monkeypatch.setattr(threads, "_controllers", None)
+    chosen = threads.numpy_blas()
+    root = os.path.dirname(os.path.abspath(np.__file__))
+    if not any(os.path.abspath(c.filepath).startswith(root) for c in blas):
+        pytest.skip("NumPy's BLAS is not a library of its own here")
+    assert chosen and all(os.path.abspath(c.filepath).startswith(root) for c in chosen)
+    others = [c for c in blas if not os.path.abspath(c.filepath).startswith(root)]
+    assert not any(o.filepath == c.filepath for o in others for c in chosen)
