@@ -218,10 +218,15 @@ class _HostDevice:
     def order_to_device(self, order):
         return order
 
-    def thread_tuner(self, work=None):
+    def collective(self, host):
+        """Data-parallel collectives between host arrays: MPI's own (``host``)."""
+        return host
+
+    def thread_tuner(self, work=None, ranks=1):
         from . import threads
 
-        return threads.tuner(work)
+        # ranks > 1: data-parallel processes on this host, each with its share of the cores
+        return threads.tuner(work) if ranks == 1 else threads.SharedCores(ranks)
 
     @contextlib.contextmanager
     def compute_env(self):
@@ -265,7 +270,21 @@ class _CupyDevice:
     def compute_env(self):
         return contextlib.nullcontext()
 
-    def thread_tuner(self, work=None):
+    def collective(self, host):
+        """Data-parallel collectives between GPUs: NCCL (``cupyx.distributed``) on the current
+        stream, set up through ``host`` (MPI); the simulator's array module brings a stand-in."""
+        from .distributed import NCCLCommunicator
+
+        start = getattr(self.xp, "nccl_process_group", None)  # fastnet.cupy_contract's
+        if start is None:
+            from cupyx.distributed import init_process_group
+
+            nccl = init_process_group(host.size, host.rank, use_mpi=True)
+        else:
+            nccl = start(host)
+        return NCCLCommunicator(host, nccl, self.xp.cuda.get_current_stream())
+
+    def thread_tuner(self, work=None, ranks=1):
         from . import threads
 
         return threads.NoTuner()  # the GPU's threads are the kernels' launch configurations
@@ -322,6 +341,8 @@ class Backend:
         self.augment_rng = np.random.default_rng(augment)
         self.dropout_key = int(masks.generate_state(1, np.uint64)[0])
         self.dropout_counter = 0
+        #: First row of this process's batch in the global batch (data-parallel ``fit``).
+        self.dropout_row = 0
 
     def asarray(self, a, dtype=None):
         """Copy or view ``a`` on this device as a C-contiguous array."""
@@ -335,23 +356,31 @@ class Backend:
         """Wait until queued device work is done (no-op on the CPU)."""
         self._device.synchronize()
 
+    def collective(self, host):
+        """The collectives of data-parallel training on this device, given MPI's (``host``)."""
+        return self._device.collective(host)
+
     def permutation(self, n):
         """A random permutation of ``range(n)`` from the host generator, on the device."""
         return self._device.order_to_device(self.rng.permutation(n))
 
-    def thread_tuner(self, work=None):
+    def thread_tuner(self, work=None, ranks=1):
         """What chooses the BLAS thread count during a training run (``fastnet.threads``);
         on a GPU, nothing (``threads.NoTuner``).  ``work``: a hashable description of
-        the step; runs of the same work continue one another's choice."""
-        return self._device.thread_tuner(work)
+        the step; runs of the same work continue one another's choice.  ``ranks``: the
+        data-parallel processes on this host (they share its cores, nothing is tuned)."""
+        return self._device.thread_tuner(work, ranks)
 
     def gather(self, src, idx, out):
         """``out[:] = src[idx]`` (rows), written into ``out``; returns ``out``."""
         return self._device.gather(src, idx, out)
 
     def dropout_mask(self, keep, rate):
-        """Fill ``keep`` with ``1 / (1 - rate)`` (kept) or 0 (dropped); advances the stream."""
-        self.kernels.dropout_mask(keep, rate, self.dropout_key, self.dropout_counter)
+        """Fill ``keep`` with ``1 / (1 - rate)`` (kept) or 0 (dropped); advances the stream.
+        ``keep``'s rows are rows ``dropout_row, ...`` of the call's mask: a data-parallel
+        rank's share of the global batch (``fastnet.distributed``), else 0."""
+        self.kernels.dropout_mask(keep, rate, self.dropout_key, self.dropout_counter,
+                                  self.dropout_row * keep.shape[1])
         self.dropout_counter += 1
 
     def compute_env(self):

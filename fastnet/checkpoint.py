@@ -17,6 +17,7 @@ import zipfile
 import numpy as np
 
 from .callbacks import Callback
+from .distributed import is_root
 from .npzfile import FORMAT_VERSION, META_KEY, ModelFileError, atomic_write, encode_meta, os_reason
 from .optimizers import Optimizer
 from .validation import check_int
@@ -58,6 +59,8 @@ def save_checkpoint(model, path):
         "optimizer": opt_meta,
         "rng_state": model.backend_.get_rng_state(),
         "history": {"epochs": model.history_.epochs, "history": model.history_.history},
+        # the ranks of a data-parallel fit (fastnet.distributed), else None
+        "distributed": None if model._data_parallel is None else model._data_parallel.layout,
         "sha256": _digest(arrays),
     }
     arrays[META_KEY] = encode_meta(meta)
@@ -138,14 +141,24 @@ def _read_or_previous(path):
         return meta, arrays
 
 
-def restore_checkpoint(model, path):
-    """Load a checkpoint into ``model`` (same architecture); returns the optimizer it held."""
+def restore_checkpoint(model, path, layout=None):
+    """Load a checkpoint into ``model`` (same architecture); returns the optimizer it held.
+    ``layout``: the ranks of the data-parallel fit resuming (``DataParallel.layout``), or
+    None; a checkpoint of a data-parallel fit resumes with the same ranks and batch size."""
     from .callbacks import History
 
     meta, arrays = _read_or_previous(os.fspath(path))
     mine, theirs = model.get_config(), meta["config"]
     if mine["layers"] != theirs["layers"] or mine["loss"] != theirs["loss"]:
         raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a different architecture: {theirs['layers']}")
+    saved = meta.get("distributed")
+    if saved != layout and (saved is not None or layout is not None):
+        said = lambda d: "one process" if d is None else (  # noqa: E731
+            f"{d['ranks']} ranks at batch_size={d['batch_size_per_rank']} per rank")
+        raise CheckpointError(
+            f"checkpoint {os.fspath(path)!r} was written by a training of {said(saved)}, and this fit runs "
+            f"{said(layout)}: resume with the same number of ranks and batch size (the global batch, its "
+            "shares and the data order depend on them)")
     if not model.built:
         model.build(theirs["input_dim"])
     model.set_weights({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
@@ -183,12 +196,14 @@ class ModelCheckpoint(Callback):
         self._saved_epoch = None
 
     def on_epoch_end(self, model, epoch, logs):
+        if not is_root(model):  # data-parallel: rank 0 writes, the other ranks hold the same state
+            return
         if epoch % self.every == 0:
             save_checkpoint(model, self.path)
             self._saved_epoch = epoch
 
     def on_train_end(self, model):
         # The last epoch too, when `every` did not fall on it.
-        if model.n_iter_ and model.n_iter_ != self._saved_epoch:
+        if is_root(model) and model.n_iter_ and model.n_iter_ != self._saved_epoch:
             save_checkpoint(model, self.path)
             self._saved_epoch = model.n_iter_

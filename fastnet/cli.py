@@ -82,6 +82,9 @@ def build_parser():
                             "choosing the epoch whose weights are kept (default: 5000 of 60000, a twelfth)")
     train.add_argument("--no-augment", action="store_true",
                        help="train without the recipe's augmentation (shifts, rotations, scaling)")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the ranks of an MPI job (mpiexec -n N fastnet train mnist "
+                            "--distributed; needs fastnet[mpi]): --batch-size is per rank; rank 0 prints and saves")
     train.add_argument("--save", metavar="PATH", help="write the trained model (.npz); the folder must exist")
     train.add_argument("--data-dir", help="MNIST cache folder (default: $FASTNET_DATA or ~/.cache/fastnet)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -157,6 +160,21 @@ def _recipe(args):
 
 
 def cmd_train(args):
+    if not args.distributed:
+        return _train(args, None)
+    from . import distributed
+
+    comm = distributed.init()  # before the model: picks this rank's GPU
+    if comm.is_root:
+        return _train(args, comm)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # rank 0 reports for all
+        return _train(args, comm)
+
+
+def _train(args, comm):
     import fastnet
 
     recipe = _recipe(args)
@@ -168,7 +186,11 @@ def cmd_train(args):
     model = fastnet.MLP([784, *recipe["hidden"], 10], activation=recipe["activation"],
                         dropout=recipe["dropout"], backend=args.backend, kernels=args.kernels, seed=args.seed)
     t0 = time.perf_counter()
+    if comm is not None and not comm.is_root:
+        comm.broadcast_object(None, "rank 0's loading of MNIST")  # rank 0 fills the cache first
     (xtr, ytr), (xte, yte) = load_mnist_arrays(args.subset, cache_dir=args.data_dir)
+    if comm is not None and comm.is_root:
+        comm.broadcast_object(None, "rank 0's loading of MNIST")
     if args.subset and args.subset > len(xtr):
         print(f"note: --subset {args.subset} is more than the {len(xtr)} training images: all are used",
               file=sys.stderr)
@@ -189,8 +211,10 @@ def cmd_train(args):
     augment = None
     if recipe.get("augment") and not args.no_augment:
         augment = fastnet.Augment(**recipe["augment"], image_shape=(28, 28))
+    batch = f"batch {recipe['batch_size']}" if comm is None else (
+        f"batch {recipe['batch_size']} per rank x {comm.size} ranks ({comm.name}) = {recipe['batch_size'] * comm.size}")
     print(f"model: 784-{'-'.join(map(str, recipe['hidden']))}-10 {recipe['activation']}, "
-          f"{recipe['optimizer']} lr={recipe['lr']} ({recipe['schedule']}), batch {recipe['batch_size']}, "
+          f"{recipe['optimizer']} lr={recipe['lr']} ({recipe['schedule']}), {batch}, "
           f"{recipe['epochs']} epochs, dropout {recipe['dropout']}, weight decay {recipe.get('weight_decay', 0.0)}, "
           f"augmentation {augment if augment is not None else 'none'}, backend {model.backend_!r}")
     # Model selection on the validation split: the weights of its best epoch are kept.
@@ -201,7 +225,7 @@ def cmd_train(args):
                             optimizer=recipe["optimizer"], lr=recipe["lr"], lr_schedule=recipe["schedule"],
                             weight_decay=recipe.get("weight_decay") or None, augment=augment,
                             early_stopping=select, validation_data=(xva, yva),
-                            verbose=0 if args.quiet else 1, diagnose=False)
+                            verbose=0 if args.quiet else 1, diagnose=False, distributed=comm is not None)
     except fastnet.TrainingDivergedError as exc:
         print(f"training diverged: {exc}", file=sys.stderr)
         print(fastnet.diagnose(model.history_, model, xtr, error=exc), file=sys.stderr)
@@ -217,6 +241,8 @@ def cmd_train(args):
     print(f"training: {train_seconds:.1f}s, {len(xtr) * len(history) / epoch_seconds:,.0f} samples/s "
           f"(the first epoch includes Numba compilation unless cached); total {time.perf_counter() - t0:.1f}s")
     print(fastnet.diagnose(history, model, xtr, max_samples=2000))
+    if comm is not None and not comm.is_root:
+        return 0  # rank 0 plots and saves
     if args.plots:
         from .plots import write_training_plots
 

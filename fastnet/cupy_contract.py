@@ -122,9 +122,54 @@ class _Module:
             return np.array(a._a, order=order, copy=True)
         return np.asarray(a, order=order)
 
+    # -- data-parallel collectives ------------------------------------------
+    def nccl_process_group(self, host):
+        """Stand-in for ``cupyx.distributed.init_process_group(size, rank, use_mpi=True)``:
+        calls bound against the installed ``NCCLBackend``, summed through ``host`` (MPI)."""
+        return _NCCLStandIn(host)
+
     # -- everything else: bound against CuPy, computed by NumPy ---------------
     def __getattr__(self, name):
         return _lookup(self, installed_cupy(), np, "", name)
+
+
+class _NCCLStandIn:
+    """``cupyx.distributed``'s NCCL communicator as fastnet calls it: each call is bound
+    against the installed CuPy's ``NCCLBackend`` method, takes device arrays only (a NumPy
+    array is refused, as NCCL would), and is computed with MPI on the arrays' host
+    memory (on a GPU the data never leaves the device: nothing is counted)."""
+
+    def __init__(self, host):
+        import warnings
+
+        with warnings.catch_warnings():  # "nccl library could not be loaded": no GPU here
+            warnings.simplefilter("ignore")
+            from cupyx.distributed import NCCLBackend
+        self._real = NCCLBackend
+        self.host = host
+
+    def _bind(self, name, args):
+        return bind_signature(inspect.signature(getattr(self._real, name)), f"NCCLBackend.{name}",
+                              (self,) + args, {})
+
+    def all_reduce(self, *args):
+        a = self._bind("all_reduce", args)
+        src = unwrap(a["in_array"], "NCCLBackend.all_reduce in_array")
+        dst = unwrap(a["out_array"], "NCCLBackend.all_reduce out_array")
+        if a.get("op", "sum") != "sum":
+            raise ContractError(f"fastnet sums gradients; the stand-in has op='sum' only, got {a['op']!r}")
+        if not (src.flags.c_contiguous and dst.flags.c_contiguous):
+            raise ContractError("NCCLBackend.all_reduce needs contiguous arrays")
+        if dst is not src:
+            dst[...] = src
+        self.host.allreduce(dst, "the NCCL all-reduce (simulated)")
+
+    def broadcast(self, *args):
+        a = self._bind("broadcast", args)
+        buf = unwrap(a["in_out_array"], "NCCLBackend.broadcast in_out_array")
+        if a.get("root", 0) != 0:
+            raise ContractError(f"fastnet broadcasts from rank 0, got root={a['root']!r}")
+        self.host.broadcast(buf, "the NCCL broadcast (simulated)")
 
 
 class _Submodule:

@@ -66,6 +66,10 @@ class Layer:
         """Gradients, in the order of :meth:`params`."""
         return []
 
+    def use_grads(self, arrays):
+        """Keep the gradients in ``arrays`` (shaped as :meth:`grads`; views of the model's
+        one flat gradient buffer) from now on."""
+
     def get_config(self):
         raise NotImplementedError
 
@@ -170,6 +174,11 @@ class Dense(Layer):
 
     def grads(self):
         return [self.dW, self.db] if self.use_bias else [self.dW]
+
+    def use_grads(self, arrays):
+        self.dW = arrays[0]
+        if self.use_bias:
+            self.db = arrays[1]
 
     def forward(self, x, training):
         n = x.shape[0]

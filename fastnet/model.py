@@ -89,6 +89,9 @@ class Network(Inference, Picklable):
     #: The augmentation of the ``fit(augment=...)`` running now (``fastnet.augment``), else
     #: None: set and cleared by ``training.fit``, read by its step loop only.
     _augment_run: Any = None
+    #: The ``fastnet.distributed.DataParallel`` of the data-parallel ``fit`` running now, else
+    #: None: set and cleared by ``training.fit``; checkpoints read it (rank 0 writes).
+    _data_parallel: Any = None
 
     def __init__(self, layers: Sequence[Layer], loss: str | Loss | None = None, backend: str = "auto",
                  dtype: str = "float32", seed: int | None = None, kernels: str = "fused",
@@ -158,12 +161,27 @@ class Network(Inference, Picklable):
             layer.need_dx = trainable_before
             n = layer.build(n, self.backend_, rng)
             trainable_before = trainable_before or layer.trainable
+        self._pack_gradients()
         self.n_features_in_ = n_features
         self.n_outputs_ = n
         self.loss_.bind(self.backend_, n)
         self.built = True
         self._max_batch = 0
         return self
+
+    def _pack_gradients(self):
+        """All gradients in one flat buffer, ``_grad_flat``: each layer's are views of it, so
+        a data-parallel step sums every gradient in one collective call (fastnet.distributed)."""
+        grads = [g for layer in self.layers for g in layer.grads()]
+        flat = self.backend_.xp.zeros(sum(g.size for g in grads), dtype=self.backend_.dtype)
+        offset = 0
+        for layer in self.layers:
+            views = []
+            for g in layer.grads():
+                views.append(flat[offset:offset + g.size].reshape(g.shape))
+                offset += g.size
+            layer.use_grads(views)
+        self._grad_flat = flat
 
     def _ensure_workspace(self, batch):
         if batch <= self._max_batch:

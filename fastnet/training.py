@@ -20,6 +20,10 @@ One training step, on every backend:
 * the batch loss and the count of correct predictions are summed on the device
   into per-step slots (``out=``: no allocation) and read once per epoch.
 
+Data-parallel (``distributed=``, :mod:`fastnet.distributed`): each rank runs the
+same step on its share of the global batch, and one all-reduce of the flat
+gradient buffer sits between the backward pass and the optimizer.
+
 ``docs/architecture.md`` follows one step through its buffers and kernels.
 """
 from __future__ import annotations
@@ -34,6 +38,7 @@ import warnings
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import distributed as D
 from . import validation as V
 from .augment import Augment
 from .callbacks import Callback, EarlyStopping, History
@@ -88,7 +93,8 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         validation_split: float = 0.0, early_stopping: EarlyStopping | None = None,
         callbacks: Sequence[Callback] | None = None, shuffle: bool = True, verbose: int = 0, on_nan: str = "raise",
         resume: str | os.PathLike[str] | None = None, diagnose: bool = True,
-        sample_weight: ArrayLike | None = None, augment: Augment | None = None) -> History:
+        sample_weight: ArrayLike | None = None, augment: Augment | None = None,
+        distributed: Any = None) -> History:
     """Train the model; training continues from the current weights.
 
     Parameters
@@ -159,6 +165,14 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         backend.  Validation data, ``predict`` and ``evaluate`` are never
         augmented; all ranges 0 trains exactly as without it.  The rows must be
         square images, or ``Augment(image_shape=(h, w))`` says their shape.
+    distributed : bool or Communicator, optional
+        Data-parallel training (:mod:`fastnet.distributed`): ``True`` joins the
+        MPI job this process was started in (``mpiexec -n N``; MPI on the CPU,
+        NCCL between GPUs).  Every rank calls ``fit`` with the same data and
+        arguments; ``batch_size`` is per rank, each step trains on a global batch
+        of ``batch_size * N`` rows, and N ranks train as one process at batch
+        ``batch_size * N`` would (same order, masks and augmentations).  Only rank
+        0 shows progress, warns and writes checkpoints.
 
     Returns
     -------
@@ -182,6 +196,8 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         check_choice("on_nan", on_nan, ("raise", "restore", "ignore"))
         threads.mode()  # FASTNET_THREADS, checked before anything changes
+        comm = D.resolve(distributed, model.backend_)
+        run = D.DataParallel(comm, batch_size) if comm is not None else D.Single()
         if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
             raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
         callbacks = list(callbacks or [])
@@ -210,7 +226,7 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         opt = _select_optimizer(model, optimizer, lr, weight_decay)
         if resume is not None:
             # read and checked whole before it changes the model (a bad file changes nothing)
-            restored = restore_checkpoint(model, resume)
+            restored = restore_checkpoint(model, resume, run.layout)
             opt = _select_optimizer(model, optimizer, lr, weight_decay)
             if restored is not None and opt is not restored and opt.get_config() == restored.get_config():
                 # An optimizer object like the checkpoint's: it continues the saved state.
@@ -226,6 +242,13 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
             model.build(Xa.shape[1])
         if opt is not model.optimizer_:
             model.attach_optimizer(opt)
+        if isinstance(run, D.DataParallel):  # every rank starts from rank 0's state, on the same data and settings
+            run.start(model, Xa, ya, {
+                "config": model.get_config(), "optimizer": opt.get_config(), "epochs": epochs,
+                "total_epochs": total, "layout": run.layout, "shuffle": shuffle, "schedule": repr(schedule),
+                "validation": None if val is None else len(val[0]),
+                "weights": None if weights is None else D._digest(weights, np.zeros(0)),
+                "augment": None if augment is None else repr(augment)})
         schedule.total_epochs = total
         if diagnose and not any(isinstance(cb, NormRecorder) for cb in callbacks):
             callbacks.insert(0, NormRecorder())  # per-layer norms for the doctor: model.norms_
@@ -234,11 +257,11 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         model._augment_run = None if augment is None else augment._start(
             model, len(Xa), len(Xa) if batch_size is None else min(batch_size, len(Xa)))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), model.backend_.compute_env(), \
-                _augmenting(model):
+                _augmenting(model), _data_parallel(model, run):
             history = _fit_loop(model, Xa, ya, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan,
-                            weights)
+                            weights, run)
             found = run_diagnosis(history, model, Xa, max_samples=doctor_rows(len(Xa) * len(history.epochs))) \
-                if diagnose else []
+                if diagnose and D.is_root(model) else []
         for d in found:
             warnings.warn(str(d), FastnetWarning, stacklevel=2)
         return history
@@ -271,6 +294,19 @@ def _exclusive_training(model):
         yield
     finally:
         model._training.release()
+
+
+@contextlib.contextmanager
+def _data_parallel(model, run):
+    """``model._data_parallel``: the :class:`~fastnet.distributed.DataParallel` of the fit running
+    now (read by checkpoints and callbacks: only rank 0 writes), else None; the backend's
+    dropout row offset put back to 0 at the end."""
+    model._data_parallel = run if run.comm is not None else None
+    try:
+        yield
+    finally:
+        model._data_parallel = None
+        model.backend_.dropout_row = 0
 
 
 @contextlib.contextmanager
@@ -320,18 +356,22 @@ def _split_validation(model, X, y, validation_data, validation_split):
     return X, y, None
 
 
-def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan, weights=None):
+def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan, weights=None,
+              run=None):
     xp = model.backend_.xp
+    run = run or D.Single()
     n = len(X)
-    bs = n if batch_size is None else min(batch_size, n)
-    model._ensure_workspace(bs)
+    # bs: the global batch (all ranks'); each rank works on at most `rank_rows` of its rows
+    bs = n if batch_size is None else min(batch_size * run.size, n)
+    rank_rows = -(-bs // run.size)
+    model._ensure_workspace(rank_rows)
     Xd, Yd = model._to_device(X, y)
     # Sample weights (mean 1) as a column, and a buffer for a batch's: rows of the loss and
     # of its gradient are scaled by them.
     weighting = None
     if weights is not None:
         weighting = (model.backend_.asarray(weights[:, None], dtype=model.backend_.dtype),
-                     xp.empty((bs, 1), dtype=model.backend_.dtype))
+                     xp.empty((rank_rows, 1), dtype=model.backend_.dtype))
     Xv, Yv = model._to_device(*val) if val is not None else (None, None)
     steps = -(-n // bs)
     step_losses = xp.zeros(steps, dtype=np.float64)
@@ -340,16 +380,20 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
     history = History()
     history.params = {"batch_size": bs, "n_samples": n, "steps": steps, "epochs": epochs,
                       "optimizer": model.optimizer_.name, "lr": model.optimizer_.lr}
+    if run.comm is not None:
+        history.params["distributed"] = {"ranks": run.size, "rank": run.comm.rank, "collective": run.comm.name,
+                                         "batch_size_per_rank": rank_rows}
     model.history_.params = history.params
     model.stop_training = False
     step_callbacks = [cb for cb in callbacks if type(cb).on_step_end is not Callback.on_step_end]
     for cb in callbacks:
         cb.on_train_begin(model)
     # BLAS threads by measurement (fastnet.threads), continuing the last run of the same step
-    tuner = model.backend_.thread_tuner((bs, tuple(a.shape for _, a in model.parameters())))
+    tuner = model.backend_.thread_tuner((bs, tuple(a.shape for _, a in model.parameters())),
+                                        ranks=1 if run.comm is None else run.comm.local_size)
     try:
         _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, callbacks, step_callbacks,
-                verbose, on_nan, guard, history, step_losses, step_correct, weighting, tuner)
+                verbose, on_nan, guard, history, step_losses, step_correct, weighting, tuner, run)
     finally:
         tuner.close()
         history.params["threads"] = tuner.summary()
@@ -359,23 +403,25 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
 
 
 def _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, callbacks, step_callbacks, verbose,
-            on_nan, guard, history, step_losses, step_correct, weighting, tuner):
+            on_nan, guard, history, step_losses, step_correct, weighting, tuner, run):
     for _ in range(epochs):
         epoch = model.n_iter_
         t0 = time.perf_counter()
         if guard is not None:
             guard.save()
-        progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose),
+        progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose) and D.is_root(model),
                                  show_bar=verbose == 1)
         t_steps = time.perf_counter()
         lr = _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
-                          step_losses, step_correct, step_callbacks, weighting, tuner)
+                          step_losses, step_correct, step_callbacks, weighting, tuner, run)
         # the steps alone (with the epoch's permutation): the rest of fit is its fixed cost
         history.params["step_seconds"] = history.params.get("step_seconds", 0.0) + time.perf_counter() - t_steps
         # The epoch's one read from the device: per-step losses and correct counts.
-        host_losses = model.backend_.to_host(step_losses)
+        # (data-parallel: summed over the ranks)
+        host_losses, host_correct = run.reduce_epoch(model.backend_.to_host(step_losses),
+                                                     model.backend_.to_host(step_correct))
         loss = float(host_losses.sum()) * model.loss_.scale(n, model.n_outputs_)
-        correct = int(model.backend_.to_host(step_correct).sum())
+        correct = int(host_correct.sum())
         if "initial_loss" not in history.params:
             # The first batch's loss, computed before the first update: the loss before training.
             history.params["initial_loss"] = float(host_losses[0]) * model.loss_.scale(min(bs, n), model.n_outputs_)
@@ -423,10 +469,12 @@ def _diverged(model, loss, step_losses, epoch, steps, guard, on_nan):
 
 
 def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses,
-                 step_correct, step_callbacks=(), weighting=None, tuner=None):
+                 step_correct, step_callbacks=(), weighting=None, tuner=None, run=None):
     """One epoch; the step losses and correct counts stay on the device, in
     ``step_losses[step]`` and ``step_correct[step]`` (written with ``out=``).
-    ``weighting``: ``(weights (n, 1), buffer (bs, 1))`` of sample weights, or None."""
+    ``weighting``: ``(weights (n, 1), buffer (bs, 1))`` of sample weights, or None.
+    ``run``: this process's share of each global batch of ``bs`` rows and the
+    gradient all-reduce (:mod:`fastnet.distributed`); one process by default."""
     b = model.backend_
     xp = b.xp
     order = b.permutation(n) if shuffle else None
@@ -437,35 +485,40 @@ def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress
     base_lr = model.optimizer_.lr
     lr = base_lr
     tuner = tuner or NoTuner()
+    run = run or D.Single()
     tuner.mark()
     for step in range(steps):
-        start = step * bs
-        m = min(bs, n - start)
+        # the global batch [step * bs, + m); this process's rows of it: [start, + mr)
+        m = min(bs, n - step * bs)
+        start, mr = run.rows(step * bs, m)
+        b.dropout_row = start - step * bs
         wb = None
         if order is None:
-            xb, yb = Xd[start:start + m], Yd[start:start + m]
+            xb, yb = Xd[start:start + mr], Yd[start:start + mr]
             if weighting is not None:
-                wb = weighting[0][start:start + m]
+                wb = weighting[0][start:start + mr]
         else:
-            idx = order[start:start + m]
-            xb = b.gather(Xd, idx, model._xb[:m])
-            yb = b.gather(Yd, idx, model._yb[:m])
+            idx = order[start:start + mr]
+            xb = b.gather(Xd, idx, model._xb[:mr])
+            yb = b.gather(Yd, idx, model._yb[:mr])
             if weighting is not None:
-                wb = b.gather(weighting[0], idx, weighting[1][:m])
+                wb = b.gather(weighting[0], idx, weighting[1][:mr])
         if augment is not None:  # the batch's images, each distorted, into the augmentation buffer
-            xb = augment.apply(xb, start, m)
+            xb = augment.apply(xb, start, mr)
         lr = schedule(epoch + step / steps, base_lr)
         out = model._forward(xb, True)
-        rows = model._loss_rows[:m]
-        grad = model._grad[:m]
-        model.loss_(out, yb, rows, grad)
+        rows = model._loss_rows[:mr]
+        grad = model._grad[:mr]
+        if mr:  # (a rank can get no rows of a last batch smaller than the rank count)
+            model.loss_(out, yb, rows, grad)
         if wb is not None:  # each row's loss and gradient times its weight
             xp.multiply(grad, wb, out=grad)
-            xp.multiply(rows, wb.reshape(m), out=rows)
+            xp.multiply(rows, wb.reshape(mr), out=rows)
         rows.sum(axis=0, out=step_losses[step:step + 1], keepdims=True)
         if classify:
             model._correct(out, yb, step_correct[step:step + 1])
         model._backward(grad)
+        run.reduce_gradients(model, m, mr)  # data-parallel: the global batch's gradient on every rank
         model.optimizer_.step(lr)
         tuner.step_done(m == bs)
         progress.update(step + 1)

@@ -824,9 +824,9 @@ def _dropout_fill(flat, threshold, scale, unit, key, base, shift):
         flat[i] = scale if u >= np.float64(threshold) else zero
 
 
-def dropout_mask(keep, rate, key, counter):
+def dropout_mask(keep, rate, key, counter, start=0):
     """``keep = 1 / (1 - rate)`` where the counter-based uniform is ``>= rate``, else 0."""
-    threshold, scale, unit, base, shift = dropout_params(rate, counter, keep.dtype)
+    threshold, scale, unit, base, shift = dropout_params(rate, counter, keep.dtype, start)
     _dropout_fill(keep.reshape(keep.size), threshold, scale, unit,
                   np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF), np.uint64(base), np.uint64(shift))
 

@@ -791,10 +791,10 @@ def _k_dropout_mask(keep, threshold, scale, unit, key, base, shift):
         keep[i] = scale if u >= threshold else T(0)
 
 
-def dropout_mask(keep, rate, key, counter):
+def dropout_mask(keep, rate, key, counter, start=0):
     """``keep = 1 / (1 - rate)`` where the counter-based uniform is ``>= rate``, else 0."""
     if keep.size:
-        threshold, scale, unit, base, shift = dropout_params(rate, counter, keep.dtype)
+        threshold, scale, unit, base, shift = dropout_params(rate, counter, keep.dtype, start)
         _launch(_k_dropout_mask, _blocks(keep.size, BLOCK), BLOCK, keep, _flat(keep, "keep"),
                 threshold, scale, unit, np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF),
                 np.uint64(base), np.uint64(shift))

@@ -405,35 +405,37 @@ SPLITMIX_M2 = 0x94D049BB133111EB
 _MASK64 = (1 << 64) - 1
 
 
-def dropout_params(rate, counter, dtype):
+def dropout_params(rate, counter, dtype, start=0):
     """Host-side scalars shared by the three implementations of :func:`dropout_mask`.
 
     ``(threshold, scale, unit, base, shift)``: ``rate`` and ``1 / (1 - rate)`` in
     ``dtype``; ``unit = 2**-bits`` and ``shift = 64 - bits`` with ``bits`` the
-    mantissa width (24 for float32, 53 for float64); ``base = counter * 2**32 + 1``
+    mantissa width (24 for float32, 53 for float64); ``base = counter * 2**32 + start + 1``
     modulo 2**64, the position of element 0 of this call in the stream.
     """
     T = np.dtype(dtype).type
     bits = 24 if np.dtype(dtype) == np.float32 else 53
-    base = ((int(counter) << 32) + 1) & _MASK64
+    base = ((int(counter) << 32) + int(start) + 1) & _MASK64
     return T(rate), T(1.0 / (1.0 - rate)), T(2.0**-bits), base, 64 - bits
 
 
 @kernel("dropout")
-def dropout_mask(keep, rate, key, counter):
+def dropout_mask(keep, rate, key, counter, start=0):
     """Fill ``keep`` with ``1 / (1 - rate)`` (kept) or ``0`` (dropped), in place.
 
     Element ``i`` (row-major) of call ``counter`` draws
-    ``h = splitmix64_mix(key + GAMMA * (counter * 2**32 + i + 1))`` (all modulo
-    2**64), i.e. the ``counter * 2**32 + i + 1``-th output of splitmix64 seeded
-    with ``key``; ``u = (h >> (64 - bits)) * 2**-bits`` is exact in the array
+    ``h = splitmix64_mix(key + GAMMA * (counter * 2**32 + start + i + 1))`` (all
+    modulo 2**64), i.e. the ``counter * 2**32 + start + i + 1``-th output of
+    splitmix64 seeded with ``key``: with ``start = s``, ``keep`` is elements
+    ``s, s + 1, ...`` of the call's mask (a data-parallel rank's rows of the
+    global batch get the masks a one-process run gives them); ``u = (h >> (64 - bits)) * 2**-bits`` is exact in the array
     dtype and the element is kept when ``u >= rate``.  The state is the pair
     ``(key, counter)``: two integers to checkpoint, and the same masks on the
     CPU and the GPU.  Calls must differ in ``counter`` and have fewer than
     2**32 elements.
     """
     xp = _xp(keep)
-    threshold, scale, unit, base, shift = dropout_params(rate, counter, keep.dtype)
+    threshold, scale, unit, base, shift = dropout_params(rate, counter, keep.dtype, start)
     x = xp.arange(keep.size, dtype=xp.uint64)
     x += xp.uint64(base)
     x *= xp.uint64(SPLITMIX_GAMMA)

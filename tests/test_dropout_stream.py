@@ -20,14 +20,14 @@ def splitmix64_output(key, position):
     return z ^ (z >> 31)
 
 
-def python_mask(shape, rate, key, counter, dtype):
+def python_mask(shape, rate, key, counter, dtype, start=0):
     bits = 24 if np.dtype(dtype) == np.float32 else 53
     T = np.dtype(dtype).type
     scale = T(1.0 / (1.0 - rate))
     out = np.empty(shape, dtype)
     flat = out.reshape(-1)
     for i in range(flat.size):
-        h = splitmix64_output(key, (counter << 32) + i + 1)
+        h = splitmix64_output(key, (counter << 32) + start + i + 1)
         u = (h >> (64 - bits)) / float(1 << bits)  # exact: bits <= 53
         flat[i] = scale if u >= float(T(rate)) else 0
     return out
@@ -51,6 +51,18 @@ def test_mask_matches_python_integers(impl, dtype, shape, rate, key, counter):
     keep = np.full(shape, np.nan, dtype)
     impl.dropout_mask(keep, rate, key, counter)
     np.testing.assert_array_equal(keep, python_mask(shape, rate, key, counter, dtype))
+
+
+@pytest.mark.parametrize("impl", [reference, cpu], ids=["reference", "cpu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_start_gives_the_rows_of_a_larger_call(impl, dtype):
+    # a data-parallel rank's rows 3..6 of a 7-row global batch: the masks one process draws there
+    full = np.empty((7, 5), dtype)
+    impl.dropout_mask(full, 0.4, 77, 9)
+    rows = np.empty((4, 5), dtype)
+    impl.dropout_mask(rows, 0.4, 77, 9, start=3 * 5)
+    np.testing.assert_array_equal(rows, full[3:])
+    np.testing.assert_array_equal(rows, python_mask((4, 5), 0.4, 77, 9, dtype, start=15))
 
 
 def test_first_element_of_key_0_counter_0_is_the_first_splitmix_output():

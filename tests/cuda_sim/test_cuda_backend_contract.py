@@ -162,6 +162,19 @@ def test_dropout_masks_are_the_same_on_cpu_and_cuda_sim():
     assert cpu.get_rng_state() == sim.get_rng_state()
 
 
+def test_dropout_rows_of_a_global_batch_are_the_same_on_cpu_and_cuda_sim():
+    # a data-parallel rank's rows 4..8 of a 9-row batch: the masks one process draws there
+    cpu = B.get_backend("cpu", seed=5)
+    sim = B.get_backend(SIM, seed=5)
+    whole = np.empty((9, 33), np.float32)
+    cpu.dropout_mask(whole, 0.3)
+    sim.dropout_counter = 0
+    sim.dropout_row = 4
+    rows = sim.xp.empty((5, 33), dtype=np.float32)
+    sim.dropout_mask(rows, 0.3)
+    np.testing.assert_array_equal(sim.to_host(rows), whole[4:])
+
+
 def test_training_with_dropout_and_shuffle_matches_cpu():
     X, y = blobs(96)
     curves = {}

@@ -1,0 +1,103 @@
+"""Data-parallel training on the CUDA backend's code under the simulator (fastnet.distributed).
+
+On a GPU the gradients are summed by NCCL (``cupyx.distributed``); here no NCCL runs, and
+the cuda-sim array module brings a stand-in (``cupy_contract._NCCLStandIn``) whose calls
+are bound against the installed CuPy's ``NCCLBackend`` and computed with MPI.  What this
+verifies: the CUDA backend's data-parallel path (NCCL communicator, flat device gradient
+buffer, the shares of each global batch) trains as one process at the global batch.  What
+it cannot: NCCL itself (``bench/gpu_check.sh`` runs it on a machine with two GPUs).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnet
+from fastnet import cupy_contract as C
+from fastnet import distributed as D
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(HERE, "mpi_worker.py")
+MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+if not os.path.exists(MPIEXEC):
+    MPIEXEC = shutil.which("mpiexec") or MPIEXEC
+
+
+class LoneHost(D.Communicator):
+    """A one-rank host communicator: what NCCL's set-up and host messages go through."""
+    name = "lone"
+
+    def __init__(self):
+        self.sums = 0
+
+    def allreduce(self, buf, what=""):
+        self.sums += 1
+
+    def broadcast(self, buf, what=""):
+        pass
+
+    def broadcast_object(self, obj, what=""):
+        return obj
+
+
+def data(n=96):
+    X = np.random.default_rng(0).standard_normal((n, 12)).astype(np.float32)
+    return X, (X[:, 0] > 0).astype(int)
+
+
+def test_the_cuda_backend_sums_gradients_with_nccl_and_trains_as_without():
+    X, y = data()
+    runs = []
+    for distributed in (False, True):
+        model = fastnet.MLP([12, 16, 3], dropout=0.2, seed=1, backend="cuda-sim")
+        host = LoneHost()
+        comm = model.backend_.collective(host) if distributed else None
+        h = model.fit(X, y, epochs=2, batch_size=16, diagnose=False, distributed=comm)
+        runs.append((model.get_weights(), h, host, comm))
+    (w0, h0, *_), (w1, h1, host, comm) = runs
+    assert isinstance(comm, D.NCCLCommunicator) and isinstance(comm.nccl, C._NCCLStandIn)
+    assert h1.params["distributed"]["collective"] == "nccl"
+    assert host.sums == 2 * 6 + 2 * 2 + 1  # a gradient sum per step (NCCL's, through the stand-in),
+    # the epoch's loss and accuracy sums, and the start's check
+    assert all(np.array_equal(w0[k], w1[k]) for k in w0)
+    assert h1["loss"] == h0["loss"]
+
+
+def test_nccl_calls_are_checked_against_cupy():
+    nccl = C.module().nccl_process_group(LoneHost())
+    dev = C.module().zeros(4, dtype=np.float32)
+    stream = C.module().cuda.get_current_stream()
+    nccl.all_reduce(dev, dev, "sum", stream)
+    with pytest.raises(C.ContractError, match="NCCLBackend.all_reduce"):
+        nccl.all_reduce(dev, dev, "sum", stream, "extra")  # CuPy takes no fifth argument
+    with pytest.raises(C.ContractError, match="NumPy array"):
+        nccl.all_reduce(np.zeros(4, np.float32), dev, "sum", stream)  # NCCL reads device memory
+    with pytest.raises(C.ContractError, match="root=1"):
+        nccl.broadcast(dev, 1, stream)
+
+
+def test_two_ranks_on_cuda_sim_train_as_one_process_at_twice_the_batch(tmp_path):
+    results = {}
+    for name, ranks, bs in (("two", 2, 16), ("one", None, 32)):
+        out = tmp_path / name
+        out.mkdir()
+        spec = {"out": str(out), "distributed": ranks is not None, "backend": "cuda-sim", "synthetic": 200,
+                "epochs": 2, "batch_size": bs, "seed": 3, "dropout": 0.2, "subset": None}
+        (out / "spec.json").write_text(json.dumps(spec))
+        cmd = [sys.executable, WORKER, str(out / "spec.json")]
+        if ranks:
+            cmd = [MPIEXEC, "-n", str(ranks)] + cmd
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "OPENBLAS_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        with np.load(out / "rank0.npz") as z:
+            results[name] = {k: z[k] for k in z.files}
+        results[name + "-params"] = json.loads((out / "rank0.json").read_text())["params"]
+    assert results["two-params"]["distributed"]["collective"] == "nccl"
+    one, two = results["one"], results["two"]
+    worst = max(float(np.abs(one[k] - two[k]).max() / np.abs(one[k]).max()) for k in one)
+    assert worst <= 1e-5, worst
