@@ -22,6 +22,13 @@ in order, each recorded as pass / fail / error / skipped / partial:
                 and the median of the per-round time ratios.
 6. disk cache   first-epoch time of a fresh process with a cold, then a warm NUMBA_CACHE_DIR.
 7. cli          ``fastnet train mnist --backend cuda`` must reach 0.98 test accuracy.
+8. nccl         data-parallel over NCCL (``fit(distributed=True)``, fastnet.distributed):
+                ``mpiexec -n 2`` on two GPUs at batch 64 per rank against one process at
+                batch 128 (tests/mpi_worker.py), final weights within 1e-4 of each tensor's
+                largest (cuBLAS may pick other GEMM algorithms for 64 and 128 rows), and
+                both epochs' seconds.  Skipped with the reason on one GPU, or without mpi4py
+                and ``mpiexec`` (``pip install "fastnet[mpi]"``).  In dry mode: the same on
+                cuda-sim, NCCL's calls bound against CuPy and summed by MPI.
 
 Every measurement goes to a JSON file (``--json``, default gpu_check.json) and a markdown
 summary (printed; ``--table PATH`` also writes it).  Exit status 1 if a section failed or
@@ -576,6 +583,63 @@ def section_cli(chk):
             "summary": f"test accuracy {acc}" + (f"; {speed.group(0)}" if speed else "")}
 
 
+# ----------------------------------------------------------------------------- 8. NCCL
+NCCL_RTOL = {"gpu": 1e-4, "dry": 1e-5}
+
+
+def section_nccl(chk):
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return {"status": "skipped", "reason": 'mpi4py is not installed: pip install "fastnet[mpi]"'}
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    mpiexec = mpiexec if os.path.exists(mpiexec) else shutil.which("mpiexec")
+    if not mpiexec:
+        return {"status": "skipped", "reason": 'no mpiexec: pip install "fastnet[mpi]" (the mpich wheel)'}
+    if not chk.dry:
+        gpus = chk.xp.cuda.runtime.getDeviceCount()
+        if gpus < 2:
+            return {"status": "skipped", "reason": f"{gpus} GPU: NCCL data-parallel needs two or more "
+                                                   "(verified here only under the simulator, tests/cuda_sim)"}
+    rows, epochs = (96, 1) if chk.dry else (8192, 2)
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="fastnet-nccl-") as tmp:
+        for name, ranks, bs in (("two ranks", 2, 64), ("one process", None, 128)):
+            out = os.path.join(tmp, name.replace(" ", "-"))
+            os.mkdir(out)
+            spec = {"out": out, "distributed": ranks is not None, "backend": chk.backend, "synthetic": rows,
+                    "epochs": epochs, "batch_size": bs, "seed": 3, "dropout": 0.2, "subset": None}
+            with open(os.path.join(out, "spec.json"), "w") as f:
+                json.dump(spec, f)
+            cmd = [sys.executable, os.path.join(ROOT, "tests", "mpi_worker.py"), os.path.join(out, "spec.json")]
+            if ranks:
+                cmd = [mpiexec, "-n", str(ranks)] + cmd
+            if chk.left() < 20:
+                return {"status": "partial", "reason": f"time budget (before the {name} run)", "runs": runs}
+            try:
+                p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=chk.left() - 5)
+            except subprocess.TimeoutExpired:
+                return {"status": "partial", "reason": f"time budget: the {name} run was stopped", "runs": runs}
+            if p.returncode:
+                return {"status": "fail", "reason": f"{name} exited {p.returncode}", "stderr": tail(p.stderr)}
+            with np.load(os.path.join(out, "rank0.npz")) as z:
+                weights = {k: z[k] for k in z.files}
+            with open(os.path.join(out, "rank0.json")) as f:
+                h = json.load(f)
+            runs[name] = {"weights": weights, "epoch_seconds": h["history"]["seconds"],
+                          "distributed": h["params"].get("distributed")}
+    one, two = runs["one process"]["weights"], runs["two ranks"]["weights"]
+    worst = max(float(np.abs(one[k] - two[k]).max() / np.abs(one[k]).max()) for k in one)
+    tol = NCCL_RTOL["dry" if chk.dry else "gpu"]
+    collective = (runs["two ranks"]["distributed"] or {}).get("collective")
+    ok = worst <= tol and collective == "nccl"
+    return {"status": "pass" if ok else "fail", "max_rel_diff": worst, "tolerance": tol, "collective": collective,
+            "rows": rows, "epochs": epochs,
+            "epoch_seconds": {k: v["epoch_seconds"] for k, v in runs.items()},
+            "summary": f"2 ranks at batch 64 ({collective}) vs 1 process at 128: weights within {worst:.1e} "
+                       f"(tolerance {tol:.0e})"}
+
+
 # ----------------------------------------------------------------------------- driver and report
 SECTIONS = [  # name, function, seconds it needs left to start, needs the device backend, why not in dry mode
     ("versions", section_versions, 0, False, None),
@@ -586,6 +650,7 @@ SECTIONS = [  # name, function, seconds it needs left to start, needs the device
     ("disk_cache", section_disk_cache, 30, True, None),
     ("cli", section_cli, 60, True, "dry mode: the CLI evaluates all 10000 test images with the default "
                                    "launch configuration, far too slow under the simulator"),
+    ("nccl", section_nccl, 45, True, None),
 ]
 
 

@@ -4,9 +4,10 @@
 #   bash bench/gpu_check.sh [--json PATH] [--table PATH] [--data-dir DIR] [--budget SECONDS]
 #   bash bench/gpu_check.sh --dry ...     # no GPU: numba's simulator on cuda-sim (sets NUMBA_ENABLE_CUDASIM=1)
 #
-# 1. Install: skipped when CuPy, NVIDIA's numba-cuda and fastnet already import; otherwise
-#    `pip install -e ".[cuda13]"` (a machine without internet: the failure is printed and the
-#    check goes on with what is importable).  Never in dry mode.
+# 1. Install: skipped when CuPy, NVIDIA's numba-cuda, mpi4py and fastnet already import;
+#    otherwise `pip install -e ".[cuda13,mpi]"` (mpi: for the NCCL data-parallel section; a
+#    machine without internet: the failure is printed and the check goes on with what is
+#    importable).  Never in dry mode.
 # 2. Runs bench/gpu_check.py with the same arguments; its exit status is this script's
 #    (non-zero when a check failed).  PYTHON picks the interpreter (default: python).
 set -euo pipefail
@@ -23,18 +24,18 @@ case "${NUMBA_ENABLE_CUDASIM:-0}" in "" | 0) ;; *) dry=1 ;; esac
 if [ "$dry" = 1 ]; then
     export NUMBA_ENABLE_CUDASIM=1  # before Python starts: numba reads it at import
     install="skipped: dry mode"
-elif "$PY" -c 'import sys, cupy, numba.cuda, fastnet.kernels; sys.exit(numba.cuda.implementation != "NVIDIA")' \
+elif "$PY" -c 'import sys, cupy, numba.cuda, mpi4py, fastnet.kernels; sys.exit(numba.cuda.implementation != "NVIDIA")' \
         >/dev/null 2>&1; then
-    install="skipped: cupy, NVIDIA numba-cuda and fastnet already importable"
+    install="skipped: cupy, NVIDIA numba-cuda, mpi4py and fastnet already importable"
 else
-    echo "== installing fastnet[cuda13] (CuPy, numba-cuda) with pip"
+    echo "== installing fastnet[cuda13,mpi] (CuPy, numba-cuda, NCCL, mpi4py, MPICH) with pip"
     log="$(mktemp)"
     if timeout 180 "$PY" -m pip install --disable-pip-version-check --timeout 15 --retries 1 \
-            -e ".[cuda13]" >"$log" 2>&1; then
-        install="installed fastnet[cuda13]"
+            -e ".[cuda13,mpi]" >"$log" 2>&1; then
+        install="installed fastnet[cuda13,mpi]"
     else
         rc=$?
-        install="pip install -e .[cuda13] failed (exit $rc): $(tail -n 1 "$log")"
+        install="pip install -e .[cuda13,mpi] failed (exit $rc): $(tail -n 1 "$log")"
         echo "== $install"
         tail -n 15 "$log" | sed 's/^/   pip: /'
         if ! "$PY" -c 'import fastnet.kernels' >/dev/null 2>&1; then

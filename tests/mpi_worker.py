@@ -8,7 +8,8 @@ SPEC (JSON): ``out`` (a folder: each rank writes ``rank<r>.npz`` with its final 
 ``resume`` (a path), ``corrupt_rank`` (that rank trains on other data), ``stall`` /
 ``kill`` (that rank sleeps / kills itself at its 5th step of the first epoch),
 ``synthetic`` (rows of a small random problem instead of MNIST: for the CUDA simulator,
-whose launches are then made small, as in tests/cuda_sim).
+whose launches are then made small, as in tests/cuda_sim), ``hidden`` (MNIST hidden
+layers, default [64, 32]), ``validation`` (default true: 300 rows, evaluated each epoch).
 """
 import json
 import os
@@ -53,7 +54,7 @@ if SPEC.get("synthetic"):
         sys.setswitchinterval(2e-4)
 else:
     (X, y), _ = load_mnist_arrays(subset=SPEC["subset"])
-    sizes = [784, 64, 32, 10]
+    sizes = [784, *SPEC.get("hidden", [64, 32]), 10]
 if SPEC.get("corrupt_rank") == rank:
     X = X[::-1].copy()
 model = fastnet.MLP(sizes, activation="relu", dropout=SPEC.get("dropout", 0.0), seed=SPEC["seed"],
@@ -63,7 +64,7 @@ if SPEC.get("checkpoint"):
     callbacks.append(fastnet.ModelCheckpoint(SPEC["checkpoint"].format(rank=rank)))
 history = model.fit(X, y, epochs=SPEC["epochs"], batch_size=SPEC["batch_size"],
                     optimizer=SPEC.get("optimizer", "adam"), lr=SPEC.get("lr"), diagnose=False,
-                    callbacks=callbacks, resume=SPEC.get("resume"), validation_data=(X[:300], y[:300]),
+                    callbacks=callbacks, resume=SPEC.get("resume"), validation_data=(X[:300], y[:300]) if SPEC.get("validation", True) else None,
                     distributed=True if SPEC["distributed"] else None)
 np.savez(os.path.join(SPEC["out"], f"rank{rank}.npz"), **model.get_weights())
 with open(os.path.join(SPEC["out"], f"rank{rank}.json"), "w") as f:

@@ -89,3 +89,12 @@ def test_dry_flag_without_the_simulator_variable_is_refused():
     proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "NUMBA_ENABLE_CUDASIM=1" in proc.stderr
+
+
+def test_nccl_section_runs_two_ranks_on_cuda_sim(dry_run):
+    # the data-parallel section's code end to end: mpiexec -n 2 on cuda-sim (NCCL's calls
+    # bound against CuPy, summed by MPI) against one process at twice the batch
+    _, tmp = dry_run
+    nccl = json.loads((tmp / "g.json").read_text())["sections"]["nccl"]
+    assert nccl["status"] == "pass", nccl
+    assert nccl["collective"] == "nccl" and nccl["max_rel_diff"] <= nccl["tolerance"] == 1e-5
