@@ -60,6 +60,12 @@ def report():
     for name in ("cpu", "cuda", "cuda-sim"):
         ok, why = backend_status(name)
         lines.append(f"  {name:<9} {'usable' if ok else 'unavailable'}: {why}")
+    mpi = ", ".join(f"{n} {_distribution(n)}" for n in ("mpich", "openmpi", "impi-rt")
+                    if _distribution(n) != "not installed") or "none from the package index"
+    nccl = ", ".join(f"{n} {_distribution(n)}" for n in ("nvidia-nccl-cu13", "nvidia-nccl-cu12")
+                     if _distribution(n) != "not installed") or "not installed"
+    lines.append(f"distributed (fit(distributed=True)): mpi4py {_distribution('mpi4py')} (MPI: {mpi}); "
+                 f"NCCL: {nccl}")
     lines.append("kernels (fused: the device's own; reference: the table's plain array version):")
     lines.extend(kernel_lines())
     lines.append(f"kernel cache: {numba_cache_dir()}  (set FASTNET_KERNEL_CACHE to move it)")

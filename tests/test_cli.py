@@ -124,6 +124,12 @@ def test_info():
     assert any(re.match(r"\s+cpu\s+usable", ln) for ln in lines), proc.stdout
     assert any(re.match(r"\s+cuda\s+(usable|unavailable): \S", ln) for ln in lines), proc.stdout
     assert any(ln.startswith("numpy") and np.__version__ in ln for ln in lines)
+    import importlib.metadata as md
+    try:
+        mpi4py = md.version("mpi4py")
+    except md.PackageNotFoundError:
+        mpi4py = "not installed"
+    assert any(ln.startswith("distributed") and f"mpi4py {mpi4py}" in ln for ln in lines), proc.stdout
 
 
 # ------------------------------------------------------------------------ bench
