@@ -7,24 +7,12 @@ verifies: the CUDA backend's data-parallel path (NCCL communicator, flat device 
 buffer, the shares of each global batch) trains as one process at the global batch.  What
 it cannot: NCCL itself (``bench/gpu_check.sh`` runs it on a machine with two GPUs).
 """
-import json
-import os
-import shutil
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import fastnet
 from fastnet import cupy_contract as C
 from fastnet import distributed as D
-
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(HERE, "mpi_worker.py")
-MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-if not os.path.exists(MPIEXEC):
-    MPIEXEC = shutil.which("mpiexec") or MPIEXEC
 
 
 class LoneHost(D.Communicator):
@@ -80,24 +68,5 @@ def test_nccl_calls_are_checked_against_cupy():
         nccl.broadcast(dev, 1, stream)
 
 
-def test_two_ranks_on_cuda_sim_train_as_one_process_at_twice_the_batch(tmp_path):
-    results = {}
-    for name, ranks, bs in (("two", 2, 16), ("one", None, 32)):
-        out = tmp_path / name
-        out.mkdir()
-        spec = {"out": str(out), "distributed": ranks is not None, "backend": "cuda-sim", "synthetic": 200,
-                "epochs": 2, "batch_size": bs, "seed": 3, "dropout": 0.2, "subset": None}
-        (out / "spec.json").write_text(json.dumps(spec))
-        cmd = [sys.executable, WORKER, str(out / "spec.json")]
-        if ranks:
-            cmd = [MPIEXEC, "-n", str(ranks)] + cmd
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "OPENBLAS_NUM_THREADS": "1"})
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        with np.load(out / "rank0.npz") as z:
-            results[name] = {k: z[k] for k in z.files}
-        results[name + "-params"] = json.loads((out / "rank0.json").read_text())["params"]
-    assert results["two-params"]["distributed"]["collective"] == "nccl"
-    one, two = results["one"], results["two"]
-    worst = max(float(np.abs(one[k] - two[k]).max() / np.abs(one[k]).max()) for k in one)
-    assert worst <= 1e-5, worst
+# Two ranks in two processes (mpiexec -n 2) on cuda-sim against one process at twice the
+# batch: bench/gpu_check.py's nccl section in dry mode (tests/cuda_sim/test_gpu_check_dry.py).
