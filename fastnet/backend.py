@@ -247,6 +247,7 @@ class _CupyDevice:
     def __init__(self, xp):
         self.xp = xp
         self._order = None  # the epoch's permutation, on the device
+        self._collective = None  # the NCCL communicator of data-parallel fits
 
     def asarray(self, a, dtype=None):
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
@@ -275,14 +276,16 @@ class _CupyDevice:
         stream, set up through ``host`` (MPI); the simulator's array module brings a stand-in."""
         from .distributed import NCCLCommunicator
 
-        start = getattr(self.xp, "nccl_process_group", None)  # fastnet.cupy_contract's
-        if start is None:
-            from cupyx.distributed import init_process_group
+        if self._collective is None or self._collective.host is not host:  # one NCCL set-up per job
+            start = getattr(self.xp, "nccl_process_group", None)  # fastnet.cupy_contract's
+            if start is None:
+                from cupyx.distributed import init_process_group
 
-            nccl = init_process_group(host.size, host.rank, use_mpi=True)
-        else:
-            nccl = start(host)
-        return NCCLCommunicator(host, nccl, self.xp.cuda.get_current_stream())
+                nccl = init_process_group(host.size, host.rank, use_mpi=True)
+            else:
+                nccl = start(host)
+            self._collective = NCCLCommunicator(host, nccl, self.xp.cuda.get_current_stream())
+        return self._collective
 
     def thread_tuner(self, work=None, ranks=1):
         from . import threads

@@ -351,6 +351,13 @@ def _host(comm):
     return comm.host if isinstance(comm, NCCLCommunicator) else comm
 
 
+def describe(obj):
+    """``repr(obj)`` for comparing settings across ranks; the class name where the repr is
+    the default one (it holds an address, which differs between processes)."""
+    text = repr(obj)
+    return type(obj).__qualname__ if " at 0x" in text else text
+
+
 def _digest(X, y):
     """A cheap fingerprint of the training data (CRC32 of its bytes)."""
     crc = zlib.crc32(np.ascontiguousarray(X).view(np.uint8).reshape(-1))

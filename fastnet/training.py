@@ -245,10 +245,10 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         if isinstance(run, D.DataParallel):  # every rank starts from rank 0's state, on the same data and settings
             run.start(model, Xa, ya, {
                 "config": model.get_config(), "optimizer": opt.get_config(), "epochs": epochs,
-                "total_epochs": total, "layout": run.layout, "shuffle": shuffle, "schedule": repr(schedule),
+                "total_epochs": total, "layout": run.layout, "shuffle": shuffle, "schedule": D.describe(schedule),
                 "validation": None if val is None else len(val[0]),
                 "weights": None if weights is None else D._digest(weights, np.zeros(0)),
-                "augment": None if augment is None else repr(augment)})
+                "augment": D.describe(augment)})
         schedule.total_epochs = total
         if diagnose and not any(isinstance(cb, NormRecorder) for cb in callbacks):
             callbacks.insert(0, NormRecorder())  # per-layer norms for the doctor: model.norms_

@@ -30,6 +30,9 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from fastnet.sklearn import MLPClassifier  # noqa: E402
 
+
+pytestmark = pytest.mark.processes
+
 GRID = {"learning_rate_init": [1e-3, 1e-2], "hidden_layer_sizes": [(16,), (64,)]}
 CV = 3
 

@@ -68,6 +68,7 @@ def worst_difference(a, b):
 
 
 @pytest.mark.mnist
+@pytest.mark.processes
 @pytest.mark.parametrize("subset, dropout", [
     (768, 0.0),    # 6 full global batches of 128
     (860, 0.25),   # the last global batch has 92 rows: 46 each; dropout masks by global row
@@ -92,6 +93,7 @@ def test_two_ranks_train_as_one_process_at_twice_the_batch(tmp_path, subset, dro
 
 
 @pytest.mark.mnist
+@pytest.mark.processes
 def test_ranks_start_from_rank_0s_state_without_a_seed(tmp_path):
     # seed None: each rank draws other initial weights and another data order; fit makes
     # every rank start from rank 0's weights and random state
@@ -101,6 +103,7 @@ def test_ranks_start_from_rank_0s_state_without_a_seed(tmp_path):
 
 
 @pytest.mark.mnist
+@pytest.mark.processes
 def test_ranks_with_other_data_fail_clearly_on_every_rank(tmp_path):
     proc = run_worker(tmp_path, ranks=2, corrupt_rank=1, epochs=1)
     assert proc.returncode != 0
@@ -110,6 +113,7 @@ def test_ranks_with_other_data_fail_clearly_on_every_rank(tmp_path):
 
 
 @pytest.mark.mnist
+@pytest.mark.processes
 def test_a_stalled_rank_ends_the_others_with_a_timeout(tmp_path):
     proc = run_worker(tmp_path, ranks=2, stall=1, env={"FASTNET_DISTRIBUTED_TIMEOUT": "4"}, timeout=90)
     text = proc.stdout + proc.stderr
@@ -119,6 +123,7 @@ def test_a_stalled_rank_ends_the_others_with_a_timeout(tmp_path):
 
 
 @pytest.mark.mnist
+@pytest.mark.processes
 def test_a_killed_rank_ends_the_job(tmp_path):
     proc = run_worker(tmp_path, ranks=2, kill=1, env={"FASTNET_DISTRIBUTED_TIMEOUT": "4"}, timeout=90)
     text = proc.stdout + proc.stderr
@@ -130,6 +135,7 @@ def test_a_killed_rank_ends_the_job(tmp_path):
 
 
 @pytest.mark.mnist
+@pytest.mark.processes
 def test_checkpoints_by_rank_0_and_resume_with_the_same_ranks(tmp_path):
     ckpt = str(tmp_path / "ckpt-{rank}.npz")
     straight = run_worker(tmp_path, ranks=2, epochs=2)
@@ -147,6 +153,7 @@ def test_checkpoints_by_rank_0_and_resume_with_the_same_ranks(tmp_path):
 
 
 @pytest.mark.mnist
+@pytest.mark.processes
 def test_cli_trains_mnist_on_two_ranks(tmp_path):
     save = tmp_path / "model.npz"
     proc = subprocess.run(
@@ -215,6 +222,15 @@ def test_distributed_argument_is_checked():
                                         ".Communicator, got 'mpi'"):
         model.fit(X, y, distributed="mpi")
     assert not model.built  # nothing changed
+
+
+def test_settings_compare_without_addresses():
+    # the ranks compare their settings as text: a default repr (an address) would always differ
+    class Plain:
+        pass
+
+    assert D.describe(Plain()) == "test_settings_compare_without_addresses.<locals>.Plain"
+    assert D.describe(fastnet.Augment(shift=2)) == "Augment(shift=2, rotate=0, scale=0, image_shape=None)"
 
 
 def test_timeouts_are_checked(monkeypatch):

@@ -32,6 +32,8 @@ import fastnet  # noqa: E402
 from fastnet import threads  # noqa: E402
 import fastnet.tune as ft  # noqa: E402
 
+pytestmark = pytest.mark.processes
+
 GOOD, BAD = [3e-3, 1e-3], [1e-5, 3e-6]
 EPOCHS = 4
 FIXED = {"depth": 1, "epochs": EPOCHS, "subset": 2000, "validation_split": 0.25, "batch_size": 64}

@@ -48,6 +48,7 @@ def test_the_cuda_backend_sums_gradients_with_nccl_and_trains_as_without():
         runs.append((model.get_weights(), h, host, comm))
     (w0, h0, *_), (w1, h1, host, comm) = runs
     assert isinstance(comm, D.NCCLCommunicator) and isinstance(comm.nccl, C._NCCLStandIn)
+    assert model.backend_.collective(host) is comm  # NCCL is set up once per backend and job
     assert h1.params["distributed"]["collective"] == "nccl"
     assert host.sums == 2 * 6 + 2 * 2 + 1  # a gradient sum per step (NCCL's, through the stand-in),
     # the epoch's loss and accuracy sums, and the start's check

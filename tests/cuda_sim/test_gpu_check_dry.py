@@ -15,6 +15,9 @@ import pytest
 from fastnet.backend import backend_status
 from fastnet.kernels import reference
 
+
+pytestmark = pytest.mark.processes
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
