@@ -329,8 +329,15 @@ class Backend:
         State of the dropout masks' generator.
     """
 
-    def __init__(self, name, device, kernels, kernels_name, dtype, seed):
+    def __init__(self, name, device, kernels, kernels_name, dtype, seed, precision="float32"):
         self.name = name
+        self.precision = precision
+        # The training steps' GEMMs: the array module's, or bfloat16 ones (fastnet.precision)
+        self._matmul = None
+        if precision == "bf16":
+            from .gemm_onednn import Bf16Matmul
+
+            self._matmul = Bf16Matmul()
         self._device = device
         self.xp = device.xp
         self.kernels = kernels
@@ -359,6 +366,13 @@ class Backend:
         """Wait until queued device work is done (no-op on the CPU)."""
         self._device.synchronize()
 
+    def matmul(self, a, b, out):
+        """``out = a @ b`` of a training step, in the backend's ``precision``: the array
+        module's GEMM in float32, or bfloat16 inputs with float32 accumulation (``"bf16"``)."""
+        if self._matmul is None:
+            return self.xp.matmul(a, b, out=out)
+        return self._matmul(a, b, out)
+
     def collective(self, host):
         """The collectives of data-parallel training on this device, given MPI's (``host``)."""
         return self._device.collective(host)
@@ -371,7 +385,12 @@ class Backend:
         """What chooses the BLAS thread count during a training run (``fastnet.threads``);
         on a GPU, nothing (``threads.NoTuner``).  ``work``: a hashable description of
         the step; runs of the same work continue one another's choice.  ``ranks``: the
-        data-parallel processes on this host (they share its cores, nothing is tuned)."""
+        data-parallel processes on this host (they share its cores, nothing is tuned).
+        With ``precision="bf16"`` the steps' GEMMs are oneDNN's: its thread pool is tuned."""
+        if self._matmul is not None and ranks == 1:
+            from . import threads
+
+            return threads.tuner(work, self._matmul.pool)
         return self._device.thread_tuner(work, ranks)
 
     def gather(self, src, idx, out):
@@ -408,10 +427,11 @@ class Backend:
             self.rng.bit_generator.state = state
 
     def __repr__(self):
-        return f"Backend({self.name!r}, dtype={self.dtype.name}, kernels={self.kernels_name!r})"
+        precision = "" if self.precision == "float32" else f", precision={self.precision!r}"
+        return f"Backend({self.name!r}, dtype={self.dtype.name}, kernels={self.kernels_name!r}{precision})"
 
 
-def get_backend(name="auto", dtype="float32", seed=None, kernels="fused") -> Backend:
+def get_backend(name="auto", dtype="float32", seed=None, kernels="fused", precision="float32") -> Backend:
     """Return a new :class:`Backend`.
 
     Parameters
@@ -423,6 +443,9 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused") -> Bac
         Seed of the backend's random generator (shuffling, dropout masks).
     kernels : {"fused", "reference"}
         Numba-fused kernels, or the plain array expressions they are tested against.
+    precision : {"float32", "bf16"}
+        The training GEMMs' precision (:mod:`fastnet.precision`); ``"bf16"`` on the CPU
+        backend only, where the CPU and oneDNN support it.
 
     Raises
     ------
@@ -453,4 +476,7 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused") -> Bac
     kset = kernel_set("cpu" if name == "cpu" else "cuda", kernels)
     if isinstance(device, _CupyDevice) and kset.module is not None:
         kset.module.use_array_module(device.xp)
-    return Backend(name, device, kset, kernels, dtype_name, seed)
+    from .precision import check as check_precision
+
+    precision = check_precision(precision, name, dtype_name)
+    return Backend(name, device, kset, kernels, dtype_name, seed, precision)

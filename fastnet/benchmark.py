@@ -20,6 +20,7 @@ no system pays for another's way of gathering batches.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -90,15 +91,16 @@ class System:
 
 
 class FastnetSystem(System):
-    def __init__(self, backend="cpu", kernels="fused"):
-        self.backend, self.kernels = backend, kernels
-        self.name = "fastnet-cuda" if backend == "cuda" else f"fastnet-{kernels}"
+    def __init__(self, backend="cpu", kernels="fused", precision="float32"):
+        self.backend, self.kernels, self.precision = backend, kernels, precision
+        self.name = ("fastnet-cuda" if backend == "cuda" else f"fastnet-{kernels}") + (
+            "" if precision == "float32" else f"-{precision}")
 
     def setup(self, X, y, config, seed):
         import fastnet
 
         self.model = fastnet.MLP(sizes(config), activation=config["activation"], backend=self.backend,
-                                 kernels=self.kernels, seed=seed)
+                                 kernels=self.kernels, seed=seed, precision=self.precision)
         self.config = config
 
     def epoch(self, X, y):
@@ -114,9 +116,12 @@ class FastnetSystem(System):
 
 
 class TorchSystem(System):
-    def __init__(self, tuned=False):
-        self.tuned = tuned
-        self.name = "pytorch-tuned" if tuned else "pytorch"
+    """PyTorch's loop; ``tuned``: ``Adam(fused=True)`` and flushed denormals; ``autocast``: the
+    forward and the loss under ``torch.autocast("cpu", dtype=torch.bfloat16)``."""
+
+    def __init__(self, tuned=False, autocast=False):
+        self.tuned, self.autocast = tuned, autocast
+        self.name = ("pytorch-autocast" if autocast else "pytorch") + ("-tuned" if tuned else "")
 
     def setup(self, X, y, config, seed):
         import torch
@@ -148,7 +153,9 @@ class TorchSystem(System):
         for start in range(0, len(Xt), self.bs):
             xb, yb = Xt[start:start + self.bs], yt[start:start + self.bs]
             self.opt.zero_grad(set_to_none=True)
-            self.loss(self.net(xb), yb).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext():
+                loss = self.loss(self.net(xb), yb)
+            loss.backward()
             self.opt.step()
         if self.tuned:
             torch.set_flush_denormal(False)

@@ -12,6 +12,7 @@ import time
 from .backend import BACKEND_NAMES, KERNEL_CHOICES
 from .layers import hidden_activations
 from .optimizers import OPTIMIZERS
+from .precision import PRECISIONS
 from .recipes import BENCH_CONFIGS, RECIPES
 from .schedules import SCHEDULES
 
@@ -63,6 +64,9 @@ def build_parser():
                        help="preset hyper-parameters; other flags override them (default: %(default)s)")
     train.add_argument("--backend", choices=BACKEND_NAMES, default="cpu", help="(default: %(default)s)")
     train.add_argument("--kernels", choices=KERNEL_CHOICES, default="fused", help="(default: %(default)s)")
+    train.add_argument("--precision", choices=PRECISIONS, default="float32",
+                       help="the training GEMMs: float32, or bf16 inputs with float32 accumulation (CPUs with "
+                            "avx512_bf16 or amx_bf16, needs fastnet[bf16]; fastnet info says) (default: %(default)s)")
     train.add_argument("--hidden", type=_positive_int, nargs="+", metavar="UNITS",
                        help="hidden layer sizes " + from_recipe(" ".join(map(str, d["hidden"]))))
     train.add_argument("--activation", choices=hidden_activations(), help=from_recipe(d["activation"]))
@@ -184,7 +188,8 @@ def _train(args, comm):
     if args.save:
         _check_destination("--save", args.save)
     model = fastnet.MLP([784, *recipe["hidden"], 10], activation=recipe["activation"],
-                        dropout=recipe["dropout"], backend=args.backend, kernels=args.kernels, seed=args.seed)
+                        dropout=recipe["dropout"], backend=args.backend, kernels=args.kernels, seed=args.seed,
+                        precision=args.precision)
     t0 = time.perf_counter()
     if comm is not None and not comm.is_root:
         comm.broadcast_object(None, "rank 0's loading of MNIST")  # rank 0 fills the cache first

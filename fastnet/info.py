@@ -66,6 +66,9 @@ def report():
                      if _distribution(n) != "not installed") or "not installed"
     lines.append(f"distributed (fit(distributed=True)): mpi4py {_distribution('mpi4py')} (MPI: {mpi}); "
                  f"NCCL: {nccl}")
+    from .precision import supported
+
+    lines.append("precisions (cpu backend): " + "; ".join(f"{k} {v}" for k, v in supported().items()))
     lines.append("kernels (fused: the device's own; reference: the table's plain array version):")
     lines.extend(kernel_lines())
     lines.append(f"kernel cache: {numba_cache_dir()}  (set FASTNET_KERNEL_CACHE to move it)")

@@ -183,7 +183,7 @@ class Dense(Layer):
     def forward(self, x, training):
         n = x.shape[0]
         z = self.out[:n]
-        self.backend.xp.matmul(x, self.W, out=z)
+        self.backend.matmul(x, self.W, z)
         if self._saves_input:
             self._fwd(z, self.b, self.pre[:n])
         else:
@@ -202,14 +202,13 @@ class Dense(Layer):
 
     def backward(self, dy, need_dx):
         """``dy`` is overwritten with the pre-activation gradient (it is a scratch buffer)."""
-        xp = self.backend.xp
         n = dy.shape[0]
         self._bwd((self.pre if self._saves_input else self.out)[:n], dy, dy, self.db)
-        xp.matmul(self.x.T, dy, out=self.dW)
+        self.backend.matmul(self.x.T, dy, self.dW)
         if not need_dx:
             return None
         dx = self.dx[:n]
-        xp.matmul(dy, self.W.T, out=dx)
+        self.backend.matmul(dy, self.W.T, dx)
         return dx
 
 

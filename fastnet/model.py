@@ -74,6 +74,10 @@ class Network(Inference, Picklable):
         (scikit-learn's name) is the same.
     kernels : {"fused", "reference"}
         The Numba kernels, or the plain array expressions they are tested against.
+    precision : {"float32", "bf16"}
+        The GEMMs of training steps: float32, or (CPU) bfloat16 inputs with float32
+        accumulation, weights and optimizer state (:mod:`fastnet.precision`); an error
+        names what is missing where the CPU or oneDNN cannot.
     input_dim : int, optional
         Number of input features; inferred at the first ``fit`` when omitted.
 
@@ -95,7 +99,7 @@ class Network(Inference, Picklable):
 
     def __init__(self, layers: Sequence[Layer], loss: str | Loss | None = None, backend: str = "auto",
                  dtype: str = "float32", seed: int | None = None, kernels: str = "fused",
-                 input_dim: int | None = None, random_state: int | None = None) -> None:
+                 input_dim: int | None = None, random_state: int | None = None, precision: str = "float32") -> None:
         if not isinstance(layers, (list, tuple)) or not layers:
             raise ValueError(f"layers must be a non-empty list of layers, got {layers!r}")
         for i, layer in enumerate(layers):
@@ -111,8 +115,10 @@ class Network(Inference, Picklable):
             seed = random_state
         self.seed = V.check_int("seed", seed, 0, allow_none=True)
         self.input_dim = V.check_int("input_dim", input_dim, 1, allow_none=True)
-        self.backend_ = get_backend(backend, dtype=dtype, seed=_device_seed(seed), kernels=kernels)
+        self.backend_ = get_backend(backend, dtype=dtype, seed=_device_seed(seed), kernels=kernels,
+                                    precision=precision)
         self.backend = self.backend_.name
+        self.precision = self.backend_.precision
         self.dtype = self.backend_.dtype.name
         self.kernels = kernels
         last = canonical_activation(self.layers[-1].activation)
@@ -349,6 +355,7 @@ class Network(Inference, Picklable):
             "layers": [layer.get_config() for layer in self.layers],
             "loss": self.loss_.name,
             "dtype": self.dtype,
+            **({"precision": self.precision} if self.precision != "float32" else {}),
             "seed": self.seed,
             "input_dim": self.n_features_in_ if self.built else self.input_dim,
             **({"classes": self.classes_.tolist()} if self.classes_ is not None else {}),
@@ -359,7 +366,8 @@ class Network(Inference, Picklable):
                     dtype: str | None = None) -> Network:
         layers = [layer_from_config(c) for c in config["layers"]]
         model = cls(layers, loss=config["loss"], backend=backend, dtype=dtype or config["dtype"],
-                    seed=config.get("seed"), kernels=kernels, input_dim=config.get("input_dim"))
+                    seed=config.get("seed"), kernels=kernels, input_dim=config.get("input_dim"),
+                    precision=config.get("precision", "float32"))
         model._set_classes(config)
         return model
 
@@ -371,7 +379,7 @@ class Network(Inference, Picklable):
         """Initialise this object (of any subclass) as :class:`Network` from ``config``."""
         Network.__init__(self, [layer_from_config(c) for c in config["layers"]], loss=config["loss"],
                          backend=backend, dtype=config["dtype"], seed=config.get("seed"), kernels=kernels,
-                         input_dim=config.get("input_dim"))
+                         input_dim=config.get("input_dim"), precision=config.get("precision", "float32"))
         self._set_classes(config)
 
     def clone(self, backend: str | None = None, dtype: str | None = None, kernels: str | None = None) -> Network:
@@ -390,7 +398,8 @@ class Network(Inference, Picklable):
         weights = self.get_weights() if self.built else None
         opt = self.optimizer_
         state = opt.get_state() if opt is not None else None  # host copies
-        new = get_backend(backend, dtype=dtype or self.dtype, seed=_device_seed(self.seed), kernels=self.kernels)
+        new = get_backend(backend, dtype=dtype or self.dtype, seed=_device_seed(self.seed), kernels=self.kernels,
+                          precision=self.precision)
         self.backend_ = new
         self.backend, self.dtype = new.name, new.dtype.name
         if weights is not None:

@@ -42,14 +42,14 @@ class MLP(Sequential):
         Default: cross-entropy (with softmax output) unless ``output`` says otherwise.
     dropout : float
         Dropout rate after each hidden layer (0 = none).
-    use_bias, init, backend, dtype, seed, kernels, random_state
+    use_bias, init, backend, dtype, seed, kernels, random_state, precision
         As in :class:`Dense` and :class:`Sequential`.
     """
 
     def __init__(self, sizes: Sequence[int], activation: str | None = "relu", output: str | None = None,
                  loss: str | None = None, dropout: float = 0.0, use_bias: bool = True, init: str = "auto",
                  backend: str = "auto", dtype: str = "float32", seed: int | None = None, kernels: str = "fused",
-                 random_state: int | None = None) -> None:
+                 random_state: int | None = None, precision: str = "float32") -> None:
         if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
             raise ValueError(f"sizes must list at least an input and an output size, got {sizes!r}")
         sizes = [check_int(f"sizes[{i}]", s) for i, s in enumerate(sizes)]
@@ -63,7 +63,7 @@ class MLP(Sequential):
         layers.append(Dense(sizes[-1], output, use_bias=use_bias, init=init))
         self.sizes = list(sizes)
         super().__init__(layers, loss=loss, backend=backend, dtype=dtype, seed=seed, kernels=kernels,
-                         input_dim=sizes[0], random_state=random_state)
+                         input_dim=sizes[0], random_state=random_state, precision=precision)
 
     @classmethod
     def from_config(cls, config, backend="auto", kernels="fused", dtype=None):

@@ -306,17 +306,20 @@ def mode():
     return value
 
 
-def tuner(work=None):
+def tuner(work=None, pool=None):
     """A :class:`ThreadTuner` for a CPU training run, or :class:`NoTuner` when there is nothing to tune.
 
     ``work``: a hashable description of the step (shapes, batch size); runs of the same
-    work (and the same configured thread count) continue one tuner."""
-    n = blas_threads() if mode() == "auto" else None
+    work (and the same configured thread count) continue one tuner.  ``pool``: the thread
+    pool of the step's GEMMs as ``(name, get_count, set_count)``; default NumPy's BLAS
+    (``precision="bf16"``: oneDNN's OpenMP pool)."""
+    name, get, apply = pool or ("blas", blas_threads, set_blas_threads)
+    n = get() if mode() == "auto" else None
     if not n or n < 2:
         return NoTuner()
     # The same work continues one tuner (a probe under way goes on): fit called once per epoch
     # would otherwise never finish a probe whose windows outlast its epoch.
-    key = (work, n)
+    key = (work, n, name)
     if key not in _tuners:
-        _tuners[key] = ThreadTuner(n)
+        _tuners[key] = ThreadTuner(n, apply=apply)
     return _tuners[key].resume()

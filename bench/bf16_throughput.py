@@ -1,0 +1,127 @@
+"""fastnet ``precision="bf16"`` against PyTorch's bfloat16 autocast, on the CPU.
+
+MNIST 784-512-512-10 ReLU, Adam (lr 1e-3), batch 128 and 1024, all 60,000 training images
+in a fixed order (shuffled once per run, the same for every system).  Systems:
+
+* ``fastnet-float32``       fastnet as it trains by default (OpenBLAS GEMMs, thread tuner);
+* ``fastnet-bf16``          ``MLP(..., precision="bf16")``: oneDNN bf16 GEMMs, float32 rest;
+* ``pytorch-autocast``      ``torch.autocast("cpu", dtype=torch.bfloat16)`` around forward
+                            and loss, Adam;
+* ``pytorch-autocast-tuned`` the same with ``Adam(fused=True)`` and ``set_flush_denormal(True)``.
+
+Each system runs in a process of its own per round (one OpenMP/BLAS thread pool per
+process: pools of different libraries idling in one process slow each other down),
+trains one untimed warm-up epoch and one timed epoch; a round runs every system in turn,
+and the figure is the median over rounds of each system's per-round time ratio to
+``pytorch-autocast``.  Test accuracy after the timed epoch is reported too.
+
+    python bench/bf16_throughput.py --rounds 7 --json bench/results/bf16.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASELINE = "pytorch-autocast"
+SYSTEMS = ["fastnet-float32", "fastnet-bf16", BASELINE, "pytorch-autocast-tuned"]
+SIZES = [784, 512, 512, 10]
+
+
+def worker(system, batch, rows):
+    """One process: warm-up epoch, timed epoch; prints JSON {seconds, accuracy}."""
+    sys.path.insert(0, ROOT)
+    import numpy as np
+
+    from fastnet.cli import load_mnist_arrays
+
+    (X, y), (Xt, yt) = load_mnist_arrays(subset=rows)
+    order = np.random.default_rng(0).permutation(len(X))
+    X, y = X[order], y[order]
+    if system.startswith("fastnet"):
+        import fastnet
+
+        model = fastnet.MLP(SIZES, seed=0, backend="cpu",
+                            precision="bf16" if system.endswith("bf16") else "float32")
+
+        def epoch():
+            model.fit(X, y, epochs=1, batch_size=batch, optimizer="adam", lr=1e-3, shuffle=False, diagnose=False)
+
+        def accuracy():
+            return model.score(Xt, yt)
+    else:
+        from fastnet.benchmark import TorchSystem
+
+        torch_system = TorchSystem(tuned=system.endswith("tuned"), autocast=True)
+        torch_system.setup(X, y, {"hidden": SIZES[1:-1], "activation": "relu", "optimizer": "adam", "lr": 1e-3,
+                                  "batch_size": batch}, 0)
+
+        def epoch():
+            torch_system.epoch(X, y)
+
+        def accuracy():
+            return torch_system.accuracy(Xt, yt)
+    epoch()
+    t0 = time.perf_counter()
+    epoch()
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"seconds": seconds, "accuracy": accuracy()}))
+
+
+def run_system(system, batch, rows):
+    p = subprocess.run([sys.executable, __file__, "--worker", system, str(batch), str(rows)],
+                       capture_output=True, text=True, timeout=900)
+    if p.returncode:
+        raise RuntimeError(f"{system} batch {batch} exited {p.returncode}: {p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        return worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) or None)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--batches", type=int, nargs="+", default=[128, 1024])
+    p.add_argument("--rows", type=int, default=0, help="MNIST training rows (default: all)")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    from fastnet.benchmark import machine_description
+
+    results = {"machine": machine_description(), "model": "784-512-512-10 relu adam", "rounds": args.rounds,
+               "baseline": BASELINE, "rows": args.rows or 60000, "configs": []}
+    print(f"machine: {results['machine']}")
+    for batch in args.batches:
+        runs = {s: [] for s in SYSTEMS}
+        for r in range(args.rounds):
+            for s in SYSTEMS:
+                runs[s].append(run_system(s, batch, args.rows))
+            print(f"  batch {batch} round {r + 1}/{args.rounds}: "
+                  + ", ".join(f"{s} {v[-1]['seconds']:.2f}s" for s, v in runs.items()), file=sys.stderr, flush=True)
+        for s in SYSTEMS:
+            ratios = [b["seconds"] / x["seconds"] for b, x in zip(runs[BASELINE], runs[s])]
+            results["configs"].append({
+                "system": s, "batch": batch, "speed_vs_baseline": statistics.median(ratios),
+                "ratio_min": min(ratios), "ratio_max": max(ratios),
+                "epoch_seconds": [x["seconds"] for x in runs[s]],
+                "test_accuracy": statistics.median(x["accuracy"] for x in runs[s])})
+    print(f"\n| batch | system | epoch s (median) | speed vs {BASELINE} (median of rounds) | range | test accuracy "
+          "after 2 epochs |\n|---:|---|---:|---:|---|---:|")
+    for row in results["configs"]:
+        print(f"| {row['batch']} | {row['system']} | {statistics.median(row['epoch_seconds']):.2f} "
+              f"| {row['speed_vs_baseline']:.2f}x | {row['ratio_min']:.2f}-{row['ratio_max']:.2f} "
+              f"| {row['test_accuracy']:.4f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
