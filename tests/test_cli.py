@@ -130,6 +130,8 @@ def test_info():
     except md.PackageNotFoundError:
         mpi4py = "not installed"
     assert any(ln.startswith("distributed") and f"mpi4py {mpi4py}" in ln for ln in lines), proc.stdout
+    from fastnet.precision import supported
+    assert f"precisions (cpu backend): float32 yes; bf16 {supported()['bf16']}" in lines, proc.stdout
 
 
 # ------------------------------------------------------------------------ bench
