@@ -222,11 +222,11 @@ class _HostDevice:
         """Data-parallel collectives between host arrays: MPI's own (``host``)."""
         return host
 
-    def thread_tuner(self, work=None, ranks=1):
+    def thread_tuner(self, work=None, ranks=None):
         from . import threads
 
-        # ranks > 1: data-parallel processes on this host, each with its share of the cores
-        return threads.tuner(work) if ranks == 1 else threads.SharedCores(ranks)
+        # ranks: the data-parallel processes on this host, each with its share of the cores
+        return threads.tuner(work) if ranks is None else threads.SharedCores(ranks)
 
     @contextlib.contextmanager
     def compute_env(self):
@@ -287,7 +287,7 @@ class _CupyDevice:
             self._collective = NCCLCommunicator(host, nccl, self.xp.cuda.get_current_stream())
         return self._collective
 
-    def thread_tuner(self, work=None, ranks=1):
+    def thread_tuner(self, work=None, ranks=None):
         from . import threads
 
         return threads.NoTuner()  # the GPU's threads are the kernels' launch configurations
@@ -381,13 +381,14 @@ class Backend:
         """A random permutation of ``range(n)`` from the host generator, on the device."""
         return self._device.order_to_device(self.rng.permutation(n))
 
-    def thread_tuner(self, work=None, ranks=1):
+    def thread_tuner(self, work=None, ranks=None):
         """What chooses the BLAS thread count during a training run (``fastnet.threads``);
         on a GPU, nothing (``threads.NoTuner``).  ``work``: a hashable description of
-        the step; runs of the same work continue one another's choice.  ``ranks``: the
-        data-parallel processes on this host (they share its cores, nothing is tuned).
+        the step; runs of the same work continue one another's choice.  ``ranks``: in a
+        data-parallel fit, its processes on this host (they share its cores; nothing is
+        tuned: the ranks wait for each other every step), else None.
         With ``precision="bf16"`` the steps' GEMMs are oneDNN's: its thread pool is tuned."""
-        if self._matmul is not None and ranks == 1:
+        if self._matmul is not None and ranks is None:
             from . import threads
 
             return threads.tuner(work, self._matmul.pool)

@@ -390,7 +390,7 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
         cb.on_train_begin(model)
     # BLAS threads by measurement (fastnet.threads), continuing the last run of the same step
     tuner = model.backend_.thread_tuner((bs, tuple(a.shape for _, a in model.parameters())),
-                                        ranks=1 if run.comm is None else run.comm.local_size)
+                                        ranks=None if run.comm is None else run.comm.local_size)
     try:
         _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, callbacks, step_callbacks,
                 verbose, on_nan, guard, history, step_losses, step_correct, weighting, tuner, run)

@@ -258,3 +258,54 @@ def test_one_rank_job_trains_exactly_as_without_distributed():
     assert all(np.array_equal(w0[k], w1[k]) for k in w0)
     assert h1["loss"] == h0["loss"]
     assert h1.params["distributed"]["ranks"] == 1 and "distributed" not in h0.params
+
+
+class MirrorComm(D.Communicator):
+    """Rank 1 of 2 whose partner is its mirror image: every sum is twice this rank's."""
+    name = "mirror"
+    rank, size = 1, 2
+    local_rank, local_size = 1, 2
+
+    def allreduce(self, buf, what=""):
+        buf *= 2
+
+    def broadcast(self, buf, what=""):
+        pass
+
+    def broadcast_object(self, obj, what=""):
+        return obj
+
+
+def test_a_rank_s_offsets_and_threads_are_put_back_after_fit():
+    from fastnet import threads
+
+    X, y = np.random.default_rng(0).standard_normal((96, 6)).astype(np.float32), np.arange(96) % 2
+    model = fastnet.MLP([6, 8, 2], dropout=0.3, seed=1, backend="cpu")
+    seen = []
+
+    class Rows(fastnet.Callback):
+        def on_step_end(self, model, epoch, step):
+            seen.append(model.backend_.dropout_row)
+
+    blas = threads.blas_threads()
+    h = model.fit(X, y, epochs=1, batch_size=16, diagnose=False, distributed=MirrorComm(), callbacks=[Rows()])
+    assert seen == [16] * 3  # rank 1's rows of each global batch of 32 start at its row 16
+    cores = len(os.sched_getaffinity(0))
+    assert h.params["threads"] == {"mode": "shared", "threads": max(1, min(cores // 2, blas))}
+    # after the fit: no offset, no data-parallel run, BLAS threads as they were
+    assert model.backend_.dropout_row == 0 and model._data_parallel is None
+    assert threads.blas_threads() == blas
+
+
+def test_shared_cores_split_the_cores_and_put_the_count_back(monkeypatch):
+    from fastnet import threads
+
+    calls = []
+    monkeypatch.setattr(threads, "blas_threads", lambda: 8)
+    monkeypatch.setattr(threads, "set_blas_threads", calls.append)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)))
+    shared = threads.SharedCores(4)  # 6 cores, 4 ranks on this host: 1 thread each
+    assert shared.threads == 1 and calls == [1]
+    shared.close()
+    assert calls == [1, 8]
+    assert threads.SharedCores(2).threads == 3  # 6 // 2, below the 8 configured

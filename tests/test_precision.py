@@ -131,6 +131,7 @@ def test_precision_survives_save_pickle_clone_and_checkpoints(tmp_path):
     assert fastnet.load(tmp_path / "m.npz").precision == "bf16"
     assert pickle.loads(pickle.dumps(m)).precision == "bf16"
     assert m.clone().precision == "bf16"
+    assert m.to("cpu").precision == "bf16" and m.backend_.precision == "bf16"
     assert "precision='bf16'" in repr(m.backend_)
     # the float32 config is unchanged (no key): files written before precision= read the same
     assert "precision" not in fastnet.MLP([20, 8, 3], backend="cpu").get_config()
