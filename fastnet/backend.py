@@ -222,11 +222,26 @@ class _HostDevice:
         """Data-parallel collectives between host arrays: MPI's own (``host``)."""
         return host
 
-    def thread_tuner(self, work=None, ranks=None):
+    def thread_tuner(self, work=None, ranks=None, pool=None):
         from . import threads
 
-        # ranks: the data-parallel processes on this host, each with its share of the cores
-        return threads.tuner(work) if ranks is None else threads.SharedCores(ranks)
+        # ranks: the data-parallel processes on this host, each with its share of the cores;
+        # pool: the GEMMs' thread pool when not NumPy's BLAS (oneDNN's)
+        return threads.tuner(work, pool) if ranks is None else threads.SharedCores(ranks, pool)
+
+    def precision_matmul(self, precision, dtype):
+        """The GEMM of a training step in ``precision`` (None: NumPy's); float32 models'
+        float32 GEMMs are oneDNN's where ``FASTNET_CPU_GEMM`` chooses it (fastnet.precision)."""
+        from . import gemm_onednn
+        from .precision import cpu_gemm_provider
+
+        if precision == "float32":
+            onednn = dtype == np.float32 and cpu_gemm_provider() == "onednn"
+            return gemm_onednn.F32Matmul() if onednn else None
+        return gemm_onednn.Bf16Matmul()
+
+    def compute_capability(self):
+        return None
 
     @contextlib.contextmanager
     def compute_env(self):
@@ -268,6 +283,18 @@ class _CupyDevice:
         self._order.set(order)
         return self._order
 
+    def precision_matmul(self, precision, dtype):
+        """The GEMM of a training step in ``precision`` (None: CuPy's)."""
+        if precision == "float32":
+            return None
+        from .gemm_cublas import CublasMatmul
+
+        return CublasMatmul(precision, self.xp)
+
+    def compute_capability(self):
+        """The current GPU's compute capability as an integer (90 for 9.0)."""
+        return int(self.xp.cuda.Device().compute_capability)
+
     def compute_env(self):
         return contextlib.nullcontext()
 
@@ -287,7 +314,7 @@ class _CupyDevice:
             self._collective = NCCLCommunicator(host, nccl, self.xp.cuda.get_current_stream())
         return self._collective
 
-    def thread_tuner(self, work=None, ranks=None):
+    def thread_tuner(self, work=None, ranks=None, pool=None):
         from . import threads
 
         return threads.NoTuner()  # the GPU's threads are the kernels' launch configurations
@@ -332,12 +359,9 @@ class Backend:
     def __init__(self, name, device, kernels, kernels_name, dtype, seed, precision="float32"):
         self.name = name
         self.precision = precision
-        # The training steps' GEMMs: the array module's, or bfloat16 ones (fastnet.precision)
-        self._matmul = None
-        if precision == "bf16":
-            from .gemm_onednn import Bf16Matmul
-
-            self._matmul = Bf16Matmul()
+        # The training steps' GEMMs: the array module's in float32, else (fastnet.precision)
+        # oneDNN's bfloat16 ones on the CPU, cuBLAS's tensor-core ones on a GPU
+        self._matmul = device.precision_matmul(precision, np.dtype(dtype))
         self._device = device
         self.xp = device.xp
         self.kernels = kernels
@@ -368,7 +392,8 @@ class Backend:
 
     def matmul(self, a, b, out):
         """``out = a @ b`` of a training step, in the backend's ``precision``: the array
-        module's GEMM in float32, or bfloat16 inputs with float32 accumulation (``"bf16"``)."""
+        module's GEMM in float32; else inputs in bfloat16 (``"bf16"``), TF32 or float16
+        with float32 accumulation and output (:mod:`fastnet.precision`)."""
         if self._matmul is None:
             return self.xp.matmul(a, b, out=out)
         return self._matmul(a, b, out)
@@ -387,12 +412,9 @@ class Backend:
         the step; runs of the same work continue one another's choice.  ``ranks``: in a
         data-parallel fit, its processes on this host (they share its cores; nothing is
         tuned: the ranks wait for each other every step), else None.
-        With ``precision="bf16"`` the steps' GEMMs are oneDNN's: its thread pool is tuned."""
-        if self._matmul is not None and ranks is None:
-            from . import threads
-
-            return threads.tuner(work, self._matmul.pool)
-        return self._device.thread_tuner(work, ranks)
+        When the CPU steps' GEMMs are oneDNN's (``precision="bf16"``, or float32 with
+        ``FASTNET_CPU_GEMM``) its thread pool is the one tuned or shared."""
+        return self._device.thread_tuner(work, ranks, getattr(self._matmul, "pool", None))
 
     def gather(self, src, idx, out):
         """``out[:] = src[idx]`` (rows), written into ``out``; returns ``out``."""
@@ -444,9 +466,10 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused", precis
         Seed of the backend's random generator (shuffling, dropout masks).
     kernels : {"fused", "reference"}
         Numba-fused kernels, or the plain array expressions they are tested against.
-    precision : {"float32", "bf16"}
-        The training GEMMs' precision (:mod:`fastnet.precision`); ``"bf16"`` on the CPU
-        backend only, where the CPU and oneDNN support it.
+    precision : {"float32", "bf16", "tf32", "fp16"}
+        The training GEMMs' precision (:mod:`fastnet.precision`): ``"bf16"`` on the CPU
+        where the CPU and oneDNN support it; ``"tf32"``, ``"bf16"``, ``"fp16"`` on GPUs
+        whose tensor cores support them.
 
     Raises
     ------
@@ -479,5 +502,6 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused", precis
         kset.module.use_array_module(device.xp)
     from .precision import check as check_precision
 
-    precision = check_precision(precision, name, dtype_name)
+    precision = check_precision(precision, name, dtype_name,
+                                None if precision == "float32" else device.compute_capability())
     return Backend(name, device, kset, kernels, dtype_name, seed, precision)

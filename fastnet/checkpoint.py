@@ -61,6 +61,8 @@ def save_checkpoint(model, path):
         "history": {"epochs": model.history_.epochs, "history": model.history_.history},
         # the ranks of a data-parallel fit (fastnet.distributed), else None
         "distributed": None if model._data_parallel is None else model._data_parallel.layout,
+        # precision="fp16": the dynamic loss scale (fastnet.precision.LossScaler), else None
+        "loss_scaler": None if getattr(model, "loss_scaler_", None) is None else model.loss_scaler_.get_state(),
         "sha256": _digest(arrays),
     }
     arrays[META_KEY] = encode_meta(meta)
@@ -170,6 +172,11 @@ def restore_checkpoint(model, path, layout=None):
                                                   for i in range(len(opt.state))]})
     if meta.get("rng_state") is not None:
         model.backend_.set_rng_state(meta["rng_state"])
+    if meta.get("loss_scaler") is not None:
+        from .precision import LossScaler
+
+        model.loss_scaler_ = LossScaler()
+        model.loss_scaler_.set_state(meta["loss_scaler"])
     history = History()
     history.epochs = list(meta["history"]["epochs"])
     history.history = {k: list(v) for k, v in meta["history"]["history"].items()}

@@ -65,8 +65,10 @@ def build_parser():
     train.add_argument("--backend", choices=BACKEND_NAMES, default="cpu", help="(default: %(default)s)")
     train.add_argument("--kernels", choices=KERNEL_CHOICES, default="fused", help="(default: %(default)s)")
     train.add_argument("--precision", choices=PRECISIONS, default="float32",
-                       help="the training GEMMs: float32, or bf16 inputs with float32 accumulation (CPUs with "
-                            "avx512_bf16 or amx_bf16, needs fastnet[bf16]; fastnet info says) (default: %(default)s)")
+                       help="the training GEMMs' inputs: float32; bf16 (CPUs with avx512_bf16 or amx_bf16 and "
+                            "fastnet[bf16], or GPUs of compute capability 8.0+); tf32 (GPUs 8.0+); fp16 (GPUs 7.0+, "
+                            "with loss scaling); float32 accumulation in all; fastnet info says what this machine "
+                            "has (default: %(default)s)")
     train.add_argument("--hidden", type=_positive_int, nargs="+", metavar="UNITS",
                        help="hidden layer sizes " + from_recipe(" ".join(map(str, d["hidden"]))))
     train.add_argument("--activation", choices=hidden_activations(), help=from_recipe(d["activation"]))

@@ -45,17 +45,23 @@ signatures, then the device array, then this module.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import inspect
+import os
 
 import numpy as np
 
 from .cupy_device_array import COUNTERS, Counters, device_arrays, ndarray, out_arrays, unwrap, wrap
 from .cupy_signatures import (
-    ContractError, available, bind_signature, installed_cupy, is_ufunc, signature_of,
+    ContractError, available, binary_names, binary_signature, bind_signature, installed_cupy, is_ufunc,
+    signature_of,
 )
 
-__all__ = ["module", "ndarray", "COUNTERS", "Counters", "ContractError", "available"]
+__all__ = ["module", "ndarray", "COUNTERS", "Counters", "ContractError", "available", "SIM_COMPUTE_CAPABILITY"]
+
+#: The simulated GPU's compute capability (``cupy.cuda.Device().compute_capability``).
+SIM_COMPUTE_CAPABILITY = "FASTNET_SIM_COMPUTE_CAPABILITY"
 
 
 # --------------------------------------------------------------------------
@@ -73,10 +79,24 @@ class _Stream:
         COUNTERS.add("synchronizations")
 
 
+class _Device:
+    """``cupy.cuda.Device()``: its compute capability, ``FASTNET_SIM_COMPUTE_CAPABILITY``
+    (default ``"90"``, an H100/H200) so that tests can play an older GPU."""
+
+    def __init__(self, device=None):
+        if not hasattr(installed_cupy().cuda.Device, "compute_capability"):
+            raise ContractError("cupy.cuda.Device has no compute_capability")
+
+    @property
+    def compute_capability(self):
+        return os.environ.get(SIM_COMPUTE_CAPABILITY, "90")
+
+
 class _Cuda:
-    """``cupy.cuda``: only the current stream, which fastnet's kernels launch on."""
+    """``cupy.cuda``: the current stream, which fastnet's kernels launch on, and ``Device``."""
 
     _stream = _Stream()
+    Device = _Device
 
     def get_current_stream(self, device_id=-1):
         return self._stream
@@ -128,6 +148,11 @@ class _Module:
         calls bound against the installed ``NCCLBackend``, summed through ``host`` (MPI)."""
         return _NCCLStandIn(host)
 
+    # -- cuBLAS (the GEMMs of precision="tf32", "bf16", "fp16") ----------------
+    def cublas_binding(self):
+        """Stand-in for ``(cupy_backends.cuda.libs.cublas, cupy.cuda.device.get_cublas_handle)``."""
+        return _cublas_stand_in(), _cublas_handle
+
     # -- everything else: bound against CuPy, computed by NumPy ---------------
     def __getattr__(self, name):
         return _lookup(self, installed_cupy(), np, "", name)
@@ -170,6 +195,96 @@ class _NCCLStandIn:
         if a.get("root", 0) != 0:
             raise ContractError(f"fastnet broadcasts from rank 0, got root={a['root']!r}")
         self.host.broadcast(buf, "the NCCL broadcast (simulated)")
+
+
+_CUBLAS = "cupy_backends.cuda.libs.cublas"
+_CUBLAS_HANDLE = 0x5EED  # what the stand-in's get_cublas_handle returns
+
+
+def _cublas_handle():
+    binary_signature("cupy.cuda.device", "get_cublas_handle").bind()  # takes no argument
+    return _CUBLAS_HANDLE
+
+
+def _round_to(x, fmt):
+    """float32 ``x`` rounded to ``fmt``'s significand (to nearest, ties to even), as float32."""
+    if fmt == "fp16":
+        with np.errstate(over="ignore"):
+            return x.astype(np.float16).astype(np.float32)  # overflow: inf, as on the tensor cores
+    drop = {"bf16": 16, "tf32": 13, "fp32": 0}[fmt]
+    if drop == 0:
+        return x.copy()
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    r = ((u + np.uint32((1 << (drop - 1)) - 1) + ((u >> np.uint32(drop)) & np.uint32(1)))
+         & np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)).view(np.float32)
+    return np.where(np.isfinite(x), r, x)
+
+
+class _CublasStandIn:
+    """CuPy's cuBLAS binding as fastnet calls it: ``gemmEx`` bound against the installed
+    CuPy's signature (read from the compiled module, which cannot be imported without
+    libcublas), the constants' names checked to exist there (their values are cuBLAS's
+    documented enums), and the product computed as cuBLAS computes it from the raw
+    pointers: column-major matrices of the given leading dimensions, operations N or T,
+    the inputs rounded to the compute type's format, float32 output."""
+
+    CUDA_R_32F = 0
+    CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
+    CUBLAS_COMPUTE_32F = 68
+    CUBLAS_COMPUTE_32F_FAST_16F = 74
+    CUBLAS_COMPUTE_32F_FAST_16BF = 75
+    CUBLAS_COMPUTE_32F_FAST_TF32 = 77
+    CUBLAS_GEMM_DEFAULT = -1
+    CUBLAS_GEMM_DEFAULT_TENSOR_OP = 99
+    _FORMAT = {68: "fp32", 74: "fp16", 75: "bf16", 77: "tf32"}
+
+    def __init__(self):
+        names = [n for n in vars(type(self)) if n.startswith("CUBLAS_")] + ["gemmEx"]
+        missing = sorted(set(names) - binary_names(_CUBLAS, names))
+        if missing:
+            raise ContractError(f"the installed CuPy's cuBLAS binding lacks {missing}")
+        self._sig = binary_signature(_CUBLAS, "gemmEx")
+
+    @staticmethod
+    def _matrix(ptr, rows, cols, ld, what):
+        """The column-major ``rows x cols`` matrix at device address ``ptr`` (host memory here)."""
+        if ld < max(1, rows):
+            raise ContractError(f"cublasGemmEx: {what}'s leading dimension {ld} < its rows {rows}")
+        count = ld * (cols - 1) + rows
+        base = np.ctypeslib.as_array((ctypes.c_float * count).from_address(ptr))
+        return np.lib.stride_tricks.as_strided(base, shape=(rows, cols), strides=(4, 4 * ld))
+
+    def gemmEx(self, *args):
+        a = bind_signature(self._sig, "cupy_backends.cuda.libs.cublas.gemmEx", args, {})
+        for name, v in a.items():
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+                raise ContractError(f"cublas.gemmEx's {name} is a C integer, got {type(v).__name__} {v!r}")
+        if a["handle"] != _CUBLAS_HANDLE:
+            raise ContractError("cublas.gemmEx needs the handle of cupy.cuda.device.get_cublas_handle()")
+        if {a["Atype"], a["Btype"], a["Ctype"]} != {self.CUDA_R_32F}:
+            raise ContractError("fastnet's GEMMs are float32 arrays (CUDA_R_32F)")
+        fmt = self._FORMAT.get(a["computeType"])
+        if fmt is None:
+            raise ContractError(f"compute type {a['computeType']} is not one of float32's")
+        m, n, k = a["m"], a["n"], a["k"]
+        shapes = {}
+        for name, op, rows, cols in (("A", a["transa"], m, k), ("B", a["transb"], k, n)):
+            if op not in (self.CUBLAS_OP_N, self.CUBLAS_OP_T):
+                raise ContractError(f"cublas.gemmEx: operation {op} on {name}")
+            stored = (rows, cols) if op == self.CUBLAS_OP_N else (cols, rows)
+            x = self._matrix(a[name], *stored, a[f"ld{name.lower()}"], name)
+            shapes[name] = x if op == self.CUBLAS_OP_N else x.T
+        alpha = np.float32(ctypes.c_float.from_address(a["alpha"]).value)
+        beta = np.float32(ctypes.c_float.from_address(a["beta"]).value)
+        c = self._matrix(a["C"], m, n, a["ldc"], "C")
+        product = _round_to(shapes["A"], fmt).astype(np.float64) @ _round_to(shapes["B"], fmt).astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            c[...] = (alpha * product + (beta * c if beta else 0.0)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _cublas_stand_in():
+    return _CublasStandIn()
 
 
 class _Submodule:

@@ -20,6 +20,8 @@ __all__ = [
     "available",
     "bind_method",
     "bind_signature",
+    "binary_names",
+    "binary_signature",
     "installed_cupy",
     "is_ufunc",
     "method_signature",
@@ -145,3 +147,46 @@ def bind_signature(sig, where, args, kwargs):
 def bind_method(name, args, kwargs):
     """Bind a call to an ndarray method against CuPy's signature."""
     return bind_signature(method_signature(name), f"cupy.ndarray.{name}", args, kwargs)
+
+
+# --------------------------------------------------------------------------
+# compiled modules that need a GPU library to import (cuBLAS's binding)
+# --------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _binary(module):
+    """The bytes of compiled module ``module`` (found, not imported: CuPy's cuBLAS binding
+    loads libcublas when imported, which a machine without the CUDA libraries lacks)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise ContractError(f"CuPy has no module {module!r}")
+    with open(spec.origin, "rb") as f:
+        return f.read()
+
+
+def binary_signature(module, name):
+    """The signature Cython wrote into the docstring of ``module.name`` (as
+    :func:`signature_from_doc` reads it), from the compiled file."""
+    import re
+
+    found = re.search(rb"(?<![A-Za-z0-9_])" + re.escape(name.encode()) + rb"\(([^()]*)\)", _binary(module))
+    if found is None:
+        raise ContractError(f"{module}.{name}: no such function in the installed CuPy")
+
+    class _Doc:
+        __doc__ = f"{name}({found.group(1).decode()})"
+
+    sig = signature_from_doc(_Doc)
+    if sig is None:
+        raise ContractError(f"{module}.{name}: its signature line could not be read")
+    return sig
+
+
+def binary_names(module, names):
+    """The subset of ``names`` (module-level constants or functions) that compiled
+    ``module`` defines."""
+    import re
+
+    data = _binary(module)
+    return {n for n in names if re.search(rb"(?<![A-Za-z0-9])" + re.escape(n.encode()) + rb"(?![A-Za-z0-9_])", data)}

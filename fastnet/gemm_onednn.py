@@ -603,3 +603,16 @@ class Bf16Matmul:
 
     def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         return matmul(self._bits(a, "a"), self._bits(b, "b"), out=out)
+
+
+class F32Matmul:
+    """``out = a @ b`` in float32 through oneDNN: the float32 training GEMMs when
+    ``FASTNET_CPU_GEMM=onednn`` (fastnet.precision; NumPy's OpenBLAS by default)."""
+
+    def __init__(self) -> None:
+        load()
+        #: The GEMMs' thread pool, for fit's thread tuner: (name, get count, set count).
+        self.pool = ("onednn", get_num_threads, set_num_threads)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return matmul(a, b, out=out)

@@ -8,6 +8,30 @@ import os
 import platform
 
 
+def precision_lines() -> list[str]:
+    """``precisions (<backend>): float32 yes; bf16 ...`` for the CPU and each usable GPU backend."""
+    from .backend import backend_status, get_backend
+    from .precision import CPU_GEMM, cpu_gemm_provider, supported
+
+    lines = ["precisions (cpu backend): " + "; ".join(f"{k} {v}" for k, v in supported().items())]
+    try:
+        provider = cpu_gemm_provider()
+    except ValueError as exc:  # a bad FASTNET_CPU_GEMM: said here, raised when a model is made
+        provider = f"none ({exc})"
+    lines.append(f"float32 GEMMs of cpu training: {provider} "
+                 f"({CPU_GEMM}={os.environ.get(CPU_GEMM, 'auto')}; inference: NumPy's BLAS)")
+    for name in ("cuda", "cuda-sim"):
+        if backend_status(name)[0]:
+            try:
+                cc = get_backend(name)._device.compute_capability()
+            except Exception as exc:  # reported, not raised: fastnet info always prints
+                lines.append(f"precisions ({name} backend): unknown ({type(exc).__name__}: {exc})")
+                continue
+            lines.append(f"precisions ({name} backend, compute capability {cc // 10}.{cc % 10}): "
+                         + "; ".join(f"{k} {v}" for k, v in supported(cc).items()))
+    return lines
+
+
 def _version(module):
     try:
         return importlib.import_module(module).__version__
@@ -66,9 +90,7 @@ def report():
                      if _distribution(n) != "not installed") or "not installed"
     lines.append(f"distributed (fit(distributed=True)): mpi4py {_distribution('mpi4py')} (MPI: {mpi}); "
                  f"NCCL: {nccl}")
-    from .precision import supported
-
-    lines.append("precisions (cpu backend): " + "; ".join(f"{k} {v}" for k, v in supported().items()))
+    lines.extend(precision_lines())
     lines.append("kernels (fused: the device's own; reference: the table's plain array version):")
     lines.extend(kernel_lines())
     lines.append(f"kernel cache: {numba_cache_dir()}  (set FASTNET_KERNEL_CACHE to move it)")

@@ -32,6 +32,19 @@ def _device_seed(seed):
     return None if seed is None else int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
 
 
+def _precision_on(precision, backend):
+    """``precision`` if a backend named ``backend`` has it, else float32 (a GPU-only precision
+    moved onto the CPU)."""
+    from .precision import CPU_PRECISIONS
+
+    name = backend.name if hasattr(backend, "name") else backend
+    if name == "auto":
+        from .backend import cuda_status
+
+        name = "cuda" if cuda_status()[0] else "cpu"
+    return precision if name != "cpu" or precision in CPU_PRECISIONS else "float32"
+
+
 class Summary(str):
     """The text of :meth:`Network.summary`; echoed, it shows as the table itself (in a
     notebook, as an HTML table)."""
@@ -74,10 +87,13 @@ class Network(Inference, Picklable):
         (scikit-learn's name) is the same.
     kernels : {"fused", "reference"}
         The Numba kernels, or the plain array expressions they are tested against.
-    precision : {"float32", "bf16"}
-        The GEMMs of training steps: float32, or (CPU) bfloat16 inputs with float32
-        accumulation, weights and optimizer state (:mod:`fastnet.precision`); an error
-        names what is missing where the CPU or oneDNN cannot.
+    precision : {"float32", "bf16", "tf32", "fp16"}
+        The GEMMs of training steps: float32; bfloat16 inputs (CPU with oneDNN, or GPU
+        tensor cores); TF32 or float16 inputs (GPU tensor cores; float16 with dynamic loss
+        scaling, ``loss_scaler_``).  Accumulation, weights, optimizer state and inference
+        stay float32 (:mod:`fastnet.precision`); an error names what is missing where the
+        CPU, GPU or library cannot.  ``to()`` and ``clone()`` onto a backend without the
+        precision (a GPU one onto the CPU) give a float32 model.
     input_dim : int, optional
         Number of input features; inferred at the first ``fit`` when omitted.
 
@@ -134,6 +150,8 @@ class Network(Inference, Picklable):
         #: The labels of the classes (cross-entropy models), in output order; set by fit.
         self.classes_ = None
         self.optimizer_: Optimizer | None = None
+        #: precision="fp16": the dynamic loss scale of training (fastnet.precision.LossScaler)
+        self.loss_scaler_ = None
         self.history_ = History()
         self.stop_training = False
         self._max_batch = 0
@@ -367,7 +385,7 @@ class Network(Inference, Picklable):
         layers = [layer_from_config(c) for c in config["layers"]]
         model = cls(layers, loss=config["loss"], backend=backend, dtype=dtype or config["dtype"],
                     seed=config.get("seed"), kernels=kernels, input_dim=config.get("input_dim"),
-                    precision=config.get("precision", "float32"))
+                    precision=_precision_on(config.get("precision", "float32"), backend))
         model._set_classes(config)
         return model
 
@@ -379,7 +397,8 @@ class Network(Inference, Picklable):
         """Initialise this object (of any subclass) as :class:`Network` from ``config``."""
         Network.__init__(self, [layer_from_config(c) for c in config["layers"]], loss=config["loss"],
                          backend=backend, dtype=config["dtype"], seed=config.get("seed"), kernels=kernels,
-                         input_dim=config.get("input_dim"), precision=config.get("precision", "float32"))
+                         input_dim=config.get("input_dim"),
+                         precision=_precision_on(config.get("precision", "float32"), backend))
         self._set_classes(config)
 
     def clone(self, backend: str | None = None, dtype: str | None = None, kernels: str | None = None) -> Network:
@@ -399,8 +418,9 @@ class Network(Inference, Picklable):
         opt = self.optimizer_
         state = opt.get_state() if opt is not None else None  # host copies
         new = get_backend(backend, dtype=dtype or self.dtype, seed=_device_seed(self.seed), kernels=self.kernels,
-                          precision=self.precision)
+                          precision=_precision_on(self.precision, backend))
         self.backend_ = new
+        self.precision = new.precision
         self.backend, self.dtype = new.name, new.dtype.name
         if weights is not None:
             self.build(self.n_features_in_)

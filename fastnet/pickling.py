@@ -19,7 +19,7 @@ from .backend import backend_status
 from .optimizers import Optimizer
 
 #: Attributes besides the configuration that a pickle keeps (plain data fit leaves).
-PLAIN_ATTRIBUTES = ("history_", "norms_", "stop_training", "sizes")
+PLAIN_ATTRIBUTES = ("history_", "norms_", "stop_training", "sizes", "loss_scaler_")
 
 
 class Picklable:

@@ -118,22 +118,24 @@ class NoTuner:
 
 
 class SharedCores(NoTuner):
-    """Processes of one data-parallel job on this host (``ranks``) share its cores: NumPy's
-    BLAS gets ``cores // ranks`` threads (at least 1, never more than it had) while a
-    ``fit`` runs, put back by :meth:`close`.  Nothing is timed: one rank's thread count
-    changing would change every rank's step (they wait for each other)."""
+    """Processes of one data-parallel job on this host (``ranks``) share its cores: the
+    GEMMs' thread pool (``pool``, as for :func:`tuner`; default NumPy's BLAS) gets
+    ``cores // ranks`` threads (at least 1, never more than it had) while a ``fit`` runs,
+    put back by :meth:`close`.  Nothing is timed: one rank's thread count changing would
+    change every rank's step (they wait for each other)."""
 
-    def __init__(self, ranks):
-        self.before = blas_threads()
+    def __init__(self, ranks, pool=None):
+        _, get, self._apply = pool or ("blas", blas_threads, set_blas_threads)
+        self.before = get()
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.threads = max(1, cores // max(1, ranks))
         if self.before is not None:
             self.threads = min(self.threads, self.before)
-            set_blas_threads(self.threads)
+            self._apply(self.threads)
 
     def close(self):
         if self.before is not None:
-            set_blas_threads(self.before)
+            self._apply(self.before)
 
     def summary(self):
         return {"mode": "shared", "threads": self.threads}

@@ -468,6 +468,18 @@ def _diverged(model, loss, step_losses, epoch, steps, guard, on_nan):
     return True
 
 
+def _loss_scaler(model):
+    """``precision="fp16"``: the model's dynamic loss scaler (made at its first fit, kept
+    across fits and in checkpoints), else None."""
+    if model.backend_.precision != "fp16":
+        return None
+    if getattr(model, "loss_scaler_", None) is None:
+        from .precision import LossScaler
+
+        model.loss_scaler_ = LossScaler()
+    return model.loss_scaler_
+
+
 def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses,
                  step_correct, step_callbacks=(), weighting=None, tuner=None, run=None):
     """One epoch; the step losses and correct counts stay on the device, in
@@ -486,6 +498,7 @@ def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress
     lr = base_lr
     tuner = tuner or NoTuner()
     run = run or D.Single()
+    scaler = _loss_scaler(model)
     tuner.mark()
     for step in range(steps):
         # the global batch [step * bs, + m); this process's rows of it: [start, + mr)
@@ -517,9 +530,12 @@ def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress
         rows.sum(axis=0, out=step_losses[step:step + 1], keepdims=True)
         if classify:
             model._correct(out, yb, step_correct[step:step + 1])
+        if scaler is not None:  # fp16: the loss gradient scaled up, out of float16's underflow
+            scaler.scale_loss_gradient(xp, grad)
         model._backward(grad)
         run.reduce_gradients(model, m, mr)  # data-parallel: the global batch's gradient on every rank
-        model.optimizer_.step(lr)
+        if scaler is None or scaler.unscale(xp, model._grad_flat):  # (fp16: a step that overflowed is skipped)
+            model.optimizer_.step(lr)
         tuner.step_done(m == bs)
         progress.update(step + 1)
         for cb in step_callbacks:

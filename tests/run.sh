@@ -6,7 +6,7 @@
 #                        (the CUDA backend's code on the CuPy contract) feature by feature;
 #   3. tests/cuda_compile  every CUDA kernel compiled to PTX for sm_90/sm_80 and checked by ptxas.
 # With FASTNET_COVERAGE=1 (CI sets it) every group runs under coverage.py, and the line
-# coverage of the CUDA glue (fastnet/backend.py, kernels/cuda.py) across the three groups
+# coverage of the CUDA glue (fastnet/backend.py, gemm_cublas.py, kernels/cuda.py) across the three groups
 # must be >= 95%; the report lists the lines no group ran.
 # Extra arguments go to every pytest run.  Exit status: non-zero if any group failed.
 set -u
@@ -39,7 +39,7 @@ run_group "cuda compile" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests/cuda_c
 if [ "${FASTNET_COVERAGE:-0}" = "1" ]; then
     echo "=== coverage of the CUDA glue across the three groups"
     "$PY" -m coverage combine -q
-    "$PY" -m coverage report --include='*/fastnet/backend.py,*/kernels/cuda.py' --fail-under=95 \
+    "$PY" -m coverage report --include='*/fastnet/backend.py,*/fastnet/gemm_cublas.py,*/kernels/cuda.py' --fail-under=95 \
         || { echo "=== coverage: FAILED (below 95%)"; status=1; }
 fi
 exit $status

@@ -130,8 +130,10 @@ def test_info():
     except md.PackageNotFoundError:
         mpi4py = "not installed"
     assert any(ln.startswith("distributed") and f"mpi4py {mpi4py}" in ln for ln in lines), proc.stdout
-    from fastnet.precision import supported
+    from fastnet.precision import cpu_gemm_provider, supported
     assert f"precisions (cpu backend): float32 yes; bf16 {supported()['bf16']}" in lines, proc.stdout
+    assert any(ln.startswith(f"float32 GEMMs of cpu training: {cpu_gemm_provider()} (FASTNET_CPU_GEMM=")
+               for ln in lines), proc.stdout
 
 
 # ------------------------------------------------------------------------ bench

@@ -47,8 +47,21 @@ def test_precision_is_checked():
         fastnet.MLP([4, 2], backend="cpu", precision="fp8")
     with pytest.raises(P.PrecisionUnavailableError, match="dtype must be 'float32', got 'float64'"):
         P.check("bf16", "cpu", "float64")
-    with pytest.raises(P.PrecisionUnavailableError, match="cpu backend only, got backend='cuda'"):
-        P.check("bf16", "cuda", "float32")
+    with pytest.raises(P.PrecisionUnavailableError, match="'fp16' is a GPU precision .*got backend='cpu'"):
+        fastnet.MLP([4, 2], backend="cpu", precision="fp16")
+    # GPUs: by compute capability (bounds included), and float32 weights only
+    assert P.check("bf16", "cuda", "float32", 80) == "bf16" and P.check("fp16", "cuda", "float32", 70) == "fp16"
+    assert P.check("tf32", "cuda-sim", "float32", 90) == "tf32"
+    with pytest.raises(P.PrecisionUnavailableError, match=r"'bf16' is not available here: it needs bfloat16 tensor "
+                                                          r"cores .*compute capability 7\.5"):
+        P.check("bf16", "cuda", "float32", 75)
+    with pytest.raises(P.PrecisionUnavailableError, match=r"float16 tensor cores .*compute capability 6\.1"):
+        P.check("fp16", "cuda", "float32", 61)
+    with pytest.raises(P.PrecisionUnavailableError, match="dtype must be 'float32', got 'float64'"):
+        P.check("tf32", "cuda", "float64", 90)
+    assert P.supported(75) == {"float32": "yes", "tf32": P.supported(75)["tf32"], "bf16": P.supported(75)["bf16"],
+                               "fp16": "yes"}
+    assert P.supported(75)["tf32"].startswith("no: it needs TF32 tensor cores")
 
 
 def bf16_emulated(a, b, out):
@@ -170,3 +183,26 @@ def test_the_thread_tuner_tunes_onednn_s_pool_in_bf16(monkeypatch):
     assert h.params["threads"] is not None and seen, h.params["threads"]
     assert seen[-1] == configured == gemm_onednn.get_num_threads()  # put back at the end
     assert threads.blas_threads() == blas  # NumPy's pool is not the step's: left alone
+
+
+def test_float32_gemms_through_onednn_train_as_openblas_does(monkeypatch):
+    """FASTNET_CPU_GEMM=onednn: the float32 training GEMMs are oneDNN's (float32: the same
+    products, summed in another order) and its pool is what the thread tuner tunes."""
+    from fastnet import gemm_onednn
+
+    X, y = np.random.default_rng(5).standard_normal((300, 20)).astype(np.float32), np.arange(300) % 3
+    losses = {}
+    for provider in ("openblas", "onednn"):
+        monkeypatch.setenv("FASTNET_CPU_GEMM", provider)
+        m = fastnet.MLP([20, 64, 32, 3], seed=0, backend="cpu")
+        assert isinstance(m.backend_._matmul, gemm_onednn.F32Matmul) == (provider == "onednn")
+        calls = []
+        if provider == "onednn":
+            real = m.backend_._matmul
+            m.backend_._matmul = lambda a, b, out: calls.append(a.shape) or real(a, b, out)
+        losses[provider] = m.fit(X, y, epochs=3, batch_size=64, diagnose=False)["loss"]
+        assert len(calls) == (0 if provider == "openblas" else 3 * 5 * 8)  # 8 GEMMs a step (3 x, 3 dW, 2 dX)
+    np.testing.assert_allclose(losses["onednn"], losses["openblas"], rtol=1e-5)
+    monkeypatch.setenv("FASTNET_CPU_GEMM", "mkl")
+    with pytest.raises(ValueError, match="FASTNET_CPU_GEMM must be one of 'auto', 'openblas', 'onednn', got 'mkl'"):
+        fastnet.MLP([4, 2], backend="cpu")

@@ -101,3 +101,14 @@ def test_nccl_section_runs_two_ranks_on_cuda_sim(dry_run):
     nccl = json.loads((tmp / "g.json").read_text())["sections"]["nccl"]
     assert nccl["status"] == "pass", nccl
     assert nccl["collective"] == "nccl" and nccl["max_rel_diff"] <= nccl["tolerance"] == 1e-5
+
+
+def test_the_precision_section_trains_every_gpu_precision(dry_run):
+    _, tmp = dry_run
+    p = json.loads((tmp / "g.json").read_text())["sections"]["precision"]
+    assert p["status"] == "pass" and p["unavailable"] == {}
+    row = p["rows"][0]
+    assert set(row["speed_vs_float32"]) == {"float32", "tf32", "bf16", "fp16"}
+    assert row["speed_vs_float32"]["float32"] == 1.0 and row["epochs"] == 2
+    assert row["fp16_loss_scale"] == {"scale": 2.0 ** 16, "skipped_steps": 0}
+    assert "| 784-8-10 relu adam b128 | bf16 |" in (tmp / "t.md").read_text()
