@@ -4,6 +4,8 @@ MNIST 784-512-512-10 ReLU, Adam (lr 1e-3), batch 128 and 1024, all 60,000 traini
 in a fixed order (shuffled once per run, the same for every system).  Systems:
 
 * ``fastnet-float32``       fastnet as it trains by default (OpenBLAS GEMMs, thread tuner);
+* ``fastnet-float32-onednn`` fastnet float32 with oneDNN's float32 GEMMs
+                            (``FASTNET_CPU_GEMM=onednn``; its thread pool tuned);
 * ``fastnet-bf16``          ``MLP(..., precision="bf16")``: oneDNN bf16 GEMMs, float32 rest;
 * ``pytorch-autocast``      ``torch.autocast("cpu", dtype=torch.bfloat16)`` around forward
                             and loss, Adam;
@@ -13,9 +15,12 @@ Each system runs in a process of its own per round (one OpenMP/BLAS thread pool 
 process: pools of different libraries idling in one process slow each other down),
 trains one untimed warm-up epoch and one timed epoch; a round runs every system in turn,
 and the figure is the median over rounds of each system's per-round time ratio to
-``pytorch-autocast``.  Test accuracy after the timed epoch is reported too.
+``--baseline`` (default ``pytorch-autocast``).  Test accuracy after the timed epoch is
+reported too.
 
     python bench/bf16_throughput.py --rounds 7 --json bench/results/bf16.json
+    python bench/bf16_throughput.py --systems fastnet-float32 fastnet-float32-onednn \
+        --baseline fastnet-float32 --rounds 7 --json bench/results/float32-gemm.json
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = "pytorch-autocast"
-SYSTEMS = ["fastnet-float32", "fastnet-bf16", BASELINE, "pytorch-autocast-tuned"]
+SYSTEMS = ["fastnet-float32", "fastnet-float32-onednn", "fastnet-bf16", BASELINE, "pytorch-autocast-tuned"]
 SIZES = [784, 512, 512, 10]
 
 
@@ -74,8 +79,12 @@ def worker(system, batch, rows):
 
 
 def run_system(system, batch, rows):
+    env = dict(os.environ)
+    env.pop("FASTNET_CPU_GEMM", None)
+    if system == "fastnet-float32-onednn":
+        env["FASTNET_CPU_GEMM"] = "onednn"
     p = subprocess.run([sys.executable, __file__, "--worker", system, str(batch), str(rows)],
-                       capture_output=True, text=True, timeout=900)
+                       capture_output=True, text=True, timeout=900, env=env)
     if p.returncode:
         raise RuntimeError(f"{system} batch {batch} exited {p.returncode}: {p.stderr[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -88,29 +97,32 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--batches", type=int, nargs="+", default=[128, 1024])
     p.add_argument("--rows", type=int, default=0, help="MNIST training rows (default: all)")
+    p.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS)
+    p.add_argument("--baseline", choices=SYSTEMS, default=BASELINE, help="the ratios' reference (default: %(default)s)")
     p.add_argument("--json")
     args = p.parse_args(argv)
+    systems = args.systems if args.baseline in args.systems else [args.baseline] + args.systems
     sys.path.insert(0, ROOT)
     from fastnet.benchmark import machine_description
 
     results = {"machine": machine_description(), "model": "784-512-512-10 relu adam", "rounds": args.rounds,
-               "baseline": BASELINE, "rows": args.rows or 60000, "configs": []}
+               "baseline": args.baseline, "rows": args.rows or 60000, "configs": []}
     print(f"machine: {results['machine']}")
     for batch in args.batches:
-        runs = {s: [] for s in SYSTEMS}
+        runs = {s: [] for s in systems}
         for r in range(args.rounds):
-            for s in SYSTEMS:
+            for s in systems:
                 runs[s].append(run_system(s, batch, args.rows))
             print(f"  batch {batch} round {r + 1}/{args.rounds}: "
                   + ", ".join(f"{s} {v[-1]['seconds']:.2f}s" for s, v in runs.items()), file=sys.stderr, flush=True)
-        for s in SYSTEMS:
-            ratios = [b["seconds"] / x["seconds"] for b, x in zip(runs[BASELINE], runs[s])]
+        for s in systems:
+            ratios = [b["seconds"] / x["seconds"] for b, x in zip(runs[args.baseline], runs[s])]
             results["configs"].append({
                 "system": s, "batch": batch, "speed_vs_baseline": statistics.median(ratios),
                 "ratio_min": min(ratios), "ratio_max": max(ratios),
                 "epoch_seconds": [x["seconds"] for x in runs[s]],
                 "test_accuracy": statistics.median(x["accuracy"] for x in runs[s])})
-    print(f"\n| batch | system | epoch s (median) | speed vs {BASELINE} (median of rounds) | range | test accuracy "
+    print(f"\n| batch | system | epoch s (median) | speed vs {args.baseline} (median of rounds) | range | test accuracy "
           "after 2 epochs |\n|---:|---|---:|---:|---|---:|")
     for row in results["configs"]:
         print(f"| {row['batch']} | {row['system']} | {statistics.median(row['epoch_seconds']):.2f} "

@@ -20,9 +20,16 @@ in order, each recorded as pass / fail / error / skipped / partial:
 5. throughput   MNIST 784-256-256-10 and 784-512-512-10, batch 128 and 1024: fastnet cuda
                 vs PyTorch CUDA, one warm-up epoch each then 3 interleaved rounds; samples/s
                 and the median of the per-round time ratios.
-6. disk cache   first-epoch time of a fresh process with a cold, then a warm NUMBA_CACHE_DIR.
-7. cli          ``fastnet train mnist --backend cuda`` must reach 0.98 test accuracy.
-8. nccl         data-parallel over NCCL (``fit(distributed=True)``, fastnet.distributed):
+6. precision    float32, tf32, bf16 and fp16 (loss scaling) training GEMMs (fastnet.precision,
+                cuBLAS's fast compute types): MNIST 784-512-512-10 relu Adam at batch 128 and
+                1024, a warm-up epoch per precision then 3 interleaved rounds (one epoch of
+                each precision in turn); epoch time ratios to float32 (median of the rounds)
+                and the test accuracy after those epochs, which must be within 0.5 point of
+                float32's; fp16's final loss scale and skipped steps.  A precision the GPU
+                lacks is recorded as unavailable with the reason.
+7. disk cache   first-epoch time of a fresh process with a cold, then a warm NUMBA_CACHE_DIR.
+8. cli          ``fastnet train mnist --backend cuda`` must reach 0.98 test accuracy.
+9. nccl         data-parallel over NCCL (``fit(distributed=True)``, fastnet.distributed):
                 ``mpiexec -n 2`` on two GPUs at batch 64 per rank against one process at
                 batch 128 (tests/mpi_worker.py), final weights within 1e-4 of each tensor's
                 largest (cuBLAS may pick other GEMM algorithms for 64 and 128 rows), and
@@ -40,7 +47,7 @@ reference's (same dtype) bit for bit.
 Time budget: everything, gpu_check.sh's install included (it exports GPU_CHECK_T0),
 fits in ``--budget`` seconds (480).  A section starts only when its minimum time is left,
 long loops stop at the deadline (the section is then "partial"), the throughput rounds
-leave a reserve for sections 6 and 7, and subprocesses get the time left as timeout.
+leave a reserve for sections 6 to 8, and subprocesses get the time left as timeout.
 
 MNIST comes from the fastnet cache (``--data-dir``, else $FASTNET_DATA, else
 ~/.cache/fastnet), never from the network.  Without it the CLI section is skipped, the
@@ -90,7 +97,9 @@ MODES = {
                 n_equiv=256, hidden=8, epochs=2, gc_checks=10, n_predict=64, probe=(128, 8)),
 }
 THROUGHPUT = dict(hidden=(256, 512), batches=(128, 1024), rounds=3)
-THROUGHPUT_RESERVE_S = 150  # left for sections 6 and 7 when the throughput rounds stop
+THROUGHPUT_RESERVE_S = 200  # left for sections 6 to 8 when the throughput rounds stop
+PRECISION = dict(gpu=dict(sizes=[784, 512, 512, 10], batches=(128, 1024), rounds=3, acc_tol=0.005),
+                 dry=dict(sizes=[784, 8, 10], batches=(128,), rounds=1, rows=256, acc_tol=None))
 ORDER_N = 2048  # the ordering check's GEMM: (n, n) @ (n, n), long enough to outlast a misplaced launch
 DROPOUT_KEY = 0xDEADBEEFCAFEF00D  # above 2**63: the uint64 path
 
@@ -515,7 +524,67 @@ def section_throughput(chk):
                                  for r in done) or "no configuration ran"}
 
 
-# ----------------------------------------------------------------------------- 6. disk cache
+# ----------------------------------------------------------------------------- 6. precision
+def section_precision(chk):
+    import fastnet
+    from fastnet.precision import GPU_PRECISIONS, PrecisionUnavailableError
+
+    cfg = PRECISION["dry" if chk.dry else "gpu"]
+    if chk.mnist is not None:
+        (X, y), (Xt, yt) = chk.mnist
+        source = "MNIST (training set; test accuracy on the 10,000 test images)"
+    else:
+        n = cfg.get("rows", 60000)
+        (X, y), (Xt, yt) = synthetic(n), synthetic(max(128, n // 6), seed=1)
+        source = f"synthetic MNIST-shaped, {n} rows (accuracy not meaningful)"
+    rows, unavailable, stopped = [], {}, False
+    for bs in cfg["batches"]:
+        models = {}
+        for p in GPU_PRECISIONS:
+            try:
+                models[p] = fastnet.MLP(cfg["sizes"], backend=chk.backend, seed=0, precision=p)
+            except PrecisionUnavailableError as exc:
+                unavailable[p] = str(exc)
+        kw = dict(epochs=1, batch_size=bs, optimizer="adam", lr=1e-3, diagnose=False)
+        row = {"config": f"{'-'.join(map(str, cfg['sizes']))} relu adam b{bs}", "epoch_seconds": {}}
+        rows.append(row)
+        if time.time() + 20 > chk.deadline:
+            row["skipped"], stopped = "time budget", True
+            continue
+        for m in models.values():  # warm-up epochs (compilation, cuBLAS heuristics, allocator)
+            m.fit(X, y, **kw)
+        for _ in range(cfg["rounds"]):
+            if chk.left() < 15:
+                stopped = True
+                break
+            for p, m in models.items():
+                row["epoch_seconds"].setdefault(p, []).append(m.fit(X, y, **kw)["seconds"][0])
+        t = row["epoch_seconds"]
+        if t.get("float32"):
+            row["speed_vs_float32"] = {p: statistics.median(f / s for f, s in zip(t["float32"], t[p])) for p in t}
+            row["samples_per_s"] = {p: len(X) / statistics.median(t[p]) for p in t}
+        row["epochs"] = 1 + len(t.get("float32", []))
+        row["test_accuracy"] = {p: float((m.predict(Xt) == yt).mean()) for p, m in models.items()}
+        s = models["fp16"].loss_scaler_ if "fp16" in models else None
+        if s is not None:
+            row["fp16_loss_scale"] = {"scale": s.scale, "skipped_steps": s.skipped}
+    done = [r for r in rows if "speed_vs_float32" in r]
+    tol = cfg["acc_tol"]
+    worst = max((abs(r["test_accuracy"][p] - r["test_accuracy"]["float32"]) for r in done
+                 for p in r["test_accuracy"]), default=None)
+    ok = bool(done) and (tol is None or (worst is not None and worst <= tol))
+    summary = "; ".join(r["config"].split()[-1] + ": " + ", ".join(
+        f"{p} {r['speed_vs_float32'][p]:.2f}x acc {r['test_accuracy'][p]:.4f}" for p in r["speed_vs_float32"])
+        for r in done)
+    return {"data": source, "unavailable": unavailable, "rows": rows, "accuracy_tolerance": tol,
+            "max_accuracy_diff": worst,
+            "note": "speed = float32 epoch time / this precision's (history['seconds']), median of interleaved rounds",
+            "status": ("fail" if done and not ok else "pass" if ok and not stopped else "partial"),
+            "summary": (summary or "no configuration ran") + (
+                f"; unavailable: {', '.join(unavailable)}" if unavailable else "")}
+
+
+# ----------------------------------------------------------------------------- 7. disk cache
 PROBE = r"""
 import json, sys, time
 t0 = time.perf_counter()
@@ -563,7 +632,7 @@ def section_disk_cache(chk):
     return out
 
 
-# ----------------------------------------------------------------------------- 7. CLI
+# ----------------------------------------------------------------------------- 8. CLI
 def section_cli(chk):
     if chk.mnist is None:
         return {"status": "skipped", "reason": f"MNIST not cached: {chk.mnist_why}"}
@@ -583,7 +652,7 @@ def section_cli(chk):
             "summary": f"test accuracy {acc}" + (f"; {speed.group(0)}" if speed else "")}
 
 
-# ----------------------------------------------------------------------------- 8. NCCL
+# ----------------------------------------------------------------------------- 9. NCCL
 NCCL_RTOL = {"gpu": 1e-4, "dry": 1e-5}
 
 
@@ -647,6 +716,7 @@ SECTIONS = [  # name, function, seconds it needs left to start, needs the device
     ("launch", section_launch, 15, True, None),
     ("equivalence", section_equivalence, 30, True, None),
     ("throughput", section_throughput, 60, True, "dry mode: no GPU to measure, no PyTorch"),
+    ("precision", section_precision, 40, True, None),
     ("disk_cache", section_disk_cache, 30, True, None),
     ("cli", section_cli, 60, True, "dry mode: the CLI evaluates all 10000 test images with the default "
                                    "launch configuration, far too slow under the simulator"),
@@ -725,6 +795,17 @@ def markdown(chk, ok):
                      fmt(r.get("speedup_vs_pytorch_fit_wall"), ".2f"),
                      r.get("error", r.get("rounds", r.get("skipped", "-")))]
             lines.append("| " + " | ".join(map(str, cells)) + " |")
+    if "rows" in s.get("precision", {}):
+        pr = s["precision"]
+        lines += ["", f"Precisions of the training GEMMs ({pr['data']}; speed = float32 epoch time / the "
+                  "precision's, median of interleaved rounds; accuracy after the same epochs)", "",
+                  "| config | precision | samples/s | speed vs float32 | test accuracy |", "|---|---|---:|---:|---:|"]
+        for r in pr["rows"]:
+            for p, speed in r.get("speed_vs_float32", {}).items():
+                lines.append(f"| {r['config']} | {p} | {fmt(r['samples_per_s'][p], ',.0f')} | {speed:.2f} "
+                             f"| {r['test_accuracy'][p]:.4f} |")
+        for p, why in pr.get("unavailable", {}).items():
+            lines.append(f"| - | {p} | - | - | unavailable: {why} |")
     return "\n".join(lines) + "\n"
 
 
