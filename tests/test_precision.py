@@ -206,3 +206,27 @@ def test_float32_gemms_through_onednn_train_as_openblas_does(monkeypatch):
     monkeypatch.setenv("FASTNET_CPU_GEMM", "mkl")
     with pytest.raises(ValueError, match="FASTNET_CPU_GEMM must be one of 'auto', 'openblas', 'onednn', got 'mkl'"):
         fastnet.MLP([4, 2], backend="cpu")
+
+
+def test_loss_scaler_divides_backs_off_resets_and_grows_at_the_interval():
+    """fp16's dynamic loss scale, step by step (NumPy arrays stand for the device's)."""
+    s = P.LossScaler(scale=8, growth_interval=3)
+    g = np.full(4, 8, np.float32)
+    assert s.unscale(np, g) and (g == 1).all() and s.good_steps == 1  # divided by the scale
+    g[:] = 8
+    assert s.unscale(np, g) and s.good_steps == 2
+    g[:] = 8
+    g[0] = np.inf
+    assert not s.unscale(np, g)  # skipped: halved, the run of good steps starts again
+    assert s.get_state() == {"scale": 4.0, "good_steps": 0, "skipped": 1} and g[1] == 8  # not rescaled
+    g[:] = 4
+    g[1] = np.nan
+    assert not s.unscale(np, g) and s.get_state() == {"scale": 2.0, "good_steps": 0, "skipped": 2}
+    for good in (1, 2):
+        g[:] = 2
+        assert s.unscale(np, g) and (g == 1).all() and s.get_state() == {"scale": 2.0, "good_steps": good,
+                                                                          "skipped": 2}
+    assert s.unscale(np, g) and s.get_state() == {"scale": 4.0, "good_steps": 0, "skipped": 2}  # the 3rd: grows
+    r = P.LossScaler()
+    r.set_state(s.get_state())
+    assert r.get_state() == s.get_state() and (r.scale, r.growth_interval) == (4.0, 2000)
