@@ -17,12 +17,12 @@ BACKENDS = [b for b in fastnet.available_backends() if b != "cuda-sim"]
 
 def pytest_collection_modifyitems(config, items):
     """Inside the README test's own run of the suite (tests/test_readme_commands.py, which
-    CI runs) the tests marked ``processes`` are skipped: the outer run has just run them, and
-    running them twice would take CI past its 20 minutes."""
+    CI runs) the tests marked ``processes`` or ``once`` are skipped: the outer run has just
+    run them, and running them twice would take CI past its 20 minutes."""
     if os.environ.get("FASTNET_README_NESTED"):
         skip = pytest.mark.skip(reason="run by the outer run of the suite; not again in the README test's run")
         for item in items:
-            if item.get_closest_marker("processes"):
+            if item.get_closest_marker("processes") or item.get_closest_marker("once"):
                 item.add_marker(skip)
 
 

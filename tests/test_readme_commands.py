@@ -69,7 +69,8 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
             "FASTNET_KERNEL_CACHE", "FASTNET_COVERAGE", "FASTNET_REQUIRE_CUDA_COMPILE", "COVERAGE_PROCESS_START",
             "CI", "FASTNET_README_TEST", "PYTEST_ADDOPTS"}
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("PYTEST_")}
-    env.update(HOME=str(home), VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}",
+    # COLUMNS: the inner runs' "FAILED ... - reason" lines wide enough to read in this test's message
+    env.update(HOME=str(home), VIRTUAL_ENV=str(venv), COLUMNS="400", PATH=f"{venv / 'bin'}:{env.get('PATH', '')}",
                **{NESTED: "1"})
 
     rc, log = run_block(first, clone, env, timeout=1200)

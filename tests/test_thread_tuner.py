@@ -186,6 +186,7 @@ def data():
 
 def test_fit_restores_the_blas_thread_count(data, monkeypatch):
     monkeypatch.delenv(threads.ENV, raising=False)
+    monkeypatch.setenv("FASTNET_CPU_GEMM", "openblas")  # the steps' GEMMs in NumPy's BLAS: its pool is tuned
     if not threads.numpy_blas():
         pytest.skip("threadpoolctl finds no BLAS under NumPy here")
     from threadpoolctl import threadpool_limits
@@ -197,11 +198,35 @@ def test_fit_restores_the_blas_thread_count(data, monkeypatch):
         h = m.fit(X, y, epochs=2, batch_size=32, diagnose=False)
         assert threads.blas_threads() == before
         summary = h.params["threads"]
-        assert summary["configured"] == before
+        assert summary["configured"] == before, (summary, before)
         assert sum(summary["steps_with"].values()) == 2 * (-(-len(X) // 32))
         with pytest.raises(fastnet.TrainingDivergedError):
             m.fit(X * 1e30, y, epochs=1, optimizer="sgd", lr=1e6, diagnose=False)
         assert threads.blas_threads() == before
+
+
+def test_fit_restores_onednn_s_thread_count_and_leaves_the_blas_alone(data, monkeypatch):
+    """FASTNET_CPU_GEMM=onednn: the steps' GEMMs are oneDNN's, its pool is the one tuned and
+    put back after fit (a diverged fit too); NumPy's BLAS is not touched."""
+    from fastnet import gemm_onednn
+
+    if not gemm_onednn.available() or gemm_onednn.get_num_threads() is None:
+        pytest.skip("no oneDNN with an OpenMP pool here")
+    monkeypatch.delenv(threads.ENV, raising=False)
+    monkeypatch.setenv("FASTNET_CPU_GEMM", "onednn")
+    X, y = data
+    before, blas = gemm_onednn.get_num_threads(), threads.blas_threads()
+    m = fastnet.MLP([2, 256, 3], seed=0)
+    h = m.fit(X, y, epochs=2, batch_size=32, diagnose=False)
+    assert gemm_onednn.get_num_threads() == before and threads.blas_threads() == blas
+    summary = h.params["threads"]
+    assert (summary is None) == (before < 2), summary  # one thread: nothing to tune
+    if summary is not None:
+        assert summary["configured"] == before, (summary, before)
+        assert sum(summary["steps_with"].values()) == 2 * (-(-len(X) // 32))
+    with pytest.raises(fastnet.TrainingDivergedError):
+        m.fit(X * 1e30, y, epochs=1, optimizer="sgd", lr=1e6, diagnose=False)
+    assert gemm_onednn.get_num_threads() == before and threads.blas_threads() == blas
 
 
 def test_fixed_leaves_the_threads_alone_and_other_values_are_refused(data, monkeypatch):

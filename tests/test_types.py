@@ -14,6 +14,7 @@ def test_py_typed_ships():
     assert '"py.typed"' in (ROOT / "pyproject.toml").read_text()
 
 
+@pytest.mark.once  # (mypy over the package: about 20 s)
 def test_mypy_is_clean_on_the_package(tmp_path):
     pytest.importorskip("mypy")
     proc = subprocess.run([sys.executable, "-m", "mypy", "fastnet", "--cache-dir", str(tmp_path / "cache")],

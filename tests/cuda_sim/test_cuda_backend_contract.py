@@ -204,6 +204,7 @@ CHILD = textwrap.dedent("""
 """ % TINY_LAUNCH)
 
 
+@pytest.mark.once  # (tens of seconds under the simulator)
 def test_sigkill_mid_epoch_with_dropout_then_resume_is_bit_identical(tmp_path):
     ckpt = tmp_path / "run.ckpt.npz"
     script = tmp_path / "child.py"
@@ -363,6 +364,7 @@ def test_doctor_and_plots_on_a_cuda_model(tmp_path):
     plots.plot_decision_boundary(m, X, y, tmp_path / "boundary.png", resolution=20)
 
 
+@pytest.mark.once  # (tens of seconds under the simulator)
 def test_cli_train_mnist_on_cuda_sim(tmp_path, capsys):
     from fastnet import cli
     from fastnet.datasets import mnist

@@ -56,6 +56,7 @@ def test_hand_worked_shift_and_quarter_turn():
     np.testing.assert_allclose(got[0], np.rot90(sq[0]), rtol=0, atol=1e-9)
 
 
+@pytest.mark.once  # (tens of seconds under the simulator)
 def test_fit_with_augmentation_on_cuda_sim_trains_like_cpu():
     rng = np.random.default_rng(0)
     X = rng.random((96, 64)).astype(np.float32)

@@ -1,10 +1,12 @@
 """End to end: the cuda-sim backend (NumPy arrays, the numba.cuda kernels under the
 simulator) trains like the CPU backend."""
 import numpy as np
+import pytest
 
 import fastnet
 
 
+@pytest.mark.once  # (tens of seconds under the simulator)
 def test_cuda_sim_training_matches_cpu():
     assert "cuda-sim" in fastnet.available_backends()
     rng = np.random.default_rng(0)
@@ -20,6 +22,7 @@ def test_cuda_sim_training_matches_cpu():
     np.testing.assert_allclose(curves["cuda-sim"], curves["cpu"], rtol=1e-4)
 
 
+@pytest.mark.once  # (tens of seconds under the simulator)
 def test_gelu_fused_and_adagrad_reference_train_on_cuda_sim_like_cpu():
     """GELU (fused in kernels/cuda.py) and Adagrad (reference only: it falls back to the
     table's array expression on the CuPy contract) train on cuda-sim as on the CPU."""
@@ -55,6 +58,7 @@ def test_a_cuda_sim_model_pickles_and_deep_copies():
                 assert c.optimizer_.t == m.optimizer_.t
 
 
+@pytest.mark.once  # (tens of seconds under the simulator)
 def test_sample_weights_train_on_cuda_sim_like_cpu():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((96, 6)).astype(np.float32)

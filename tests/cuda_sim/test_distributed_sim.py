@@ -37,6 +37,7 @@ def data(n=96):
     return X, (X[:, 0] > 0).astype(int)
 
 
+@pytest.mark.once  # (tens of seconds under the simulator)
 def test_the_cuda_backend_sums_gradients_with_nccl_and_trains_as_without():
     X, y = data()
     runs = []

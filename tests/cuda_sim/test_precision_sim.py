@@ -103,6 +103,7 @@ def data(n=256, seed=0):
     return X, (X[:, :3] @ rng.standard_normal(3) > 0).astype(np.int64) + (X[:, 3] > 1)
 
 
+@pytest.mark.once  # (training under the simulator: tens of seconds)
 def test_each_gpu_precision_trains_near_float32_and_not_equal_to_it():
     X, y = data(128)
     fit = dict(epochs=2, batch_size=64, lr=0.03, shuffle=False, diagnose=False)
@@ -136,6 +137,7 @@ def test_an_older_gpu_refuses_what_its_tensor_cores_lack(monkeypatch):
                for line in precision_lines())
 
 
+@pytest.mark.once  # (training under the simulator: tens of seconds)
 def test_loss_scaling_keeps_gradients_float16_would_round_to_zero():
     """A linear model whose inputs and weights float16 holds exactly, MSE residuals of 1e-6
     over 128 rows: the loss gradient is ~1.6e-8, below half float16's smallest subnormal.
@@ -157,6 +159,7 @@ def test_loss_scaling_keeps_gradients_float16_would_round_to_zero():
     assert changes[2.0 ** 16] > 1e-9
 
 
+@pytest.mark.once  # (training under the simulator: tens of seconds)
 def test_an_overflowing_step_is_skipped_and_the_scale_halved():
     X, y = data(384)
     runs = []
@@ -176,6 +179,7 @@ def test_an_overflowing_step_is_skipped_and_the_scale_halved():
         np.testing.assert_allclose(runs[0].get_weights()[k], w, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.once  # (training under the simulator: tens of seconds)
 def test_the_loss_scale_is_kept_by_pickle_and_checkpoints_and_gpu_precisions_move_to_the_cpu_as_float32(tmp_path):
     X, y = data(128)
     m = fastnet.MLP([20, 8, 3], backend="cuda-sim", seed=0, precision="fp16")
