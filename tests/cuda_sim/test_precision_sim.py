@@ -68,6 +68,19 @@ def test_empty_gemms_write_zeros_or_nothing():
         mm(xp.zeros((3, 5), dtype=np.float32), xp.zeros((6, 4), dtype=np.float32), out)
 
 
+def test_strided_operands_and_outputs_are_refused_not_misread():
+    """cuBLAS reads a matrix as (pointer, leading dimension): a view that is neither C- nor
+    F-contiguous (a column slice) would be read as other numbers; it is refused instead."""
+    xp = C.module()
+    mm = CublasMatmul("tf32", xp)
+    a = xp.ones((4, 6), dtype=np.float32)
+    b = xp.ones((3, 5), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"C- or F-contiguous, got strides \(24, 8\) for shape \(4, 3\)"):
+        mm(a[:, ::2], b, xp.empty((4, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="out must be C-contiguous"):
+        mm(xp.ones((4, 3), dtype=np.float32), b, xp.empty((5, 4), dtype=np.float32).T)
+
+
 def test_gemmex_calls_are_bound_against_the_installed_cupy():
     lib, handle = C.module().cublas_binding()
     args = [handle(), 0, 0, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, lib.CUBLAS_COMPUTE_32F_FAST_16BF,
