@@ -454,6 +454,13 @@ class Backend:
         return f"Backend({self.name!r}, dtype={self.dtype.name}, kernels={self.kernels_name!r}{precision})"
 
 
+def resolve_name(name: str) -> str:
+    """The backend ``name`` stands for: ``"auto"`` is ``"cuda"`` when CuPy sees a GPU, else ``"cpu"``."""
+    if name == "auto":
+        return "cuda" if cuda_status()[0] else "cpu"
+    return name
+
+
 def get_backend(name="auto", dtype="float32", seed=None, kernels="fused", precision="float32") -> Backend:
     """Return a new :class:`Backend`.
 
@@ -483,8 +490,7 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused", precis
     check_choice("kernels", kernels, KERNEL_CHOICES)
     dtype_name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     check_choice("dtype", dtype_name, DTYPES)
-    if name == "auto":
-        name = "cuda" if cuda_status()[0] else "cpu"
+    name = resolve_name(name)
     usable, why = backend_status(name)
     if not usable:
         raise BackendUnavailableError(f"backend {name!r} is not available: {why}")

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import validation as V
-from .backend import get_backend
+from .backend import get_backend, resolve_name
 from .callbacks import History
 from .layers import Dense, Layer, canonical_activation, layer_from_config
 from .losses import Loss, default_loss, get_loss
@@ -37,11 +37,7 @@ def _precision_on(precision, backend):
     moved onto the CPU)."""
     from .precision import CPU_PRECISIONS
 
-    name = backend.name if hasattr(backend, "name") else backend
-    if name == "auto":
-        from .backend import cuda_status
-
-        name = "cuda" if cuda_status()[0] else "cpu"
+    name = resolve_name(backend.name if hasattr(backend, "name") else backend)
     return precision if name != "cpu" or precision in CPU_PRECISIONS else "float32"
 
 

@@ -309,3 +309,22 @@ def test_shared_cores_split_the_cores_and_put_the_count_back(monkeypatch):
     shared.close()
     assert calls == [1, 8]
     assert threads.SharedCores(2).threads == 3  # 6 // 2, below the 8 configured
+
+
+def test_shared_cores_share_the_pool_that_runs_the_gemms(monkeypatch):
+    """With oneDNN's GEMMs (FASTNET_CPU_GEMM=onednn, or bf16) a data-parallel rank's share of
+    the cores goes to oneDNN's pool, not to NumPy's BLAS, which the step does not use."""
+    from fastnet import gemm_onednn, threads
+
+    if not gemm_onednn.available():
+        pytest.skip("oneDNN is not installed")
+    blas, pool = [], []
+    monkeypatch.setattr(threads, "set_blas_threads", blas.append)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.setenv("FASTNET_CPU_GEMM", "onednn")
+    m = fastnet.MLP([4, 3], backend="cpu")
+    m.backend_._matmul.pool = ("onednn", lambda: 8, pool.append)
+    shared = m.backend_.thread_tuner("work", ranks=2)
+    assert isinstance(shared, threads.SharedCores) and shared.threads == 3 and pool == [3]
+    shared.close()
+    assert pool == [3, 8] and blas == []
