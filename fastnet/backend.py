@@ -398,6 +398,14 @@ class Backend:
             return self.xp.matmul(a, b, out=out)
         return self._matmul(a, b, out)
 
+    def gemm_operand(self, a):
+        """``a`` as this backend's training GEMMs read it, for :meth:`matmul` (and its
+        transpose, ``.T``) until ``a`` changes: bfloat16 bits rounded once (``"bf16"`` on
+        the CPU), else ``a`` itself.  A layer prepares what its forward and backward passes
+        read more than once, so a step rounds each array once."""
+        prepare = getattr(self._matmul, "operand", None)
+        return a if prepare is None else prepare(a)
+
     def collective(self, host):
         """The collectives of data-parallel training on this device, given MPI's (``host``)."""
         return self._device.collective(host)

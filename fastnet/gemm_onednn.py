@@ -576,10 +576,18 @@ _ROUND_BF16: Any = None
 
 class Bf16Matmul:
     """``out = bf16(a) @ bf16(b)``, float32 accumulation and output, through oneDNN: the
-    GEMM of ``precision="bf16"`` training steps.  Each float32 operand (C-contiguous, or
-    the transpose of a C-contiguous array: ``x.T``, ``W.T``) is rounded into a bfloat16
-    buffer kept per operand position and shape (no allocation once the shapes repeat)
-    and given to oneDNN in its own layout."""
+    GEMM of ``precision="bf16"`` training steps.
+
+    An operand is either float32 (C-contiguous, or the transpose of a C-contiguous array:
+    ``x.T``, ``W.T``), rounded into a bfloat16 buffer kept per operand position and shape,
+    or what :meth:`operand` returned (bfloat16 bits, used as they are).  A step rounds each
+    array once: the forward pass's ``x`` and ``W`` are read again by the backward pass's
+    ``x.T @ dy`` and ``dy @ W.T``, and ``dy`` by both of them.  Buffers are reused once the
+    shapes repeat (no allocation in the steady state) and given to oneDNN in their layout."""
+
+    #: Rounded operands kept at most (a layer's x, W and dy, at two batch sizes): past it
+    #: the kept buffers are dropped and made again (never seen in a training run).
+    MAX_OPERANDS = 256
 
     def __init__(self) -> None:
         load()
@@ -588,21 +596,31 @@ class Bf16Matmul:
         #: The GEMMs' thread pool, for fit's thread tuner: (name, get count, set count).
         self.pool = ("onednn", get_num_threads, set_num_threads)
 
-    def _bits(self, x: np.ndarray, slot: str) -> np.ndarray:
+    def _bits(self, x: np.ndarray, key: Any) -> np.ndarray:
         transposed = not x.flags.c_contiguous
         src = x.T if transposed else x
         if not src.flags.c_contiguous or src.dtype != np.float32:
             raise ValueError(f"bf16 GEMM operands are float32, C-contiguous or transposed so: got {x.dtype} "
                              f"with strides {x.strides}")
-        key = (slot, src.shape)
+        key = (key, src.shape)
         buf = self._buffers.get(key)
         if buf is None:
+            if len(self._buffers) >= self.MAX_OPERANDS:
+                self._buffers.clear()
             buf = self._buffers[key] = np.empty(src.shape, np.uint16)
         self._round(src.reshape(-1).view(np.uint32), buf.reshape(-1))
         return buf.T if transposed else buf
 
+    def operand(self, x: np.ndarray) -> np.ndarray:
+        """``x`` rounded to bfloat16 now, for GEMMs to come (until ``x`` changes): bits in a
+        buffer of ``x``'s own (by address), which the next ``operand`` of the same array
+        overwrites."""
+        return self._bits(x, x.__array_interface__["data"][0])
+
     def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-        return matmul(self._bits(a, "a"), self._bits(b, "b"), out=out)
+        a = a if a.dtype == np.uint16 else self._bits(a, "a")
+        b = b if b.dtype == np.uint16 else self._bits(b, "b")
+        return matmul(a, b, out=out)
 
 
 class F32Matmul:

@@ -183,12 +183,13 @@ class Dense(Layer):
     def forward(self, x, training):
         n = x.shape[0]
         z = self.out[:n]
-        self.backend.matmul(x, self.W, z)
+        # x and W as the GEMMs read them (in bf16, rounded once: backward reads them again)
+        self.x, self._W = self.backend.gemm_operand(x), self.backend.gemm_operand(self.W)
+        self.backend.matmul(self.x, self._W, z)
         if self._saves_input:
             self._fwd(z, self.b, self.pre[:n])
         else:
             self._fwd(z, self.b)
-        self.x = x
         return z
 
     def infer(self, x):
@@ -204,11 +205,12 @@ class Dense(Layer):
         """``dy`` is overwritten with the pre-activation gradient (it is a scratch buffer)."""
         n = dy.shape[0]
         self._bwd((self.pre if self._saves_input else self.out)[:n], dy, dy, self.db)
+        dy = self.backend.gemm_operand(dy)
         self.backend.matmul(self.x.T, dy, self.dW)
         if not need_dx:
             return None
         dx = self.dx[:n]
-        self.backend.matmul(dy, self.W.T, dx)
+        self.backend.matmul(dy, self._W.T, dx)
         return dx
 
 

@@ -108,17 +108,50 @@ def test_bf16_gradients_are_those_of_bfloat16_inputs_and_float32_sums():
 
 
 @needs_bf16
-def test_a_bf16_training_step_is_the_emulated_one():
-    X, y = data(128)
+def test_bf16_training_steps_are_the_emulated_ones():
+    # 3 epochs of 3 steps (the last one of 44 rows), dropout between the layers, two
+    # hidden layers of one width (their activations, weights' gradients alike): a step
+    # rounds each array once and its backward pass reuses the forward pass's roundings, so
+    # a weight or an activation rounded in an earlier step (or before a dropout or an
+    # activation kernel changed it) would leave the emulation, which rounds every operand
+    # of every GEMM afresh; so would two arrays of one shape taken for one
+    X, y = data(300)
     weights = []
     for emulate in (False, True):
-        m = fastnet.MLP([20, 64, 3], seed=2, backend="cpu", precision="bf16")
+        m = fastnet.MLP([20, 32, 32, 3], seed=2, backend="cpu", precision="bf16", dropout=0.25)
         if emulate:
             m.backend_._matmul = Emulated(m.backend_._matmul)
-        m.fit(X, y, epochs=1, batch_size=128, optimizer="sgd", lr=0.5, shuffle=False, diagnose=False)
+        m.fit(X, y, epochs=3, batch_size=128, optimizer="sgd", lr=0.5, diagnose=False)
         weights.append(m.get_weights())
     for k in weights[0]:
         assert np.abs(weights[0][k] - weights[1][k]).max() <= 1e-5 * np.abs(weights[1][k]).max(), k
+
+
+@needs_bf16
+def test_a_bf16_operand_is_rounded_when_prepared_and_kept_per_array():
+    from fastnet.gemm_onednn import Bf16Matmul, to_bf16_bits
+
+    mm = Bf16Matmul()
+    x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    xq, wq = mm.operand(x), mm.operand(w)
+    assert xq.dtype == np.uint16 and np.array_equal(xq, to_bf16_bits(x)) and np.array_equal(wq, to_bf16_bits(w))
+    assert np.array_equal(mm.operand(w.T), to_bf16_bits(w).T)  # a transposed view: its array's buffer
+    out = np.empty((6, 4), np.float32)
+    np.testing.assert_allclose(mm(xq, wq, out), bf16_emulated(x, w, np.empty_like(out)), rtol=1e-6)
+    # prepared operands are what was rounded: changing x afterwards changes nothing read
+    # through xq until x is prepared again (a slice of x is an operand of its own)
+    before = xq.copy()
+    x *= 3
+    assert np.array_equal(xq, before)
+    np.testing.assert_allclose(mm(x, wq, out), bf16_emulated(x, w, np.empty_like(out)), rtol=1e-6)
+    head = mm.operand(x[:2])
+    assert np.array_equal(xq, before) and np.array_equal(head, to_bf16_bits(x[:2]))
+    mm.operand(x)
+    assert np.array_equal(xq, to_bf16_bits(x))  # the same array again: its buffer, rounded again
+    # a mixed-up operand is refused with its dtype and strides
+    with pytest.raises(ValueError, match=r"float32, C-contiguous or transposed so: got float32 with strides"):
+        mm.operand(x[:, ::2])
 
 
 @needs_bf16
