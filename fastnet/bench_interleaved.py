@@ -10,8 +10,9 @@ Conditions: ``"none"`` (the machine as it is) and ``"core"``: a child
 the warm-up epochs, pinned to the last core this process may run on, killed in a
 ``finally``; on Linux it also dies with its parent).
 
-``fastnet-1thread`` / ``fastnet-Nthreads`` train with the BLAS pinned to a fixed
-thread count (``threadpoolctl.threadpool_limits``) and fastnet's thread tuner off
+``fastnet-1thread`` / ``fastnet-Nthreads`` train with the GEMMs' pools pinned to a fixed
+thread count (``threadpoolctl.threadpool_limits``, and oneDNN's where it loads:
+``fastnet.threads.gemm_threads``) and fastnet's thread tuner off
 (``FASTNET_THREADS=fixed``), so the table can compare fastnet's default (the
 tuner on, unless the environment says otherwise) against the best fixed count.
 """
@@ -76,10 +77,13 @@ def cpu_load(condition):
 # ------------------------------------------------------------------ systems
 @contextlib.contextmanager
 def fixed_threads(k):
-    """Every BLAS on ``k`` threads and fastnet's thread tuner off (``FASTNET_THREADS=fixed``)."""
+    """Every BLAS and oneDNN's pool (where fastnet's GEMMs may run) on ``k`` threads, and
+    fastnet's thread tuner off (``FASTNET_THREADS=fixed``)."""
     from threadpoolctl import threadpool_limits
 
-    with _tuner_off(), threadpool_limits(k, user_api="blas"):
+    from .threads import gemm_threads
+
+    with _tuner_off(), threadpool_limits(k, user_api="blas"), gemm_threads(k):
         yield
 
 

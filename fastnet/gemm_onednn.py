@@ -319,6 +319,10 @@ def set_num_threads(n: int) -> bool:
     return True
 
 
+#: oneDNN's thread pool as fastnet.threads takes pools: (name, get count, set count).
+POOL = ("onednn", get_num_threads, set_num_threads)
+
+
 # -- operands ---------------------------------------------------------------------------------
 
 def _dtype_code(a: np.ndarray) -> int:
@@ -593,8 +597,8 @@ class Bf16Matmul:
         load()
         self._round = _round_bf16_kernel()
         self._buffers: dict[tuple, np.ndarray] = {}
-        #: The GEMMs' thread pool, for fit's thread tuner: (name, get count, set count).
-        self.pool = ("onednn", get_num_threads, set_num_threads)
+        #: The GEMMs' thread pool, for fit's thread tuner.
+        self.pool = POOL
 
     def _bits(self, x: np.ndarray, key: Any) -> np.ndarray:
         transposed = not x.flags.c_contiguous
@@ -629,8 +633,8 @@ class F32Matmul:
 
     def __init__(self) -> None:
         load()
-        #: The GEMMs' thread pool, for fit's thread tuner: (name, get count, set count).
-        self.pool = ("onednn", get_num_threads, set_num_threads)
+        #: The GEMMs' thread pool, for fit's thread tuner.
+        self.pool = POOL
 
     def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         return matmul(a, b, out=out)

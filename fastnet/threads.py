@@ -33,13 +33,17 @@ hundredths of a point apart (test accuracy 0.9825 and 0.9830 for the default MNI
 here).  ``FASTNET_THREADS=fixed`` gives the same result for the same seed on the same
 machine, as before the tuner.
 
-Only NumPy's own BLAS is touched (found by its file path through
-``threadpoolctl``); other libraries' pools (PyTorch's, say) are left alone.
-Without ``threadpoolctl`` installed, or with ``FASTNET_THREADS=fixed`` in the
-environment, nothing is tuned: the BLAS keeps whatever count it has.
+The pool tuned is the one running the step's GEMMs: NumPy's own BLAS (found by its file
+path through ``threadpoolctl``), or oneDNN's OpenMP pool where oneDNN runs them
+(``precision="bf16"``, and float32 where oneDNN loads: :mod:`fastnet.precision`); other
+libraries' pools (PyTorch's, say) are left alone.  Without ``threadpoolctl`` installed,
+or with ``FASTNET_THREADS=fixed`` in the environment, nothing is tuned: the pools keep
+whatever count they have.  Whoever pins a process's threads (a Tune trial, a benchmark's
+fixed-thread system) pins both pools: :func:`set_gemm_threads`, :func:`gemm_threads`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -94,6 +98,37 @@ def blas_threads():
 def set_blas_threads(n):
     for c in numpy_blas():
         c.set_num_threads(n)
+
+
+def onednn_pool():
+    """oneDNN's thread pool ``(name, get count, set count)`` where oneDNN loads, else None."""
+    from . import gemm_onednn
+
+    return gemm_onednn.POOL if gemm_onednn.available() else None
+
+
+def set_gemm_threads(n):
+    """Every pool a CPU step's GEMMs can run in on ``n`` threads: NumPy's BLAS and, where
+    oneDNN loads, oneDNN's (which runs float32 steps there by default, and bf16 ones)."""
+    set_blas_threads(n)
+    pool = onednn_pool()
+    if pool is not None:
+        pool[2](n)
+
+
+@contextlib.contextmanager
+def gemm_threads(n):
+    """:func:`set_gemm_threads` for the ``with`` block; each pool's count put back after it."""
+    pool = onednn_pool()
+    before = blas_threads(), (pool[1]() if pool is not None else None)
+    set_gemm_threads(n)
+    try:
+        yield
+    finally:
+        if before[0] is not None:
+            set_blas_threads(before[0])
+        if before[1] is not None:
+            pool[2](before[1])
 
 
 def candidates(n):

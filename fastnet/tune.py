@@ -66,8 +66,10 @@ loss becomes NaN or infinite reports once more, with ``diverged`` True,
 
 Threads
 -------
-A trial's NumPy BLAS uses as many threads as the trial has CPUs in Tune
-(``cpus_per_trial``, 1 by default), and ``FASTNET_THREADS=fixed`` is set in the
+A trial's GEMMs use as many threads as the trial has CPUs in Tune
+(``cpus_per_trial``, 1 by default): NumPy's BLAS and, where oneDNN loads, oneDNN's
+pool (which runs the GEMMs there: :mod:`fastnet.precision`); and
+``FASTNET_THREADS=fixed`` is set in the
 trial's process: fit's thread tuner (:mod:`fastnet.threads`) would otherwise
 time its steps against the other trials on the same cores, and pick counts that
 differ from run to run; fixed, a trial's result depends on its config and seed
@@ -272,7 +274,7 @@ def _n_classes(y, y_val):
 
 
 def _pin_blas_threads():
-    """In a Tune trial: NumPy's BLAS threads = the trial's CPUs, and fit's thread tuner off
+    """In a Tune trial: the GEMMs' threads = the trial's CPUs, and fit's thread tuner off
     (the module's docstring says why).  Called outside a trial, it changes nothing."""
     try:
         with warnings.catch_warnings():  # outside a trial Tune warns that there is no session
@@ -284,7 +286,7 @@ def _pin_blas_threads():
         return
     os.environ[threads.ENV] = "fixed"
     cpus = resources.required_resources.get("CPU")
-    threads.set_blas_threads(max(1, int(cpus or 1)))
+    threads.set_gemm_threads(max(1, int(cpus or 1)))
 
 
 class _Report(Callback):

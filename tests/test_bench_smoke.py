@@ -282,16 +282,27 @@ def test_cli_load_json_schema(tmp_path, monkeypatch, capsys):
             assert f["vs"][base]["median"] == statistics.median(f["vs"][base]["per_round"])
 
 
-def test_fixed_thread_system_limits_blas_during_the_epoch():
+def test_fixed_thread_system_limits_blas_and_onednn_during_the_epoch():
     threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastnet import gemm_onednn
+
     s = IL.FastnetFixedThreads(1)
     assert s.name == "fastnet-1thread" and IL.FastnetFixedThreads(4).name == "fastnet-4threads"
     before = os.environ.get("FASTNET_THREADS")
+    # where oneDNN loads it runs fastnet's float32 GEMMs: its pool is pinned too, and put back
+    onednn = gemm_onednn.get_num_threads() if gemm_onednn.available() else None
+    if onednn is not None and onednn < 2:
+        gemm_onednn.set_num_threads(2)
     with IL.fixed_threads(1):
         blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
         assert all(i["num_threads"] == 1 for i in blas)
         assert os.environ["FASTNET_THREADS"] == "fixed"  # fastnet's own thread tuner off
+        if onednn is not None:
+            assert gemm_onednn.get_num_threads() == 1
     assert os.environ.get("FASTNET_THREADS") == before
+    if onednn is not None:
+        assert gemm_onednn.get_num_threads() == max(2, onednn)
+        gemm_onednn.set_num_threads(onednn)
     X, y = _tiny(64)
     s.setup(X, y, B.CONFIGS["sigmoid128-sgd"], 0)
     s.epoch(X, y)

@@ -340,3 +340,26 @@ def test_only_numpys_own_blas_is_tuned(monkeypatch):
     assert chosen and all(os.path.abspath(c.filepath).startswith(root) for c in chosen)
     others = [c for c in blas if not os.path.abspath(c.filepath).startswith(root)]
     assert not any(o.filepath == c.filepath for o in others for c in chosen)
+
+
+def test_gemm_threads_pins_both_pools_and_puts_them_back_after_an_error():
+    """A Tune trial or a fixed-thread benchmark pins every pool the steps' GEMMs may run in:
+    NumPy's BLAS and oneDNN's (where oneDNN loads, it runs float32 steps by default)."""
+    from fastnet import gemm_onednn
+
+    onednn = gemm_onednn.available() and gemm_onednn.get_num_threads() is not None
+    if not threads.numpy_blas() and not onednn:
+        pytest.skip("neither NumPy's BLAS nor oneDNN's pool can be set here")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2, "blas"):
+        blas = threads.blas_threads()
+        if onednn:
+            gemm_onednn.set_num_threads(2)
+        with pytest.raises(RuntimeError, match="inside"):
+            with threads.gemm_threads(1):
+                assert threads.blas_threads() in (1, None)
+                assert not onednn or gemm_onednn.get_num_threads() == 1
+                raise RuntimeError("inside")
+        assert threads.blas_threads() == blas
+        assert not onednn or gemm_onednn.get_num_threads() == 2

@@ -130,6 +130,13 @@ def test_a_stopped_trial_keeps_the_checkpoint_of_its_last_epoch(sweep):
     _check_checkpoint(stopped)
 
 
+def onednn_threads():
+    """oneDNN's thread count in this process (None without oneDNN)."""
+    from fastnet import gemm_onednn
+
+    return gemm_onednn.get_num_threads() if gemm_onednn.available() else None
+
+
 class CrashOnce(fastnet.Callback):
     """Logs each epoch a trial trains (and its process) to ``log``; raises once, after epoch ``at``."""
 
@@ -139,7 +146,8 @@ class CrashOnce(fastnet.Callback):
     def on_epoch_end(self, model, epoch, logs):
         with open(self.log, "a") as f:
             f.write(json.dumps({"epoch": epoch, "pid": os.getpid(), "val_loss": logs["val_loss"],
-                                "blas": threads.blas_threads(), "tuner": os.environ.get(threads.ENV)}) + "\n")
+                                "blas": threads.blas_threads(), "tuner": os.environ.get(threads.ENV),
+                                "onednn": onednn_threads()}) + "\n")
         if epoch == self.at and not os.path.exists(self.log + ".crashed"):
             open(self.log + ".crashed", "w").close()
             raise RuntimeError(f"a crash after epoch {epoch}, on purpose")
@@ -158,15 +166,18 @@ def test_a_failed_trial_resumes_from_its_checkpoint_as_if_uninterrupted(local_ra
     # the second run trained epochs 3 and 4 only, in another process
     assert [s["epoch"] for s in seen] == [1, 2, 3, 4]
     assert seen[1]["pid"] != seen[2]["pid"]
-    # one CPU per trial: one BLAS thread, and fit's thread tuner off
-    assert all(s["blas"] == 1 and s["tuner"] == "fixed" for s in seen), seen
+    # one CPU per trial: one thread for NumPy's BLAS and for oneDNN's pool (which runs the
+    # GEMMs where it loads; Ray's OMP_NUM_THREADS says so too, unless the user set it), and
+    # fit's thread tuner off
+    assert all(s["blas"] == 1 and s["tuner"] == "fixed" and s["onednn"] in (1, None) for s in seen), seen
+    assert (seen[0]["onednn"] is None) == (onednn_threads() is None), seen
     result = sweep.results[0]
     assert not sweep.results.errors and _epochs(result) == [1, 2, 3, 4]
     # the same training without Tune (one BLAS thread, as a trial has): every epoch's validation
     # loss equal, so weights, Adam's moments, the data order and the cosine schedule all resumed
     (Xt, yt), (Xv, yv) = ft.split_data(config, (X, y))
     reference = ft.build_model(config, 784, 10)
-    with threadpool_limits(1, user_api="blas"):
+    with threads.gemm_threads(1):
         history = reference.fit(Xt, yt, epochs=EPOCHS, batch_size=64, optimizer="adam", lr=3e-3,
                                 lr_schedule="cosine", validation_data=(Xv, yv), diagnose=False)
     assert list(result.metrics_dataframe["val_loss"]) == history["val_loss"]
@@ -247,3 +258,28 @@ def test_without_ray_the_import_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray.tune", None)
     with pytest.raises(ImportError, match=r"pip install 'fastnet\[ray\]'"):
         import fastnet.tune  # noqa: F401
+
+
+def test_a_trial_pins_every_gemm_pool_to_its_cpus(monkeypatch):
+    """Whatever OMP_NUM_THREADS says (Ray sets it for a trial unless the user did): the
+    trial's CPUs are the thread count of NumPy's BLAS and of oneDNN's pool, which runs the
+    GEMMs where it loads; and the thread tuner is off."""
+    from types import SimpleNamespace
+
+    from fastnet import gemm_onednn
+
+    resources = SimpleNamespace(required_resources={"CPU": 1})
+    monkeypatch.setattr(ft.ray_tune, "get_context", lambda: SimpleNamespace(get_trial_resources=lambda: resources))
+    monkeypatch.delenv(threads.ENV, raising=False)
+    onednn = gemm_onednn.get_num_threads() if gemm_onednn.available() else None
+    with threadpool_limits(2, user_api="blas"):
+        if onednn is not None:
+            gemm_onednn.set_num_threads(2)
+        try:
+            ft._pin_blas_threads()
+            assert os.environ[threads.ENV] == "fixed"
+            assert threads.blas_threads() in (1, None)
+            assert onednn is None or gemm_onednn.get_num_threads() == 1
+        finally:
+            if onednn is not None:
+                gemm_onednn.set_num_threads(onednn)
