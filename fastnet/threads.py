@@ -14,7 +14,9 @@ case, so no fixed count is right.
 * **probe**: a window of steps with each candidate count (1, half the
   configured count, the configured count: fewest first, twice in a run's first
   probe).  Steps in the first 30 ms after each switch are not timed: waking
-  threads, and OpenBLAS threads let go keep spinning for a while.  A window
+  threads, and OpenBLAS threads let go keep spinning for a while; nor is the
+  very first step at a count (oneDNN creates its primitives for each thread
+  count: a few ms, which would sink the count in a small model's probe).  A window
   times at least 80 ms: a thread just woken runs on the scheduler's credit for
   a while, so a shorter window would flatter the larger count on a shared core.
   The count with the lowest *mean* step time wins (the slow steps are the cost)
@@ -196,6 +198,7 @@ class ThreadTuner:
         self.choice = None    # the last probe's winner, whichever run it was in
         self._last = clock()
         self.period = FIRST_PERIOD
+        self._visited = set()  # counts that have had a window
         self._start_probe(FIRST_WINDOWS)
 
     # -- the schedule of probes
@@ -213,6 +216,11 @@ class ThreadTuner:
 
     def _open_window(self):
         self._window = self._windows.pop(0)
+        # A count's first step may pay one-time costs (oneDNN creates its primitives for each
+        # thread count: a few ms, many steps of a small model): in the count's first window
+        # that step is not part of the window, settling or giving up included.
+        self._first_visit = self._window not in self._visited
+        self._visited.add(self._window)
         self._left = PROBE_STEPS
         self._settled = self._window_end = None
         self._fresh = True  # steps with a new count are not timed until it settles
@@ -238,6 +246,9 @@ class ThreadTuner:
 
     def _probe_step(self, seconds, full):
         times = self._times[self._window]
+        if self._settled is None and self._first_visit:
+            self._first_visit = False
+            return
         if self._settled is None:
             self._opened, self._steps_in_window = self._last - seconds, 0
             self._settled = self._opened + SETTLE_SECONDS
