@@ -8,6 +8,7 @@ Shapes: one training step of 784-512-512-10 at batch B (128 and 1024 by default)
     fwd3  h (B,512) @ W3 (512,10)      dW3  h.T (512,B) @ dy (B,10)      dx3  dy (B,10) @ W3.T
 
 (``x.T``, ``W.T`` are transposed views, passed as they are: no provider copies them.)
+``--square N ...`` adds N x N x N GEMMs: the best rate each provider reaches here.
 Providers, all with ``--threads`` threads (2 by default):
 
 * ``numpy-f32``       ``np.matmul(a, b, out=out)`` (OpenBLAS; threadpoolctl sets its threads);
@@ -79,6 +80,11 @@ def step_shapes(batch, layers=LAYERS):
         if i > 1:
             shapes.append([f"dx{i}", batch, n, k, False, True])
     return shapes
+
+
+def square_shape(n):
+    """An n x n x n GEMM: the machine's best case, beside a step's shapes (``--square``)."""
+    return [f"square{n}", n, n, n, False, False]
 
 
 def operands(shape, seed=0):
@@ -342,7 +348,7 @@ def plan(args, families):
     first = next(iter(versions), "numpy")      # the worker that also converts
     for bt in args.batches:
         if not args.no_gemms:
-            for s in step_shapes(bt):
+            for s in step_shapes(bt) + ([square_shape(n) for n in args.square] if bt == args.batches[0] else []):
                 add("numpy", ["gemm", "numpy-f32", s])
                 for p in ("torch-f32", "torch-bf16", "torch-autocast"):
                     add("torch", ["gemm", p, s])
@@ -404,7 +410,7 @@ def median_ratio(base, other):
     return statistics.median([x / y for x, y in zip(base, other)])
 
 
-def gemm_rows(times, batches):
+def gemm_rows(times, batches, squares=()):
     def t(provider, shape):
         return times.get(json.dumps(["gemm", provider, shape]))
 
@@ -427,6 +433,11 @@ def gemm_rows(times, batches):
                 for p in providers if all(t(p, s) for s in ss)}
         for p, v in step.items():
             rows.append(_row("step", bt, None, p, flop, v, step["numpy-f32"], step["torch-bf16"]))
+    for n in squares:
+        s = square_shape(n)
+        for p in providers:
+            if t(p, s):
+                rows.append(_row(s[0], None, s[1:4], p, 2.0 * n ** 3, t(p, s), t("numpy-f32", s), t("torch-bf16", s)))
     return rows
 
 
@@ -527,6 +538,8 @@ def main(argv=None):
     ap.add_argument("--gap", type=float, default=0.2, help="seconds of sleep before each worker's turn")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-sycl", action="store_true", help="leave out the onednn (SYCL) package")
+    ap.add_argument("--square", type=int, nargs="*", default=[],
+                    help="also N x N x N GEMMs (the best case), for each provider")
     ap.add_argument("--no-gemms", action="store_true")
     ap.add_argument("--conversions", action="store_true")
     ap.add_argument("--steps", action="store_true")
@@ -544,7 +557,7 @@ def main(argv=None):
               "loadavg_per_round": loads,
               "loadavg_start": load0, "loadavg_end": open("/proc/loadavg").read().strip()}
     if not args.no_gemms:
-        result["gemm"] = gemm_rows(times, args.batches)
+        result["gemm"] = gemm_rows(times, args.batches, args.square)
         print(format_gemm(result["gemm"]))
     if args.conversions:
         result["conversions"] = conversion_rows(times)
