@@ -5,8 +5,7 @@ fastnet's bench configurations, e.g. ``sigmoid128-sgd``), all 60,000 training im
 fixed order (shuffled once per run, the same for every system).  Systems:
 
 * ``fastnet-float32``       fastnet as it trains by default (``FASTNET_CPU_GEMM`` unset:
-                            oneDNN's float32 GEMMs where oneDNN loads, else OpenBLAS's;
-                            thread tuner on);
+                            OpenBLAS's float32 GEMMs; thread tuner on);
 * ``fastnet-float32-openblas``, ``fastnet-float32-onednn``  fastnet float32 with the GEMM
                             provider chosen (``FASTNET_CPU_GEMM=openblas`` / ``onednn``; the
                             provider's thread pool tuned);

@@ -303,8 +303,13 @@ def set_verbose(level: int) -> None:
 
 
 def get_num_threads() -> Optional[int]:
-    """oneDNN's OpenMP thread count (None where the runtime is not OpenMP)."""
-    load()
+    """oneDNN's OpenMP thread count (None where the runtime is not OpenMP), as OpenMP has it
+    now: another library on the same OpenMP runtime (PyTorch's CPU wheel shares the system's
+    libgomp) may have set it since :func:`set_num_threads`."""
+    global _threads
+    lib = load()
+    if lib.omp is not None:
+        _threads = int(lib.omp.omp_get_max_threads())
     return _threads
 
 

@@ -68,13 +68,16 @@ CPU_GEMM_PROVIDERS = ("auto", "openblas", "onednn")
 
 def cpu_gemm_provider() -> str:
     """The float32 GEMM provider of CPU training steps, ``openblas`` or ``onednn``:
-    ``FASTNET_CPU_GEMM``, checked; ``auto`` (or unset) is oneDNN when it loads."""
-    chosen = check_choice(CPU_GEMM, os.environ.get(CPU_GEMM, "auto"), CPU_GEMM_PROVIDERS)
-    if chosen == "auto":
-        from . import gemm_onednn
+    ``FASTNET_CPU_GEMM``, checked; ``auto`` (or unset) is OpenBLAS (NumPy's).
 
-        return "onednn" if gemm_onednn.available() else "openblas"
-    return chosen
+    Chosen by measurement (bench/README.md): oneDNN's float32 GEMMs ran a step 3-6% faster
+    on 784-512-512-10 in a process of its own and 0.96x on 784-128-10, but in a process
+    that also runs other thread pools (PyTorch shares the system's libgomp with oneDNN; the
+    benchmark's NumPy loop runs OpenBLAS) fit's thread tuner on oneDNN's pool ended at
+    0.69-0.86x of the best fixed thread count on 784-128-10, against 0.89-1.01x on
+    OpenBLAS's.  A default has to hold up there; ``onednn`` is one variable away."""
+    chosen = check_choice(CPU_GEMM, os.environ.get(CPU_GEMM, "auto"), CPU_GEMM_PROVIDERS)
+    return "openblas" if chosen == "auto" else chosen
 
 
 def cpu_flags() -> set[str]:

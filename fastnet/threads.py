@@ -37,7 +37,7 @@ machine, as before the tuner.
 
 The pool tuned is the one running the step's GEMMs: NumPy's own BLAS (found by its file
 path through ``threadpoolctl``), or oneDNN's OpenMP pool where oneDNN runs them
-(``precision="bf16"``, and float32 where oneDNN loads: :mod:`fastnet.precision`); other
+(``precision="bf16"``, and float32 with ``FASTNET_CPU_GEMM=onednn``: :mod:`fastnet.precision`); other
 libraries' pools (PyTorch's, say) are left alone.  Without ``threadpoolctl`` installed,
 or with ``FASTNET_THREADS=fixed`` in the environment, nothing is tuned: the pools keep
 whatever count they have.  Whoever pins a process's threads (a Tune trial, a benchmark's
@@ -111,7 +111,8 @@ def onednn_pool():
 
 def set_gemm_threads(n):
     """Every pool a CPU step's GEMMs can run in on ``n`` threads: NumPy's BLAS and, where
-    oneDNN loads, oneDNN's (which runs float32 steps there by default, and bf16 ones)."""
+    oneDNN loads, oneDNN's (which runs bf16 steps, and float32 ones with
+    ``FASTNET_CPU_GEMM=onednn``)."""
     set_blas_threads(n)
     pool = onednn_pool()
     if pool is not None:

@@ -68,7 +68,8 @@ Threads
 -------
 A trial's GEMMs use as many threads as the trial has CPUs in Tune
 (``cpus_per_trial``, 1 by default): NumPy's BLAS and, where oneDNN loads, oneDNN's
-pool (which runs the GEMMs there: :mod:`fastnet.precision`); and
+pool (which runs bf16 GEMMs, and float32 ones with ``FASTNET_CPU_GEMM=onednn``:
+:mod:`fastnet.precision`); and
 ``FASTNET_THREADS=fixed`` is set in the
 trial's process: fit's thread tuner (:mod:`fastnet.threads`) would otherwise
 time its steps against the other trials on the same cores, and pick counts that

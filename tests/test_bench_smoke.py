@@ -289,7 +289,8 @@ def test_fixed_thread_system_limits_blas_and_onednn_during_the_epoch():
     s = IL.FastnetFixedThreads(1)
     assert s.name == "fastnet-1thread" and IL.FastnetFixedThreads(4).name == "fastnet-4threads"
     before = os.environ.get("FASTNET_THREADS")
-    # where oneDNN loads it runs fastnet's float32 GEMMs: its pool is pinned too, and put back
+    # where oneDNN loads it may run fastnet's GEMMs (bf16; float32 by choice): its pool is
+    # pinned too, and put back
     onednn = gemm_onednn.get_num_threads() if gemm_onednn.available() else None
     if onednn is not None and onednn < 2:
         gemm_onednn.set_num_threads(2)

@@ -236,6 +236,14 @@ def test_float32_gemms_through_onednn_train_as_openblas_does(monkeypatch):
         losses[provider] = m.fit(X, y, epochs=3, batch_size=64, diagnose=False)["loss"]
         assert len(calls) == (0 if provider == "openblas" else 3 * 5 * 8)  # 8 GEMMs a step (3 x, 3 dW, 2 dX)
     np.testing.assert_allclose(losses["onednn"], losses["openblas"], rtol=1e-5)
+    # the default (unset, or auto) is OpenBLAS's, oneDNN loaded or not (the measurement
+    # behind it: fastnet.precision.cpu_gemm_provider)
+    for unset_or_auto in (None, "auto"):
+        if unset_or_auto is None:
+            monkeypatch.delenv("FASTNET_CPU_GEMM")
+        else:
+            monkeypatch.setenv("FASTNET_CPU_GEMM", unset_or_auto)
+        assert P.cpu_gemm_provider() == "openblas" and fastnet.MLP([4, 2], backend="cpu").backend_._matmul is None
     monkeypatch.setenv("FASTNET_CPU_GEMM", "mkl")
     with pytest.raises(ValueError, match="FASTNET_CPU_GEMM must be one of 'auto', 'openblas', 'onednn', got 'mkl'"):
         fastnet.MLP([4, 2], backend="cpu")

@@ -366,7 +366,7 @@ def test_only_numpys_own_blas_is_tuned(monkeypatch):
 
 def test_gemm_threads_pins_both_pools_and_puts_them_back_after_an_error():
     """A Tune trial or a fixed-thread benchmark pins every pool the steps' GEMMs may run in:
-    NumPy's BLAS and oneDNN's (where oneDNN loads, it runs float32 steps by default)."""
+    NumPy's BLAS and oneDNN's (where oneDNN loads: bf16 steps, float32 ones by choice)."""
     from fastnet import gemm_onednn
 
     onednn = gemm_onednn.available() and gemm_onednn.get_num_threads() is not None
@@ -385,3 +385,20 @@ def test_gemm_threads_pins_both_pools_and_puts_them_back_after_an_error():
                 raise RuntimeError("inside")
         assert threads.blas_threads() == blas
         assert not onednn or gemm_onednn.get_num_threads() == 2
+
+
+def test_onednn_s_thread_count_is_read_from_openmp_not_remembered():
+    """Another library on the same OpenMP runtime (PyTorch's CPU wheel shares the system's
+    libgomp) may change the count: the tuner and gemm_threads must see what OpenMP has."""
+    from fastnet import gemm_onednn
+
+    if not gemm_onednn.available() or gemm_onednn.get_num_threads() is None:
+        pytest.skip("no oneDNN with an OpenMP pool here")
+    omp = gemm_onednn.load().omp
+    before = gemm_onednn.get_num_threads()
+    try:
+        gemm_onednn.set_num_threads(2)
+        omp.omp_set_num_threads(1)  # as torch.set_num_threads(1) does
+        assert gemm_onednn.get_num_threads() == 1
+    finally:
+        gemm_onednn.set_num_threads(before)
