@@ -35,8 +35,8 @@ capability or library.  ``fastnet info`` lists what this machine supports.
 from __future__ import annotations
 
 import math
-from typing import Any
 import os
+from typing import Any
 
 import numpy as np
 
@@ -60,8 +60,8 @@ class PrecisionUnavailableError(ValueError):
     """The precision asked for needs a CPU feature, a backend or a library this machine lacks."""
 
 
-#: The float32 GEMM provider of CPU training steps: ``auto`` (default: oneDNN when it loads,
-#: else NumPy's OpenBLAS), ``openblas`` or ``onednn``.
+#: The float32 GEMM provider of CPU training steps: ``auto`` (default: NumPy's OpenBLAS),
+#: ``openblas`` or ``onednn`` (see :func:`cpu_gemm_provider`).
 CPU_GEMM = "FASTNET_CPU_GEMM"
 CPU_GEMM_PROVIDERS = ("auto", "openblas", "onednn")
 

@@ -180,7 +180,8 @@ class SharedCores(NoTuner):
 
 
 class ThreadTuner:
-    """Chooses NumPy's BLAS thread count from measured step times; see the module docstring.
+    """Chooses the GEMMs' thread count (NumPy's BLAS, or the pool ``apply`` sets) from
+    measured step times; see the module docstring.
 
     Call :meth:`step_done` after every training step (``full``: a whole batch,
     so its time compares with the others), :meth:`mark` where steps resume

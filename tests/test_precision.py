@@ -220,7 +220,7 @@ def test_the_thread_tuner_tunes_onednn_s_pool_in_bf16(monkeypatch):
 
 def test_float32_gemms_through_onednn_train_as_openblas_does(monkeypatch):
     """FASTNET_CPU_GEMM=onednn: the float32 training GEMMs are oneDNN's (float32: the same
-    products, summed in another order) and its pool is what the thread tuner tunes."""
+    products, summed in another order); unset or auto: OpenBLAS's (NumPy's matmul)."""
     from fastnet import gemm_onednn
 
     X, y = np.random.default_rng(5).standard_normal((300, 20)).astype(np.float32), np.arange(300) % 3

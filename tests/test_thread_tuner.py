@@ -402,3 +402,16 @@ def test_onednn_s_thread_count_is_read_from_openmp_not_remembered():
         assert gemm_onednn.get_num_threads() == 1
     finally:
         gemm_onednn.set_num_threads(before)
+
+
+def test_gemm_threads_without_onednn_pins_the_blas_only(monkeypatch):
+    """A machine without oneDNN (no fastnet[bf16]): only NumPy's BLAS to pin and put back."""
+    monkeypatch.setattr(threads, "onednn_pool", lambda: None)
+    counts = [4]
+    monkeypatch.setattr(threads, "blas_threads", lambda: counts[-1])
+    monkeypatch.setattr(threads, "set_blas_threads", counts.append)
+    with threads.gemm_threads(1):
+        assert counts[-1] == 1
+    assert counts == [4, 1, 4]
+    threads.set_gemm_threads(2)
+    assert counts[-1] == 2
