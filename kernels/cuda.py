@@ -125,6 +125,47 @@ _SMEM = 256
 _SIM = bool(numba.config.ENABLE_CUDASIM)
 
 
+def _lock_simulator_shared_arrays():
+    """Make the simulator give every thread of a block the same shared array.
+
+    numba's simulator (``FakeCUDAShared.array``) looks a block's array up by the calling
+    line and makes it if missing, without a lock: two of the block's threads (Python
+    threads) asking at once can each make one, and a reduction then reads another
+    thread's garbage (seen as ``OverflowError: math range error`` in ``softmax_xent``'s
+    ``exp``, once in several CI runs).  The lookup is done here under a lock, with the
+    simulator's own key (file and line of the caller).  A GPU is not concerned."""
+    import sys
+    import threading
+
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    cls = kernelapi.FakeCUDAShared
+    if getattr(cls, "_fastnet_locked", False):
+        return
+    original, lock = cls.array, threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:  # (not used by fastnet's kernels)
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            found = self._allocations.get(key)
+            if found is None:
+                found = self._allocations[key] = np.empty(shape, dtype)
+        return found
+
+    cls.array = array
+    cls._fastnet_locked = True
+
+
+if _SIM:
+    _lock_simulator_shared_arrays()
+
+
 def _is_pow2(n):
     return isinstance(n, int) and n > 0 and n & (n - 1) == 0
 
