@@ -72,6 +72,11 @@ def _import_cupy():
     return cupy
 
 
+#: The oldest Linux driver branch of each CUDA major version (NVIDIA's minor-version
+#: compatibility table).
+_MIN_DRIVER = {12: "driver 525", 13: "driver 580"}
+
+
 def _cuda_version(v):
     return f"{v // 1000}.{v % 1000 // 10}"
 
@@ -97,8 +102,25 @@ def _numba_cuda_problem():
     return None
 
 
+#: NVIDIA's libraries the smoke check's calls load, by the words their loader's error names.
+_CUDA_LIBRARIES = (("cublaslt", "cuBLASLt"), ("cublas", "cuBLAS"), ("nvrtc", "NVRTC"),
+                   ("nvjitlink", "nvJitLink"), ("nvvm", "libNVVM"), ("curand", "cuRAND"))
+
+
+def _missing_library(text):
+    """The NVIDIA library an error message says could not be found or loaded, or None."""
+    low = text.lower()
+    return next((name for word, name in _CUDA_LIBRARIES if word in low), None)
+
+
 def _smoke_launch(cupy):
-    """One fused kernel on a one-element CuPy array, and one CuPy op: ``(ok, reason)``."""
+    """One fused kernel and one CuPy GEMM on tiny arrays: ``(ok, reason)``.
+
+    The kernel proves numba-cuda compiles (libNVVM) and launches on CuPy's
+    arrays; the GEMM proves CuPy's ``matmul`` finds cuBLAS, which it loads only
+    at its first GEMM: without it the first ``Dense`` forward would fail after
+    this check had said "usable".
+    """
     try:
         from fastnet.kernels import cuda as kcuda
 
@@ -114,7 +136,18 @@ def _smoke_launch(cupy):
         return False, f"a test launch of a fused kernel failed ({text})"
     if got != 3.0:
         return False, f"a test launch of a fused kernel computed {got}, expected 3.0"
-    return True, "test launch passed"
+    try:
+        a = cupy.full((2, 2), 0.5, dtype=cupy.float32)
+        gemm = float(cupy.matmul(a, a).sum())
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        lib = _missing_library(text)
+        if lib:
+            return False, f"{lib} cannot be found or loaded, so no GEMM runs ({text}); {_INSTALL}"
+        return False, f"a test GEMM (cupy.matmul) failed ({text})"
+    if gemm != 2.0:
+        return False, f"a test GEMM (cupy.matmul) computed {gemm}, expected 2.0"
+    return True, "test launch and GEMM passed"
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,8 +156,9 @@ def cuda_status() -> tuple[bool, str]:
 
     Usable means: CuPy imports; NVIDIA's numba-cuda >= 0.26 is the ``numba.cuda``
     (``numba.cuda.implementation == "NVIDIA"``); an NVIDIA driver is loaded and
-    supports CuPy's CUDA version; a GPU is visible; and a test launch (one fused
-    kernel on a one-element CuPy array, one CuPy op) computes the right value.
+    supports CuPy's CUDA major version; a GPU is visible; and a test launch (one
+    fused kernel on a one-element CuPy array, one CuPy op, one CuPy GEMM through
+    cuBLAS) computes the right values.
     Otherwise the reason names what is missing.
     """
     if _simulator_enabled():
@@ -147,10 +181,15 @@ def cuda_status() -> tuple[bool, str]:
         return False, f"CuPy cannot query the CUDA driver ({type(exc).__name__}: {exc})"
     if driver == 0:
         return False, "no NVIDIA driver is installed (or libcuda cannot be loaded): no GPU to run on"
-    if driver < built:
-        return False, (f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than the CUDA "
-                       f"{_cuda_version(built)} CuPy was built for: upgrade the driver, or install "
-                       "the extra of an older CUDA ('fastnet[cuda12]')")
+    # CUDA's minor-version compatibility: a toolkit of CUDA major version M runs on
+    # any driver of major M (13.x on r580+, 12.x on r525+), so only the majors are
+    # compared (CuPy 14.2's wheel is built with 13.2 and runs on a 13.0 driver); the
+    # smoke launch below proves the rest.
+    if driver // 1000 < built // 1000:
+        return False, (f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than CUDA "
+                       f"{built // 1000}, the major version CuPy was built for ({_cuda_version(built)}): "
+                       f"upgrade the driver ({_MIN_DRIVER.get(built // 1000, 'a newer one')} or later), "
+                       "or install the extra of the driver's CUDA (e.g. 'fastnet[cuda12]')")
     try:
         count = runtime.getDeviceCount()
     except Exception as exc:

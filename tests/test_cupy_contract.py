@@ -201,7 +201,13 @@ class FakeCupy:
 
 @pytest.mark.parametrize("kw,smoke,expect", [
     (dict(driver=0), None, "no NVIDIA driver"),
-    (dict(driver=12040, built=13000), None, "driver supports CUDA 12.4, older than the CUDA 13.0"),
+    (dict(driver=12040, built=13000), None, "driver supports CUDA 12.4, older than CUDA 13"),
+    (dict(driver=12080, built=13020), None, "driver 580 or later"),
+    (dict(driver=11080, built=12000), None, "driver 525 or later"),
+    # minor-version compatibility: the oldest driver of the toolkit's major version is enough
+    (dict(driver=13000, built=13020), (True, "test launch passed"), "driver CUDA 13.0, test launch"),
+    (dict(driver=12000, built=12090), (True, "test launch passed"), "driver CUDA 12.0, test launch"),
+    (dict(driver=13000, built=12090), (True, "test launch passed"), "driver CUDA 13.0, test launch"),
     (dict(count=0), None, "no CUDA GPU is visible"),
     (dict(fail="driver"), None, "cannot query the CUDA driver"),
     (dict(fail="count"), None, "no usable GPU"),
@@ -219,6 +225,24 @@ def test_cuda_status_reasons(monkeypatch, kw, smoke, expect):
         B.cuda_status.cache_clear()
     assert ok == (smoke is not None and smoke[0])
     assert expect in why
+
+
+def test_cuda_status_accepts_the_oldest_cuda13_driver_with_the_installed_cupy(monkeypatch):
+    # The installed CuPy wheel's own runtime version (14.2: built with CUDA 13.2,
+    # runtimeGetVersion() == 13020) against a faked r580 driver (CUDA 13.0): usable.
+    runtime = cupy.cuda.runtime
+    built = runtime.runtimeGetVersion()
+    assert built // 1000 == 13 and built > 13000, built  # the case: a newer 13.x than the driver
+    monkeypatch.setattr(runtime, "driverGetVersion", lambda: 13000)
+    monkeypatch.setattr(runtime, "getDeviceCount", lambda: 1)
+    monkeypatch.setattr(B, "_smoke_launch", lambda cp: (True, "faked launch"))
+    B.cuda_status.cache_clear()
+    try:
+        ok, why = B.cuda_status()
+    finally:
+        B.cuda_status.cache_clear()
+    assert ok, why
+    assert why == "1 CUDA device(s), driver CUDA 13.0, faked launch"
 
 
 def test_cuda_status_without_cupy(monkeypatch):

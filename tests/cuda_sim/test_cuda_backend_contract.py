@@ -56,7 +56,24 @@ def test_cuda_sim_is_the_cupy_device_on_the_contract():
 
 def test_smoke_launch_on_the_contract():
     # The same one-element launch cuda_status makes on a GPU.
-    assert B._smoke_launch(C.module()) == (True, "test launch passed")
+    assert B._smoke_launch(C.module()) == (True, "test launch and GEMM passed")
+
+
+def test_smoke_launch_names_a_missing_cublas(monkeypatch):
+    # CuPy loads cuBLAS at its first GEMM: an extra without cuda-toolkit[cublas] fails there,
+    # with this error (CuPy 14.2, read in a venv holding `fastnet[cuda13]` without cuBLAS).
+    def no_cublas(a, b, *args, **kwargs):
+        raise ImportError('Failure finding "libcublasLt.so.13 or libcublasLt.so.12": No such file')
+
+    monkeypatch.setattr(C.module(), "matmul", no_cublas, raising=False)
+    ok, why = B._smoke_launch(C.module())
+    assert not ok and why.startswith("cuBLASLt cannot be found or loaded, so no GEMM runs")
+    assert "fastnet[cuda13]" in why or ".[cuda13]" in why
+    monkeypatch.setattr(C.module(), "matmul", lambda a, b: a @ b * 0, raising=False)
+    ok, why = B._smoke_launch(C.module())
+    assert not ok and "test GEMM (cupy.matmul) computed 0.0, expected 2.0" in why
+    monkeypatch.setattr(C.module(), "matmul", lambda a, b: 1 / 0, raising=False)
+    assert "test GEMM (cupy.matmul) failed (ZeroDivisionError" in B._smoke_launch(C.module())[1]
 
 
 def test_smoke_launch_reports_a_failing_launch(monkeypatch):
