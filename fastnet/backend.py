@@ -340,9 +340,10 @@ class _CupyDevice:
     def collective(self, host):
         """Data-parallel collectives between GPUs: NCCL (``cupyx.distributed``) on the current
         stream, set up through ``host`` (MPI); the simulator's array module brings a stand-in."""
-        from .distributed import NCCLCommunicator
+        from .distributed import NCCLCommunicator, check_rank_device
 
         if self._collective is None or self._collective.host is not host:  # one NCCL set-up per job
+            check_rank_device(host, self.xp.cuda.Device().id, self.xp.cuda.runtime.getDeviceCount())
             start = getattr(self.xp, "nccl_process_group", None)  # fastnet.cupy_contract's
             if start is None:
                 from cupyx.distributed import init_process_group
@@ -350,7 +351,7 @@ class _CupyDevice:
                 nccl = init_process_group(host.size, host.rank, use_mpi=True)
             else:
                 nccl = start(host)
-            self._collective = NCCLCommunicator(host, nccl, self.xp.cuda.get_current_stream())
+            self._collective = NCCLCommunicator(host, nccl, self.xp.cuda.get_current_stream)
         return self._collective
 
     def thread_tuner(self, work=None, ranks=None, pool=None):

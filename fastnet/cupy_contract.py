@@ -58,7 +58,8 @@ from .cupy_signatures import (
     signature_of,
 )
 
-__all__ = ["module", "ndarray", "COUNTERS", "Counters", "ContractError", "available", "SIM_COMPUTE_CAPABILITY"]
+__all__ = ["module", "ndarray", "COUNTERS", "Counters", "ContractError", "available", "SIM_COMPUTE_CAPABILITY",
+           "SIM_GPUS"]
 
 #: The simulated GPU's compute capability (``cupy.cuda.Device().compute_capability``).
 SIM_COMPUTE_CAPABILITY = "FASTNET_SIM_COMPUTE_CAPABILITY"
@@ -80,23 +81,50 @@ class _Stream:
 
 
 class _Device:
-    """``cupy.cuda.Device()``: its compute capability, ``FASTNET_SIM_COMPUTE_CAPABILITY``
-    (default ``"90"``, an H100/H200) so that tests can play an older GPU."""
+    """``cupy.cuda.Device(i)``: its ``id`` (the current device when ``i`` is None), ``use()``
+    and its compute capability, ``FASTNET_SIM_COMPUTE_CAPABILITY`` (default ``"90"``, an
+    H100/H200) so that tests can play an older GPU."""
+
+    current = 0  # the process's current device (cudaSetDevice)
 
     def __init__(self, device=None):
-        if not hasattr(installed_cupy().cuda.Device, "compute_capability"):
-            raise ContractError("cupy.cuda.Device has no compute_capability")
+        for attr in ("compute_capability", "id", "use"):
+            if not hasattr(installed_cupy().cuda.Device, attr):
+                raise ContractError(f"cupy.cuda.Device has no {attr}")
+        self.id = _Device.current if device is None else int(device)
+        if not 0 <= self.id < _Runtime().getDeviceCount():
+            raise ContractError(f"cupy.cuda.Device({device!r}): no such device "
+                                f"({_Runtime().getDeviceCount()} simulated)")
+
+    def use(self):
+        _Device.current = self.id
 
     @property
     def compute_capability(self):
         return os.environ.get(SIM_COMPUTE_CAPABILITY, "90")
 
 
+#: The simulated machine's number of GPUs (``cupy.cuda.runtime.getDeviceCount()``).
+SIM_GPUS = "FASTNET_SIM_GPUS"
+
+
+class _Runtime:
+    """``cupy.cuda.runtime``: ``getDeviceCount()`` is ``FASTNET_SIM_GPUS`` (default 8, a
+    node of eight GPUs, so ``mpiexec -n 2`` gets a GPU per rank as on a GPU machine)."""
+
+    def getDeviceCount(self):
+        if not hasattr(installed_cupy().cuda.runtime, "getDeviceCount"):
+            raise ContractError("cupy.cuda.runtime has no getDeviceCount")
+        return int(os.environ.get(SIM_GPUS, "8"))
+
+
 class _Cuda:
-    """``cupy.cuda``: the current stream, which fastnet's kernels launch on, and ``Device``."""
+    """``cupy.cuda``: the current stream, which fastnet's kernels launch on, ``Device``
+    and ``runtime``."""
 
     _stream = _Stream()
     Device = _Device
+    runtime = _Runtime()
 
     def get_current_stream(self, device_id=-1):
         return self._stream

@@ -196,23 +196,25 @@ class MPICommunicator(Communicator):
 
 class NCCLCommunicator(Communicator):
     """NCCL between GPUs (``cupyx.distributed``'s NCCL backend): device buffers reduced on
-    ``stream``; ``host`` (an :class:`MPICommunicator`) gives the ranks and carries host
-    objects.  ``nccl``: the object from ``cupyx.distributed.init_process_group``."""
+    the stream current at each call (``current_stream()``, CuPy's), so a collective is
+    ordered after the kernels that made its buffer; ``host`` (an :class:`MPICommunicator`)
+    gives the ranks and carries host objects.  ``nccl``: the object from
+    ``cupyx.distributed.init_process_group``."""
 
     name = "nccl"
 
-    def __init__(self, host: MPICommunicator, nccl: Any, stream: Any) -> None:
+    def __init__(self, host: MPICommunicator, nccl: Any, current_stream: Any) -> None:
         self.host = host
         self.rank, self.size = host.rank, host.size
         self.local_rank, self.local_size = host.local_rank, host.local_size
         self.nccl = nccl
-        self.stream = stream
+        self.current_stream = current_stream
 
     def allreduce(self, buf, what="the gradient all-reduce"):
-        self.nccl.all_reduce(buf, buf, "sum", self.stream)  # in place, queued on the compute stream
+        self.nccl.all_reduce(buf, buf, "sum", self.current_stream())  # in place, on the compute stream
 
     def broadcast(self, buf, what="a broadcast from rank 0"):
-        self.nccl.broadcast(buf, 0, self.stream)
+        self.nccl.broadcast(buf, 0, self.current_stream())
 
     def broadcast_object(self, obj, what="a broadcast from rank 0"):
         return self.host.broadcast_object(obj, what)
@@ -237,13 +239,45 @@ def init() -> MPICommunicator:
     current device: call before creating the models of a distributed run on GPUs."""
     comm = world()
     try:
-        import cupy
+        cupy = _gpu_array_module()
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception:  # no CuPy, no driver or no GPU: the CPU backend's MPI is all there is
         count = 0
     if count:
         cupy.cuda.Device(comm.local_rank % count).use()
     return comm
+
+
+def _gpu_array_module() -> Any:
+    """CuPy, or under numba's simulator the CuPy contract that the cuda-sim backend runs on."""
+    import numba
+
+    if numba.config.ENABLE_CUDASIM:
+        from . import cupy_contract
+
+        return cupy_contract.module()
+    import cupy
+
+    return cupy
+
+
+def check_rank_device(host: Any, device: int, count: int) -> None:
+    """Refuse a rank whose current GPU is not its local rank's (``local_rank % count``,
+    the one :func:`init` selects): without ``init()`` every rank of a host would build
+    its model on GPU 0, and NCCL cannot run two ranks on one GPU."""
+    if count < 1:
+        raise DistributedError("a data-parallel fit on the cuda backend needs a visible GPU; CuPy sees none")
+    if host.local_size > count:
+        raise DistributedError(
+            f"{host.local_size} ranks run on this host but CuPy sees {count} GPU(s): NCCL needs one GPU "
+            f"per rank (start at most {count} ranks per host, e.g. mpiexec -n {count}, or make more "
+            "GPUs visible with CUDA_VISIBLE_DEVICES)")
+    expected = host.local_rank % count
+    if device != expected:
+        raise DistributedError(
+            f"rank {host.rank} (local rank {host.local_rank} of {host.local_size} on this host) runs on GPU "
+            f"{device}, but its GPU is {expected}: call fastnet.distributed.init() before creating the "
+            f"model (it selects GPU local_rank % {count}), or cupy.cuda.Device({expected}).use()")
 
 
 def resolve(distributed: Any, backend: Any) -> Communicator | None:

@@ -72,3 +72,66 @@ def test_nccl_calls_are_checked_against_cupy():
 
 # Two ranks in two processes (mpiexec -n 2) on cuda-sim against one process at twice the
 # batch: bench/gpu_check.py's nccl section in dry mode (tests/cuda_sim/test_gpu_check_dry.py).
+
+
+# --------------------------------------------------------------------------
+# each rank on its own GPU; collectives on the stream current at each call
+# --------------------------------------------------------------------------
+class HostRank(LoneHost):
+    """Rank ``local_rank`` of ``local_size`` on one host (the NCCL set-up's view of MPI)."""
+
+    def __init__(self, local_rank, local_size):
+        super().__init__()
+        self.rank = self.local_rank = local_rank
+        self.size = self.local_size = local_size
+
+
+@pytest.fixture
+def device_zero():
+    yield
+    C.module().cuda.Device(0).use()
+
+
+def test_a_rank_on_another_ranks_gpu_is_refused_before_training(device_zero, monkeypatch):
+    # Without fastnet.distributed.init() every rank of a host stays on GPU 0.
+    monkeypatch.setenv(C.SIM_GPUS, "2")
+    model = fastnet.MLP([12, 16, 3], seed=1, backend="cuda-sim")
+    with pytest.raises(D.DistributedError, match=r"rank 1 \(local rank 1 of 2 on this host\) runs on GPU 0, "
+                       r"but its GPU is 1: call fastnet.distributed.init\(\)"):
+        model.backend_.collective(HostRank(1, 2))
+    X, y = data(32)
+    monkeypatch.setattr(D, "world", lambda: HostRank(1, 2))
+    with pytest.raises(D.DistributedError, match="its GPU is 1"):
+        model.fit(X, y, epochs=1, distributed=True)  # refused before any step
+    assert getattr(model, "n_iter_", 0) == 0
+    C.module().cuda.Device(1).use()  # what init() does for local rank 1
+    comm = model.backend_.collective(HostRank(1, 2))
+    assert isinstance(comm, D.NCCLCommunicator)
+
+
+def test_more_ranks_on_a_host_than_gpus_is_refused(monkeypatch):
+    monkeypatch.setenv(C.SIM_GPUS, "1")
+    model = fastnet.MLP([12, 16, 3], seed=1, backend="cuda-sim")
+    with pytest.raises(D.DistributedError, match=r"2 ranks run on this host but CuPy sees 1 GPU\(s\)"):
+        model.backend_.collective(HostRank(0, 2))
+
+
+def test_init_selects_the_local_ranks_gpu(device_zero, monkeypatch):
+    monkeypatch.setenv(C.SIM_GPUS, "2")
+    monkeypatch.setattr(D, "world", lambda: HostRank(1, 2))
+    D.init()
+    assert C.module().cuda.Device().id == 1
+
+
+def test_collectives_run_on_the_stream_current_at_each_call(monkeypatch):
+    model = fastnet.MLP([12, 16, 3], seed=1, backend="cuda-sim")
+    comm = model.backend_.collective(LoneHost())
+    seen = []
+    monkeypatch.setattr(comm.nccl, "all_reduce", lambda src, dst, op, stream: seen.append(stream))
+    monkeypatch.setattr(comm.nccl, "broadcast", lambda buf, root, stream: seen.append(stream))
+    later = type("Stream", (), {"ptr": 1234})()
+    monkeypatch.setattr(type(C.module().cuda), "_stream", later)  # a stream made current after set-up
+    buf = C.module().zeros(4, dtype=np.float32)
+    comm.allreduce(buf)
+    comm.broadcast(buf)
+    assert seen == [later, later]  # not the stream current when the communicator was made
