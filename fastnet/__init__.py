@@ -9,19 +9,51 @@ kernels.  Start with :class:`MLP`::
     model.fit(X_train, y_train, epochs=5, optimizer="adam")
     model.evaluate(X_test, y_test)
 """
-from .augment import Augment
-from .backend import Backend, BackendUnavailableError, available_backends, get_backend
-from .callbacks import Callback, EarlyStopping, History, ReduceLROnPlateau
-from .checkpoint import CheckpointError, ModelCheckpoint
-from .diagnostics import Diagnosis, FastnetWarning, NormRecorder, diagnose
-from .gradcheck import gradcheck
-from .io import ModelFileError, load_model as load
-from .layers import Dense, Dropout
-from .sequential import MLP, Sequential
-from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop
-from .schedules import Constant, Cosine, Exponential, OneCycle, StepDecay
-from .training import TrainingDivergedError
-from .validation import NotFittedError
+
+def _source_kernels() -> None:
+    """Import ``kernels/`` as ``fastnet.kernels`` when this is the source tree.
+
+    An install maps the repository's top-level ``kernels/`` to ``fastnet/kernels``.
+    Run from a clone's root (a script, ``python -m fastnet``, a REPL, Ray or Dask
+    workers started there), this folder shadows the installed package and has no
+    ``kernels`` inside: load the sibling folder under the same name, so the source
+    tree and the install run the same kernels.
+    """
+    import importlib.util
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    source = os.path.join(os.path.dirname(here), "kernels")
+    init = os.path.join(source, "__init__.py")
+    if "fastnet.kernels" in sys.modules or os.path.isdir(os.path.join(here, "kernels")) or not os.path.isfile(init):
+        return
+    spec = importlib.util.spec_from_file_location("fastnet.kernels", init, submodule_search_locations=[source])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fastnet.kernels"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["fastnet.kernels"]
+        raise
+
+
+_source_kernels()
+
+from .augment import Augment  # noqa: E402  (after the kernels are importable)
+from .backend import Backend, BackendUnavailableError, available_backends, get_backend  # noqa: E402
+from .callbacks import Callback, EarlyStopping, History, ReduceLROnPlateau  # noqa: E402
+from .checkpoint import CheckpointError, ModelCheckpoint  # noqa: E402
+from .diagnostics import Diagnosis, FastnetWarning, NormRecorder, diagnose  # noqa: E402
+from .gradcheck import gradcheck  # noqa: E402
+from .io import ModelFileError, load_model as load  # noqa: E402
+from .layers import Dense, Dropout  # noqa: E402
+from .sequential import MLP, Sequential  # noqa: E402
+from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop  # noqa: E402
+from .schedules import Constant, Cosine, Exponential, OneCycle, StepDecay  # noqa: E402
+from .training import TrainingDivergedError  # noqa: E402
+from .validation import NotFittedError  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -84,11 +84,22 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
     extra = [p for p in installed.rglob("*") if p.is_file() and p not in listed and p.suffix != ".pyc"]
     assert not extra, f"training wrote into the install folder: {extra[:5]}"
     assert list((home / ".cache" / "fastnet" / "kernels").rglob("*.nbi")), "no kernel cached per user"
+    # From the clone's root the source folder fastnet/ shadows the installed package (a
+    # script, a REPL, python -m, Ray's workers all put the root on sys.path first): fastnet
+    # must import there too, with the same kernels.
+    for command in ('python -c "import fastnet, fastnet.kernels.cpu; print(fastnet.kernels.cpu.__file__)"',
+                    "python -m fastnet info", "echo 'import fastnet; print(fastnet.MLP)' | python -i -q",
+                    "python examples/xor_sse.py"):
+        rc, log = run_block(command, clone, env, timeout=300)
+        assert rc == 0 and "Error" not in log, f"{command} from the clone's root:\n{log[-3000:]}"
 
     rc, log = run_block(second, clone, env, timeout=1500)
     assert rc == 0, summary(log)
     assert "FAILED" not in log, summary(log)
     assert not installed.exists(), f"{installed} survived the switch to the editable install"
+    # Ray's workers started from the root import fastnet there (editable install now)
+    rc, log = run_block("python examples/tune_mnist.py --small --epochs 1 --verbose 0", clone, env, timeout=900)
+    assert rc == 0 and "best config" in log.lower(), log[-3000:]
 
     rc, log = run_block("pip uninstall -y fastnet", clone, env, timeout=300)
     assert rc == 0, log
