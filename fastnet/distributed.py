@@ -252,7 +252,7 @@ def _gpu_array_module() -> Any:
     """CuPy, or under numba's simulator the CuPy contract that the cuda-sim backend runs on."""
     import numba
 
-    if numba.config.ENABLE_CUDASIM:
+    if getattr(numba.config, "ENABLE_CUDASIM", False):
         from . import cupy_contract
 
         return cupy_contract.module()
