@@ -37,6 +37,9 @@ def _source_kernels() -> None:
     except BaseException:
         del sys.modules["fastnet.kernels"]
         raise
+    # What the import system does for a submodule it loads: bind it on the parent,
+    # so ``fastnet.kernels`` works after ``import fastnet`` as it does installed.
+    setattr(sys.modules[__name__], "kernels", module)
 
 
 _source_kernels()
