@@ -32,6 +32,17 @@ an ``out=`` argument nor a view of an input), ``host_to_device``,
 ``Stream.synchronize``).  ``fastnet``'s tests assert zero of each per training
 step after the first.
 
+What it counts (:func:`launch_counter`)
+---------------------------------------
+Device launches, while a counter is open: fastnet's ``numba.cuda`` kernels
+(``fastnet.kernels.cuda`` reports each launch on contract arrays), CuPy's own
+kernels (each call counted as the kernels CuPy 14 launches for it: one per
+element-wise operation, copy, fill or gather; reductions as CuPy dispatches
+them, through CUB's routines with a temporary result copied into ``out``),
+GEMMs and collectives; and ``workspaces``, the pool allocations CuPy makes
+inside a call (CUB's).  A call's own result array is an allocation of
+:data:`COUNTERS`, as before.
+
 Under ``NUMBA_ENABLE_CUDASIM=1`` the ``numba.cuda`` kernels take these arrays
 through DLPack (``__dlpack__``), as numba-cuda takes CuPy arrays on a GPU.
 
@@ -45,6 +56,7 @@ signatures, then the device array, then this module.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import inspect
@@ -52,17 +64,34 @@ import os
 
 import numpy as np
 
-from .cupy_device_array import COUNTERS, Counters, device_arrays, ndarray, out_arrays, unwrap, wrap
+from . import cupy_device_array as _device_array
+from .cupy_device_array import (
+    COUNTERS, LAUNCH_KINDS, Counters, LaunchCount, device_arrays, ndarray, out_arrays, record_call, record_launch,
+    unwrap, wrap,
+)
 from .cupy_signatures import (
     ContractError, available, binary_names, binary_signature, bind_signature, installed_cupy, is_ufunc,
     signature_of,
 )
 
 __all__ = ["module", "ndarray", "COUNTERS", "Counters", "ContractError", "available", "SIM_COMPUTE_CAPABILITY",
-           "SIM_GPUS"]
+           "SIM_GPUS", "launch_counter", "LaunchCount", "LAUNCH_KINDS"]
 
 #: The simulated GPU's compute capability (``cupy.cuda.Device().compute_capability``).
 SIM_COMPUTE_CAPABILITY = "FASTNET_SIM_COMPUTE_CAPABILITY"
+
+
+@contextlib.contextmanager
+def launch_counter():
+    """Count device launches inside the ``with`` block: yields a :class:`LaunchCount`
+    (``by_kind``, ``by_name``, ``total``, ``workspaces``, ``snapshot()``/``since()``), filled
+    as the launches happen.  Counters may nest; each counts everything inside it."""
+    count = LaunchCount()
+    _device_array.ACTIVE_COUNTS.append(count)
+    try:
+        yield count
+    finally:
+        _device_array.ACTIVE_COUNTS.remove(count)
 
 
 # --------------------------------------------------------------------------
@@ -152,6 +181,7 @@ class _Module:
             if dtype is None or np.dtype(dtype) == a.dtype:
                 return a
             COUNTERS.add("allocations")
+            record_launch("cupy", "astype")
             return ndarray(a._a.astype(dtype))
         COUNTERS.add("host_to_device")
         COUNTERS.add("allocations")
@@ -161,6 +191,7 @@ class _Module:
         if not isinstance(a, ndarray):
             raise ContractError(f"cupy.ascontiguousarray takes a device array, got {type(a).__name__}")
         r = np.ascontiguousarray(a._a, dtype=dtype)
+        record_call("ascontiguousarray", r, (a._a,))
         return wrap(r, (a._a,))
 
     def asnumpy(self, a, stream=None, order="C", out=None, *, blocking=True):
@@ -180,6 +211,13 @@ class _Module:
     def cublas_binding(self):
         """Stand-in for ``(cupy_backends.cuda.libs.cublas, cupy.cuda.device.get_cublas_handle)``."""
         return _cublas_stand_in(), _cublas_handle
+
+    # -- launches (not CuPy's: fastnet.kernels.cuda reports its kernels here) -------
+    @staticmethod
+    def record_launch(kind, name):
+        """Count a launch of kind ``kind`` (one of :data:`LAUNCH_KINDS`) in the open
+        :func:`launch_counter` blocks."""
+        record_launch(kind, name)
 
     # -- everything else: bound against CuPy, computed by NumPy ---------------
     def __getattr__(self, name):
@@ -216,6 +254,7 @@ class _NCCLStandIn:
         if dst is not src:
             dst[...] = src
         self.host.allreduce(dst, "the NCCL all-reduce (simulated)")
+        record_launch("collective", "all_reduce")
 
     def broadcast(self, *args):
         a = self._bind("broadcast", args)
@@ -223,6 +262,7 @@ class _NCCLStandIn:
         if a.get("root", 0) != 0:
             raise ContractError(f"fastnet broadcasts from rank 0, got root={a['root']!r}")
         self.host.broadcast(buf, "the NCCL broadcast (simulated)")
+        record_launch("collective", "broadcast")
 
 
 _CUBLAS = "cupy_backends.cuda.libs.cublas"
@@ -308,6 +348,7 @@ class _CublasStandIn:
         product = _round_to(shapes["A"], fmt).astype(np.float64) @ _round_to(shapes["B"], fmt).astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
             c[...] = (alpha * product + (beta * c if beta else 0.0)).astype(np.float32)
+        record_launch("gemm", "gemmEx")
 
 
 @functools.lru_cache(maxsize=None)
@@ -360,6 +401,7 @@ def _ufunc(name, real, host):
                 raise ContractError(f"cupy.{name}: out must be a device array, got {type(o).__name__}")
         where = f"cupy.{name}"
         result = host(*unwrap(args, where), **{k: unwrap(v, where) for k, v in kwargs.items()})
+        record_launch("cupy", name)  # one element-wise kernel
         return wrap(result, device_arrays(args[:real.nin]), out)
 
     call.__name__ = name
@@ -374,7 +416,11 @@ def _function(name, real, host):
         out = out_arrays(bound.get("out")) if bound is not None else None
         where = f"cupy.{name}"
         result = host(*unwrap(args, where), **{k: unwrap(v, where) for k, v in kwargs.items()})
-        return wrap(result, device_arrays(args), out)
+        inputs = device_arrays(args)
+        first = next(iter(bound.values()), None) if bound else None
+        record_call(name.rsplit(".", 1)[-1], result, inputs, out, bound,
+                    host_input=first._a if isinstance(first, ndarray) else None)
+        return wrap(result, inputs, out)
 
     call.__name__ = name
     return call

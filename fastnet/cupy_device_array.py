@@ -6,9 +6,14 @@ refuses implicit host conversions, takes only the methods and arguments that
 allocations, transfers and synchronisations in :data:`COUNTERS`.  :func:`wrap`
 and :func:`unwrap` move values between NumPy and the contract for the array
 module, :mod:`fastnet.cupy_contract`, which is built on this module.
+
+It also counts device launches (:class:`LaunchCount`, filled while
+:func:`fastnet.cupy_contract.launch_counter` is open): each call is counted as
+the kernels CuPy 14 would launch for it on a GPU (:func:`record_call`).
 """
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any
 
@@ -16,7 +21,8 @@ import numpy as np
 
 from .cupy_signatures import ContractError, bind_method, installed_cupy
 
-__all__ = ["COUNTERS", "Counters", "ndarray", "device_arrays", "out_arrays", "unwrap", "wrap"]
+__all__ = ["COUNTERS", "Counters", "LaunchCount", "LAUNCH_KINDS", "ndarray", "device_arrays", "out_arrays",
+           "record_call", "record_launch", "unwrap", "wrap"]
 
 _IMPLICIT = (
     "Implicit conversion to a NumPy array is not allowed. "
@@ -52,6 +58,202 @@ class Counters:
 
 #: The process-wide counters.
 COUNTERS = Counters()
+
+
+# --------------------------------------------------------------------------
+# device launches: what a GPU would run for each call
+# --------------------------------------------------------------------------
+#: Kinds of launch: fastnet's ``numba.cuda`` kernels (``fastnet.kernels.cuda``), CuPy's own
+#: kernels (element-wise, reductions, copies, fills, CUB's reductions), GEMMs (cuBLAS, through
+#: ``cupy.matmul`` or the cuBLAS binding) and collectives (NCCL).
+LAUNCH_KINDS = ("numba", "cupy", "gemm", "collective")
+
+
+class LaunchCount:
+    """Device launches counted while a :func:`fastnet.cupy_contract.launch_counter` is open.
+
+    ``by_kind``: ``{kind: launches}`` over :data:`LAUNCH_KINDS`; ``by_name``: launches per
+    kernel or CuPy function name (a reduction CuPy hands to CUB counts as ``sum/cub``, its
+    extra kernels as ``sum/copy``, ``argmax/astype``); ``workspaces``: device allocations
+    CuPy makes inside a call and frees after it (CUB's temporary result and workspace, from
+    CuPy's memory pool: no ``cudaMalloc``, but a pool lookup and a stream-ordered free each).
+    """
+
+    def __init__(self):
+        self.by_kind = dict.fromkeys(LAUNCH_KINDS, 0)
+        self.by_name = collections.Counter()
+        self.workspaces = 0
+
+    @property
+    def total(self):
+        """All launches counted so far."""
+        return sum(self.by_kind.values())
+
+    def snapshot(self):
+        """The counts so far: ``{"by_kind": ..., "by_name": ..., "workspaces": ...}`` (copies)."""
+        return {"by_kind": dict(self.by_kind), "by_name": dict(self.by_name), "workspaces": self.workspaces}
+
+    def since(self, snapshot):
+        """Counts added since ``snapshot`` (names that did not change are left out)."""
+        names = {n: c - snapshot["by_name"].get(n, 0) for n, c in self.by_name.items()}
+        return {"by_kind": {k: c - snapshot["by_kind"][k] for k, c in self.by_kind.items()},
+                "by_name": {n: c for n, c in names.items() if c},
+                "workspaces": self.workspaces - snapshot["workspaces"]}
+
+    def __repr__(self):
+        return f"LaunchCount(by_kind={self.by_kind}, workspaces={self.workspaces})"
+
+
+_LAUNCH_LOCK = threading.Lock()
+#: The open counters (see ``fastnet.cupy_contract.launch_counter``); empty: nothing is counted.
+ACTIVE_COUNTS: list = []
+#: Model CuPy's CUB *block* reductions (``cupy/_core/_cub_reduction.pyx``: CuPy's reduction
+#: kernels go through them when CuPy finds ``nvcc``; fastnet's ``cuda13`` extra installs none,
+#: its ``cuda12`` extra does).  With them a whole-array reduction runs in two passes with a
+#: pool workspace; off by default (one launch per reduction kernel).
+CUB_BLOCK_REDUCTIONS = False
+
+
+def record_launch(kind, name, n=1, workspaces=0):
+    """Count ``n`` launches of kind ``kind`` named ``name`` in every open counter."""
+    if not ACTIVE_COUNTS or not (n or workspaces):
+        return
+    with _LAUNCH_LOCK:
+        for count in ACTIVE_COUNTS:
+            count.by_kind[kind] += n
+            if n:
+                count.by_name[name] += n
+            count.workspaces += workspaces
+
+
+#: CuPy calls that launch nothing: allocation without initialisation.
+_NO_KERNEL = frozenset({"empty", "empty_like"})
+#: CuPy calls that run a GEMM (cuBLAS).
+_GEMMS = frozenset({"matmul", "dot", "tensordot", "inner", "vdot", "__matmul__"})
+#: Reductions CuPy routes through ``cupy.cuda.cub.cub_reduction`` first (its ``cub`` routine
+#: accelerator, on by default), by CuPy's name of the operation.
+_CUB_ROUTINES = {"sum": "sum", "prod": "prod", "max": "max", "amax": "max", "min": "min", "amin": "min",
+                 "argmax": "argmax", "argmin": "argmin"}
+_REDUCTIONS = frozenset(_CUB_ROUTINES) | {"mean", "var", "std", "any", "all", "count_nonzero", "nansum",
+                                          "nanprod", "nanmax", "nanmin", "ptp"}
+#: dtypes CUB reduces (``cub.pyx``: ``CUB_support_dtype``); sum and prod with no ``dtype`` only
+#: those that need no promotion (``CUB_sum_support_dtype``).
+_CUB_DTYPES = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32,
+                                              np.int64, np.uint64, np.float16, np.float32, np.float64,
+                                              np.complex64, np.complex128))
+_CUB_SUM_DTYPES = frozenset(np.dtype(t) for t in (np.int64, np.uint64, np.float16, np.float32, np.float64,
+                                                  np.complex64, np.complex128))
+#: Largest input, in bytes, that CUB's ``DeviceReduce`` reduces in one single-tile kernel (its
+#: policy: 256 threads x 16 four-byte items, scaled by the item size); larger: two kernels.
+_CUB_TILE_BYTES = 256 * 16 * 4
+
+
+def _reduction_axes(axis, ndim):
+    """``(reduced axes, kept axes)``, sorted, as CuPy's ``_get_axis``."""
+    if axis is None or ndim == 0:
+        reduced = tuple(range(ndim))
+    else:
+        reduced = tuple(sorted(a % ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
+    return reduced, tuple(i for i in range(ndim) if i not in reduced)
+
+
+def _contiguous_axes(reduced, ndim, order):
+    """Reduced axes that are one contiguous run at the fast end of the layout (CuPy's
+    ``_cub_device_segmented_reduce_axis_compatible``)."""
+    if not reduced or list(reduced) != list(range(reduced[0], reduced[0] + len(reduced))):
+        return False
+    return reduced[-1] == ndim - 1 if order == "C" else reduced[0] == 0
+
+
+def _cub_routine(op, a, axis, dtype):
+    """``"device"``, ``"segmented"`` or None: which of CuPy's CUB routines takes reduction
+    ``op`` of host array ``a`` (``cupy/cuda/cub.pyx``, ``cub_reduction``)."""
+    if op in ("argmax", "argmin") and dtype is not None:
+        return None
+    if a.flags.c_contiguous:
+        order = "C"
+    elif a.flags.f_contiguous:
+        order = "F"
+    else:
+        return None
+    if dtype is None:
+        ok = a.dtype in (_CUB_SUM_DTYPES if op in ("sum", "prod") else _CUB_DTYPES)
+    else:
+        ok = np.dtype(dtype) == a.dtype and a.dtype in _CUB_DTYPES
+    if not ok:
+        return None
+    reduced, kept = _reduction_axes(axis, a.ndim)
+    if not kept and a.size <= 0x7FFFFFFF:
+        return "device"
+    if op in ("argmax", "argmin"):
+        return None
+    if a.size and not _contiguous_axes(reduced, a.ndim, order):
+        return None
+    return "segmented" if int(np.prod([a.shape[i] for i in reduced])) > 0 else None
+
+
+def _record_reduction(name, a, axis, dtype, out):
+    """Count reduction ``name`` of host array ``a`` as CuPy 14 runs it on a GPU.
+
+    Through CUB's routines (``cub.pyx``) the result is computed into a temporary array with a
+    pool workspace, then copied into ``out`` by one more kernel (``elementwise_copy``); argmax
+    and argmin add a cast of CUB's key-value pair.  Otherwise one CuPy reduction kernel writes
+    ``out`` directly (two passes and a workspace for a whole-array reduction when
+    :data:`CUB_BLOCK_REDUCTIONS` models CuPy's CUB block reductions).
+    """
+    op = _CUB_ROUTINES.get(name)
+    route = _cub_routine(op, a, axis, dtype) if op is not None else None
+    if route == "device":
+        kernels = 1 if a.size * a.dtype.itemsize <= _CUB_TILE_BYTES else 2
+        temps = 1 + (op in ("argmax", "argmin") or out is not None)  # workspace, temporary result
+        record_launch("cupy", f"{name}/cub", kernels, workspaces=temps)
+        if op in ("argmax", "argmin"):
+            record_launch("cupy", f"{name}/astype", workspaces=int(out is not None))
+        if out is not None:
+            record_launch("cupy", f"{name}/copy")
+    elif route == "segmented":
+        record_launch("cupy", f"{name}/cub", workspaces=int(a.size > 0) + int(out is not None))
+        if out is not None:
+            record_launch("cupy", f"{name}/copy")
+    else:
+        reduced, kept = _reduction_axes(axis, a.ndim)
+        order = "F" if a.flags.f_contiguous else "C" if a.flags.c_contiguous else None
+        two_pass = (CUB_BLOCK_REDUCTIONS and not kept and a.size > 0 and order is not None
+                    and _contiguous_axes(reduced, a.ndim, order))
+        record_launch("cupy", name, 2 if two_pass else 1, workspaces=int(two_pass))
+
+
+def record_call(name, result, inputs=(), out=None, bound=None, host_input=None):
+    """Count the launches of CuPy call ``name`` (a function, method or operator) that returned
+    ``result`` (a NumPy value) from the NumPy arrays ``inputs``.
+
+    A GEMM is a ``gemm`` launch; a reduction is counted by :func:`_record_reduction` (from the
+    bound ``axis``, ``dtype`` and ``out``, and ``host_input``, the array reduced); ``empty``
+    launches nothing, nor does a call whose result is a view of an input (``reshape``, slices,
+    ``astype(copy=False)`` of the same dtype) or not an array.  Any other call that returns a
+    device array or writes one (``out=``, ``copyto``, ``fill``) is one CuPy kernel.
+    """
+    if not ACTIVE_COUNTS or name in _NO_KERNEL:
+        return
+    if name in _GEMMS:
+        record_launch("gemm", name.strip("_"))
+        return
+    if name in _REDUCTIONS and host_input is not None:
+        bound = bound or {}
+        _record_reduction(name, host_input, bound.get("axis"), bound.get("dtype"), bound.get("out"))
+        return
+    if result is None:  # written in place
+        record_launch("cupy", name.strip("_"))
+        return
+    results = result if isinstance(result, tuple) else (result,)
+    arrays = [r for r in results if isinstance(r, np.ndarray)]
+    if not arrays and not any(isinstance(r, np.generic) for r in results):
+        return
+    if arrays and all(r.size == 0 for r in arrays):
+        return  # CuPy launches nothing for an empty result
+    if out is None and arrays and all(_views_of(r, inputs) for r in arrays):
+        return
+    record_launch("cupy", name.strip("_"))
 
 
 # --------------------------------------------------------------------------
@@ -124,7 +326,9 @@ def _binary(op, name):
             other_a = other
         else:
             return NotImplemented
-        return wrap(op(self._a, other_a), (self._a,))
+        result = op(self._a, other_a)
+        record_call(name, result, (self._a,))
+        return wrap(result, (self._a,))
 
     method.__name__ = name
     return method
@@ -135,6 +339,7 @@ def _inplace(op, name):
         if isinstance(other, np.ndarray):
             raise ContractError(f"{name}: a NumPy array operand is not supported by CuPy ({_IMPLICIT})")
         op(self._a, other._a if isinstance(other, ndarray) else other)
+        record_call(name, None)
         return self
 
     method.__name__ = name
@@ -143,10 +348,19 @@ def _inplace(op, name):
 
 def _unary(op, name):
     def method(self):
-        return wrap(op(self._a), (self._a,))
+        result = op(self._a)
+        record_call(name, result, (self._a,))
+        return wrap(result, (self._a,))
 
     method.__name__ = name
     return method
+
+
+def _advanced(key):
+    """Whether an index (after :meth:`ndarray._key`) holds an index array or list: CuPy's
+    advanced indexing, a kernel."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, (np.ndarray, list)) for k in keys)
 
 
 def _host_read():
@@ -277,6 +491,8 @@ class ndarray:
         r = self._a[k]
         if isinstance(r, np.generic):  # CuPy: a 0-d view, not a scalar
             r = self._a[(k if isinstance(k, tuple) else (k,)) + (Ellipsis,)]
+        if _advanced(k) and r.size:  # a gather kernel (basic indexing gives a view)
+            record_launch("cupy", "getitem")
         return wrap(r, (self._a,))
 
     def __setitem__(self, key, value):
@@ -286,6 +502,7 @@ class ndarray:
         elif isinstance(value, ndarray):
             value = value._a
         self._a[k] = value
+        record_call("setitem", None)
 
     # -- methods: bound against CuPy's ndarray -----------------------------
     def __getattr__(self, name):
@@ -305,7 +522,9 @@ class ndarray:
                 kwargs.pop("copy")
             result = target(*unwrap(args, f"ndarray.{name}"),
                             **{k: unwrap(v, f"ndarray.{name}") for k, v in kwargs.items()})
-            return wrap(result, (self._a,) + tuple(device_arrays(args)), out)
+            inputs = (self._a,) + tuple(device_arrays(args))
+            record_call(name, result, inputs, out, bound, host_input=self._a)
+            return wrap(result, inputs, out)
 
         method.__name__ = name
         return method

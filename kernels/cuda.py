@@ -5,10 +5,11 @@ replaces the reference one of the same name on the ``cuda`` and ``cuda-sim``
 backends, the others run as written there (on CuPy arrays).  Same names,
 signatures and side effects (see its docstring):
 results are written into the arrays passed in, nothing is returned, nothing is
-allocated.  Each public function is a small Python wrapper that picks a launch
-configuration and launches one kernel, ``_k_<name>``; ``SIGNATURES`` lists the
-argument types of every kernel per dtype (``tests/cuda_compile`` compiles them
-all to PTX for sm_80 and sm_90 and runs ``ptxas`` on them).
+allocated (but the backward kernels' scratch, once: see below).  Each public
+function is a small Python wrapper that picks a launch configuration and
+launches one kernel, ``_k_<name>``; ``SIGNATURES`` lists the argument types of
+every kernel per dtype (``tests/cuda_compile`` compiles them all to PTX for
+sm_80 and sm_90 and runs ``ptxas`` on them).
 
 Decisions:
 
@@ -29,17 +30,27 @@ Decisions:
 * **Grid-stride loops, bounded grids.**  Element-wise kernels launch
   ``min(ceil(size / BLOCK), MAX_BLOCKS)`` blocks and stride over the array, so
   any size works with any grid (the simulator tests use a grid of 2 blocks).
-* **Shared-memory tree reductions, no atomics, no warp shuffles.**  The
-  simulator has no shuffles or ballots, and atomics would make the sums
-  depend on thread timing.  Every sum here is taken in a fixed order, so a
-  launch configuration gives bit-identical results run after run.
+* **Shared-memory tree reductions, no atomic sums, no warp shuffles.**  The
+  simulator has no shuffles or ballots, and atomic additions would make the
+  sums depend on thread timing.  Every sum here is taken in a fixed order, so
+  a launch configuration gives bit-identical results run after run.
 
-  - activation backward: a 2-D block of ``(bx, by)`` threads owns ``bx``
-    adjacent columns (consecutive threads read consecutive addresses of a
-    row); thread row ``ty`` walks rows ``ty, ty + by, ...``, writes ``dz`` and
-    keeps its partial column sum, then the ``by`` partial sums are added in a
-    tree in shared memory and ``db`` is written once.  One kernel pass; the
-    blocks stride over column chunks.
+  - activation backward: a 2-D grid of 2-D blocks.  A block of ``(bx, by)``
+    threads owns ``bx`` adjacent columns (consecutive threads read consecutive
+    addresses of a row) and one of ``gy`` row blocks (``blockIdx.y``); thread
+    row ``ty`` of row block ``j`` walks rows ``j * by + ty``, then every
+    ``gy * by``-th, writes ``dz`` and keeps its partial column sum; the ``by``
+    partial sums are added in a tree in shared memory.  With one row block
+    that is ``db``.  With more (``gy`` is chosen so that the grid has up to
+    ``MAX_BLOCKS`` blocks and a thread at least one row: 8 x 16 blocks for
+    128 rows of 256 columns, not 8), each block writes its column sums to a
+    scratch row ``part[j]``, and the last block of the column chunk to arrive
+    (an atomic counter per chunk, after a memory fence; the counter is reset
+    for the next launch) adds ``part[0..gy)`` in the order of ``j`` and writes
+    ``db``: one kernel pass, the same bits whichever block is last.  Atomics
+    count arrivals and read other blocks' partial sums through L2; none adds.
+    The scratch (at most ``MAX_BLOCKS * bx`` partial sums and a counter per
+    chunk) is made at the first launch, per array module, stream and dtype.
   - losses: one block per row (blocks stride over rows), threads stride over
     the row's columns; the row maximum and the row sum are tree reductions in
     shared memory.  softmax_xent subtracts the row maximum before ``exp``
@@ -56,13 +67,17 @@ Decisions:
   CuPy's null stream, is the legacy default stream), so it is ordered after
   the GEMMs CuPy queued before it.  Each array argument is passed as a numba
   device view made once per buffer (address, shape, strides, dtype) with
-  ``as_cuda_array(a, sync=False)``: numba's default consumption of
-  ``__cuda_array_interface__`` synchronises the exporting stream once per
-  argument per launch (numba's built-in ``numba.cuda``, numba-cuda < 0.26),
-  and creating a view per launch costs more than the launch.  A view keeps its
-  array alive, so an address in the table never belongs to another array; the
-  table is emptied past ``MAX_VIEWS`` entries.  Under the simulator the same
-  code takes ``fastnet.cupy_contract`` arrays through DLPack as NumPy views.
+  ``from_cuda_array_interface(..., owner=None, sync=False)``: numba's default
+  consumption of ``__cuda_array_interface__`` synchronises the exporting
+  stream once per argument per launch (numba's built-in ``numba.cuda``,
+  numba-cuda < 0.26), and numba-cuda's own handling of a CuPy argument
+  (DLPack, no synchronisation) costs two exports per argument per launch.
+  A view describes memory and holds no array: the table keeps no device
+  memory alive (it once held every array ever passed, ~31 GB for a
+  ``predict_proba`` of 1M rows at width 4096), and keeps at most
+  ``MAX_VIEWS`` views, least recently used dropped first.  Under the
+  simulator a view is a NumPy array over the ``fastnet.cupy_contract``
+  array's memory, owning nothing either.
 * **Cached on disk.**  Every kernel is ``cuda.jit(cache=True)``, the
   factory-made activation kernels too (numba keys a closure's cache entry by
   its pickled free variables, the same in every process): a second process
@@ -79,11 +94,17 @@ Decisions:
 Launch settings are module-level (``BLOCK``, ``ROW_BLOCK``, ``BWD_BLOCK``,
 ``MAX_BLOCKS``); change them with ``set_launch_config`` (the simulator tests
 lower them: every simulated thread is a Python thread).
+
+Launches on ``fastnet.cupy_contract`` arrays are reported to its launch
+counter (``launch_counter``): the tests count a training step's launches.
 """
 from __future__ import annotations
 
+import collections
+import ctypes
 import inspect
 import math
+import threading
 import warnings
 
 import numba
@@ -208,12 +229,20 @@ def set_launch_config(block=None, row_block=None, bwd_block=None, max_blocks=Non
 # --------------------------------------------------------------------------
 _BOUND = {}  # (kernel, grid, block, stream ptr) -> bound launcher
 _STREAMS = {}  # stream pointer -> numba stream
-_VIEWS = {}  # (address, shape, strides, dtype) -> numba view of a device array
-#: Most device views kept; past it the table is emptied and refilled.
+#: (address, shape, strides, dtype) -> numba view of that memory, least recently used first.
+#: A view holds no reference to any array (see :func:`_view`).
+_VIEWS = collections.OrderedDict()
+_VIEWS_LOCK = threading.Lock()
+#: Most device views kept; past it the least recently used one is dropped.
 MAX_VIEWS = 4096
 #: Device array types -> their module's ``cuda.get_current_stream``
 #: (registered by :func:`use_array_module`: CuPy, or ``fastnet.cupy_contract``).
 _DEVICE_TYPES = {}
+#: Device array types -> their array module (the backward kernels' scratch is made with it).
+_MODULES = {}
+#: Device array types -> ``record_launch(kind, name)`` of their module, where it counts
+#: launches (``fastnet.cupy_contract``; CuPy has none).
+_RECORDERS = {}
 
 
 def use_array_module(xp):
@@ -223,33 +252,56 @@ def use_array_module(xp):
     numba device view made once per buffer (see :func:`_view`).
     """
     _DEVICE_TYPES[xp.ndarray] = xp.cuda.get_current_stream
+    _MODULES[xp.ndarray] = xp
+    record = getattr(xp, "record_launch", None)
+    if record is not None:
+        _RECORDERS[xp.ndarray] = record
+
+
+def _host_view(ptr, shape, strides, dtype):
+    """A NumPy array over the host memory at ``ptr``, owning nothing (the simulator's view)."""
+    if not all(shape):
+        return np.empty(shape, dtype)
+    low = sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
+    high = sum((n - 1) * s for n, s in zip(shape, strides) if s > 0) + dtype.itemsize
+    buffer = (ctypes.c_char * (high - low)).from_address(ptr + low)
+    return np.ndarray(shape, dtype, buffer=buffer, offset=-low, strides=strides)
 
 
 def _make_view(a):
     if _SIM:
-        # The simulator runs kernels on NumPy arrays: take the contract's
-        # array through DLPack, as numba-cuda takes CuPy arrays on a GPU.
-        return np.from_dlpack(a)
+        # The simulator runs kernels on NumPy arrays: a NumPy array over the
+        # contract array's memory, as numba's view is over the CuPy array's.
+        return _host_view(a.data.ptr, a.shape, a.strides, a.dtype)
+    # owner=None: the view describes the memory and keeps no array alive (see _view).
     # sync=False: the kernel is launched on the stream that produced the data,
     # so the per-argument stream synchronisation numba does by default (for the
     # stream CuPy exports in __cuda_array_interface__) would only stall the host.
-    return cuda.as_cuda_array(a, sync=False)  # (needs a GPU)
+    return cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=None, sync=False)  # (needs a GPU)
 
 
 def _view(a):
     """A numba view of device array ``a``, made once per address, shape, strides and dtype.
 
-    A view holds a reference to ``a`` (its memory stays allocated while the
-    view is kept), so an address in the table can never belong to another
-    array.  A training step passes the same few buffers at every launch:
-    after the first step no view is made, no stream is synchronised.
+    A view is a description of memory (pointer, shape, strides, dtype) and holds
+    no reference to ``a``: two arrays with the same description are the same
+    memory to a kernel, and the array being passed keeps that memory allocated
+    for the launch (CuPy frees in stream order: memory freed after a launch is
+    reused only by work queued after it).  So the table keeps no device memory
+    alive, whatever passes through it (inference outputs, label slices), and
+    holds at most ``MAX_VIEWS`` small objects, least recently used dropped
+    first: the buffers a training step passes at every launch keep their views,
+    and after the first step no view is made, no stream is synchronised.
     """
     key = (a.data.ptr, a.shape, a.strides, a.dtype)
-    v = _VIEWS.get(key)
-    if v is None:
-        if len(_VIEWS) >= MAX_VIEWS:
-            _VIEWS.clear()
+    with _VIEWS_LOCK:  # (inference may launch from several threads)
+        v = _VIEWS.get(key)
+        if v is not None:
+            _VIEWS.move_to_end(key)
+            return v
         v = _VIEWS[key] = _make_view(a)
+        while len(_VIEWS) > MAX_VIEWS:
+            _VIEWS.popitem(last=False)
     return v
 
 
@@ -307,6 +359,9 @@ def _launch(kernel, grid, block, like, *args):
     if type(like) in _DEVICE_TYPES:
         args = [_view(a) if type(a) in _DEVICE_TYPES else a for a in args]
     bound(*args)
+    record = _RECORDERS.get(type(like))
+    if record is not None:  # (the CuPy contract counts launches)
+        record("numba", kernel.__name__)
 
 
 def _blocks(work, per_block):
@@ -489,23 +544,53 @@ def _make_fwd_saving(name, act):
 
 
 def _make_bwd(name, dact):
-    def kernel(a, dy, dz, db):
+    def kernel(a, dy, dz, db, part, count):
+        # part: (gridDim.y * k) partial column sums, count: one arrival counter per
+        # column chunk (zero between launches); both untouched when gridDim.y == 1.
         sm = cuda.shared.array(_SMEM, dtype=db.dtype)
+        T = db.dtype.type
         n, k = a.shape
         bx = cuda.blockDim.x
+        by = cuda.blockDim.y
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        gy = cuda.gridDim.y
+        j = cuda.blockIdx.y
         # The chunk loop runs the same number of times in every thread of the
-        # block, so the syncthreads inside _column_sum are reached by all.
+        # block, so the syncthreads inside it are reached by all.
         for c0 in range(cuda.blockIdx.x * bx, k, cuda.gridDim.x * bx):
-            c = c0 + cuda.threadIdx.x
-            acc = db.dtype.type(0)
+            c = c0 + tx
+            acc = T(0)
             if c < k:
-                for r in range(cuda.threadIdx.y, n, cuda.blockDim.y):
+                for r in range(j * by + ty, n, gy * by):
                     v = dact(a[r, c], dy[r, c])
                     dz[r, c] = v  # read then written by this thread: dz may be dy
                     acc += v
             total = _column_sum(sm, acc)
-            if c < k and cuda.threadIdx.y == 0:
-                db[c] = total
+            if gy == 1:
+                if c < k and ty == 0:
+                    db[c] = total
+            else:
+                # This row block's column sums, then the chunk's last block to arrive
+                # adds the gy partial sums in the order of j (whichever block it is).
+                if c < k and ty == 0:
+                    part[j * k + c] = total
+                cuda.threadfence()  # the partial sums are visible before the arrival
+                cuda.syncthreads()
+                arrived = 0
+                if tx == 0 and ty == 0:
+                    arrived = 1 if cuda.atomic.add(count, c0 // bx, 1) == gy - 1 else 0
+                if cuda.syncthreads_or(arrived):
+                    s = T(0)
+                    if c < k:
+                        for i in range(ty, gy, by):
+                            # an atomic read, at L2: this SM's L1 may hold a stale line
+                            s += cuda.atomic.add(part, i * k + c, T(0))
+                    total = _column_sum(sm, s)
+                    if c < k and ty == 0:
+                        db[c] = total
+                    if tx == 0 and ty == 0:
+                        count[c0 // bx] = 0  # all arrived: ready for the next launch
 
     kernel.__name__ = kernel.__qualname__ = name
     return cuda.jit(kernel, cache=True)
@@ -516,11 +601,34 @@ def _fwd(kernel, z, b):
         _launch(kernel, _blocks(z.size, BLOCK), BLOCK, z, z, b)
 
 
+#: (array type, stream pointer, dtype) -> (partial sums, arrival counters) of the backward
+#: kernels, grown to the largest launch (at most MAX_BLOCKS * bx partial sums).
+_SCRATCH = {}
+
+
+def _bwd_scratch(like, dtype, n_part, n_count):
+    """The backward kernels' scratch for arrays like ``like``: at least ``n_part`` partial
+    sums of ``dtype`` and ``n_count`` zeroed int32 counters, made once per array module,
+    stream and dtype and reused (each launch leaves its counters at zero again)."""
+    key = (type(like), _stream_of(like)[0], dtype)
+    part, count = _SCRATCH.get(key, (None, None))
+    if part is None or part.size < n_part or count.size < n_count:
+        xp = _MODULES.get(type(like), np)
+        part = xp.empty(max(n_part, 1, 0 if part is None else part.size), dtype=dtype)
+        count = xp.zeros(max(n_count, 1, 0 if count is None else count.size), dtype=np.int32)
+        _SCRATCH[key] = part, count
+    return part, count
+
+
 def _bwd(kernel, a, dy, dz, db):
-    k = a.shape[1]
+    n, k = a.shape
     if k:  # n == 0 still launches: db becomes zeros, as a sum over no rows
         bx, by = _bwd_block(k)
-        _launch(kernel, _blocks(k, bx), (bx, by), a, a, dy, dz, db)
+        gx = _blocks(k, bx)
+        # Row blocks too, up to MAX_BLOCKS blocks in all: a thread sums >= 1 row.
+        gy = max(1, min(-(-n // by), MAX_BLOCKS // gx))
+        part, count = _bwd_scratch(a, db.dtype, gy * k if gy > 1 else 0, -(-k // bx))
+        _launch(kernel, (gx, gy), (bx, by), a, a, dy, dz, db, part, count)
 
 
 #: The activations this module fuses: name -> (forward kernel, backward kernel).
@@ -903,7 +1011,7 @@ def _sig_act_fwd_saving(f):
 
 
 def _sig_act_bwd(f):
-    return [(f[:, ::1], f[:, ::1], f[:, ::1], f[::1])]
+    return [(f[:, ::1], f[:, ::1], f[:, ::1], f[::1], f[::1], types.int32[::1])]
 
 
 def _sig_dense_loss(f):
