@@ -1,47 +1,59 @@
 """Training checkpoints: everything needed to continue a run bit for bit.
 
 A checkpoint is an ``.npz`` archive (read without pickle) holding the model
-file's content plus the optimizer state, the device random generator's state
-and the history.  A SHA-256 over every array is stored inside it, so a
-truncated or damaged file is detected.  Writes are atomic (temporary file,
-fsync, rename) and the previous checkpoint is kept as ``<path>.prev``.
+file's content plus the optimizer state, the device random generator's state,
+the history and the run's settings (batch size, training rows).  Two checksums
+are stored inside it: ``sha256`` over every array and ``meta_sha256`` over the
+metadata (configuration, optimizer, history, random state, ``sha256``), so a
+truncated or damaged file is detected.  Reading checks sizes before it takes
+memory (:class:`fastnet.npzfile.Archive`).  Writes are atomic (temporary file,
+fsync, rename), the previous checkpoint is kept as ``<path>.prev``, and one
+writer per path is enforced: a fit holds ``<path>.lock`` (``flock``) from before
+it resumes until it ends, and a second run on the same path is refused at once.
+
+``fit(..., resume=path)`` (:func:`restore_checkpoint`) is all or nothing: the file,
+the model, the data and the fit's settings are all checked before anything
+changes, and a checkpoint of another run (another seed, optimizer, learning rate,
+weight decay, batch size, dtype or number of training rows) is refused, the
+differences named, unless ``resume_strict=False`` says to continue it deliberately.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import os
 import warnings
-import zipfile
 
 import numpy as np
 
 from .callbacks import Callback
 from .distributed import is_root
-from .npzfile import FORMAT_VERSION, META_KEY, ModelFileError, atomic_write, encode_meta, os_reason
-from .optimizers import Optimizer
+from .io import check_classes, check_config, check_entries, finite_or_fail, layers_of
+from .npzfile import (FORMAT_VERSION, META_KEY, Archive, ModelFileError, NotAnArchive, array_digest,  # noqa: F401
+                      atomic_write, check_target, checksums, encode_meta, json_type, os_reason, verify_checksums,
+                      writer_lock)
+from .optimizers import Optimizer, get_optimizer
 from .validation import check_int
 
 CHECKPOINT_KIND = "fastnet-checkpoint"
 
 
 class CheckpointError(ModelFileError):
-    """A checkpoint is missing, truncated, damaged or does not fit the model."""
+    """A checkpoint is missing, truncated, damaged, another run's, in use by another run, or does
+    not fit the model."""
 
 
-def _digest(arrays):
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(name.encode())
-        h.update(str(a.dtype).encode())
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+_digest = array_digest  # (its name before fastnet.npzfile had it)
+
+
+def _run_settings(model):
+    """What a checkpoint records of the fit writing it, beyond the model: the global batch
+    size and the number of training rows (``history_.params``), when a fit set them."""
+    params = getattr(model.history_, "params", None) or {}
+    return {k: params[k] for k in ("batch_size", "n_samples") if isinstance(params.get(k), int)}
 
 
 def save_checkpoint(model, path):
-    """Write ``model``'s full training state to ``path`` atomically."""
+    """Write ``model``'s full training state to ``path`` atomically, under its writer lock."""
     path = os.fspath(path)
     arrays = {f"param/{k}": v for k, v in model.get_weights().items()}
     opt = model.optimizer_
@@ -52,7 +64,7 @@ def save_checkpoint(model, path):
         for i, st in enumerate(state["slots"]):
             for slot, a in st.items():
                 arrays[f"opt/{i}/{slot}"] = a
-    meta = {
+    meta = checksums({
         "kind": CHECKPOINT_KIND,
         "format_version": FORMAT_VERSION,
         "config": model.get_config(),
@@ -63,17 +75,19 @@ def save_checkpoint(model, path):
         "distributed": None if model._data_parallel is None else model._data_parallel.layout,
         # precision="fp16": the dynamic loss scale (fastnet.precision.LossScaler), else None
         "loss_scaler": None if getattr(model, "loss_scaler_", None) is None else model.loss_scaler_.get_state(),
-        "sha256": _digest(arrays),
-    }
+        "run": _run_settings(model),
+    }, arrays)
     arrays[META_KEY] = encode_meta(meta)
-    try:
-        atomic_write(path, lambda f: np.savez(f, **arrays), keep_previous=path + ".prev")
-    except OSError as exc:
-        raise CheckpointError(
-            f"could not write the checkpoint of epoch {model.n_iter_} to {path!r}: {os_reason(exc)}; "
-            f"{_survivor(path)}. The model in memory holds epoch {model.n_iter_} (weights and optimizer "
-            f"state): free space and call fit again (resume={path!r} continues from the checkpoint), "
-            "or model.save() it elsewhere") from exc
+    check_target(path, CheckpointError, "checkpoint")
+    with writer_lock(path, CheckpointError, "checkpoint"):
+        try:
+            atomic_write(path, lambda f: np.savez(f, **arrays), keep_previous=path + ".prev", locked=True)
+        except OSError as exc:
+            raise CheckpointError(
+                f"could not write the checkpoint of epoch {model.n_iter_} to {path!r}: {os_reason(exc)}; "
+                f"{_survivor(path)}. The model in memory holds epoch {model.n_iter_} (weights and optimizer "
+                f"state): free space and call fit again (resume={path!r} continues from the checkpoint), "
+                "or model.save() it elsewhere") from exc
 
 
 def _last_epoch(path):
@@ -93,29 +107,121 @@ def _survivor(path):
     return "no earlier checkpoint is readable"
 
 
+# ------------------------------------------------------------------ reading
+def _is_int(value, low=0):
+    return type(value) is int and value >= low
+
+
+def _check_rng_state(state):
+    """Raises (TypeError, ValueError, KeyError...) unless ``state`` is one a backend can take:
+    tried on scratch generators, never on the model's."""
+    scratch = np.random.default_rng()
+    if not isinstance(state, dict):
+        raise TypeError(f"a JSON {json_type(state)}")
+    if "host" in state:
+        scratch.bit_generator.state = state["host"]
+        if not (_is_int(state.get("dropout_key")) and _is_int(state.get("dropout_counter"))):
+            raise ValueError("dropout_key and dropout_counter must be non-negative integers")
+        if "augment" in state:
+            np.random.default_rng().bit_generator.state = state["augment"]
+    else:
+        scratch.bit_generator.state = state
+
+
+def _check_history(history):
+    if not isinstance(history, dict) or not isinstance(history.get("epochs"), list) \
+            or not isinstance(history.get("history"), dict):
+        raise ValueError("'history' must be an object with the lists 'epochs' and 'history'")
+    epochs = history["epochs"]
+    if not all(_is_int(e, 1) for e in epochs) or any(b <= a for a, b in zip(epochs, epochs[1:])):
+        raise ValueError("'history.epochs' must be increasing positive integers")
+    for key, values in history["history"].items():
+        if not isinstance(values, list) or len(values) != len(epochs):
+            raise ValueError(f"'history.history[{key!r}]' must be a list of {len(epochs)} values")
+        if not all(v is None or type(v) in (int, float, bool, str) for v in values):
+            raise ValueError(f"'history.history[{key!r}]' must hold numbers")
+
+
+def _expected_arrays(meta, fail):
+    """Check the metadata's every part (structure, types, values a model can take) and return
+    ``{array name: shape}`` the archive must hold; raises ``fail(detail)``."""
+    config = meta.get("config")
+    check_config(config, fail)
+    n_in = config.get("input_dim")
+    if not _is_int(n_in, 1):
+        raise fail(f"damaged metadata: input_dim {n_in!r}")
+    _, shapes = layers_of(config, fail)
+    check_classes(config, fail)
+    expected = {f"param/{k}": v for k, v in shapes.items()}
+    saved = meta.get("optimizer")
+    if saved is not None:
+        try:
+            if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+                raise TypeError("'optimizer' must be an object with a 'config' object")
+            scratch = Optimizer.from_config(saved["config"])
+            if not _is_int(saved.get("t")):
+                raise ValueError(f"optimizer step count t={saved.get('t')!r}")
+            if saved.get("slots") != list(scratch.slots):
+                raise ValueError(f"optimizer slots {saved.get('slots')!r}, {scratch.name} has {list(scratch.slots)}")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise fail(f"damaged optimizer state ({type(exc).__name__}: {exc})") from None
+        for i, shape in enumerate(shapes.values()):
+            for slot in scratch.slots:
+                expected[f"opt/{i}/{slot}"] = shape
+    checks = [("rng_state", _check_rng_state), ("history", _check_history)]
+    for key, check in checks:
+        if key == "history" or meta.get(key) is not None:
+            try:
+                check(meta.get(key))
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                raise fail(f"damaged metadata: {key} ({type(exc).__name__}: {exc})") from None
+    if meta.get("loss_scaler") is not None:
+        from .precision import LossScaler
+
+        try:
+            if not isinstance(meta["loss_scaler"], dict):
+                raise TypeError("not an object")
+            LossScaler().set_state(meta["loss_scaler"])
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise fail(f"damaged metadata: loss_scaler ({type(exc).__name__}: {exc})") from None
+    for key in ("distributed", "run"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise fail(f"damaged metadata: {key} is a JSON {json_type(meta[key])}")
+    return expected
+
+
 def read_checkpoint(path):
-    """``(meta, arrays)`` of a checkpoint, verified; raises :class:`CheckpointError`."""
+    """``(meta, arrays)`` of a checkpoint, verified; raises :class:`CheckpointError`.
+
+    The zip directory and ``.npy`` headers are checked against the metadata's
+    architecture and optimizer before any array is read; then both checksums."""
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path!r} is truncated or damaged ({type(exc).__name__}: {exc})" + _prev_hint(path)
-        ) from None
-    raw = arrays.pop(META_KEY, None)
+        archive = Archive(path, "checkpoint", CheckpointError)
+    except NotAnArchive:
+        raise CheckpointError(f"{path!r} is not a fastnet checkpoint (not an .npz archive)" + _prev_hint(path)) \
+            from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}{_prev_hint(path)}") from None
+    fail = lambda detail: CheckpointError(f"checkpoint {path!r}: {detail}")  # noqa: E731
     try:
-        meta = json.loads(raw.tobytes().decode("utf-8")) if raw is not None else None
-    except (ValueError, UnicodeDecodeError):
-        meta = None
-    if not isinstance(meta, dict) or meta.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path!r} is not a fastnet checkpoint" + _prev_hint(path))
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path!r} was written by a newer fastnet (format {meta['format_version']})")
-    if _digest(arrays) != meta.get("sha256"):
-        raise CheckpointError(f"checkpoint {path!r} failed its checksum: the file is damaged" + _prev_hint(path))
+        with archive:
+            meta = archive.read_meta()
+            if meta is None or meta.get("kind") != CHECKPOINT_KIND:
+                raise CheckpointError(f"{path!r} is not a fastnet checkpoint")
+            version = meta.get("format_version")
+            if type(version) is int and version > FORMAT_VERSION:
+                raise CheckpointError(f"{path!r} was written by a newer fastnet (format {version})")
+            if type(version) is not int or version < 1:
+                raise fail(f"has format version {version!r}, not a positive integer: damaged")
+            expected = _expected_arrays(meta, fail)
+            check_entries(archive, expected, fail)
+            arrays = {name: archive.read(name) for name in sorted(expected)}
+        verify_checksums(meta, array_digest(arrays), fail, required=True)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}{_prev_hint(path)}") from None
     return meta, arrays
 
 
@@ -143,26 +249,162 @@ def _read_or_previous(path):
         return meta, arrays
 
 
-def restore_checkpoint(model, path, layout=None):
-    """Load a checkpoint into ``model`` (same architecture); returns the optimizer it held.
-    ``layout``: the ranks of the data-parallel fit resuming (``DataParallel.layout``), or
-    None; a checkpoint of a data-parallel fit resumes with the same ranks and batch size."""
-    from .callbacks import History
+# ------------------------------------------------------------------ resuming
+def _fit_optimizer_config(fit, saved):
+    """The configuration of the optimizer ``fit`` will train with, given the checkpoint's
+    (``saved``): ``fit``'s own rule (``training._select_optimizer``) applied after the restore."""
+    optimizer, lr, weight_decay = fit.get("optimizer", "adam"), fit.get("lr"), fit.get("weight_decay")
+    if isinstance(optimizer, Optimizer):
+        config = optimizer.get_config()
+    elif saved is not None and optimizer == saved.get("name"):
+        config = dict(saved)
+    else:
+        return get_optimizer(optimizer, lr, weight_decay).get_config()
+    if lr is not None:
+        config["lr"] = float(lr)
+    if weight_decay is not None:
+        config["weight_decay"] = float(weight_decay)
+    return config
 
-    meta, arrays = _read_or_previous(os.fspath(path))
+
+def _differences(model, meta, fit):
+    """``[(setting, checkpoint's, this fit's)]`` for every setting of the run's identity that
+    this fit changes."""
+    theirs = meta["config"]
+    diffs = []
+    for key, mine, default in (("seed", model.seed, None), ("dtype", model.dtype, None),
+                               ("precision", model.precision, "float32")):
+        if theirs.get(key, default) != mine:
+            diffs.append((key, theirs.get(key, default), mine))
+    if fit is None:
+        return diffs
+    saved = None if meta["optimizer"] is None else meta["optimizer"]["config"]
+    if saved is not None:
+        mine = _fit_optimizer_config(fit, saved)
+        if mine.get("name") != saved.get("name"):
+            diffs.append(("optimizer", saved.get("name"), mine.get("name")))
+        else:
+            for key in sorted(set(saved) | set(mine)):
+                if key != "name" and saved.get(key) != mine.get(key):
+                    diffs.append((key, saved.get(key), mine.get(key)))
+    run = meta.get("run") or {}
+    n = len(fit["X"])
+    batch = fit.get("batch_size")
+    bs = n if batch is None else min(batch * fit.get("ranks", 1), n)
+    if run.get("batch_size") is not None and run["batch_size"] != bs:
+        diffs.append(("batch size", run["batch_size"], bs))
+    if run.get("n_samples") is not None and run["n_samples"] != n:
+        diffs.append(("training rows", run["n_samples"], n))
+    return diffs
+
+
+def _check_fits(model, meta, arrays, path, layout, fit):
+    """What no option overrides: the architecture, the input width (the model's and the data's),
+    the class labels, the ranks, finite values."""
     mine, theirs = model.get_config(), meta["config"]
     if mine["layers"] != theirs["layers"] or mine["loss"] != theirs["loss"]:
-        raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a different architecture: {theirs['layers']}")
+        raise CheckpointError(f"checkpoint {path!r} holds a different architecture: {theirs['layers']}")
+    n_in = theirs["input_dim"]
+    model_in = model.n_features_in_ if model.built else model.input_dim
+    if model_in is not None and model_in != n_in:
+        raise CheckpointError(f"checkpoint {path!r} holds a model of {n_in} input features; this model takes "
+                              f"{model_in}")
+    if fit is not None:
+        n_x = fit["X"].shape[1]
+        if n_x != n_in:
+            raise CheckpointError(f"checkpoint {path!r} holds a model of {n_in} input features, but X has {n_x} "
+                                  "features per sample")
+        classes = getattr(model, "_fit_classes", None) if model.loss_.target_kind == "class" else None
+        saved = theirs.get("classes")
+        if classes is not None and saved is not None and np.asarray(classes).tolist() != list(saved):
+            shown = lambda c: ", ".join(map(repr, list(c)[:10])) + (", ..." if len(c) > 10 else "")  # noqa: E731
+            raise CheckpointError(f"checkpoint {path!r} was trained on the classes [{shown(saved)}], and y's "
+                                  f"are [{shown(np.asarray(classes).tolist())}]: the outputs would mean other labels")
     saved = meta.get("distributed")
     if saved != layout and (saved is not None or layout is not None):
         said = lambda d: "one process" if d is None else (  # noqa: E731
-            f"{d['ranks']} ranks at batch_size={d['batch_size_per_rank']} per rank")
+            f"{d.get('ranks')} ranks at batch_size={d.get('batch_size_per_rank')} per rank")
         raise CheckpointError(
-            f"checkpoint {os.fspath(path)!r} was written by a training of {said(saved)}, and this fit runs "
+            f"checkpoint {path!r} was written by a training of {said(saved)}, and this fit runs "
             f"{said(layout)}: resume with the same number of ranks and batch size (the global batch, its "
             "shares and the data order depend on them)")
+    fail = lambda detail: CheckpointError(f"checkpoint {path!r}: {detail}; it cannot be resumed")  # noqa: E731
+    for name in sorted(arrays):
+        finite_or_fail(name, arrays[name], fail)
+
+
+def _words(value):
+    return "none" if value is None else repr(value) if isinstance(value, str) else f"{value}"
+
+
+def restore_checkpoint(model, path, layout=None, *, fit=None, strict=True):
+    """Load a checkpoint into ``model`` (same architecture); returns the optimizer it held.
+
+    ``layout``: the ranks of the data-parallel fit resuming (``DataParallel.layout``), or
+    None; a checkpoint of a data-parallel fit resumes with the same ranks and batch size.
+    ``fit``: the resuming fit's settings (``optimizer``, ``lr``, ``weight_decay``,
+    ``batch_size``, ``ranks``, ``X``: its training rows), compared with the checkpoint's run.
+
+    All or nothing: the file, the model, the data and the run's identity (seed, dtype,
+    optimizer and its hyper-parameters, batch size, training rows) are checked before
+    anything changes; after a :class:`CheckpointError` the model is as it was.  With
+    ``strict=False`` a changed identity is accepted with a ``RuntimeWarning`` naming the
+    changes and what is kept.
+    """
+    path = os.fspath(path)
+    meta, arrays = _read_or_previous(path)
+    _check_fits(model, meta, arrays, path, layout, fit)
+    diffs = _differences(model, meta, fit)
+    if diffs:
+        listed = "; ".join(f"{what} {_words(a)} -> {_words(b)}" for what, a, b in diffs)
+        if strict:
+            raise CheckpointError(
+                f"checkpoint {path!r} is another run's, or this fit changes its settings: {listed} (checkpoint -> "
+                "this fit). A resume continues a run with the settings it was written with; pass "
+                "resume_strict=False to continue it deliberately with these changes")
+        epochs = meta["history"]["epochs"]
+        opt = meta["optimizer"]
+        kept = [f"weights (epoch {epochs[-1] if epochs else 0})", "history", "random state"]
+        opt_changed = any(what in ("optimizer", "lr", "weight_decay") or (opt and what in opt["config"])
+                          for what, _, _ in diffs)
+        if opt is not None and not opt_changed:
+            kept.append(f"{opt['config']['name']} state (t={opt['t']})")
+        note = ("; the optimizer state is not kept: the optimizer changed, so it starts afresh"
+                if opt is not None and opt_changed else "")
+        dtype_note = "; weights converted to the model's dtype" if any(w == "dtype" for w, _, _ in diffs) else ""
+        warnings.warn(f"resuming checkpoint {path!r} with changed settings (resume_strict=False): {listed}. "
+                      f"Kept from the checkpoint: {', '.join(kept)}{note}{dtype_note}",
+                      RuntimeWarning, stacklevel=3)
+    snapshot = _snapshot(model)
+    try:
+        return _apply(model, meta, arrays)
+    except BaseException:
+        _rollback(model, snapshot)
+        raise
+
+
+def _snapshot(model):
+    """What :func:`_apply` may change, to put back should it fail midway."""
+    return {"vars": dict(vars(model)), "layers": [dict(vars(layer)) for layer in model.layers],
+            "rng": model.backend_.get_rng_state(), "weights": model.get_weights() if model.built else None}
+
+
+def _rollback(model, snapshot):
+    vars(model).clear()
+    vars(model).update(snapshot["vars"])
+    for layer, saved in zip(model.layers, snapshot["layers"]):
+        vars(layer).clear()
+        vars(layer).update(saved)
+    if snapshot["weights"] is not None:
+        model.set_weights(snapshot["weights"])
+    model.backend_.set_rng_state(snapshot["rng"])
+
+
+def _apply(model, meta, arrays):
+    from .callbacks import History
+
     if not model.built:
-        model.build(theirs["input_dim"])
+        model.build(meta["config"]["input_dim"])
     model.set_weights({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
     opt = None
     if meta["optimizer"] is not None:
@@ -184,6 +426,20 @@ def restore_checkpoint(model, path, layout=None):
     return opt
 
 
+@contextlib.contextmanager
+def hold_checkpoints(callbacks, root=True):
+    """The paths of the :class:`ModelCheckpoint` callbacks among ``callbacks`` locked for one
+    writer (this fit) while the ``with`` block runs: ``fit`` enters it before it resumes and
+    leaves it however it ends.  ``root``: False on the ranks of a data-parallel fit that
+    write nothing."""
+    with contextlib.ExitStack() as stack:
+        if root:
+            for cb in callbacks:
+                if isinstance(cb, ModelCheckpoint):
+                    stack.enter_context(writer_lock(cb.path, CheckpointError, "checkpoint"))
+        yield
+
+
 class ModelCheckpoint(Callback):
     """Save the full training state every ``every`` epochs (and at the end of training).
 
@@ -194,7 +450,9 @@ class ModelCheckpoint(Callback):
     every : int
         Epochs between saves.
 
-    ``fit(..., resume=path)`` continues from the file.
+    ``fit(..., resume=path)`` continues from the file.  A fit holds the path's writer
+    lock (``<path>.lock``) from its start to its end: a second run given the same path
+    is refused at once, naming the process that holds it.
     """
 
     def __init__(self, path, every=1):

@@ -343,7 +343,9 @@ def trainable(config: Mapping[str, Any], data: Sequence[Any] | None = None,
                       optimizer=settings["optimizer"], lr=settings["lr"], lr_schedule=settings["schedule"],
                       weight_decay=settings["weight_decay"], validation_data=(X_val, y_val),
                       callbacks=[_Report(work), *(callbacks or [])], on_nan="restore", resume=resume,
-                      diagnose=False)
+                      # a scheduler such as PBT restores a checkpoint into a trial whose lr or
+                      # weight decay it has changed on purpose: continue it, warning what changed
+                      resume_strict=False, diagnose=False, verbose=0)
         diverged = model.history_.diverged
         if diverged is not None:
             ray_tune.report({"epoch": diverged["epoch"], "val_loss": math.inf, "val_accuracy": 0.0,

