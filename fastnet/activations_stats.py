@@ -1,13 +1,17 @@
 """What the hidden units do on a data set: activations and per-unit statistics.
 
-The forward pass is recomputed layer by layer on the host, in chunks, from
-host copies of the weights and with the reference activation functions (the
-oracle the fused kernels are tested against).  It never touches the model's
-training workspace, so it is safe from a callback in the middle of ``fit``
-and on any backend; ``Dropout`` is the identity here, as at inference.
+The activations are read through the model's own inference pass (each layer's
+``infer``: the backend's GEMM and the kernel table's activation kernels, the
+same pass as ``predict``), in chunks, with arrays of their own per call.  It
+never touches the model's training workspace, so it is safe from a callback
+in the middle of ``fit`` and on any backend; ``Dropout`` is the identity here,
+as at inference.  Every activation of the kernel table works, whatever its
+kernels' signature (GELU's forward also writes its input).
 
 A unit is *active* on a sample when its output is in the activation's
-working range, and *saturated* when its derivative is nearly zero:
+working range, and *saturated* when its derivative is nearly zero; both rules
+are the activation's record in the kernel table (``active_above``,
+``saturated``, ``dies``).  For the table's activations today:
 
 ===========  =====================  ==============================
 activation   active                 saturated
@@ -17,6 +21,7 @@ leaky_relu   a > 0                  (never)
 sigmoid      a > 0.5                a < 0.01 or a > 0.99
 tanh         a > 0                  abs(a) > 0.99
 identity     a > 0                  (never)
+gelu         a > 0                  (never)
 ===========  =====================  ==============================
 """
 from __future__ import annotations
@@ -39,8 +44,8 @@ ALWAYS_ON_FRACTION = 0.8
 DEFAULT_MAX_SAMPLES = 10_000
 
 
-def _host_dense_layers(model):
-    """``[(layer, W, b, activation)]`` for the hidden Dense layers, weights on the host."""
+def _hidden_dense_layers(model):
+    """``[(layer, activation)]`` for the hidden Dense layers (every Dense layer but the last)."""
     if not getattr(model, "built", False):
         from .validation import NotFittedError
 
@@ -48,9 +53,7 @@ def _host_dense_layers(model):
     from .layers import Dense
 
     dense = [layer for layer in model.layers if isinstance(layer, Dense)]
-    host = model.backend_.to_host
-    return [(layer, np.asarray(host(layer.W)), np.asarray(host(layer.b)), layer.kernel_activation)
-            for layer in dense[:-1]]
+    return [(layer, layer.kernel_activation) for layer in dense[:-1]]
 
 
 def sample_rows(a, max_samples):
@@ -91,19 +94,25 @@ def hidden_activations(model, X, max_samples=None, chunk=4096):
         One ``(n, units)`` array per hidden Dense layer, in the model's dtype,
         in layer order (``model.layers`` without Dropout and the output layer).
     """
-    layers = _host_dense_layers(model)
+    hidden = _hidden_dense_layers(model)
     rows = _as_rows(model, X, max_samples)
-    dtype = model.backend_.dtype
-    outs = [np.empty((len(rows), W.shape[1]), dtype=dtype) for _, W, _, _ in layers]
+    backend = model.backend_
+    dtype = backend.dtype
+    outs = [np.empty((len(rows), layer.units), dtype=dtype) for layer, _ in hidden]
+    if not hidden:
+        return outs
+    # The layers up to the last hidden Dense one (the output layer is not needed).
+    last = model.layers.index(hidden[-1][0])
+    where = {id(layer): i for i, (layer, _) in enumerate(hidden)}
     # A diverged model's inf/NaN weights give inf/NaN outputs, as they should: no warnings for that.
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, len(rows), chunk):
-            x = np.ascontiguousarray(rows[start:start + chunk], dtype=dtype)
-            for (layer, W, b, act), out in zip(layers, outs):
-                z = x @ W
-                getattr(reference, act + "_fwd")(z, b)
-                out[start:start + len(z)] = z
-                x = z
+            x = backend.asarray(rows[start:start + chunk], dtype=dtype)
+            for layer in model.layers[:last + 1]:
+                x = layer.infer(x)  # the model's own forward pass, in new arrays
+                i = where.get(id(layer))
+                if i is not None:
+                    outs[i][start:start + x.shape[0]] = backend.to_host(x)
     return outs
 
 
@@ -194,7 +203,7 @@ def activation_stats(model, X, max_samples=DEFAULT_MAX_SAMPLES):
     list of LayerActivationStats
         One per hidden Dense layer; ``print`` one for a summary line.
     """
-    layers = _host_dense_layers(model)
+    layers = _hidden_dense_layers(model)
     acts = hidden_activations(model, X, max_samples=max_samples)
     with np.errstate(over="ignore", invalid="ignore"):
-        return [_unit_stats(layer.name, act, a) for (layer, _, _, act), a in zip(layers, acts)]
+        return [_unit_stats(layer.name, act, a) for (layer, act), a in zip(layers, acts)]

@@ -25,6 +25,7 @@ import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
@@ -34,13 +35,55 @@ import functools
 
 from sklearn.model_selection import train_test_split
 
-from .callbacks import EarlyStopping
+from .callbacks import Callback
 from .losses import BinaryCrossEntropy, CrossEntropy, MeanSquaredError
 from .sequential import MLP
 from .validation import check_int
 
 #: scikit-learn's activation names that fastnet spells differently.
 _SKLEARN_NAMES = {"logistic": "sigmoid"}
+
+
+class _NoImprovementStop(Callback):
+    """scikit-learn's stopping rule (``BaseMultilayerPerceptron._update_no_improvement_count``).
+
+    After each epoch, with ``best`` the lowest training loss so far (``score``: the highest
+    validation score), an epoch counts as no improvement when its loss is above
+    ``best - tol`` (its score below ``best + tol``), and the count goes back to 0 otherwise;
+    ``best`` itself follows any improvement, however small.  Training stops once the count
+    exceeds ``n_iter_no_change``: at the earliest at epoch ``n_iter_no_change + 2``, as
+    scikit-learn's ``n_iter_`` (the first epoch always improves on the infinite start).
+
+    ``score(model)``: the validation score (``early_stopping``); the weights of the epoch
+    that raised the best score are put back at the end (the initial weights if none did).
+    """
+
+    def __init__(self, n_iter_no_change, tol, score=None):
+        self.n_iter_no_change, self.tol, self.score = n_iter_no_change, tol, score
+
+    def on_train_begin(self, model):
+        self.count = 0
+        self.best = np.inf if self.score is None else -np.inf
+        self.best_weights = None if self.score is None else model.get_weights()
+
+    def on_epoch_end(self, model, epoch, logs):
+        if self.score is None:
+            loss = logs["loss"]
+            self.count = self.count + 1 if loss > self.best - self.tol else 0
+            if loss < self.best:
+                self.best = loss
+        else:
+            score = self.score(model)
+            self.count = self.count + 1 if score < self.best + self.tol else 0
+            if score > self.best:
+                self.best = score
+                self.best_weights = model.get_weights()
+        if self.count > self.n_iter_no_change:
+            model.stop_training = True
+
+    def on_train_end(self, model):
+        if self.best_weights is not None:
+            model.set_weights(self.best_weights)
 
 
 def _all_or_nothing(method):
@@ -116,7 +159,7 @@ class _FastnetMLP(BaseEstimator):
         """``epochs > 1`` (fit): up to ``epochs`` with scikit-learn's stopping rule and, with
         ``early_stopping``, a random (stratified for classes) validation split; 1 (partial_fit):
         one epoch on all the rows, as scikit-learn's partial_fit does."""
-        validation = None
+        validation = score = None
         if epochs > 1 and self.early_stopping:
             parts = [X, target] + ([sample_weight] if sample_weight is not None else [])
             n_val = max(1, int(round(len(X) * self.validation_fraction)))
@@ -128,17 +171,16 @@ class _FastnetMLP(BaseEstimator):
             except ValueError:  # a class too rare to stratify on: a plain random split
                 split = train_test_split(*parts, test_size=n_val, random_state=seed)
             X, Xv, target, tv = split[:4]
-            sample_weight = split[4] if sample_weight is not None else None
+            sample_weight, wv = split[4:6] if sample_weight is not None else (None, None)
             validation = (Xv, tv)
+            score = functools.partial(self._validation_score, Xv, tv, wv)
         n = len(X)
         batch = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
         callbacks = []
         if epochs > 1 and self.n_iter_no_change:
-            # scikit-learn's rule: stop when the loss (or, with early_stopping, the validation
-            # loss) has not improved by tol for n_iter_no_change epochs in a row
-            callbacks.append(EarlyStopping(patience=self.n_iter_no_change - 1, min_delta=self.tol,
-                                           restore_best=self.early_stopping,
-                                           monitor="val_loss" if self.early_stopping else "loss"))
+            # scikit-learn's rule on the training loss (with early_stopping, on the validation
+            # score: accuracy, R^2), its weights of the best score put back at the end
+            callbacks.append(_NoImprovementStop(self.n_iter_no_change, self.tol, score))
         self.model_.fit(X, target, epochs=epochs, batch_size=batch, optimizer=self.optimizer,
                         lr=self.learning_rate_init, lr_schedule=self.schedule, weight_decay=self.weight_decay,
                         validation_data=validation,
@@ -148,6 +190,10 @@ class _FastnetMLP(BaseEstimator):
         self.loss_curve_ = self.model_.loss_curve_
         self.loss_ = self.loss_curve_[-1]
         return self
+
+    def _validation_score(self, Xv, tv, wv, model):
+        """The score ``early_stopping`` follows, as scikit-learn's on the held-out rows."""
+        raise NotImplementedError
 
     def _check_X(self, X, reset):
         return validate_data(self, X, reset=reset, dtype=(np.float64, np.float32))
@@ -253,6 +299,12 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
             target = self._targets(y, reset=False)
         return self._train(X, target, self._weights(y, sample_weight, X), 1)
 
+    def _validation_score(self, Xv, tv, wv, model):
+        """Accuracy (of whole rows, multi-label), weighted by the held-out rows' sample weights."""
+        p = model._outputs(Xv)
+        predicted = (p >= 0.5).astype(np.int64) if self._multilabel else np.argmax(p, axis=1)
+        return accuracy_score(np.asarray(tv, dtype=np.int64), predicted, sample_weight=wv)
+
     def predict_proba(self, X):
         """Class probabilities ``(n, n_classes)`` (per label for multi-label)."""
         p = self._outputs(X)
@@ -285,6 +337,12 @@ class MLPRegressor(RegressorMixin, _FastnetMLP):
 
     def _output(self):
         return "linear", MeanSquaredError.name
+
+    def _validation_score(self, Xv, tv, wv, model):
+        """R^2 (averaged over the outputs), NaN for non-finite predictions, as scikit-learn's
+        (and for a single held-out row, where R^2 is undefined)."""
+        p = model._outputs(Xv)
+        return r2_score(tv, p, sample_weight=wv) if np.isfinite(p).all() and len(p) > 1 else np.nan
 
     def _fit(self, X, y, sample_weight, reset, epochs):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True,

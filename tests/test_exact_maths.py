@@ -44,6 +44,7 @@ class HandOptimizer:
     * adamw:     m, v from g (no decay);  w <- w - lr ((m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) + wd w)
                  (Loshchilov & Hutter, alg. 2, with the schedule multiplier folded into lr)
     * rmsprop:   s <- rho s + (1-rho) g'^2;  w <- w - lr g' / (sqrt(s) + eps)   (Hinton, lecture 6e)
+    * adagrad:   s <- s + g'^2;  w <- w - lr g' / (sqrt(s) + eps)                  (Duchi et al. 2011)
     """
 
     def __init__(self, name, wd=0.0, mu=0.9, beta1=0.9, beta2=0.999, eps=1e-8, rho=0.9):
@@ -77,6 +78,9 @@ class HandOptimizer:
                 w = w - lr * (ratio + (self.wd * w if self.name == "adamw" else 0.0))
             elif self.name == "rmsprop":
                 st["s"] = self.rho * st["s"] + (1 - self.rho) * gd * gd
+                w = w - lr * gd / (math.sqrt(st["s"]) + self.eps)
+            elif self.name == "adagrad":
+                st["s"] = st["s"] + gd * gd
                 w = w - lr * gd / (math.sqrt(st["s"]) + self.eps)
             else:  # pragma: no cover
                 raise AssertionError(self.name)
@@ -178,6 +182,47 @@ def test_three_steps_vector_non_default_hyperparameters(kernels, wd, name, cls, 
     for k in range(3):
         w = hand.step(w, GRADS[k], lrs[k])
         np.testing.assert_allclose(got[k], w, err_msg=f"step {k + 1}", **tol)
+
+
+# Gradients of ~1e-8, where eps (1e-8) is as large as sqrt(v) and its place decides the step.
+# One step from w = 1.0 with g = 1e-8, lr = 0.1, eps = 1e-8, worked by hand:
+#
+# adam (and adamw, wd=0): m1 = 0.1 * 1e-8 = 1e-9, v1 = 0.001 * 1e-16 = 1e-19,
+#                m^ = 1e-9 / 0.1 = 1e-8, v^ = 1e-19 / 0.001 = 1e-16, sqrt(v^) = 1e-8,
+#                w1 = 1 - 0.1 * 1e-8 / (1e-8 + 1e-8) = 0.95
+#                (eps inside the root: 0.1 * 1e-8 / sqrt(1e-16 + 1e-8) = 1e-5, w1 = 0.99999)
+# rmsprop 0.9:   s1 = 0.1 * 1e-16 = 1e-17, sqrt(s1) = 3.16227766e-9,
+#                w1 = 1 - 0.1 * 1e-8 / (3.16227766e-9 + 1e-8) = 1 - 0.0759746927 = 0.9240253073
+# adagrad:       s1 = 1e-16, w1 = 1 - 0.1 * 1e-8 / (1e-8 + 1e-8) = 0.95
+TINY_GRADS = [[1e-8], [3e-8], [-2e-8], [5e-9]]
+EPS_FIRST_STEP = [
+    ("adam", fastnet.Adam, {}, 0.95),
+    ("adamw", fastnet.AdamW, {"weight_decay": 0.0}, 0.95),
+    ("rmsprop", fastnet.RMSprop, {}, 0.9240253073),
+    ("adagrad", fastnet.Adagrad, {"eps": 1e-8}, 0.95),
+]
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name, cls, hyper, first", EPS_FIRST_STEP, ids=[o[0] for o in EPS_FIRST_STEP])
+def test_eps_is_added_to_the_square_root_not_under_it(kernels, dtype, name, cls, hyper, first):
+    """sqrt(v) + eps, not sqrt(v + eps): with gradients of 1e-8 the two differ in the first
+    digit (0.95 against 0.99999 after one step), far beyond any rounding.  The kernel and the
+    reference kernel are both checked against the hand value and the plain-Python oracle."""
+    lrs = [0.1, 0.1, 0.05, 0.2]
+    opt = cls(lr=0.1, **hyper)
+    assert opt.eps == 1e-8
+    got = _steps_through(opt, [1.0], TINY_GRADS, lrs, kernels, dtype)
+    hand = HandOptimizer(name, eps=1e-8)
+    assert hand.step([1.0], TINY_GRADS[0], 0.1)[0] == pytest.approx(first, abs=1e-10)  # the oracle
+    hand = HandOptimizer(name, eps=1e-8)
+    w = [1.0]
+    tol = dict(rtol=1e-13, atol=0) if dtype == "float64" else dict(rtol=1e-6, atol=0)
+    for k, (g, lr) in enumerate(zip(TINY_GRADS, lrs)):
+        w = hand.step(w, g, lr)
+        np.testing.assert_allclose(got[k], w, err_msg=f"step {k + 1}", **tol)
+    assert float(got[0][0]) == pytest.approx(first, abs=1e-9 if dtype == "float64" else 1e-6)
 
 
 # ------------------------------------------------------------ optimizers in fit
@@ -423,8 +468,8 @@ def test_predict_and_evaluate_over_several_inference_chunks():
     x = np.arange(n, dtype=np.float64)
     np.testing.assert_array_equal(model.predict(x[:, None]), 2 * x + 1)
     t = 2 * x + 1 + np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
-    assert model.evaluate(x[:, None], t)["loss"] == pytest.approx(1.0, abs=1e-12)
-    assert model.evaluate(x[-5:, None], t[-5:])["loss"] == pytest.approx(1.0, abs=1e-12)
+    assert model.evaluate(x[:, None], t) == pytest.approx(1.0, abs=1e-12)
+    assert model.evaluate(x[-5:, None], t[-5:]) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_score_is_r2_for_regression():
@@ -450,22 +495,29 @@ def test_score_is_accuracy_for_classifiers():
     assert model.score(X, [0, 0, 1, 1]) == 1.0
 
 
+def _summary(model):
+    """The text ``model.summary()`` prints (each line given to ``print_fn``, as Keras's)."""
+    lines = []
+    assert model.summary(print_fn=lines.append) is None
+    return "\n".join(lines)
+
+
 def test_summary_counts_parameters():
     """784-256-10: 784*256 + 256 = 200,960 and 256*10 + 10 = 2,570; total 203,530.
     Without biases: 200,704 + 2,560 = 203,264.  Dropout layers have none."""
     model = fastnet.MLP([784, 256, 10], dropout=0.5, backend="cpu", seed=0)
     model.build(784)
-    text = model.summary()
+    text = _summary(model)
     lines = text.splitlines()
     assert "200,960" in lines[1] and "2,570" in lines[3]
     assert lines[2].split()[0] == "dropout_0" and lines[2].split()[2] == "0"
     assert "total parameters: 203,530" in lines[-1]
     nobias = fastnet.MLP([784, 256, 10], use_bias=False, backend="cpu", seed=0).build(784)
-    assert "total parameters: 203,264" in nobias.summary()
+    assert "total parameters: 203,264" in _summary(nobias)
     small = fastnet.MLP([3, 4, 2], backend="cpu", seed=0).build(3)
     # 3*4 + 4 = 16, 4*2 + 2 = 10, total 26
-    assert [ln.split()[2] for ln in small.summary().splitlines()[1:3]] == ["16", "10"]
-    assert "total parameters: 26 " in small.summary()
+    assert [ln.split()[2] for ln in _summary(small).splitlines()[1:3]] == ["16", "10"]
+    assert "total parameters: 26 " in _summary(small)
 
 
 @pytest.mark.parametrize("kernels", KERNELS)

@@ -213,8 +213,12 @@ def test_idx_files_in_cache_dir_and_env_default(tmp_path, fake):
 
 def test_label_counts_are_verified(tmp_path, fake, monkeypatch):
     write_idx_dir(tmp_path / "idx", fake)
-    monkeypatch.setattr(mnist, "EXPECTED", {"train": (2,) * 10, "test": TEST_COUNTS})
-    with pytest.raises(DatasetError, match="label counts"):
+    # The right number of images (21), one of them expected in class 1 instead of class 0: only
+    # the per-class comparison can tell (a length check alone passes).
+    moved = (2, 3) + TRAIN_COUNTS[2:]
+    assert sum(moved) == sum(TRAIN_COUNTS) and moved != TRAIN_COUNTS
+    monkeypatch.setattr(mnist, "EXPECTED", {"train": moved, "test": TEST_COUNTS})
+    with pytest.raises(DatasetError, match=r"train split has 21 samples with label counts \[3, 2, 2"):
         load_mnist(cache_dir=tmp_path / "cache", path=tmp_path / "idx", download=False,
                    verbose=False)
     assert not (tmp_path / "cache" / "mnist.npz").exists()
@@ -226,8 +230,14 @@ def test_verify_checks_shape_dtype_and_labels(fake):
     bad_dtype = dict(fake, x_train=fake["x_train"].astype(np.float32))
     bad_label = dict(fake, y_test=np.where(fake["y_test"] == 0, 10, fake["y_test"]))
     swapped = dict(fake, y_train=fake["y_test"])
+    # the right length, one label moved from class 0 to class 1: only the per-class counts differ
+    moved = dict(fake, y_train=np.where(fake["y_train"] == 0, 1, fake["y_train"]))
+    moved["y_train"][np.flatnonzero(fake["y_train"] == 0)[:2]] = 0
+    assert len(moved["y_train"]) == len(fake["y_train"])
+    assert np.bincount(moved["y_train"]).tolist() == [2, 3] + list(TRAIN_COUNTS[2:])
     for arrays, match in [(bad_shape, "shape"), (bad_dtype, "dtype"),
-                          (bad_label, "outside"), (swapped, "labels")]:
+                          (bad_label, "outside"), (swapped, "21 images but 10 labels"),
+                          (moved, r"21 samples with label counts \[2, 3, 2")]:
         with pytest.raises(DatasetError, match=match):
             mnist._verify(arrays)
     # Counts can be skipped, as for data sets of unknown composition.

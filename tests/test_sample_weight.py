@@ -49,6 +49,32 @@ def test_weights_follow_their_rows_through_shuffled_mini_batches(data):
     assert (m.predict(X) == 0).mean() > 0.9
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_validation_split_keeps_each_training_row_s_own_weight(data, shuffle):
+    """Oracle: the documented split done by hand.  validation_split holds out the LAST rows,
+    before any shuffling (as Keras does): fit(X, y, validation_split=0.25, sample_weight=w) on
+    40 rows trains as fit on rows 0-29 with their weights w[:30], validated on rows 30-39."""
+    X, y, w = data
+    w = w + np.arange(40) / 40  # 40 different weights: a row with another row's weight shows
+    kw = dict(epochs=6, batch_size=8, optimizer="adam", lr=0.01, shuffle=shuffle, diagnose=False)
+
+    def new():
+        return fastnet.MLP([3, 5, 2], backend="cpu", seed=0, dtype="float64")
+
+    split = new()
+    h_split = split.fit(X, y, validation_split=0.25, sample_weight=w, **kw)
+    by_hand = new()
+    h_hand = by_hand.fit(X[:30], y[:30], validation_data=(X[30:], y[30:]), sample_weight=w[:30], **kw)
+    np.testing.assert_allclose(split.predict_proba(X), by_hand.predict_proba(X), rtol=1e-12, atol=1e-14)
+    assert h_split["loss"] == pytest.approx(h_hand["loss"], rel=1e-12)
+    assert h_split["val_loss"] == pytest.approx(h_hand["val_loss"], rel=1e-12)
+    assert h_split.params["n_samples"] == 30
+    # and the comparison discriminates: the weights of other rows (the last 30) train another model
+    other = new()
+    other.fit(X[:30], y[:30], validation_data=(X[30:], y[30:]), sample_weight=w[10:], **kw)
+    assert np.abs(other.predict_proba(X) - by_hand.predict_proba(X)).max() > 1e-3
+
+
 @pytest.mark.parametrize("weights, error, match", [
     (np.ones(39), ValueError, r"sample_weight must have shape \(40,\), one weight per sample, got shape \(39,\)"),
     (-np.ones(40), ValueError, r"sample_weight must be non-negative, got -1.0 at sample_weight\[0\]"),
