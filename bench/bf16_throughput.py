@@ -89,7 +89,7 @@ def worker(system, batch, rows, config_name=CONFIG):
             model.backend_._matmul._round = timed(model.backend_._matmul._round, inside, "round_seconds")
 
         def epoch():
-            model.fit(X, y, epochs=1, batch_size=batch, shuffle=False, diagnose=False, **train)
+            model.fit(X, y, epochs=1, batch_size=batch, shuffle=False, diagnose=False, **train, verbose=0)
 
         def accuracy():
             return model.score(Xt, yt)

@@ -32,7 +32,7 @@ def measure(X, y, rounds=7, diagnose=True, hidden=(128,)):
     for r in range(rounds):
         model = fastnet.MLP([X.shape[1], *hidden, 10], activation="sigmoid", seed=r)
         t0 = time.perf_counter()
-        history = model.fit(X, y, epochs=1, batch_size=128, optimizer="sgd", lr=0.1, diagnose=diagnose)
+        history = model.fit(X, y, epochs=1, batch_size=128, optimizer="sgd", lr=0.1, diagnose=diagnose, verbose=0)
         total = time.perf_counter() - t0
         steps = history.params["step_seconds"]
         totals.append(total)
@@ -52,7 +52,7 @@ def main(argv=None):
     from fastnet.cli import load_mnist_arrays
 
     (X, y), _ = load_mnist_arrays()
-    fastnet.MLP([784, 128, 10], activation="sigmoid", seed=0).fit(X[:512], y[:512], epochs=1, optimizer="sgd")
+    fastnet.MLP([784, 128, 10], activation="sigmoid", seed=0).fit(X[:512], y[:512], epochs=1, optimizer="sgd", verbose=0)
     results = [measure(X, y, args.rounds, diagnose=d) for d in (True, False)]
     print(f"machine: {machine_description()}")
     print("| fit of one epoch, 784-128-10, 60,000 rows | whole fit (median) | outside the steps | share |")

@@ -13,7 +13,7 @@ args = parser.parse_args()
 
 (X, y), (Xt, yt) = load_mnist_arrays()  # float32 in [0, 1], 784 columns
 model = fastnet.MLP([784, 512, 512, 10], activation="relu", backend=args.backend, seed=0)
-print(model.summary())
+model.summary()
 
 t0 = time.perf_counter()
 history = model.fit(
@@ -25,8 +25,8 @@ history = model.fit(
 )
 seconds = time.perf_counter() - t0
 
-result = model.evaluate(Xt, yt)
-print(f"test accuracy {result['accuracy']:.4f} after {len(history)} epochs, {seconds:.1f}s")
+loss, accuracy = model.evaluate(Xt, yt)
+print(f"test accuracy {accuracy:.4f} after {len(history)} epochs, {seconds:.1f}s")
 if args.save:
     model.save(args.save)
     print(f"saved to {args.save}; check it with: fastnet evaluate {args.save}")

@@ -28,7 +28,7 @@ def build_model(X, y, hidden=(512, 512), train_epochs=1, seed=0):
 
     model = fastnet.MLP([X.shape[1], *hidden, 10], activation="relu", backend="cpu", seed=seed)
     if train_epochs:
-        model.fit(X, y, epochs=train_epochs, batch_size=128, optimizer="adam", lr=1e-3, diagnose=False)
+        model.fit(X, y, epochs=train_epochs, batch_size=128, optimizer="adam", lr=1e-3, diagnose=False, verbose=0)
     else:
         model.build(X.shape[1])
     return model

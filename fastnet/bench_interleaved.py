@@ -128,7 +128,7 @@ class FastnetDefault(B.FastnetSystem):
     def epoch(self, X, y):
         c = self.config
         history = self.model.fit(X, y, epochs=1, batch_size=c["batch_size"], optimizer=c["optimizer"], lr=c["lr"],
-                                 shuffle=False, diagnose=False)
+                                 shuffle=False, diagnose=False, verbose=0)
         self.thread_summaries.append(getattr(history, "params", {}).get("threads"))
 
 

@@ -106,7 +106,7 @@ class FastnetSystem(System):
     def epoch(self, X, y):
         c = self.config
         self.model.fit(X, y, epochs=1, batch_size=c["batch_size"], optimizer=c["optimizer"], lr=c["lr"],
-                       shuffle=False, diagnose=False)
+                       shuffle=False, diagnose=False, verbose=0)
 
     def synchronize(self):
         self.model.backend_.synchronize()
@@ -380,7 +380,7 @@ def fastnet_time_to_accuracy(X, y, Xt, yt, recipe, target=0.98, seed=0):
                            dropout=recipe["dropout"], backend="cpu", seed=seed)
 
     make().fit(X[:1024], y[:1024], epochs=1, batch_size=recipe["batch_size"], optimizer=recipe["optimizer"],
-               diagnose=False)
+               diagnose=False, verbose=0)
 
     class Probe(fastnet.Callback):
         def __init__(self):
@@ -398,6 +398,6 @@ def fastnet_time_to_accuracy(X, y, Xt, yt, recipe, target=0.98, seed=0):
     model = make()
     t0 = time.perf_counter()
     model.fit(X, y, epochs=recipe["epochs"], batch_size=recipe["batch_size"], optimizer=recipe["optimizer"],
-              lr=recipe["lr"], lr_schedule=recipe["schedule"], callbacks=[probe], diagnose=False)
+              lr=recipe["lr"], lr_schedule=recipe["schedule"], callbacks=[probe], diagnose=False, verbose=0)
     seconds = time.perf_counter() - t0 - probe.eval_seconds
     return (seconds if probe.reached else None), len(probe.accs), probe.accs

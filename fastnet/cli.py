@@ -91,19 +91,24 @@ def build_parser():
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over the ranks of an MPI job (mpiexec -n N fastnet train mnist "
                             "--distributed; needs fastnet[mpi]): --batch-size is per rank; rank 0 prints and saves")
-    train.add_argument("--save", metavar="PATH", help="write the trained model (.npz); the folder must exist")
+    train.add_argument("--save", metavar="PATH",
+                       help="write the trained model to PATH, which must end in .npz; the folder must exist")
     train.add_argument("--data-dir", help="MNIST cache folder (default: $FASTNET_DATA or ~/.cache/fastnet)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress bar (the one line per epoch is still written, on stderr)")
     train.add_argument("--plots", metavar="DIR", help="write learning curves, confusion matrix, weights... here")
 
-    ev = sub.add_parser("evaluate", help="test accuracy of a saved model on MNIST")
-    ev.add_argument("model")
-    ev.add_argument("--backend", choices=BACKEND_NAMES, default="cpu")
-    ev.add_argument("--data-dir")
+    ev = sub.add_parser("evaluate", help="test accuracy of a saved model on MNIST",
+                        description="Test accuracy and loss of a saved model on the 10,000 MNIST test images.")
+    ev.add_argument("model", help="a model file (.npz) written by fastnet train --save or model.save()")
+    ev.add_argument("--backend", choices=BACKEND_NAMES, default="cpu",
+                    help="where to run the model (default: %(default)s)")
+    ev.add_argument("--data-dir", help="MNIST cache folder (default: $FASTNET_DATA or ~/.cache/fastnet)")
 
     sub.add_parser("info", help="versions, usable backends and the Numba cache location")
 
-    ex = sub.add_parser("export", help="write a saved model (.npz) as an ONNX graph (needs fastnet[onnx])")
+    ex = sub.add_parser("export", help="write a saved model (.npz) as an ONNX graph (needs fastnet[onnx])",
+                        description="Write a saved model (.npz) as an ONNX graph (needs fastnet[onnx]).")
     ex.add_argument("model", help="a model file written by --save or model.save()")
     ex.add_argument("output", help="the .onnx file to write")
 
@@ -188,7 +193,10 @@ def _train(args, comm):
     if not 0 <= recipe["dropout"] < 1:
         raise ValueError(f"--dropout {recipe['dropout']}: a dropout rate must be in [0, 1)")
     if args.save:
+        from .model import check_model_path
+
         _check_destination("--save", args.save)
+        check_model_path(args.save, "--save")
     model = fastnet.MLP([784, *recipe["hidden"], 10], activation=recipe["activation"],
                         dropout=recipe["dropout"], backend=args.backend, kernels=args.kernels, seed=args.seed,
                         precision=args.precision)
@@ -232,13 +240,13 @@ def _train(args, comm):
                             optimizer=recipe["optimizer"], lr=recipe["lr"], lr_schedule=recipe["schedule"],
                             weight_decay=recipe.get("weight_decay") or None, augment=augment,
                             early_stopping=select, validation_data=(xva, yva),
-                            verbose=0 if args.quiet else 1, diagnose=False, distributed=comm is not None)
+                            verbose=2 if args.quiet else 1, diagnose=False, distributed=comm is not None)
     except fastnet.TrainingDivergedError as exc:
         print(f"training diverged: {exc}", file=sys.stderr)
         print(fastnet.diagnose(model.history_, model, xtr, error=exc), file=sys.stderr)
         return 1
     train_seconds = time.perf_counter() - t1
-    result = model.evaluate(xte, yte)
+    result = model.evaluate(xte, yte, return_dict=True)
     epoch_seconds = sum(history["seconds"])
     if select.best_epoch is not None:
         print(f"kept the weights of epoch {select.best_epoch} of {len(history)}: best validation accuracy "
@@ -262,12 +270,18 @@ def _train(args, comm):
 
 
 def cmd_evaluate(args):
+    import math
+
     import fastnet
 
     model = fastnet.load(args.model, backend=args.backend)
     _, (xte, yte) = load_mnist_arrays(cache_dir=args.data_dir)
-    result = model.evaluate(xte, yte)
+    result = model.evaluate(xte, yte, return_dict=True)
     print(f"{args.model}: test accuracy {result['accuracy']:.4f}, test loss {result['loss']:.4f}")
+    if not math.isfinite(result["loss"]):  # overflowing outputs: no result to trust
+        print(f"fastnet: error: the test loss of {args.model} is {result['loss']}: the model's outputs overflow "
+              "(weights too large, or saved from a diverged training)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -310,6 +324,7 @@ def cmd_bench(args):
 def cmd_export(args):
     import fastnet
 
+    _check_destination("output", args.output)  # before the model is read or anything written
     model = fastnet.load(args.model, backend="cpu")
     proto = model.to_onnx(args.output)
     ops = sorted({n.op_type for n in proto.graph.node})
@@ -322,7 +337,44 @@ def cmd_info(args):
     from . import info
 
     print(info.report())
+    note = kernel_cache_note()
+    if note:
+        print(note)
     return 0
+
+
+def kernel_cache_note():
+    """A line for ``fastnet info`` when the kernel cache folder cannot be written (Numba then
+    compiles every kernel again in each new process), else None.  Tried, not guessed from
+    permission bits (root, read-only mounts): a temporary file in the folder, or, when the
+    folder is missing, a temporary folder in the nearest one that exists (removed at once)."""
+    import tempfile
+
+    from .info import numba_cache_dir
+
+    folder = numba_cache_dir()
+    probe = folder
+    while not os.path.exists(probe):  # the nearest existing folder would hold the new ones
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        what = "is not a folder" if probe == folder else f"cannot be created ({probe!r} is a file)"
+    else:
+        try:
+            if probe == folder:
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            else:
+                os.rmdir(tempfile.mkdtemp(dir=probe))
+            return None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            what = (f"is not writable ({reason})" if probe == folder
+                    else f"cannot be created ({probe!r}: {reason})")
+    return (f"  warning: the kernel cache {folder!r} {what}: compiled kernels are not kept, so every new "
+            "process compiles them again (seconds); set FASTNET_KERNEL_CACHE to a writable folder")
 
 
 def main(argv=None):

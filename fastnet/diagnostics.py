@@ -67,15 +67,29 @@ from .doctor_results import CODES, Diagnoses, Diagnosis
 from .doctor_run import Run, input_scale_stats
 from .norm_recorder import NormRecorder
 
-__all__ = ["Diagnosis", "Diagnoses", "diagnose", "NormRecorder", "FastnetWarning", "CODES",
+__all__ = ["Diagnosis", "Diagnoses", "Report", "diagnose", "NormRecorder", "FastnetWarning", "CODES",
            "input_scale_stats"]
+
+#: Rows of ``X`` :func:`diagnose` reads when the history does not say how many ``fit``'s doctor read.
+DEFAULT_MAX_SAMPLES = 10_000
+
+
+class Report(Diagnoses):
+    """What :func:`diagnose` returns: a list of :class:`Diagnosis` that shows as the report
+    itself, however it is shown (``print``, echoed at the REPL, in a notebook cell)."""
+
+    def __repr__(self):
+        return str(self)
+
+    def _repr_pretty_(self, printer, cycle):  # IPython, Jupyter
+        printer.text(str(self))
 
 
 class FastnetWarning(UserWarning):
     """A training diagnosis, as emitted by ``fit`` (filter with ``warnings.simplefilter``)."""
 
 
-def diagnose(history=None, model=None, X=None, *, norms=None, error=None, max_samples=10_000):
+def diagnose(history=None, model=None, X=None, *, norms=None, error=None, max_samples=None):
     """Find what went wrong in a training run, and say what to change.
 
     Parameters
@@ -94,14 +108,18 @@ def diagnose(history=None, model=None, X=None, *, norms=None, error=None, max_sa
         A :class:`NormRecorder` log; default ``model.norms_``.
     error : TrainingDivergedError, optional
         The exception ``fit`` raised when the loss became NaN.
-    max_samples : int
-        Rows of ``X`` used (evenly spaced).
+    max_samples : int, optional
+        Rows of ``X`` used (evenly spaced).  Default: as many as the end-of-fit
+        doctor of the run read (``history.params["doctor_rows"]``, about 1% of
+        the rows trained on, 500 to 2000), so that for the same ``X`` the report's
+        figures are the ``FastnetWarning``'s of ``fit``; 10,000 for a history
+        that does not say.
 
     Returns
     -------
-    Diagnoses
-        A list of :class:`Diagnosis` (empty when nothing is wrong); ``print``
-        it for a report.
+    Report
+        A list of :class:`Diagnosis` (empty when nothing is wrong) that shows
+        as the report: ``print`` it, or echo it at the REPL or in a notebook.
     """
     if history is None:
         if model is None:
@@ -109,6 +127,8 @@ def diagnose(history=None, model=None, X=None, *, norms=None, error=None, max_sa
         history = model.history_
     if norms is None and model is not None:
         norms = getattr(model, "norms_", None)
+    if max_samples is None:
+        max_samples = (getattr(history, "params", None) or {}).get("doctor_rows", DEFAULT_MAX_SAMPLES)
     # A diverged run has inf/NaN weights and losses: that is what is being diagnosed, not news.
     with np.errstate(all="ignore"):
         run = Run(history, model, X, norms, error, max_samples)
@@ -125,7 +145,7 @@ def diagnose(history=None, model=None, X=None, *, norms=None, error=None, max_sa
             d = check(run)
             if d is not None:
                 found.append(d)
-    return Diagnoses(_group_follow_ons(found, run))
+    return Report(_group_follow_ons(found, run))
 
 
 #: What a diverged run (a learning rate too high) leaves behind: reported under that cause.

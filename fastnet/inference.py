@@ -75,11 +75,29 @@ class Inference:
             result["accuracy"] = int(self.backend_.to_host(corrects).sum()) / self._accuracy_denominator(n)
         return result
 
-    def evaluate(self, X: ArrayLike, y: ArrayLike, verbose: int = 0) -> dict[str, float]:
-        """Loss (and accuracy for classifiers) on ``(X, y)``, as a dict; ``verbose=1`` also
-        writes them as one line on stderr (Keras's ``evaluate(..., verbose=)``)."""
-        if verbose not in (0, 1, 2, True, False):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    @property
+    def metrics_names(self) -> list[str]:
+        """What :meth:`evaluate` returns, in order: ``["loss", "accuracy"]`` for classifiers,
+        ``["loss"]`` otherwise (Keras's ``model.metrics_names``)."""
+        return ["loss", "accuracy"] if self.loss_.is_classifier else ["loss"]
+
+    def evaluate(self, X: ArrayLike, y: ArrayLike, verbose: int | str = 0,
+                 return_dict: bool = False) -> float | list[float] | dict[str, float]:
+        """Loss (and accuracy for classifiers) on ``(X, y)``, as Keras's ``evaluate`` returns them.
+
+        Returns
+        -------
+        float, list or dict
+            ``[loss, accuracy]`` for classifiers (``loss, acc = model.evaluate(X, y)``), the
+            loss alone (a float) for regressors: the order of :attr:`metrics_names`.  With
+            ``return_dict=True``, ``{"loss": ..., "accuracy": ...}``.  This is Keras's
+            convention (``return_dict=False`` by default); code written for the dict that
+            ``evaluate`` used to return passes ``return_dict=True``.
+
+        ``verbose=1`` (or ``"auto"``, 2) also writes them as one line on stderr.
+        """
+        verbose = V.check_verbose(verbose)
+        return_dict = V.check_bool("return_dict", return_dict)
         self._check_fitted("evaluate")
         Xa = self._prepare_X(X, one_sample=True)
         ya = self._prepare_y(y)
@@ -88,7 +106,10 @@ class Inference:
         if verbose:
             print(f"evaluate: {len(Xa)} samples  " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()),
                   file=sys.stderr, flush=True)
-        return result
+        if return_dict:
+            return result
+        values = [result[k] for k in self.metrics_names]
+        return values if len(values) > 1 else values[0]
 
     def _outputs(self, X):
         """Network outputs after the output activation (probabilities for classifiers)."""
@@ -120,7 +141,13 @@ class Inference:
         return predict_top_k(self, X, k)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
-        """Class ids (n,) for classifiers (0/1 per output for multi-label), values otherwise."""
+        """Predictions for the rows of ``X``.
+
+        Cross-entropy classifiers: the class labels, shape (n,): the labels of ``y`` at
+        ``fit`` (``classes_``: strings, integers... as given), class ids ``0..k-1`` for a
+        model that has no ``classes_``.  Sigmoid outputs: 0/1 per output (shape (n,) for
+        one output, (n, k) for multi-label).  Regressors: the values, (n,) for one output,
+        else (n, k).  Probabilities: :meth:`predict_proba`."""
         p = self._outputs(X)
         kind = self.loss_.target_kind
         if kind == "class":
@@ -134,7 +161,9 @@ class Inference:
     def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Accuracy for classifiers, R^2 for regression (as scikit-learn)."""
         if self.loss_.is_classifier:
-            return self.evaluate(X, y)["accuracy"]
+            result = self.evaluate(X, y, return_dict=True)
+            assert isinstance(result, dict)
+            return result["accuracy"]
         p = self._outputs(X)
         t = V.check_real_targets(y, self.n_outputs_)
         ss_res = ((t - p) ** 2).sum()

@@ -103,13 +103,34 @@ class Dense(Layer):
         ``"auto"`` is the activation's own choice in the kernel table (He-normal
         for ReLU-like activations, Xavier-uniform otherwise); ``"normal"`` is
         N(0, 1/fan_in) as in the tutorials.
+    input_dim : int, optional
+        Keras's: on the first layer, the number of input features (the model's
+        ``input_dim``); refused on later layers.
+    input_shape : tuple of one int, optional
+        Keras's ``input_shape=(n_features,)``, the same as ``input_dim=n_features``.
+        Dense layers take flat rows: a longer shape (an image's ``(28, 28)``) is
+        refused (``fit`` flattens images of shape (n, 28, 28) to 784 features).
     """
 
     trainable = True
 
-    def __init__(self, units: int, activation: str | None = None, use_bias: bool = True, init: str = "auto") -> None:
+    def __init__(self, units: int, activation: str | None = None, use_bias: bool = True, init: str = "auto",
+                 input_dim: int | None = None, input_shape: tuple[int] | None = None) -> None:
         super().__init__()
         self.units = check_int("units", units)
+        if input_shape is not None:
+            shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
+            if len(shape) != 1:
+                flat = int(np.prod(shape)) if all(isinstance(d, int) for d in shape) else "n_features"
+                raise ValueError(f"input_shape={input_shape!r}: a Dense layer takes flat rows, so give "
+                                 f"input_shape=({flat},) (fit flattens images of shape (n, h, w) to rows of "
+                                 "h * w features)")
+            shape_dim = check_int("input_shape[0]", shape[0])
+            if input_dim is not None and check_int("input_dim", input_dim) != shape_dim:
+                raise ValueError(f"input_dim={input_dim!r} and input_shape={input_shape!r} disagree")
+            input_dim = shape_dim
+        #: Keras's input size on a first layer (the model's ``input_dim``), else None.
+        self.input_dim = check_int("input_dim", input_dim, allow_none=True)
         canonical_activation(activation)  # validates
         self.activation = activation
         self.use_bias = check_bool("use_bias", use_bias)
@@ -120,6 +141,18 @@ class Dense(Layer):
         self.kernel_activation = canonical_activation(activation)
         self.W = self.b = self.dW = self.db = None
         self.need_dx = True
+
+    def __repr__(self):
+        args = [repr(self.units)]
+        if self.activation is not None:
+            args.append(f"activation={self.activation!r}")
+        if not self.use_bias:
+            args.append("use_bias=False")
+        if self.init != "auto":
+            args.append(f"init={self.init!r}")
+        if self.input_dim is not None:
+            args.append(f"input_dim={self.input_dim!r}")
+        return f"Dense({', '.join(args)})"
 
     def get_config(self):
         return {
@@ -222,6 +255,9 @@ class Dropout(Layer):
         super().__init__()
         self.rate = check_real("rate", rate, low=0, high=1, high_open=True)
         self.need_dx = True
+
+    def __repr__(self):
+        return f"Dropout({self.rate!r})"
 
     def get_config(self):
         return {"type": "Dropout", "rate": self.rate}

@@ -41,9 +41,40 @@ def _precision_on(precision, backend):
     return precision if name != "cpu" or precision in CPU_PRECISIONS else "float32"
 
 
+#: What a model file's name must end in (``save``; the CLI's ``--save``).
+MODEL_SUFFIX = ".npz"
+_OTHER_FORMATS = {
+    ".keras": "Keras's format", ".h5": "Keras's HDF5 format", ".hdf5": "Keras's HDF5 format",
+    ".pt": "PyTorch's format", ".pth": "PyTorch's format", ".safetensors": "the safetensors format",
+    ".onnx": "ONNX (write it with model.to_onnx(path))",
+    ".pkl": "a pickle (pickle.dump(model, f) pickles a model; model files never hold pickles)",
+    ".pickle": "a pickle (pickle.dump(model, f) pickles a model; model files never hold pickles)",
+    ".joblib": "a pickle (joblib.dump(model, path) pickles a model; model files never hold pickles)",
+}
+
+
+def check_model_path(path: Any, option: str = "path") -> str:
+    """``path`` as a str if it ends in ``.npz`` (any case); else a ``ValueError`` that says
+    fastnet writes ``.npz`` files, and what the extension given is for."""
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        text = os.fsdecode(text)
+    suffix = os.path.splitext(text)[1]
+    if suffix.lower() == MODEL_SUFFIX:
+        return text
+    stem = os.path.splitext(text)[0] if suffix else text
+    if not suffix:
+        what = "has no extension (fastnet does not add one)"
+    else:
+        what = f"ends in {suffix!r}" + (f", {_OTHER_FORMATS[suffix.lower()]}" if suffix.lower() in _OTHER_FORMATS
+                                        else "")
+    raise ValueError(f"{option} {text!r} {what}: fastnet writes model files as NumPy .npz archives, "
+                     f"so the name must end in .npz, e.g. {stem + MODEL_SUFFIX!r}")
+
+
 class Summary(str):
-    """The text of :meth:`Network.summary`; echoed, it shows as the table itself (in a
-    notebook, as an HTML table)."""
+    """The text :meth:`Network.summary` prints (``Network._summary()``); echoed, it shows as
+    the table itself (in a notebook, as an HTML table: a model's ``_repr_html_``)."""
 
     def __repr__(self):
         return str(self)
@@ -127,6 +158,15 @@ class Network(Inference, Picklable):
             seed = random_state
         self.seed = V.check_int("seed", seed, 0, allow_none=True)
         self.input_dim = V.check_int("input_dim", input_dim, 1, allow_none=True)
+        first = getattr(self.layers[0], "input_dim", None)  # Keras's Dense(..., input_dim=) / input_shape=
+        if first is not None:
+            if self.input_dim is not None and self.input_dim != first:
+                raise ValueError(f"input_dim={self.input_dim} and the first layer's input_dim={first} disagree")
+            self.input_dim = first
+        for i, layer in enumerate(self.layers[1:], 1):
+            if getattr(layer, "input_dim", None) is not None:
+                raise ValueError(f"layers[{i}] has input_dim={layer.input_dim}: only the first layer takes the "
+                                 "input size (the others' comes from the layer before)")
         self.backend_ = get_backend(backend, dtype=dtype, seed=_device_seed(seed), kernels=kernels,
                                     precision=precision)
         self.backend = self.backend_.name
@@ -141,7 +181,9 @@ class Network(Inference, Picklable):
         if self.loss_.target_kind == "class" and self.n_outputs_ < 2:
             raise ValueError(
                 f"cross_entropy (a softmax output) needs an output layer of >= 2 units, got {self.n_outputs_}: "
-                "for two classes use one unit with output=\"sigmoid\" (binary cross-entropy), or 2 units")
+                "for two classes use one unit with output=\"sigmoid\" (binary cross-entropy), or 2 units; "
+                "for regression (real-valued y) give loss=\"mse\" (e.g. MLP([n_features, 64, 1], loss=\"mse\"); "
+                "fastnet.sklearn.MLPRegressor in scikit-learn's API)")
         self.built = False
         #: The labels of the classes (cross-entropy models), in output order; set by fit.
         self.classes_ = None
@@ -187,6 +229,8 @@ class Network(Inference, Picklable):
         self.loss_.bind(self.backend_, n)
         self.built = True
         self._max_batch = 0
+        if self.optimizer_ is not None:  # attached before the build (or to the parameters replaced here)
+            self.attach_optimizer(self.optimizer_)
         return self
 
     def _pack_gradients(self):
@@ -239,11 +283,12 @@ class Network(Inference, Picklable):
         kind = self.loss_.target_kind
         if kind == "class":
             known = self.classes_ if classes is None else classes
-            ids, classes = V.encode_labels(y, self.n_outputs_, known, argument, learn=fitting)
+            ids, classes = V.encode_labels(y, self.n_outputs_, known, argument, learn=fitting, hint=V.REGRESSION_HINT)
             if fitting:
                 self._fit_classes = classes  # made classes_ by fit once every check has passed
-            return V.check_class_targets(ids, self.n_outputs_, argument)
-        return V.check_real_targets(y, self.n_outputs_, binary=(kind == "binary"), argument=argument)
+            return V.check_class_targets(ids, self.n_outputs_, argument, hint=V.REGRESSION_HINT)
+        return V.check_real_targets(y, self.n_outputs_, binary=(kind == "binary"), argument=argument,
+                                    hint=V.REGRESSION_HINT if kind == "binary" else "")
 
     def _to_device(self, X, y=None):
         b = self.backend_
@@ -306,7 +351,21 @@ class Network(Inference, Picklable):
 
     # ------------------------------------------------------------ parameters
     def attach_optimizer(self, optimizer: Optimizer) -> Optimizer:
-        """Make ``optimizer`` this model's (``optimizer_``), its state allocated for the parameters."""
+        """Make ``optimizer`` this model's (``optimizer_``), its state allocated for the parameters.
+
+        Before ``fit``, a model whose input size is known (``input_dim``, ``MLP``'s first
+        size) is built here first, with the initial weights ``fit`` would start from; one
+        whose input size is not known yet keeps the optimizer and allocates its state when
+        it is built (at the first ``fit`` or ``train_on_batch``)."""
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a fastnet Optimizer (fastnet.Adam(lr=1e-3), ...), got {optimizer!r}")
+        if not self.built:
+            if self.input_dim is None:
+                self.optimizer_ = optimizer  # set up by build()
+                return optimizer
+            self.build(self.input_dim)
+            if self.optimizer_ is optimizer:
+                return optimizer
         params = [a for layer in self.layers for _, a in layer.params()]
         grads = [g for layer in self.layers for g in layer.grads()]
         optimizer.setup(params, grads, self.backend_)
@@ -365,6 +424,9 @@ class Network(Inference, Picklable):
 
     # ------------------------------------------------------------ structure
     def get_config(self) -> dict[str, Any]:
+        """The architecture as JSON-able data: ``{"layers": [...], "loss", "dtype", "seed",
+        "input_dim", "classes"...}``; :meth:`from_config` makes the model again (without
+        the weights: ``get_weights`` / ``set_weights``, or ``save`` / ``fastnet.load``)."""
         return {
             "layers": [layer.get_config() for layer in self.layers],
             "loss": self.loss_.name,
@@ -378,6 +440,7 @@ class Network(Inference, Picklable):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], backend: str = "auto", kernels: str = "fused",
                     dtype: str | None = None) -> Network:
+        """A new, unbuilt model from :meth:`get_config` output, on ``backend``."""
         layers = [layer_from_config(c) for c in config["layers"]]
         model = cls(layers, loss=config["loss"], backend=backend, dtype=dtype or config["dtype"],
                     seed=config.get("seed"), kernels=kernels, input_dim=config.get("input_dim"),
@@ -427,17 +490,32 @@ class Network(Inference, Picklable):
         return self
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the model to ``path`` (``.npz``, no pickle); see :func:`fastnet.load`."""
+        """Write the model to ``path``, a NumPy ``.npz`` archive (no pickle); see :func:`fastnet.load`.
+
+        ``path`` must end in ``.npz``: the name says what the file holds.  A path without it
+        (``"model"``, ``"model.keras"``, ``"model.h5"``, ``"model.pt"``...) is refused with a
+        ``ValueError`` before anything is written; nothing is appended to the name (NumPy's
+        ``np.savez`` would add ``.npz`` silently).  ONNX: :meth:`to_onnx`."""
         from .npzfile import save_model
 
+        check_model_path(path)
         save_model(self, path)
 
-    def summary(self) -> Summary:
-        """A table of layers, output widths and parameter counts (a ``str`` that shows as the
-        table when a notebook or the interpreter echoes it; ``print`` it in a script).
+    def summary(self, print_fn: Any = None) -> None:
+        """Print a table of layers, output widths and parameter counts (as Keras's ``summary``).
 
-        The counts are known before ``fit`` when the input size is (``input_dim``, ``MLP``'s
-        first size)."""
+        ``print_fn`` is called with each line of the table (default: ``print``, to stdout);
+        to get the text: ``lines = []; model.summary(print_fn=lines.append); "\\n".join(lines)``.
+        Returns None.  The counts are known before ``fit`` when the input size is
+        (``input_dim``, ``MLP``'s first size).  A notebook shows a model itself (the last
+        expression of a cell) as this table in HTML."""
+        if print_fn is not None and not callable(print_fn):
+            raise TypeError(f"print_fn must be callable (print, a list's append...), got {print_fn!r}")
+        for line in self._summary().splitlines():
+            (print_fn or print)(line)
+
+    def _summary(self) -> Summary:
+        """The text of :meth:`summary` (a ``str`` whose echo is the table)."""
         lines = [f"{'layer':<14}{'output':>10}{'params':>12}  activation"]
         total: int | None = 0
         n: int | None = self.n_features_in_ if self.built else self.input_dim
@@ -464,8 +542,27 @@ class Network(Inference, Picklable):
 
     def _repr_html_(self):
         """A notebook shows a model as its summary table."""
-        return f"<p><code>{__import__('html').escape(repr(self))}</code></p>" + self.summary()._repr_html_()
+        return f"<p><code>{__import__('html').escape(repr(self))}</code></p>" + self._summary()._repr_html_()
+
+    def _call_options(self) -> list[str]:
+        """The keyword arguments of :meth:`__repr__` that every network has (defaults left out)."""
+        options = []
+        if self.dtype != "float32":
+            options.append(f"dtype={self.dtype!r}")
+        if self.precision != "float32":
+            options.append(f"precision={self.precision!r}")
+        if self.seed is not None:
+            options.append(f"seed={self.seed!r}")
+        if self.kernels != "fused":
+            options.append(f"kernels={self.kernels!r}")
+        options.append(f"backend={self.backend_.name!r}")  # the one it runs on (an "auto" resolved)
+        return options
 
     def __repr__(self):
-        sizes = [getattr(layer, "units", f"dropout({getattr(layer, 'rate', '')})") for layer in self.layers]
-        return f"{type(self).__name__}({sizes}, loss={self.loss_.name!r}, backend={self.backend_.name!r})"
+        """The constructor call that makes this architecture (``eval``-able with ``from fastnet import *``)."""
+        args = ["[" + ", ".join(repr(layer) for layer in self.layers) + "]"]
+        if self.loss_.name != default_loss(canonical_activation(self.layers[-1].activation)):
+            args.append(f"loss={self.loss_.name!r}")
+        if self.input_dim is not None and getattr(self.layers[0], "input_dim", None) is None:
+            args.append(f"input_dim={self.input_dim!r}")
+        return f"{type(self).__name__}({', '.join(args + self._call_options())})"

@@ -18,12 +18,25 @@ def check_lr(lr):
     return check_real("lr", lr, low=0, low_open=True)
 
 
+def _one_rate(lr, learning_rate):
+    """``lr`` or ``learning_rate`` (Keras's and PyTorch's name, the same thing), not both."""
+    if learning_rate is None:
+        return lr
+    if lr is not None:
+        raise ValueError(f"give lr or learning_rate (the same thing), not both: got lr={lr!r} and "
+                         f"learning_rate={learning_rate!r}")
+    return check_real("learning_rate", learning_rate, low=0, low_open=True)
+
+
 #: Every optimizer by name (filled by :class:`Optimizer` subclasses that set ``name``).
 OPTIMIZERS: dict[str, type[Optimizer]] = {}
 
 
 class Optimizer:
     """Base class.  ``lr`` is the base learning rate; a schedule scales it per step.
+
+    Every optimizer takes ``learning_rate=`` (Keras's and PyTorch's name) for ``lr``; giving
+    both is an error.  ``optimizer.learning_rate`` reads and sets ``lr``.
 
     A subclass sets ``name`` (which registers it: ``fit(optimizer=name)``, the CLI),
     ``kernel`` (the name of its update kernel in the kernel table), ``slots`` (its
@@ -54,11 +67,22 @@ class Optimizer:
         check_choice("optimizer", name, tuple(OPTIMIZERS))
         return OPTIMIZERS[name](**config)
 
-    def __init__(self, lr: float | None = None, weight_decay: float = 0.0) -> None:
+    def __init__(self, lr: float | None = None, weight_decay: float = 0.0, *,
+                 learning_rate: float | None = None) -> None:
+        lr = _one_rate(lr, learning_rate)
         self.lr = check_lr(self.default_lr if lr is None else lr)
         self.weight_decay = check_real("weight_decay", weight_decay, low=0)
         self.t = 0
         self.state: list[dict[str, Any]] = []
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr`` under Keras's and PyTorch's name."""
+        return self.lr
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self.lr = check_real("learning_rate", value, low=0, low_open=True)
 
     def hyperparameters(self):
         return {"lr": self.lr, "weight_decay": self.weight_decay}
@@ -151,8 +175,9 @@ class Momentum(Optimizer):
     default_lr = 0.01
     slots = ("v",)
 
-    def __init__(self, lr: float | None = None, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+    def __init__(self, lr: float | None = None, momentum: float = 0.9, weight_decay: float = 0.0, *,
+                 learning_rate: float | None = None) -> None:
+        super().__init__(lr, weight_decay, learning_rate=learning_rate)
         self.momentum = check_real("momentum", momentum, low=0, high=1, high_open=True)
 
     def hyperparameters(self):
@@ -179,8 +204,8 @@ class Adam(Optimizer):
     slots = ("m", "v")
 
     def __init__(self, lr: float | None = None, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+                 weight_decay: float = 0.0, *, learning_rate: float | None = None) -> None:
+        super().__init__(lr, weight_decay, learning_rate=learning_rate)
         self.beta1 = check_real("beta1", beta1, low=0, high=1, high_open=True)
         self.beta2 = check_real("beta2", beta2, low=0, high=1, high_open=True)
         self.eps = check_real("eps", eps, low=0, low_open=True)
@@ -207,8 +232,8 @@ class AdamW(Adam):
     kernel = "adamw_update"
 
     def __init__(self, lr: float | None = None, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.01) -> None:
-        super().__init__(lr, beta1, beta2, eps, weight_decay)
+                 weight_decay: float = 0.01, *, learning_rate: float | None = None) -> None:
+        super().__init__(lr, beta1, beta2, eps, weight_decay, learning_rate=learning_rate)
 
 
 class RMSprop(Optimizer):
@@ -220,8 +245,9 @@ class RMSprop(Optimizer):
     default_lr = 1e-3
     slots = ("s",)
 
-    def __init__(self, lr: float | None = None, rho: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+    def __init__(self, lr: float | None = None, rho: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0, *,
+                 learning_rate: float | None = None) -> None:
+        super().__init__(lr, weight_decay, learning_rate=learning_rate)
         self.rho = check_real("rho", rho, low=0, high=1, high_open=True)
         self.eps = check_real("eps", eps, low=0, low_open=True)
 
@@ -244,8 +270,8 @@ class Adagrad(Optimizer):
     adaptive = True
 
     def __init__(self, lr: float | None = None, eps: float = 1e-10, initial_accumulator_value: float = 0.0,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+                 weight_decay: float = 0.0, *, learning_rate: float | None = None) -> None:
+        super().__init__(lr, weight_decay, learning_rate=learning_rate)
         self.eps = check_real("eps", eps, low=0, low_open=True)
         self.initial_accumulator_value = check_real("initial_accumulator_value", initial_accumulator_value, low=0)
 

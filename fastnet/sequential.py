@@ -1,7 +1,8 @@
 """``Sequential`` (a network you can train) and the ``MLP`` shorthand.
 
 ``Sequential`` is :class:`fastnet.model.Network` with the training run of
-:mod:`fastnet.training` as its ``fit`` and ``partial_fit`` methods (and the ONNX
+:mod:`fastnet.training` as its ``fit`` and ``partial_fit`` methods, the step of
+:mod:`fastnet.train_step` as ``train_on_batch`` (and the ONNX
 export of :mod:`fastnet.onnx_export` as ``to_onnx``): the network
 does not depend on the training code, the training code depends on the network,
 and this module ties the two together.
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import onnx_export, training
-from .layers import Dense, Dropout, Layer
-from .losses import get_loss
+from . import onnx_export, train_step, training
+from .layers import Dense, Dropout, Layer, canonical_activation
+from .losses import default_loss, get_loss
 from .model import Network
 from .validation import check_int
 
@@ -23,6 +24,7 @@ class Sequential(Network):
 
     fit = training.fit
     partial_fit = training.partial_fit
+    train_on_batch = train_step.train_on_batch
     to_onnx = onnx_export.to_onnx
 
 
@@ -69,3 +71,29 @@ class MLP(Sequential):
     def from_config(cls, config, backend="auto", kernels="fused", dtype=None):
         """A :class:`Sequential` with the layers of ``config`` (an MLP's config lists its layers)."""
         return Sequential.from_config(config, backend=backend, kernels=kernels, dtype=dtype)
+
+    def __repr__(self):
+        """``MLP([784, 512, 512, 10], ...)``: the call that makes this model (defaults left out)."""
+        dense = [layer for layer in self.layers if isinstance(layer, Dense)]
+        drops = [layer.rate for layer in self.layers if isinstance(layer, Dropout)]
+        args = [repr([self.input_dim, *(layer.units for layer in dense)])]
+        hidden = {layer.activation for layer in dense[:-1]}
+        if hidden and hidden != {"relu"}:
+            args.append(f"activation={next(iter(hidden))!r}")
+        out = dense[-1].activation
+        # The output and loss arguments that give this pair, fewest first (MLP's defaults: softmax
+        # and its loss; a loss given alone brings its own output activation).
+        bare = ([] if out == "softmax" else [f"output={out!r}"]) if self.loss_.name == default_loss(
+            canonical_activation(out)) else None
+        own = get_loss(self.loss_.name).fused_activation or "linear"
+        with_loss = [f"loss={self.loss_.name!r}"] + ([] if canonical_activation(out) == canonical_activation(own)
+                                                     else [f"output={out!r}"])
+        regression = self.loss_.target_kind == "real"
+        args += bare if bare is not None and (len(bare) < len(with_loss) or not regression) else with_loss
+        if drops:
+            args.append(f"dropout={drops[0]!r}")
+        if not dense[0].use_bias:
+            args.append("use_bias=False")
+        if dense[0].init != "auto":
+            args.append(f"init={dense[0].init!r}")
+        return f"MLP({', '.join(args + self._call_options())})"

@@ -41,8 +41,8 @@ from numpy.typing import ArrayLike
 from . import distributed as D
 from . import validation as V
 from .augment import Augment
-from .callbacks import Callback, EarlyStopping, History
-from .checkpoint import restore_checkpoint
+from .callbacks import Callback, EarlyStopping, History, calls_on_step_end, prepare_callbacks
+from .checkpoint import hold_checkpoints, restore_checkpoint
 from .diagnostics import FastnetWarning, NormRecorder
 from .diagnostics import diagnose as run_diagnosis
 from .optimizers import Optimizer, get_optimizer
@@ -91,10 +91,12 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         optimizer: str | Optimizer = "adam", lr: float | None = None, lr_schedule: str | Schedule | None = None,
         weight_decay: float | None = None, validation_data: tuple[ArrayLike, ArrayLike] | None = None,
         validation_split: float = 0.0, early_stopping: EarlyStopping | None = None,
-        callbacks: Sequence[Callback] | None = None, shuffle: bool = True, verbose: int = 0, on_nan: str = "raise",
+        callbacks: Sequence[Callback] | None = None, shuffle: bool = True, verbose: int | str = "auto",
+        on_nan: str = "raise",
         resume: str | os.PathLike[str] | None = None, diagnose: bool = True,
         sample_weight: ArrayLike | None = None, augment: Augment | None = None,
-        distributed: Any = None) -> History:
+        distributed: Any = None, class_weight: dict[Any, float] | str | None = None,
+        resume_strict: bool = True) -> History:
     """Train the model; training continues from the current weights.
 
     Parameters
@@ -129,12 +131,15 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         Fraction of the last samples held out for validation.
     early_stopping : EarlyStopping, optional
     callbacks : list of Callback, optional
+        Hooks written fastnet's way or Keras's (``on_epoch_end(self, epoch,
+        logs=None)``, ``self.model``): see :class:`~fastnet.callbacks.Callback`.
     shuffle : bool
-    verbose : {0, 1, 2}
-        Progress on stderr: 1 draws a bar over each epoch's steps (on a terminal
-        only) and writes a line per epoch; 2 (Keras's) writes the line per epoch
-        only.  Written to a file (stderr redirected), each epoch is exactly one
-        complete line.
+    verbose : {"auto", 0, 1, 2}
+        Progress on stderr (stdout stays the program's): 1 draws a bar over each
+        epoch's steps (on a terminal or in a notebook only) and writes a line per
+        epoch; 2 (Keras's) writes the line per epoch only; 0 is silent.
+        ``"auto"`` (the default, as Keras's) is 1.  Written to a file (stderr
+        redirected), each epoch is exactly one complete line.
     diagnose : bool
         Record per-layer norms (``model.norms_``) and, at the end, warn
         (:class:`~fastnet.diagnostics.FastnetWarning`) about each problem
@@ -149,13 +154,31 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
     resume : path, optional
         A :class:`~fastnet.checkpoint.ModelCheckpoint` file: restore the
         weights, optimizer, random state and history from it and train
-        until ``epochs`` epochs in all.
+        until ``epochs`` epochs in all.  Everything is checked before the
+        model changes (a refused resume leaves it as it was), and a
+        checkpoint of another run is refused, the differences named: another
+        seed, dtype, optimizer or hyper-parameter (``lr``, ``weight_decay``...),
+        batch size or number of training rows.
+    resume_strict : bool
+        ``False`` continues a checkpoint deliberately with changed settings
+        (as PyTorch's ``load_state_dict(strict=False)``): a ``RuntimeWarning``
+        names the changes and what was kept (weights, history and random
+        state; the optimizer's state only if the optimizer is unchanged).
+        The architecture and the input width must match either way.
     sample_weight : array (n_samples,), optional
-        Non-negative weight of each sample: each row's loss and gradient are
+        Non-negative weight of each sample (times its class's weight with
+        ``class_weight``): each row's loss and gradient are
         multiplied by its weight, scaled so the weights average 1 over the
         training rows (a full-batch epoch then minimises
         ``sum(w_i loss_i) / sum(w_i)``: a weight of 2 counts like a repeated row,
         0 like a dropped one).  Validation losses are not weighted.
+    class_weight : dict or "balanced", optional
+        Classifiers: a weight per class, as Keras's and scikit-learn's:
+        ``{label: weight}`` (labels as in ``y``; a class left out weighs 1) or
+        ``"balanced"`` (``n / (n_classes * count)`` over the training rows,
+        scikit-learn's ``compute_sample_weight``).  Each row's weight is its
+        class's, times its ``sample_weight`` when given; then scaled as
+        ``sample_weight`` is.
     augment : Augment, optional
         On-the-fly augmentation of image rows (:class:`fastnet.Augment`): each
         step, every image of the gathered training batch is written into a
@@ -189,21 +212,17 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
     ``FASTNET_THREADS=fixed`` for the same result from the same seed on the same
     machine: OpenBLAS's results differ in the last bits between thread counts.
     """
-    with _exclusive_training(model):
+    with _exclusive_training(model), contextlib.ExitStack() as held:
         epochs = V.check_epochs(epochs)
         batch_size = V.check_batch_size(batch_size)
-        if verbose not in (0, 1, 2, True, False):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        verbose = V.check_verbose(verbose)
         check_choice("on_nan", on_nan, ("raise", "restore", "ignore"))
         threads.mode()  # FASTNET_THREADS, checked before anything changes
         comm = D.resolve(distributed, model.backend_)
         run = D.DataParallel(comm, batch_size) if comm is not None else D.Single()
         if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
             raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
-        callbacks = list(callbacks or [])
-        for i, cb in enumerate(callbacks):
-            if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks[{i}] must be a fastnet Callback, got {cb!r}")
+        callbacks = prepare_callbacks(callbacks)  # Keras-style hooks adapted; others refused before training
         if early_stopping is not None:
             callbacks.append(early_stopping)
         schedule = get_schedule(lr_schedule)
@@ -213,7 +232,11 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         V.check_lengths(Xa, y_raw)
         ya = model._prepare_y(y_raw, fitting=True)
         weights = V.check_sample_weight(sample_weight, len(Xa))
+        X_doctor = Xa  # the end-of-fit doctor reads the rows given (validation split or not), as diagnose() would
         Xa, ya, val = _split_validation(model, Xa, ya, validation_data, validation_split)
+        if class_weight is not None:  # each training row's class weight, times its sample weight
+            rows = V.class_weight_rows(class_weight, ya, model.loss_.target_kind, getattr(model, "_fit_classes", None))
+            weights = rows if weights is None else rows * weights[:len(Xa)]
         if augment is not None:  # checked here; its buffers are made once the model is built
             if not isinstance(augment, Augment):
                 raise TypeError(f"augment must be a fastnet.Augment, got {augment!r}")
@@ -223,10 +246,14 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
             if not weights.sum() > 0:
                 raise ValueError("sample_weight: the training rows (before the validation split) all weigh 0")
             weights = weights * (len(weights) / weights.sum())
+        # one writer per checkpoint path, from before the resume to the end of the fit
+        held.enter_context(hold_checkpoints(callbacks, root=run.comm is None or run.comm.is_root))
         opt = _select_optimizer(model, optimizer, lr, weight_decay)
         if resume is not None:
-            # read and checked whole before it changes the model (a bad file changes nothing)
-            restored = restore_checkpoint(model, resume, run.layout)
+            # read and checked whole (file, model, data, the run's settings) before it changes the model
+            restored = restore_checkpoint(model, resume, run.layout, strict=resume_strict, fit={
+                "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
+                "ranks": run.size, "X": Xa})
             opt = _select_optimizer(model, optimizer, lr, weight_decay)
             if restored is not None and opt is not restored and opt.get_config() == restored.get_config():
                 # An optimizer object like the checkpoint's: it continues the saved state.
@@ -260,7 +287,9 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
                 _augmenting(model), _data_parallel(model, run):
             history = _fit_loop(model, Xa, ya, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan,
                             weights, run)
-            found = run_diagnosis(history, model, Xa, max_samples=doctor_rows(len(Xa) * len(history.epochs))) \
+            # fastnet.diagnose(history, model, X) reads the same rows (history.params["doctor_rows"])
+            history.params["doctor_rows"] = doctor_rows(len(Xa) * len(history.epochs))
+            found = run_diagnosis(history, model, X_doctor, max_samples=history.params["doctor_rows"]) \
                 if diagnose and D.is_root(model) else []
         for d in found:
             warnings.warn(str(d), FastnetWarning, stacklevel=2)
@@ -279,6 +308,7 @@ def partial_fit(model: Network, X: ArrayLike, y: ArrayLike, **kwargs: Any) -> Hi
     (without the end-of-fit diagnosis unless ``diagnose=True`` is given)."""
     kwargs.setdefault("epochs", 1)
     kwargs.setdefault("diagnose", False)  # one epoch says little, and a loop of calls would repeat it
+    kwargs.setdefault("verbose", 0)  # silent, as scikit-learn's partial_fit: a loop of calls would print a line each
     return fit(model, X, y, **kwargs)
 
 
@@ -385,7 +415,7 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
                                          "batch_size_per_rank": rank_rows}
     model.history_.params = history.params
     model.stop_training = False
-    step_callbacks = [cb for cb in callbacks if type(cb).on_step_end is not Callback.on_step_end]
+    step_callbacks = [cb for cb in callbacks if calls_on_step_end(cb)]
     for cb in callbacks:
         cb.on_train_begin(model)
     # BLAS threads by measurement (fastnet.threads), continuing the last run of the same step
@@ -409,6 +439,8 @@ def _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, call
         t0 = time.perf_counter()
         if guard is not None:
             guard.save()
+        for cb in callbacks:
+            cb.on_epoch_begin(model, epoch + 1, {})
         progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose) and D.is_root(model),
                                  show_bar=verbose == 1)
         t_steps = time.perf_counter()
@@ -527,7 +559,11 @@ def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress
         if wb is not None:  # each row's loss and gradient times its weight
             xp.multiply(grad, wb, out=grad)
             xp.multiply(rows, wb.reshape(mr), out=rows)
-        rows.sum(axis=0, out=step_losses[step:step + 1], keepdims=True)
+        # The batch loss, accumulated in float64 straight into its slot: one reduction kernel on a
+        # GPU.  (A whole-array sum, rows.sum(out=...), goes through CuPy's CUB routine there: a
+        # float32 sum into a temporary, a pool workspace, then a second kernel casting it into the
+        # slot; summed as a column with dtype= it takes neither CUB path.  NumPy: the same bits.)
+        rows.reshape(mr, 1).sum(axis=0, dtype=np.float64, out=step_losses[step:step + 1])
         if classify:
             model._correct(out, yb, step_correct[step:step + 1])
         if scaler is not None:  # fp16: the loss gradient scaled up, out of float16's underflow

@@ -179,6 +179,61 @@ def check_sample_weight(sample_weight, n, argument="sample_weight"):
     return w
 
 
+def class_weight_rows(class_weight, targets, kind, classes, argument="class_weight"):
+    """Per-row weights (float64, shape ``(n,)``) from ``class_weight``: a dict ``{label: weight}``
+    (labels as the model knows them: ``classes``, its ``classes_``; a class left out weighs 1,
+    a key that is no class is refused) or ``"balanced"`` (``n / (n_classes * count(class))``
+    over the classes present in ``targets``, scikit-learn's ``compute_sample_weight``).
+
+    ``targets``: class ids (``kind="class"``), or 0/1 targets of one sigmoid output
+    (``kind="binary"``, labels 0 and 1).  Regression and multi-output binary targets are
+    refused: class weights have no meaning there (use ``sample_weight``)."""
+    if kind == "class":
+        ids = np.asarray(targets).astype(np.int64)
+        labels = list(np.asarray(classes).tolist())
+    elif kind == "binary":
+        t = np.asarray(targets)
+        if t.ndim == 2 and t.shape[1] != 1:
+            raise ValueError(f"{argument} needs one class per sample; these targets have {t.shape[1]} outputs "
+                             "(multi-label): weigh rows with sample_weight instead")
+        t = t.reshape(len(t))
+        if not np.all((t == 0) | (t == 1)):
+            raise ValueError(f"{argument} needs 0/1 targets for a sigmoid output, got {t[(t != 0) & (t != 1)][0]!r}")
+        ids, labels = t.astype(np.int64), [0, 1]
+    else:
+        raise TypeError(f"{argument} is for classifiers; this model is a regressor: weigh rows with sample_weight")
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"{argument} must be a dict {{label: weight}} or \"balanced\", got {class_weight!r}")
+        counts = np.bincount(ids, minlength=len(labels)).astype(np.float64)
+        present = counts > 0
+        per_class = np.zeros(len(labels))
+        per_class[present] = len(ids) / (present.sum() * counts[present])
+        return per_class[ids]
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"{argument} must be a dict {{label: weight}} or \"balanced\", got {class_weight!r}")
+    position = {label: i for i, label in enumerate(labels)}
+    per_class = np.ones(len(labels))
+    for key, value in class_weight.items():
+        k = key.item() if isinstance(key, np.generic) else key
+        if k not in position:
+            raise ValueError(f"{argument} has a key {key!r} that is not a class of this model; its classes are "
+                             f"{labels[:10]}{' ...' if len(labels) > 10 else ''}")
+        w = check_real(f"{argument}[{key!r}]", value, low=0)
+        per_class[position[k]] = w
+    return per_class[ids]
+
+
+def check_verbose(verbose, argument="verbose"):
+    """``verbose`` as 0, 1 or 2: ``"auto"`` (Keras's default) is 1, booleans 0 and 1."""
+    if isinstance(verbose, str):
+        if verbose == "auto":
+            return 1
+    elif verbose in (0, 1, 2) and not isinstance(verbose, float):
+        return int(verbose)
+    raise ValueError(f"{argument} must be \"auto\", 0, 1 or 2, got {verbose!r}")
+
+
 def check_batch_size(batch_size):
     return check_int("batch_size", batch_size, 1, allow_none=True)
 
@@ -187,7 +242,13 @@ def check_epochs(epochs):
     return check_int("epochs", epochs, 0)
 
 
-def encode_labels(y, n_classes, classes=None, argument="y", learn=True):
+#: The end of a class-target error: what to do when ``y`` is a quantity, not a class.
+REGRESSION_HINT = (": if y is a quantity to predict (regression), not a class, give the model loss=\"mse\" "
+                   "and a linear output, e.g. MLP([n_features, 64, 1], loss=\"mse\") (or use "
+                   "fastnet.sklearn.MLPRegressor)")
+
+
+def encode_labels(y, n_classes, classes=None, argument="y", learn=True, hint=""):
     """``(targets, classes)``: labels of any kind turned into class ids for ``check_class_targets``.
 
     ``classes`` (a model's ``classes_``) maps labels to ids by position; a label not in
@@ -233,7 +294,7 @@ def encode_labels(y, n_classes, classes=None, argument="y", learn=True):
                     f"{argument} holds class ids outside [0, {n_classes}): {argument}[{i}] = {a[i].item()!r} "
                     f"({int(bad.sum())} such labels); the output layer has {n_classes} units. Labels other "
                     f"than class ids are taken when there are exactly {n_classes} distinct ones; here there "
-                    f"are {len(classes)} ({shown})")
+                    f"are {len(classes)} ({shown})" + hint)
             raise ValueError(
                 f"{argument} holds {len(classes)} distinct labels ({shown}), but the output layer has "
                 f"{n_classes} units: exactly {n_classes} distinct labels are needed")
@@ -254,8 +315,9 @@ def encode_labels(y, n_classes, classes=None, argument="y", learn=True):
     return pos.astype(np.int32), classes
 
 
-def check_class_targets(y, n_classes, argument="y"):
-    """Integer class ids in ``[0, n_classes)`` from ids or one-hot rows; returns int32 ids."""
+def check_class_targets(y, n_classes, argument="y", hint=""):
+    """Integer class ids in ``[0, n_classes)`` from ids or one-hot rows; returns int32 ids.
+    ``hint`` ends the message of fractional targets (a model's: :data:`REGRESSION_HINT`)."""
     a = as_array(argument, y)
     if a.dtype.kind in "OUSVcMm" or a.size and a.dtype.kind == "b" and a.ndim == 1:
         raise TypeError(f"{argument} must hold integer class ids or one-hot rows, got dtype {a.dtype}")
@@ -277,7 +339,8 @@ def check_class_targets(y, n_classes, argument="y"):
         check_finite(argument, a)
         if not np.all(a == np.round(a)):
             i = int(np.argmax(a != np.round(a)))
-            raise ValueError(f"{argument} must hold integer class ids, got {a[i].item()!r} at {argument}[{i}]")
+            raise ValueError(f"{argument} must hold integer class ids, got {a[i].item()!r} at {argument}[{i}]"
+                             + hint)
     bad = (a < 0) | (a >= n_classes)
     if bad.any():
         i = int(np.argmax(bad))
@@ -288,8 +351,9 @@ def check_class_targets(y, n_classes, argument="y"):
     return a.astype(np.int32)
 
 
-def check_real_targets(y, n_outputs, binary=False, argument="y"):
-    """Float targets shaped (n, n_outputs); 1-D accepted when there is one output."""
+def check_real_targets(y, n_outputs, binary=False, argument="y", hint=""):
+    """Float targets shaped (n, n_outputs); 1-D accepted when there is one output.
+    ``hint`` ends the message of targets outside [0, 1] (``binary``)."""
     a = as_array(argument, y)
     if a.dtype.kind in "OUSVcMm":
         raise TypeError(f"{argument} must hold numbers, got dtype {a.dtype}")
@@ -304,6 +368,5 @@ def check_real_targets(y, n_outputs, binary=False, argument="y"):
     if binary and not np.all((a >= 0) & (a <= 1)):
         i = tuple(int(v) for v in np.argwhere((a < 0) | (a > 1))[0])
         raise ValueError(
-            f"{argument} must hold binary targets in [0, 1], got {a[i].item()!r} at {argument}[{i[0]}, {i[1]}]"
-        )
+            f"{argument} must hold binary targets in [0, 1], got {a[i].item()!r} at {argument}[{i[0]}, {i[1]}]" + hint)
     return a

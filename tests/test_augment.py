@@ -268,7 +268,7 @@ def test_augmentation_touches_training_rows_only_and_never_validation_or_inferen
     assert params.shape == (240, 6) and len(np.unique(params[:, 2])) == 240
     n_calls = len(seen)
     # the validation figures are those of the plain validation images
-    result = model.evaluate(Xv, yv)
+    result = model.evaluate(Xv, yv, return_dict=True)
     assert history["val_loss"][-1] == pytest.approx(result["loss"], rel=1e-6)
     assert history["val_accuracy"][-1] == result["accuracy"]
     # inference never augments: predict is the plain network on the plain rows

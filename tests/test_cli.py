@@ -63,7 +63,7 @@ def test_train_mnist_subset(trained):
     model = fastnet.load(path, backend="cpu")
     assert [layer.units for layer in model.layers] == [32, 10] and model.n_features_in_ == 784
     _, (xte, yte) = load_mnist_arrays()
-    assert f"{model.evaluate(xte[:1000], yte[:1000])['accuracy']:.4f}" == f"{acc:.4f}"
+    assert f"{model.evaluate(xte[:1000], yte[:1000], return_dict=True)['accuracy']:.4f}" == f"{acc:.4f}"
 
 
 @needs_mnist
@@ -78,7 +78,7 @@ def test_evaluate_saved_model(trained):
 
     _, (xte, yte) = load_mnist_arrays()
     assert len(xte) == 10000
-    result = fastnet.load(path, backend="cpu").evaluate(xte, yte)
+    result = fastnet.load(path, backend="cpu").evaluate(xte, yte, return_dict=True)
     assert m.group(1) == f"{result['accuracy']:.4f}" and m.group(2) == f"{result['loss']:.4f}"
 
 

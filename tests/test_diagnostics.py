@@ -49,7 +49,7 @@ def train(sizes, X, y, val=None, activation="relu", optimizer="sgd", lr=0.1, epo
           on_nan="ignore", **kwargs):
     model = fastnet.MLP(sizes, activation=activation, backend="cpu", seed=0)
     model.build(np.asarray(X).shape[1])
-    initial = model.evaluate(X[:max(batch_size, 64)], y[:max(batch_size, 64)])["loss"]
+    initial = model.evaluate(X[:max(batch_size, 64)], y[:max(batch_size, 64)], return_dict=True)["loss"]
     history = model.fit(X, y, epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size,
                         validation_data=val, callbacks=[NormRecorder()], on_nan=on_nan, **kwargs)
     # What fit records as history.params["initial_loss"] (the first batch's loss before any step).

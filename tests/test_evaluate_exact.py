@@ -20,7 +20,7 @@ def test_softmax_classifier(kernels):
     m = fastnet.MLP([2, 16, 3], backend="cpu", dtype="float64", seed=0, kernels=kernels)
     m.fit(X, y, epochs=1, batch_size=64, optimizer="sgd", lr=0.05, diagnose=False)
     p = m.predict_proba(X)
-    got = m.evaluate(X, y)
+    got = m.evaluate(X, y, return_dict=True)
     assert got["loss"] == pytest.approx(-np.mean(np.log(p[np.arange(N), y])), rel=1e-9)
     assert got["accuracy"] == np.mean(p.argmax(1) == y)
     assert 0.3 < got["accuracy"] < 1.0  # not trivially all right
@@ -34,7 +34,7 @@ def test_binary_sigmoid_classifier(kernels):
                     dtype="float64", seed=0, kernels=kernels)
     m.fit(X, t, epochs=1, batch_size=64, optimizer="sgd", lr=0.02, diagnose=False)
     q = m.predict_proba(X)[:, 1]
-    got = m.evaluate(X, t)
+    got = m.evaluate(X, t, return_dict=True)
     bce = -np.mean(t * np.log(q) + (1 - t) * np.log(1 - q))
     assert got["loss"] == pytest.approx(bce, rel=1e-9)
     accuracy = np.mean((q >= 0.5) == (t == 1))

@@ -109,7 +109,7 @@ def _check_checkpoint(result):
     _, (X_val, y_val) = ft.split_data(result.config)
     with threadpool_limits(1, user_api="blas"):  # as in the trial: one BLAS thread
         accuracy = float(np.mean(model.predict(X_val) == y_val))
-        evaluated = model.evaluate(X_val, y_val)
+        evaluated = model.evaluate(X_val, y_val, return_dict=True)
     assert accuracy == metrics["val_accuracy"]
     assert evaluated["accuracy"] == metrics["val_accuracy"]
     assert evaluated["loss"] == pytest.approx(metrics["val_loss"], rel=1e-9)
