@@ -2,7 +2,7 @@
 
 Run ``bash bench/gpu_check.sh`` on a machine with an NVIDIA GPU: it needs only this
 repository, Python >= 3.10 and the package index (the script makes a virtual environment of
-its own, ``.gpu-check-venv/``, installs ``fastnet[cuda13,mpi]`` into it, or reuses it when it
+its own, ``.gpu-check-venv/``, installs ``fastnet-mlp[cuda13,mpi]`` into it, or reuses it when it
 already has them, and runs this file with its Python).  Sections, in order, each recorded as
 pass / fail / error / partial / not_run / skipped:
 
@@ -45,7 +45,7 @@ pass / fail / error / partial / not_run / skipped:
                 largest (cuBLAS may pick other GEMM algorithms for 64 and 128 rows), and
                 both epochs' seconds.  Skipped with the reason on one GPU (the only section
                 a GPU machine may skip: two GPUs are hardware, not an install); without
-                mpi4py or ``mpiexec`` (``fastnet[mpi]``) it is not_run.  In dry mode: the same
+                mpi4py or ``mpiexec`` (``fastnet-mlp[mpi]``) it is not_run.  In dry mode: the same
                 on cuda-sim, NCCL's calls bound against CuPy and summed by MPI.
 
 A section that cannot run is ``not_run``, with the reason (the backend is unusable: CuPy,
@@ -765,11 +765,11 @@ def section_nccl(chk):
     try:
         import mpi4py  # noqa: F401
     except ImportError:
-        return {"status": "not_run", "reason": 'mpi4py is not installed: pip install "fastnet[mpi]"'}
+        return {"status": "not_run", "reason": 'mpi4py is not installed: pip install ".[mpi]"'}
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     mpiexec = mpiexec if os.path.exists(mpiexec) else shutil.which("mpiexec")
     if not mpiexec:
-        return {"status": "not_run", "reason": 'no mpiexec: pip install "fastnet[mpi]" (the mpich wheel)'}
+        return {"status": "not_run", "reason": 'no mpiexec: pip install ".[mpi]" (the mpich wheel)'}
     if not chk.dry:
         gpus = chk.xp.cuda.runtime.getDeviceCount()
         if gpus < 2:

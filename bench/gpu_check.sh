@@ -233,10 +233,10 @@ main() {
     problems="$(env_problems "$vpy")"
     if [ "$want" = "$(cat "$venv/.gpu-check-stamp" 2>/dev/null || true)" ] && [ -z "$problems" ]; then
         status=reused
-        install="$install: fastnet[$EXTRAS] already installed (stamp matches pyproject.toml), pip not run"
+        install="$install: fastnet-mlp[$EXTRAS] already installed (stamp matches pyproject.toml), pip not run"
         say "$install"
     else
-        say "installing fastnet[$EXTRAS] (CuPy, numba-cuda, cuBLAS, NCCL, mpi4py, MPICH) into $venv (log: $log)"
+        say "installing fastnet-mlp[$EXTRAS] (CuPy, numba-cuda, cuBLAS, NCCL, mpi4py, MPICH) into $venv (log: $log)"
         local cmd=("$vpy" -m pip install --disable-pip-version-check --no-input -e ".[$EXTRAS]") plog rc=0
         command -v timeout >/dev/null && cmd=(timeout "${GPU_CHECK_INSTALL_TIMEOUT:-1800}" "${cmd[@]}")
         rm -f "$venv/.gpu-check-stamp"
@@ -248,7 +248,7 @@ main() {
             if [ -z "$problems" ]; then
                 echo "$want" >"$venv/.gpu-check-stamp"
                 status=installed
-                install="$install; installed fastnet[$EXTRAS]: $(grep '^Successfully installed' "$plog" | cut -c 1-600 || true)"
+                install="$install; installed fastnet-mlp[$EXTRAS]: $(grep '^Successfully installed' "$plog" | cut -c 1-600 || true)"
             else
                 status=fail
                 install="$install; pip install -e .[$EXTRAS] succeeded, but: $problems"

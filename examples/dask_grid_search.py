@@ -1,6 +1,6 @@
 """scikit-learn's GridSearchCV of fastnet's MLPClassifier, its fits spread over a Dask cluster.
 
-    pip install 'fastnet[dask,sklearn]'
+    pip install '.[dask,sklearn]'
     python examples/dask_grid_search.py                       # a local cluster of 2 worker processes
     python examples/dask_grid_search.py --address tcp://host:8786   # a cluster already running
 

@@ -3,7 +3,7 @@
     python examples/make_docs_plots.py [--out docs] [--subset 10000]
 
 Needs MNIST (cached by ``fastnet.datasets.load_mnist``) and matplotlib
-(``pip install "fastnet[plot]"``).  About a minute on a 2-core CPU.
+(``pip install ".[plot]"``).  About a minute on a 2-core CPU.
 
 Runs, all seeded:
 

@@ -1,6 +1,6 @@
 """A Ray Tune sweep on MNIST: 16 trials, learning rate x width x schedule, stopped early by ASHA.
 
-    pip install 'fastnet[ray]'
+    pip install '.[ray]'
     python examples/tune_mnist.py            # the whole sweep: 10 epochs on 54,000 images
     python examples/tune_mnist.py --small    # a quick check: 3 epochs on 5,000 images
 

@@ -63,7 +63,8 @@ def _simulator_enabled() -> bool:
 #: argument (older ones, and numba's built-in ``numba.cuda``, consume
 #: ``__cuda_array_interface__`` with ``sync=True``).
 MIN_NUMBA_CUDA = (0, 26)
-_INSTALL = "pip install 'fastnet[cuda13]' (CUDA 13 driver) or 'fastnet[cuda12]'"
+_INSTALL = ("pip install '.[cuda13]' (CUDA 13 driver) or '.[cuda12]' (CUDA 12) in fastnet's clone "
+            "(fastnet-mlp[cuda13] once on the package index)")
 
 
 def _import_cupy():
@@ -189,7 +190,7 @@ def cuda_status() -> tuple[bool, str]:
         return False, (f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than CUDA "
                        f"{built // 1000}, the major version CuPy was built for ({_cuda_version(built)}): "
                        f"upgrade the driver ({_MIN_DRIVER.get(built // 1000, 'a newer one')} or later), "
-                       "or install the extra of the driver's CUDA (e.g. 'fastnet[cuda12]')")
+                       "or install the extra of the driver's CUDA (e.g. 'fastnet-mlp[cuda12]')")
     try:
         count = runtime.getDeviceCount()
     except Exception as exc:

@@ -66,7 +66,7 @@ def build_parser():
     train.add_argument("--kernels", choices=KERNEL_CHOICES, default="fused", help="(default: %(default)s)")
     train.add_argument("--precision", choices=PRECISIONS, default="float32",
                        help="the training GEMMs' inputs: float32; bf16 (CPUs with avx512_bf16 or amx_bf16 and "
-                            "fastnet[bf16], or GPUs of compute capability 8.0+); tf32 (GPUs 8.0+); fp16 (GPUs 7.0+, "
+                            "fastnet-mlp[bf16], or GPUs of compute capability 8.0+); tf32 (GPUs 8.0+); fp16 (GPUs 7.0+, "
                             "with loss scaling); float32 accumulation in all; fastnet info says what this machine "
                             "has (default: %(default)s)")
     train.add_argument("--hidden", type=_positive_int, nargs="+", metavar="UNITS",
@@ -90,7 +90,7 @@ def build_parser():
                        help="train without the recipe's augmentation (shifts, rotations, scaling)")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over the ranks of an MPI job (mpiexec -n N fastnet train mnist "
-                            "--distributed; needs fastnet[mpi]): --batch-size is per rank; rank 0 prints and saves")
+                            "--distributed; needs fastnet-mlp[mpi]): --batch-size is per rank; rank 0 prints and saves")
     train.add_argument("--save", metavar="PATH",
                        help="write the trained model to PATH, which must end in .npz; the folder must exist")
     train.add_argument("--data-dir", help="MNIST cache folder (default: $FASTNET_DATA or ~/.cache/fastnet)")
@@ -107,8 +107,8 @@ def build_parser():
 
     sub.add_parser("info", help="versions, usable backends and the Numba cache location")
 
-    ex = sub.add_parser("export", help="write a saved model (.npz) as an ONNX graph (needs fastnet[onnx])",
-                        description="Write a saved model (.npz) as an ONNX graph (needs fastnet[onnx]).")
+    ex = sub.add_parser("export", help="write a saved model (.npz) as an ONNX graph (needs fastnet-mlp[onnx])",
+                        description="Write a saved model (.npz) as an ONNX graph (needs fastnet-mlp[onnx]).")
     ex.add_argument("model", help="a model file written by --save or model.save()")
     ex.add_argument("output", help="the .onnx file to write")
 

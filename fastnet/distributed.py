@@ -57,7 +57,7 @@ import numpy as np
 #: Generous: a rank's first step may include compiling kernels.
 DEFAULT_TIMEOUT = 300.0
 
-_INSTALL = "pip install 'fastnet[mpi]' (mpi4py and an MPI library, e.g. the mpich wheel)"
+_INSTALL = "pip install '.[mpi]' in fastnet's clone (mpi4py and an MPI library, e.g. the mpich wheel)"
 
 
 class DistributedError(RuntimeError):

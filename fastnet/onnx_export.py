@@ -10,7 +10,7 @@ classes, ``Sigmoid``; nothing for regression).  Input ``X`` is float32
 probabilities per output for binary ones, the values for regression.
 
 The opset (20, the first with ``Gelu``) and the IR version (9) are pinned to what a
-current ONNX Runtime reads.  Needs ``pip install "fastnet[onnx]"`` (``onnx``, and
+current ONNX Runtime reads.  Needs ``pip install ".[onnx]"`` (``onnx``, and
 ``onnxruntime`` to run the result).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .layers import Dense, canonical_activation
 #: The ONNX opset and IR version of exported graphs.
 OPSET = 20
 IR_VERSION = 9
-INSTALL_HINT = 'ONNX export needs the onnx package: pip install "fastnet[onnx]"'
+INSTALL_HINT = 'ONNX export needs the onnx package: pip install ".[onnx]" in fastnet\'s clone'
 
 
 def _onnx():

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-INSTALL_HINT = 'plotting needs matplotlib: pip install "fastnet[plot]"'
+INSTALL_HINT = 'plotting needs matplotlib: pip install ".[plot]" in fastnet\'s clone, or pip install matplotlib'
 
 
 def new_figure(width, height):

@@ -1,6 +1,6 @@
 """Pictures of a training run and of what the network learned, written to files.
 
-Needs the optional ``plot`` extra (``pip install "fastnet[plot]"``, i.e.
+Needs the optional ``plot`` extra (``pip install ".[plot]"``, i.e.
 matplotlib).  matplotlib is imported only when a plot is made, and figures are
 drawn on its Agg canvas directly: no window opens, no GUI backend is
 touched, and pyplot's global state is left alone (safe in scripts, servers

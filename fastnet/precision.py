@@ -11,7 +11,7 @@ CuPy).
 rounded to nearest even) with float32 accumulation and output, through oneDNN's
 matmul (:mod:`fastnet.gemm_onednn`).  It needs a CPU with bfloat16 dot-product
 instructions (``avx512_bf16`` or ``amx_bf16``) and oneDNN (``pip install
-"fastnet[bf16]"``).  ``FASTNET_CPU_FEATURES_OFF=avx512_bf16,amx_bf16`` makes fastnet
+"fastnet-mlp[bf16]"``).  ``FASTNET_CPU_FEATURES_OFF=avx512_bf16,amx_bf16`` makes fastnet
 treat those instructions as absent (to try the path of a machine without).
 
 On CUDA GPUs (:mod:`fastnet.gemm_cublas`: cuBLAS's ``cublasGemmEx`` on float32
@@ -53,7 +53,7 @@ GPU_NEEDS = {"tf32": (80, "TF32 tensor cores (Ampere, compute capability 8.0, or
 #: CPU flags (``/proc/cpuinfo``) of bfloat16 dot products, any one of which will do.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 FEATURES_OFF = "FASTNET_CPU_FEATURES_OFF"
-INSTALL = 'pip install "fastnet[bf16]" (oneDNN for the CPU: the onednn-cpu-gomp wheel)'
+INSTALL = 'pip install ".[bf16]" in fastnet\'s clone (oneDNN for the CPU: the onednn-cpu-gomp wheel)'
 
 
 class PrecisionUnavailableError(ValueError):

@@ -1,6 +1,6 @@
 """Hyper-parameter sweeps of fastnet models on Ray Tune.
 
-Needs Ray Tune (``pip install 'fastnet[ray]'``, which is ``ray[tune]``); ``import
+Needs Ray Tune (``pip install '.[ray]'``, which is ``ray[tune]``); ``import
 fastnet`` never imports Ray, and importing this module without it raises an
 ``ImportError`` that says what to install.
 
@@ -120,7 +120,7 @@ try:
 except ImportError as exc:
     raise ImportError(
         f"fastnet.tune needs Ray Tune, which is not installed or incomplete ({exc}): "
-        "pip install 'fastnet[ray]'  (or: pip install 'ray[tune]')") from exc
+        "pip install '.[ray]' in fastnet's clone (or: pip install 'ray[tune]')") from exc
 
 __all__ = ["DEFAULTS", "CHECKPOINT_FILE", "trainable", "resolve_config", "split_data", "build_model",
            "load_model", "run_sweep", "Sweep", "markdown_table"]

@@ -39,7 +39,7 @@ def cache_dir() -> Path:
         value = os.environ.get(env)
         if value:
             return Path(value).expanduser()
-    key = (f"fastnet-{_version('fastnet')}-numba-{_version('numba')}"
+    key = (f"fastnet-{_version('fastnet-mlp')}-numba-{_version('numba')}"
            f"-py{sys.version_info[0]}.{sys.version_info[1]}")
     return Path.home() / ".cache" / "fastnet" / "kernels" / key
 

@@ -255,7 +255,7 @@ def test_cuda_status_without_cupy(monkeypatch):
         ok, why = B.cuda_status()
     finally:
         B.cuda_status.cache_clear()
-    assert not ok and "CuPy is not importable" in why and "fastnet[cuda13]" in why
+    assert not ok and "CuPy is not importable" in why and "fastnet-mlp[cuda13]" in why
 
 
 def test_numba_cuda_must_be_nvidias_and_recent(monkeypatch):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 if not os.environ.get("CI"):
-    pytest.importorskip("distributed", reason="pip install 'fastnet[dask]' to run the Dask tests")
+    pytest.importorskip("distributed", reason="pip install '.[dask]' to run the Dask tests")
 
 import joblib  # noqa: E402
 from distributed import Client, LocalCluster, get_task_stream  # noqa: E402

@@ -19,7 +19,7 @@ import fastnet
 from fastnet import distributed as D
 
 if not os.environ.get("CI"):
-    pytest.importorskip("mpi4py", reason="the mpi extra is not installed: pip install 'fastnet[mpi]'")
+    pytest.importorskip("mpi4py", reason="the mpi extra is not installed: pip install '.[mpi]'")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "mpi_worker.py")

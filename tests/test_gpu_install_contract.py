@@ -1,6 +1,6 @@
 """The GPU extras install every library the ``cuda`` backend loads (no GPU needed).
 
-For each of ``fastnet[cuda13]`` and ``fastnet[cuda12]``: a clean virtual environment
+For each of ``fastnet-mlp[cuda13]`` and ``fastnet-mlp[cuda12]``: a clean virtual environment
 (``python -m venv``, no system site-packages), then README's command,
 ``pip install ".[cudaXX]"``, run in a copy of the repository (so no ``build/`` or
 ``*.egg-info`` is left in the working tree), then a script run by that environment's
@@ -300,7 +300,7 @@ def test_gpu_extra_installs_every_library_the_gpu_path_loads(extra, tmp_path_fac
             print(f"{'PASS' if r['ok'] else 'FAIL'} [{extra}] {r['name']}: {r['detail']}")
         failed = [r for r in results if not r["ok"]]
         if failed:
-            pytest.fail(f"fastnet[{extra}] in a clean environment: {len(failed)} of {len(results)} checks "
+            pytest.fail(f"fastnet-mlp[{extra}] in a clean environment: {len(failed)} of {len(results)} checks "
                         "failed:\n" + "\n".join(f"  {r['name']}: {r['detail'][:300]}" for r in failed),
                         pytrace=False)
         if run.returncode != 0 or not results:

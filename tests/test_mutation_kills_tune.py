@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 if not os.environ.get("CI"):
-    pytest.importorskip("ray", reason="pip install 'fastnet[ray]' to run the Ray Tune tests")
+    pytest.importorskip("ray", reason="pip install '.[ray]' to run the Ray Tune tests")
 
 from ray import tune  # noqa: E402
 

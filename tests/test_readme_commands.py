@@ -79,7 +79,7 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
     assert accuracy >= 0.98, log[-3000:]
     site = site_packages(venv)
     installed = site / "fastnet"
-    record = next(site.glob("fastnet-*.dist-info")) / "RECORD"
+    record = next(site.glob("fastnet_mlp-*.dist-info")) / "RECORD"
     listed = {site / line.split(",")[0] for line in record.read_text().splitlines() if line}
     extra = [p for p in installed.rglob("*") if p.is_file() and p not in listed and p.suffix != ".pyc"]
     assert not extra, f"training wrote into the install folder: {extra[:5]}"
@@ -101,6 +101,6 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
     rc, log = run_block("python examples/tune_mnist.py --small --epochs 1 --verbose 0", clone, env, timeout=900)
     assert rc == 0 and "best config" in log.lower(), log[-3000:]
 
-    rc, log = run_block("pip uninstall -y fastnet", clone, env, timeout=300)
+    rc, log = run_block("pip uninstall -y fastnet-mlp", clone, env, timeout=300)
     assert rc == 0, log
-    assert not installed.exists() and not list(site.glob("fastnet-*.dist-info")), log
+    assert not installed.exists() and not list(site.glob("fastnet_mlp-*.dist-info")), log

@@ -405,7 +405,7 @@ def test_onednn_s_thread_count_is_read_from_openmp_not_remembered():
 
 
 def test_gemm_threads_without_onednn_pins_the_blas_only(monkeypatch):
-    """A machine without oneDNN (no fastnet[bf16]): only NumPy's BLAS to pin and put back."""
+    """A machine without oneDNN (no fastnet-mlp[bf16]): only NumPy's BLAS to pin and put back."""
     monkeypatch.setattr(threads, "onednn_pool", lambda: None)
     counts = [4]
     monkeypatch.setattr(threads, "blas_threads", lambda: counts[-1])

@@ -61,14 +61,14 @@ def test_smoke_launch_on_the_contract():
 
 def test_smoke_launch_names_a_missing_cublas(monkeypatch):
     # CuPy loads cuBLAS at its first GEMM: an extra without cuda-toolkit[cublas] fails there,
-    # with this error (CuPy 14.2, read in a venv holding `fastnet[cuda13]` without cuBLAS).
+    # with this error (CuPy 14.2, read in a venv holding `fastnet-mlp[cuda13]` without cuBLAS).
     def no_cublas(a, b, *args, **kwargs):
         raise ImportError('Failure finding "libcublasLt.so.13 or libcublasLt.so.12": No such file')
 
     monkeypatch.setattr(C.module(), "matmul", no_cublas, raising=False)
     ok, why = B._smoke_launch(C.module())
     assert not ok and why.startswith("cuBLASLt cannot be found or loaded, so no GEMM runs")
-    assert "fastnet[cuda13]" in why or ".[cuda13]" in why
+    assert "fastnet-mlp[cuda13]" in why or ".[cuda13]" in why
     monkeypatch.setattr(C.module(), "matmul", lambda a, b: a @ b * 0, raising=False)
     ok, why = B._smoke_launch(C.module())
     assert not ok and "test GEMM (cupy.matmul) computed 0.0, expected 2.0" in why
@@ -82,7 +82,7 @@ def test_smoke_launch_reports_a_failing_launch(monkeypatch):
 
     monkeypatch.setattr(kcuda, "relu_fwd", broken)
     ok, why = B._smoke_launch(C.module())
-    assert not ok and "libNVVM cannot be found" in why and "fastnet[cuda13]" in why
+    assert not ok and "libNVVM cannot be found" in why and "fastnet-mlp[cuda13]" in why
     monkeypatch.setattr(kcuda, "relu_fwd", lambda z, b: None)  # computes nothing
     ok, why = B._smoke_launch(C.module())
     assert not ok and "computed 0.0, expected 3.0" in why

