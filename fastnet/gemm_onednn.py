@@ -27,7 +27,7 @@ its full version name, found in the package's own file list:
 **Primitives are cached** (never freed: one per problem the process meets) per
 shape, data types, strides, bias, beta and thread count.  A call with arguments
 laid out as in an earlier call (shapes, strides, dtypes) skips every check and
-runs one small Numba function that sets the three or four data handles, executes
+runs one small Numba function (compiled once, cached on disk) that sets the three or four data handles, executes
 and waits: about 1 us of overhead, against about 8 us for the same five calls
 through ``ctypes`` (which the first call, and read-only arrays, take).
 
@@ -138,39 +138,75 @@ def _dlopen(path: str, mode: int) -> ctypes.CDLL:
     raise OSError(f"too many missing dependencies loading {path}")
 
 
+def _native_caller():
+    """The Numba intrinsic ``native_call(address, args)``: calls the C function at ``address``
+    (returning int32) with ``args``, a tuple of integers (int32 or 64-bit: pointers, handles)
+    and float32s.  The address is a run-time value, so the functions calling it compile once
+    and load from Numba's cache in later processes (a function pointer frozen into the code,
+    as ctypes globals are, would be compiled afresh in each: 0.4-0.5 s)."""
+    from llvmlite import ir
+    from numba import types as nt
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def native_call(typingctx, address, args):
+        if not isinstance(address, nt.Integer) or not isinstance(args, nt.BaseTuple):
+            return None
+
+        def codegen(context, builder, signature, llargs):
+            values = [builder.extract_value(llargs[1], i) for i in range(len(args))]
+            fnty = ir.FunctionType(ir.IntType(32), [v.type for v in values])
+            return builder.call(builder.inttoptr(llargs[0], fnty.as_pointer()), values)
+
+        return nt.int32(address, args), codegen
+
+    return native_call
+
+
 def _numba_executor(dll: ctypes.CDLL) -> Any:
     """A Numba function that sets the memories' data handles from the arrays, executes and
     waits: one call from Python instead of five ctypes calls and four ``.ctypes.data``.
+    Compiled once and cached on disk with fastnet's kernels (the library's functions are
+    called through their addresses, given at run time).
 
     ``handles``: uint64 [src, weights, dst, bias (or 0) memories, primitive, stream, number
-    of arguments, address of the dnnl_exec_arg_t array].  Returns the OR of the statuses."""
-    import numba
-    from numba import types as nt
+    of arguments, address of the dnnl_exec_arg_t array, addresses of
+    dnnl_memory_set_data_handle, dnnl_primitive_execute and dnnl_stream_wait].  Returns
+    the OR of the statuses."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        import numba
 
-    u64, i32 = ctypes.c_uint64, ctypes.c_int
+        import fastnet.kernels  # noqa: F401  (points Numba's cache at fastnet's kernel cache)
 
-    def cfunc(name: str, *args: Any) -> Any:
-        address = ctypes.cast(getattr(dll, name), ctypes.c_void_p).value
-        assert address
-        return ctypes.CFUNCTYPE(i32, *args)(address)
+        global _NATIVE_CALL
+        _NATIVE_CALL = _native_caller()
 
-    set_handle = cfunc("dnnl_memory_set_data_handle", u64, u64)
-    execute = cfunc("dnnl_primitive_execute", u64, u64, i32, u64)
-    wait = cfunc("dnnl_stream_wait", u64)
-    f32 = nt.Array(nt.float32, 2, "A")
-    signatures = [nt.int32(nt.Array(nt.uint64, 1, "C"), ab, ab, f32, nt.Array(nt.float32, 1, "A"))
-                  for ab in (f32, nt.Array(nt.uint16, 2, "A"))]
+        @numba.njit(cache=True, nogil=True)
+        def run(handles, a, b, out, bias):  # pragma: no cover - compiled
+            set_handle, execute, wait = handles[8], handles[9], handles[10]
+            status = _NATIVE_CALL(set_handle, (handles[0], np.uint64(a.ctypes.data)))
+            status |= _NATIVE_CALL(set_handle, (handles[1], np.uint64(b.ctypes.data)))
+            status |= _NATIVE_CALL(set_handle, (handles[2], np.uint64(out.ctypes.data)))
+            if handles[6] == 4:
+                status |= _NATIVE_CALL(set_handle, (handles[3], np.uint64(bias.ctypes.data)))
+            status |= _NATIVE_CALL(execute, (handles[4], handles[5], np.int32(handles[6]), handles[7]))
+            return status | _NATIVE_CALL(wait, (handles[5],))
 
-    @numba.njit(signatures, nogil=True)
-    def run(handles, a, b, out, bias):  # pragma: no cover - compiled
-        status = set_handle(handles[0], a.ctypes.data) | set_handle(handles[1], b.ctypes.data)
-        status |= set_handle(handles[2], out.ctypes.data)
-        if handles[6] == 4:
-            status |= set_handle(handles[3], bias.ctypes.data)
-        status |= execute(handles[4], handles[5], np.int32(handles[6]), handles[7])
-        return status | wait(handles[5])
+        _EXECUTOR = run
+    return _EXECUTOR
 
-    return run
+
+_EXECUTOR: Any = None
+_NATIVE_CALL: Any = None  # (a global, not a closure variable: those would key Numba's cache per process)
+
+
+def _function_addresses(dll: ctypes.CDLL) -> list[int]:
+    """Addresses of the functions the executor calls, in its ``handles`` order."""
+    names = ("dnnl_memory_set_data_handle", "dnnl_primitive_execute", "dnnl_stream_wait")
+    addresses = [ctypes.cast(getattr(dll, name), ctypes.c_void_p).value for name in names]
+    assert all(addresses)
+    return addresses
 
 
 class _Lib:
@@ -229,6 +265,7 @@ class _Lib:
             self.omp = ctypes.CDLL("libgomp.so.1")
             self.omp.omp_get_max_threads.restype = ctypes.c_int
         self.execute = _numba_executor(dll)
+        self.functions = _function_addresses(dll)
 
     @property
     def version_str(self) -> str:
@@ -426,7 +463,7 @@ class _Gemm:
 
         self.handles = np.array([m.value for m in self.memories] + [0] * (4 - len(self.memories))
                                 + [self.primitive.value, lib.stream.value, len(args),
-                                   ctypes.addressof(self.args)], np.uint64)
+                                   ctypes.addressof(self.args)] + lib.functions, np.uint64)
 
     def fast(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, bias: np.ndarray) -> None:
         """Execute on these arrays (writeable; bfloat16 as uint16) through the Numba executor."""
