@@ -63,7 +63,7 @@ callbacks = [Fault(rank, kind) for kind in ("stall", "kill") if kind in SPEC]
 if SPEC.get("checkpoint"):
     callbacks.append(fastnet.ModelCheckpoint(SPEC["checkpoint"].format(rank=rank)))
 history = model.fit(X, y, epochs=SPEC["epochs"], batch_size=SPEC["batch_size"],
-                    optimizer=SPEC.get("optimizer", "adam"), lr=SPEC.get("lr"), diagnose=False,
+                    optimizer=SPEC.get("optimizer", "adam"), lr=SPEC.get("lr"),
                     callbacks=callbacks, resume=SPEC.get("resume"), validation_data=(X[:300], y[:300]) if SPEC.get("validation", True) else None,
                     distributed=True if SPEC["distributed"] else None)
 np.savez(os.path.join(SPEC["out"], f"rank{rank}.npz"), **model.get_weights())

@@ -73,7 +73,7 @@ def test_model_files_and_checkpoints_fsync_before_the_rename(tmp_path, calls):
     X, y = rng.standard_normal((64, 5)).astype(np.float32), rng.integers(0, 3, 64)
     model = fastnet.MLP([5, 8, 3], backend="cpu", seed=0)
     ckpt = tmp_path / "run.ckpt"
-    model.fit(X, y, epochs=2, diagnose=False, callbacks=[fastnet.ModelCheckpoint(ckpt)])
+    model.fit(X, y, epochs=2, callbacks=[fastnet.ModelCheckpoint(ckpt)])
     assert_written_in_order(calls, ckpt)
     model.save(tmp_path / "m.npz")
     assert_written_in_order(calls, tmp_path / "m.npz")

@@ -179,7 +179,7 @@ def test_fit_refuses_rows_that_are_not_images_before_changing_anything():
         model.fit(X, y, epochs=1, augment=Augment(shift=1, image_shape=(28, 28)))
     with pytest.raises(TypeError, match=r"augment must be a fastnet.Augment, got \{'shift': 1\}"):
         model.fit(X, y, epochs=1, augment={"shift": 1})
-    model.fit(X, y, epochs=1, augment=Augment(shift=1, image_shape=(5, 157)), diagnose=False)  # a non-square image
+    model.fit(X, y, epochs=1, augment=Augment(shift=1, image_shape=(5, 157)))  # a non-square image
     assert model.n_iter_ == 1
 
 
@@ -215,7 +215,7 @@ def _weights(model):
 def _fit(augment, seed=0, **kw):
     X, y = _images()
     model = fastnet.MLP([36, 16, 3], dropout=0.2, seed=seed)
-    history = model.fit(X, y, epochs=3, batch_size=32, lr=1e-2, augment=augment, diagnose=False, **kw)
+    history = model.fit(X, y, epochs=3, batch_size=32, lr=1e-2, augment=augment, **kw)
     return model, history
 
 
@@ -256,7 +256,7 @@ def test_augmentation_touches_training_rows_only_and_never_validation_or_inferen
 
     monkeypatch.setattr(model.backend_.kernels, "affine_warp", spy)
     history = model.fit(X, y, epochs=2, batch_size=32, validation_data=(Xv, yv),
-                        augment=Augment(shift=2, rotate=20), diagnose=False)
+                        augment=Augment(shift=2, rotate=20))
     rows = np.concatenate(seen)
     assert len(rows) == 2 * len(X)  # every training row once per epoch, nothing else
     train = {r.tobytes() for r in X}
@@ -294,8 +294,9 @@ def test_validation_split_rows_are_not_augmented_and_data_is_left_as_given(monke
         real(x, params, out, h, w)
 
     monkeypatch.setattr(model.backend_.kernels, "affine_warp", spy)
+    # opt-out kept: shuffle=False, as the rows' order is what this test checks
     model.fit(X, y, epochs=1, batch_size=16, validation_split=0.2, shuffle=False,
-              augment=Augment(shift=2), diagnose=False)
+              augment=Augment(shift=2))
     rows = np.concatenate(seen)
     np.testing.assert_array_equal(rows, X[:80])  # unshuffled: the first 80 rows, in order; the last 20 held out
     np.testing.assert_array_equal(X, keep)  # the caller's data (and the device copy) untouched

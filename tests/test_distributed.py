@@ -253,7 +253,7 @@ def test_one_rank_job_trains_exactly_as_without_distributed():
     runs = []
     for distributed in (None, True):
         model = fastnet.MLP([6, 8, 2], dropout=0.2, seed=1, backend="cpu")
-        h = model.fit(X, y, epochs=2, batch_size=32, diagnose=False, distributed=distributed)
+        h = model.fit(X, y, epochs=2, batch_size=32, distributed=distributed)
         runs.append((model.get_weights(), h))
     (w0, h0), (w1, h1) = runs
     assert all(np.array_equal(w0[k], w1[k]) for k in w0)
@@ -298,10 +298,10 @@ def test_a_rank_starts_from_rank_0s_optimizer_state():
     fit must start every rank from rank 0's, or the ranks' updates differ from the first step."""
     X, y = np.random.default_rng(0).standard_normal((96, 6)).astype(np.float32), np.arange(96) % 2
     root = fastnet.MLP([6, 8, 2], seed=1, backend="cpu")
-    root.fit(X, y, epochs=3, batch_size=16, diagnose=False)  # rank 0: 18 Adam steps
+    root.fit(X, y, epochs=3, batch_size=16)  # rank 0: 18 Adam steps
     root_state = root.optimizer_.get_state()
     model = fastnet.MLP([6, 8, 2], seed=1, backend="cpu")
-    model.fit(X[::-1], y[::-1], epochs=1, batch_size=32, diagnose=False)  # this rank: 3 other steps
+    model.fit(X[::-1], y[::-1], epochs=1, batch_size=32)  # this rank: 3 other steps
     assert model.optimizer_.t != root_state["t"]
     seen = []
 
@@ -309,7 +309,7 @@ def test_a_rank_starts_from_rank_0s_optimizer_state():
         def on_train_begin(self, model):
             seen.append(model.optimizer_.get_state())
 
-    model.fit(X, y, epochs=1, batch_size=16, diagnose=False, distributed=RootStateComm(root_state),
+    model.fit(X, y, epochs=1, batch_size=16, distributed=RootStateComm(root_state),
               callbacks=[AtStart()])
     (start,) = seen
     assert start["t"] == root_state["t"] == 18
@@ -333,7 +333,7 @@ def test_a_rank_s_offsets_and_threads_are_put_back_after_fit():
             seen.append(model.backend_.dropout_row)
 
     blas = threads.blas_threads()
-    h = model.fit(X, y, epochs=1, batch_size=16, diagnose=False, distributed=MirrorComm(), callbacks=[Rows()])
+    h = model.fit(X, y, epochs=1, batch_size=16, distributed=MirrorComm(), callbacks=[Rows()])
     assert seen == [16] * 3  # rank 1's rows of each global batch of 32 start at its row 16
     cores = len(os.sched_getaffinity(0))
     assert h.params["threads"] == {"mode": "shared", "threads": max(1, min(cores // 2, blas))}

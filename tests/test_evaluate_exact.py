@@ -18,7 +18,7 @@ N = 2500  # two full chunks of 1024 and one of 452
 def test_softmax_classifier(kernels):
     X, y = datasets.make_blobs(n_samples=N, seed=3)
     m = fastnet.MLP([2, 16, 3], backend="cpu", dtype="float64", seed=0, kernels=kernels)
-    m.fit(X, y, epochs=1, batch_size=64, optimizer="sgd", lr=0.05, diagnose=False)
+    m.fit(X, y, epochs=1, batch_size=64, optimizer="sgd", lr=0.05)
     p = m.predict_proba(X)
     got = m.evaluate(X, y, return_dict=True)
     assert got["loss"] == pytest.approx(-np.mean(np.log(p[np.arange(N), y])), rel=1e-9)
@@ -32,7 +32,7 @@ def test_binary_sigmoid_classifier(kernels):
     t = (y == 1).astype(np.float64)  # a minority class: accuracy != share of either label
     m = fastnet.MLP([2, 8, 1], output="sigmoid", loss="binary_cross_entropy", backend="cpu",
                     dtype="float64", seed=0, kernels=kernels)
-    m.fit(X, t, epochs=1, batch_size=64, optimizer="sgd", lr=0.02, diagnose=False)
+    m.fit(X, t, epochs=1, batch_size=64, optimizer="sgd", lr=0.02)
     q = m.predict_proba(X)[:, 1]
     got = m.evaluate(X, t, return_dict=True)
     bce = -np.mean(t * np.log(q) + (1 - t) * np.log(1 - q))
@@ -40,8 +40,7 @@ def test_binary_sigmoid_classifier(kernels):
     accuracy = np.mean((q >= 0.5) == (t == 1))
     assert got["accuracy"] == accuracy
     assert accuracy not in (np.mean(t), 1 - np.mean(t)), "the model must not predict one class only"
-    h = m.fit(X, t, epochs=1, batch_size=64, optimizer="sgd", lr=0.02, validation_data=(X, t),
-              diagnose=False)
+    h = m.fit(X, t, epochs=1, batch_size=64, optimizer="sgd", lr=0.02, validation_data=(X, t))
     q = m.predict_proba(X)[:, 1]
     assert h["val_accuracy"][-1] == np.mean((q >= 0.5) == (t == 1))
 

@@ -144,8 +144,7 @@ def base_model():
 def base_checkpoint(path):
     m = fastnet.MLP(SIZES, backend="cpu", seed=0)
     rng = np.random.default_rng(0)
-    m.fit(rng.standard_normal((64, 784)).astype(np.float32), rng.integers(0, 10, 64), epochs=1, batch_size=32,
-          diagnose=False, verbose=0)
+    m.fit(rng.standard_normal((64, 784)).astype(np.float32), rng.integers(0, 10, 64), epochs=1, batch_size=32)
     save_checkpoint(m, path)
     return m
 
@@ -441,7 +440,7 @@ def test_checkpoint_cases_refused_through_fit_too(corpus):
         if kind != "checkpoint":
             continue
         m = fastnet.MLP(SIZES, backend="cpu", seed=0)
-        got = within(20, m.fit, X, y, epochs=2, batch_size=32, diagnose=False, verbose=0, resume=path)
+        got = within(20, m.fit, X, y, epochs=2, batch_size=32, resume=path)
         assert isinstance(got, CheckpointError), f"{case}: {got!r}"
         assert not m.built and m.n_iter_ == 0, case
 
@@ -467,7 +466,7 @@ def hwm():
 # malloc_trim), the peak resident set reset to the current one, the file loaded.
 with tempfile.TemporaryDirectory() as tmp:
     tiny = fastnet.MLP([4, 3], backend="cpu", seed=0)
-    tiny.fit(np.zeros((8, 4)), np.arange(8) % 3, epochs=1, diagnose=False, verbose=0)
+    tiny.fit(np.zeros((8, 4)), np.arange(8) % 3, epochs=1)
     tiny.save(tmp + "/m.npz")
     save_checkpoint(tiny, tmp + "/c.npz")
     fastnet.load(tmp + "/m.npz", backend="cpu")

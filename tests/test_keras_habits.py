@@ -29,7 +29,7 @@ Y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
 
 def small(**kw):
     m = fastnet.MLP([4, 8, 2], backend="cpu", seed=0, **kw)
-    m.fit(X, Y, epochs=2, diagnose=False, verbose=0)
+    m.fit(X, Y, epochs=2)
     return m
 
 
@@ -50,7 +50,7 @@ def test_evaluate_returns_loss_and_accuracy_as_keras_does():
     assert m.metrics_names == ["loss", "accuracy"]
     assert m.score(X, Y) == acc
     reg = fastnet.MLP([4, 8, 1], loss="mse", backend="cpu", seed=0)
-    reg.fit(X, X[:, 0], epochs=1, verbose=0, diagnose=False)
+    reg.fit(X, X[:, 0], epochs=1)
     value = reg.evaluate(X, X[:, 0])
     assert isinstance(value, float) and value == reg.evaluate(X, X[:, 0], return_dict=True)["loss"]
     assert reg.metrics_names == ["loss"]
@@ -146,14 +146,14 @@ def test_early_stopping_patience_2_stops_fit_after_two_epochs_without_improvemen
     values = [1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0]
     m = fastnet.MLP([4, 8, 2], backend="cpu", seed=0)
     stop = EarlyStopping(patience=2, monitor="score", restore_best=False)
-    h = m.fit(X, Y, epochs=8, callbacks=[_Script(values), stop], verbose=0, diagnose=False)
+    h = m.fit(X, Y, epochs=8, callbacks=[_Script(values), stop])
     assert len(h) == 4 and stop.stopped_epoch == 4 and stop.best_epoch == 2
 
 
 def test_early_stopping_verbose_says_so(capsys):
     m = fastnet.MLP([4, 8, 2], backend="cpu", seed=0)
     stop = EarlyStopping(patience=1, monitor="score", verbose=1)
-    m.fit(X, Y, epochs=5, callbacks=[_Script([1.0, 2.0, 3.0, 4.0, 5.0]), stop], verbose=0, diagnose=False)
+    m.fit(X, Y, epochs=5, callbacks=[_Script([1.0, 2.0, 3.0, 4.0, 5.0]), stop])
     err = capsys.readouterr().err
     assert "Epoch 2: early stopping" in err and "Restoring model weights from the end of the best epoch: 1." in err
 
@@ -162,13 +162,13 @@ def test_reduce_lr_on_plateau_counts_as_keras():
     # Keras: wait += 1 per epoch without improvement, cut at wait >= patience, then `cooldown` epochs uncounted
     m = fastnet.MLP([4, 8, 2], backend="cpu", seed=0)
     cb = ReduceLROnPlateau(factor=0.5, patience=2, monitor="score", cooldown=1)
-    h = m.fit(X, Y, epochs=7, optimizer="sgd", lr=0.1, callbacks=[_Script([1.0] * 7), cb], verbose=0, diagnose=False)
+    h = m.fit(X, Y, epochs=7, optimizer="sgd", lr=0.1, callbacks=[_Script([1.0] * 7), cb])
     # epoch 1 best; 2, 3 without improvement: cut after 3 (cooldown 1); epoch 4 ends the cooldown and,
     # as in Keras, is counted (wait 1); 5: wait 2, cut after 5
     assert h["lr"] == [0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
     cb = ReduceLROnPlateau(factor=0.5, patience=2, monitor="score")
     m = fastnet.MLP([4, 8, 2], backend="cpu", seed=0)
-    h = m.fit(X, Y, epochs=4, optimizer="sgd", lr=0.1, callbacks=[_Script([1.0] * 4), cb], verbose=0, diagnose=False)
+    h = m.fit(X, Y, epochs=4, optimizer="sgd", lr=0.1, callbacks=[_Script([1.0] * 4), cb])
     assert h["lr"] == [0.1, 0.1, 0.1, 0.05]  # two epochs without improvement, not three
 
 
@@ -215,13 +215,13 @@ def test_summary_prints_the_table_and_returns_none(capsys):
 # ------------------------------------------------------------------- 5. verbose="auto"
 def test_fit_shows_progress_by_default_on_stderr(capfd):
     m = fastnet.MLP([4, 8, 2], backend="cpu", seed=0)
-    m.fit(X, Y, epochs=2, diagnose=False)
+    m.fit(X, Y, epochs=2)
     out, err = capfd.readouterr()
     assert out == ""
     assert re.findall(r"^epoch (\d)/2  loss", err, re.M) == ["1", "2"]  # a log, not a terminal: lines only
-    m.fit(X, Y, epochs=1, diagnose=False, verbose="auto")
+    m.fit(X, Y, epochs=1, verbose="auto")
     assert "epoch 3/3" in capfd.readouterr().err
-    m.fit(X, Y, epochs=1, diagnose=False, verbose=0)
+    m.fit(X, Y, epochs=1, verbose=0)  # opt-out kept: verbose=0 is what this test checks
     m.partial_fit(X, Y)  # scikit-learn's partial_fit: silent
     assert capfd.readouterr() == ("", "")
     with pytest.raises(ValueError, match=r'verbose must be "auto", 0, 1 or 2, got \'loud\''):
@@ -266,7 +266,7 @@ def test_diagnose_echoes_as_the_report_with_fits_figures():
     m = fastnet.MLP([20, 32, 4], activation="sigmoid", backend="cpu", seed=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        h = m.fit(X_raw, y, epochs=5, optimizer="sgd", lr=0.5, batch_size=64, validation_split=0.2, verbose=0)
+        h = m.fit(X_raw, y, epochs=5, optimizer="sgd", lr=0.5, batch_size=64, validation_split=0.2)
     said = [str(w.message) for w in caught if issubclass(w.category, fastnet.FastnetWarning)]
     assert said and any("inputs_not_standardized" in s for s in said)
     report = fastnet.diagnose(h, m, X_raw)
@@ -307,7 +307,7 @@ class KerasStyle(Callback):
 def test_keras_style_callbacks_are_called_keras_s_way():
     m = fastnet.MLP([4, 8, 2], backend="cpu", seed=0)
     cb = KerasStyle()
-    h = m.fit(X, Y, epochs=5, callbacks=[cb], verbose=0, diagnose=False)
+    h = m.fit(X, Y, epochs=5, callbacks=[cb])
     assert len(h) == 2 and cb.model is m and cb.params["epochs"] == 5
     assert cb.seen == [("begin", {}, True), ("epoch_begin", 0), ("epoch_end", 0, ["accuracy", "loss", "lr", "seconds"]),
                        ("epoch_begin", 1), ("epoch_end", 1, ["accuracy", "loss", "lr", "seconds"]), ("end", {})]
@@ -323,7 +323,7 @@ def test_fastnet_style_hooks_get_the_model_and_1_based_epochs():
         def on_epoch_end(self, epoch, logs=None):  # Keras's, in the same callback
             seen.append(("end", epoch))
 
-    fastnet.MLP([4, 8, 2], backend="cpu", seed=0).fit(X, Y, epochs=2, callbacks=[Mixed()], verbose=0, diagnose=False)
+    fastnet.MLP([4, 8, 2], backend="cpu", seed=0).fit(X, Y, epochs=2, callbacks=[Mixed()])
     assert seen == [("begin", 1, 0), ("end", 0), ("begin", 2, 1), ("end", 1)]
 
 
@@ -347,7 +347,7 @@ def test_a_hook_fit_cannot_call_is_refused_before_training(body, message):
     m = fastnet.MLP([4, 8, 2], backend="cpu", seed=0).build(4)
     before = m.get_weights()
     with pytest.raises(TypeError, match=message):
-        m.fit(X, Y, epochs=2, callbacks=[Bad()], verbose=0, diagnose=False)
+        m.fit(X, Y, epochs=2, callbacks=[Bad()])
     assert all(np.array_equal(before[k], v) for k, v in m.get_weights().items()) and m.n_iter_ == 0
 
 
@@ -368,9 +368,9 @@ def test_fit_class_weight_is_scikit_learns_sample_weight(class_weight):
     for sample_weight in (None, w):
         a = fastnet.MLP([4, 8, 2], backend="cpu", seed=0)
         b = fastnet.MLP([4, 8, 2], backend="cpu", seed=0)
-        a.fit(X, y, epochs=2, class_weight=class_weight, sample_weight=sample_weight, verbose=0, diagnose=False)
+        a.fit(X, y, epochs=2, class_weight=class_weight, sample_weight=sample_weight)
         oracle = compute_sample_weight(class_weight, y) * (1 if sample_weight is None else sample_weight)
-        b.fit(X, y, epochs=2, sample_weight=oracle, verbose=0, diagnose=False)
+        b.fit(X, y, epochs=2, sample_weight=oracle)
         wa, wb = a.get_weights(), b.get_weights()
         for k in wa:
             np.testing.assert_allclose(wa[k], wb[k], rtol=1e-6, atol=1e-7)
@@ -382,21 +382,21 @@ def test_class_weight_keys_are_the_labels_of_y():
     names = np.array(["cat", "dog"])[Y]
     cw = {"cat": 1.0, "dog": 4.0}
     a = fastnet.MLP([4, 8, 2], backend="cpu", seed=0)
-    a.fit(X, names, epochs=1, class_weight=cw, verbose=0, diagnose=False)
+    a.fit(X, names, epochs=1, class_weight=cw)
     b = fastnet.MLP([4, 8, 2], backend="cpu", seed=0)
-    b.fit(X, names, epochs=1, sample_weight=compute_sample_weight(cw, names), verbose=0, diagnose=False)
+    b.fit(X, names, epochs=1, sample_weight=compute_sample_weight(cw, names))
     assert all(np.allclose(a.get_weights()[k], b.get_weights()[k]) for k in a.get_weights())
     sig = fastnet.MLP([4, 8, 1], output="sigmoid", backend="cpu", seed=0)
-    sig.fit(X, Y, epochs=1, class_weight={1: 2.0}, verbose=0, diagnose=False)  # one sigmoid unit: classes 0/1
+    sig.fit(X, Y, epochs=1, class_weight={1: 2.0})  # one sigmoid unit: classes 0/1
     fresh = fastnet.MLP([4, 8, 2], backend="cpu", seed=0).build(4)
     before = fresh.get_weights()
     with pytest.raises(ValueError, match=r"class_weight has a key 'bird' that is not a class of this model; "
                                          r"its classes are \['cat', 'dog'\]"):
-        fresh.fit(X, names, class_weight={"bird": 2.0}, verbose=0)
+        fresh.fit(X, names, class_weight={"bird": 2.0})
     with pytest.raises(ValueError, match="class_weight must be a dict"):
-        fresh.fit(X, names, class_weight="equal", verbose=0)
+        fresh.fit(X, names, class_weight="equal")
     with pytest.raises(TypeError, match="class_weight is for classifiers"):
-        fastnet.MLP([4, 8, 1], loss="mse", backend="cpu").fit(X, X[:, 0], class_weight={0: 1.0}, verbose=0)
+        fastnet.MLP([4, 8, 1], loss="mse", backend="cpu").fit(X, X[:, 0], class_weight={0: 1.0})
     assert all(np.array_equal(before[k], v) for k, v in fresh.get_weights().items())
 
 
@@ -405,7 +405,7 @@ def test_dense_takes_keras_input_dim_and_input_shape():
     b = fastnet.Sequential([fastnet.Dense(8, "relu", input_shape=(4,)), fastnet.Dense(2, "softmax")], backend="cpu")
     assert a.input_dim == b.input_dim == 4 and "total parameters: 58" in a._summary()
     with pytest.raises(ValueError, match="X has 5 features per sample, but the model expects 4"):
-        a.fit(np.ones((3, 5)), [0, 1, 0], verbose=0)
+        a.fit(np.ones((3, 5)), [0, 1, 0])
     with pytest.raises(ValueError, match=r"a Dense layer takes flat rows, so give input_shape=\(784,\)"):
         fastnet.Dense(8, input_shape=(28, 28))
     with pytest.raises(ValueError, match="only the first layer takes the input size"):
@@ -438,7 +438,7 @@ def test_attach_optimizer_before_fit():
     seq = fastnet.Sequential([fastnet.Dense(8, "relu"), fastnet.Dense(2, "softmax")], backend="cpu", seed=0)
     sgd = seq.attach_optimizer(fastnet.SGD(lr=0.1))  # input size unknown: set up when built
     assert not seq.built and seq.optimizer_ is sgd
-    seq.fit(X, Y, epochs=1, optimizer=sgd, verbose=0, diagnose=False)
+    seq.fit(X, Y, epochs=1, optimizer=sgd)
     assert seq.optimizer_ is sgd and sgd.t > 0 and len(sgd.state) == 4
     with pytest.raises(TypeError, match="must be a fastnet Optimizer"):
         m.attach_optimizer("adam")
@@ -447,13 +447,13 @@ def test_attach_optimizer_before_fit():
 # ------------------------------------------------------------------- 11. a continuous y
 def test_a_continuous_y_on_a_classifier_says_regression_and_mse():
     with pytest.raises(ValueError, match=r'integer class ids, got 0\.87.*regression.*loss="mse".*MLPRegressor'):
-        fastnet.MLP([4, 8, 2], backend="cpu").fit(X, np.full(len(X), 0.872), verbose=0)
+        fastnet.MLP([4, 8, 2], backend="cpu").fit(X, np.full(len(X), 0.872))
     with pytest.raises(ValueError, match=r'binary targets in \[0, 1\], got 3\.5.*loss="mse".*MLPRegressor'):
-        fastnet.MLP([4, 8, 1], output="sigmoid", backend="cpu").fit(X, np.full(len(X), 3.5), verbose=0)
+        fastnet.MLP([4, 8, 1], output="sigmoid", backend="cpu").fit(X, np.full(len(X), 3.5))
     with pytest.raises(ValueError, match=r'>= 2 units, got 1.*for regression.*loss="mse".*MLPRegressor'):
         fastnet.MLP([4, 8, 1])
     with pytest.raises(ValueError, match=r'distinct ones; here there are \d+ .*loss="mse"'):
-        fastnet.MLP([4, 8, 2], backend="cpu").fit(X, np.arange(len(X)) * 3, verbose=0)
+        fastnet.MLP([4, 8, 2], backend="cpu").fit(X, np.arange(len(X)) * 3)
 
 
 # ------------------------------------------------------------------- 13. small things

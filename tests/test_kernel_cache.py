@@ -44,7 +44,7 @@ def test_cache_dir_default_override_and_version_key(monkeypatch, tmp_path):
 def test_training_in_a_new_process_writes_only_to_the_cache_folder(tmp_path):
     code = ("import numpy as np, fastnet\n"
             "X = np.random.default_rng(0).normal(size=(64, 3)); y = np.arange(64) % 2\n"
-            "fastnet.MLP([3, 4, 2], backend='cpu', seed=0).fit(X, y, epochs=1, diagnose=False)\n")
+            "fastnet.MLP([3, 4, 2], backend='cpu', seed=0).fit(X, y, epochs=1)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", cache.ENV)}
     env["HOME"] = str(tmp_path)
     before = {p for p in PACKAGE.rglob("*") if p.suffix in (".nbi", ".nbc")}

@@ -120,7 +120,7 @@ def test_an_activation_registered_at_run_time_is_usable():
     try:
         reference.register_activation("swish", swish_fwd, swish_bwd)
         model = fastnet.MLP([3, 4, 2], activation="swish", backend="cpu", seed=0)
-        model.fit(np.random.default_rng(0).random((8, 3)), np.arange(8) % 2, epochs=1, diagnose=False)
+        model.fit(np.random.default_rng(0).random((8, 3)), np.arange(8) % 2, epochs=1)
         assert model.backend_.kernels.swish_fwd is swish_fwd and "swish_fwd" in model.backend_.kernels.fallback
     finally:  # the tables as they were, for the other tests
         for table, before in zip(tables, saved):
@@ -211,7 +211,7 @@ def test_gelu_passes_gradcheck(kernels):
 def test_gelu_trains_on_cpu_and_uses_he_init():
     X, y = datasets.spirals(300, n_classes=2, noise=0.1, seed=0)
     model = fastnet.MLP([2, 32, 32, 2], activation="gelu", backend="cpu", seed=0)
-    model.fit(X, y, epochs=40, optimizer="adam", lr=1e-2, batch_size=32, diagnose=False)
+    model.fit(X, y, epochs=40, optimizer="adam", lr=1e-2, batch_size=32)
     assert model.evaluate(X, y, return_dict=True)["accuracy"] > 0.95
     fresh = fastnet.MLP([2, 32, 32, 2], activation="gelu", backend="cpu", seed=0).build(2)
     W = fresh.get_weights()["dense_1.W"]
@@ -250,10 +250,10 @@ def test_adagrad_two_steps_by_hand(kernels):
 def test_adagrad_trains_on_cpu_and_survives_a_checkpoint(tmp_path):
     X, y = datasets.make_blobs(300, seed=1)
     model = fastnet.MLP([2, 16, 3], backend="cpu", seed=0)
-    h = model.fit(X, y, epochs=30, optimizer="adagrad", lr=0.1, batch_size=32, diagnose=False,
+    h = model.fit(X, y, epochs=30, optimizer="adagrad", lr=0.1, batch_size=32,
                   callbacks=[fastnet.ModelCheckpoint(tmp_path / "ck.npz")])
     assert h["loss"][-1] < 0.5 * h["loss"][0]
     again = fastnet.MLP([2, 16, 3], backend="cpu", seed=0)
-    again.fit(X, y, epochs=30, optimizer="adagrad", batch_size=32, resume=tmp_path / "ck.npz", diagnose=False)
+    again.fit(X, y, epochs=30, optimizer="adagrad", batch_size=32, resume=tmp_path / "ck.npz")
     assert again.optimizer_.name == "adagrad" and again.optimizer_.t == model.optimizer_.t
     np.testing.assert_array_equal(again.optimizer_.state[0]["s"], model.optimizer_.state[0]["s"])

@@ -14,7 +14,7 @@ IDS = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
 
 def fit(y, **kw):
     m = fastnet.MLP([3, 8, 3], backend="cpu", seed=0)
-    m.fit(X, y, epochs=40, optimizer="adam", lr=0.02, diagnose=False, **kw)
+    m.fit(X, y, epochs=40, optimizer="adam", lr=0.02, **kw)
     return m
 
 
@@ -38,7 +38,7 @@ def test_ids_keep_their_meaning():
     m = fit(IDS)
     assert list(m.classes_) == [0, 1, 2]
     m2 = fastnet.MLP([3, 8, 10], backend="cpu", seed=0)
-    m2.fit(X, IDS, epochs=1, diagnose=False)  # ids 0..2 of 10 outputs: ids, not 3 labels
+    m2.fit(X, IDS, epochs=1)  # ids 0..2 of 10 outputs: ids, not 3 labels
     assert list(m2.classes_) == list(range(10))
 
 
@@ -46,7 +46,7 @@ def test_validation_data_and_later_fits_use_the_first_fits_labels():
     y = np.array(["cat", "dog", "owl"])[IDS]
     m = fit(y, validation_data=(X[:30], y[:30]))
     assert "val_accuracy" in m.history_
-    m.fit(X[:60], y[:60], epochs=1, diagnose=False)  # a subset: same classes_
+    m.fit(X[:60], y[:60], epochs=1)  # a subset: same classes_
     assert list(m.classes_) == ["cat", "dog", "owl"]
     before = m.get_weights()
     with pytest.raises(ValueError, match=r"y holds labels the model was not trained on: y\[0\] = 'emu'"):

@@ -21,8 +21,7 @@ def test_fused_and_reference_kernels_train_alike_on_mnist():
     curves = {}
     for kernels in ("fused", "reference"):
         model = fastnet.MLP([784, 128, 10], activation="sigmoid", backend="cpu", seed=0, kernels=kernels)
-        curves[kernels] = model.fit(X, y, epochs=2, batch_size=128, optimizer="adam", lr=1e-3,
-                                    diagnose=False)["loss"]
+        curves[kernels] = model.fit(X, y, epochs=2, batch_size=128, optimizer="adam", lr=1e-3)["loss"]
     assert len(curves["fused"]) == 2
     for fused, ref in zip(curves["fused"], curves["reference"]):
         assert abs(fused - ref) <= 1e-5 * abs(ref), (curves, abs(fused - ref) / ref)

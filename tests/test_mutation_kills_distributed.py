@@ -71,9 +71,9 @@ def test_ranks_with_the_same_images_but_other_labels_are_refused():
     comm = Rank1(lambda obj: {**obj, "data": root_digest} if _settings(obj) else obj)
     model = fastnet.MLP([5, 4, 2], seed=0, backend="cpu")
     with pytest.raises(D.DistributedError, match=r"rank 1 of 2: .*differ from rank 0.*data="):
-        model.fit(X, y, epochs=1, batch_size=8, diagnose=False, distributed=comm)
+        model.fit(X, y, epochs=1, batch_size=8, distributed=comm)
     # the same labels: it trains
-    fastnet.MLP([5, 4, 2], seed=0, backend="cpu").fit(X, y, epochs=1, batch_size=8, diagnose=False,
+    fastnet.MLP([5, 4, 2], seed=0, backend="cpu").fit(X, y, epochs=1, batch_size=8,
                                                       distributed=Rank1())
 
 
@@ -83,7 +83,7 @@ def test_a_setting_only_rank_0_has_is_a_difference():
     X, y = _data()
     comm = Rank1(lambda obj: {**obj, "new_setting": 1} if _settings(obj) else obj)
     with pytest.raises(D.DistributedError, match=r"new_setting=None where rank 0 has new_setting=1"):
-        fastnet.MLP([5, 4, 2], seed=0, backend="cpu").fit(X, y, epochs=1, batch_size=8, diagnose=False,
+        fastnet.MLP([5, 4, 2], seed=0, backend="cpu").fit(X, y, epochs=1, batch_size=8,
                                                           distributed=comm)
 
 
@@ -103,5 +103,5 @@ def test_a_rank_starts_from_rank_0s_random_state():
         def on_train_begin(self, model):
             seen.append(model.backend_.get_rng_state())
 
-    model.fit(X, y, epochs=1, batch_size=8, diagnose=False, distributed=comm, callbacks=[AtStart()])
+    model.fit(X, y, epochs=1, batch_size=8, distributed=comm, callbacks=[AtStart()])
     assert seen == [root_state]

@@ -24,7 +24,7 @@ def test_a_float64_model_exports_a_float32_graph_onnx_runtime_runs():
     X = rng.standard_normal((64, 6))
     y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
     model = fastnet.MLP([6, 8, 3], dtype="float64", backend="cpu", seed=0)
-    model.fit(X, y, epochs=3, batch_size=16, lr=1e-2, diagnose=False, verbose=0)
+    model.fit(X, y, epochs=3, batch_size=16, lr=1e-2)
     proto = model.to_onnx()
     assert all(t.data_type == onnx.TensorProto.FLOAT for t in proto.graph.initializer)
     got = _run(proto, X.astype(np.float32))

@@ -45,7 +45,7 @@ RUN = textwrap.dedent("""
     model = fastnet.MLP([4, 8, 3], backend="cpu", seed=seed)
     t0 = time.perf_counter()
     try:
-        model.fit(X, y, epochs=2, diagnose=False, verbose=0,
+        model.fit(X, y, epochs=2,
                   callbacks=[fastnet.ModelCheckpoint(path), Hold()])
     except fastnet.CheckpointError as exc:
         print(json.dumps({"error": str(exc), "seconds": time.perf_counter() - t0}), flush=True)
@@ -130,13 +130,13 @@ def test_two_fits_in_two_threads_on_one_path(tmp_path):
             finish.wait(60)
 
     first = threading.Thread(target=lambda: fastnet.MLP([4, 8, 3], backend="cpu", seed=1).fit(
-        X, y, epochs=1, diagnose=False, verbose=0, callbacks=[fastnet.ModelCheckpoint(path), Hold()]))
+        X, y, epochs=1, callbacks=[fastnet.ModelCheckpoint(path), Hold()]))
     first.start()
     try:
         assert started.wait(60)
         other = fastnet.MLP([4, 8, 3], backend="cpu", seed=2)
         with pytest.raises(CheckpointError, match=r"is being written by another fit in this process \(thread"):
-            other.fit(X, y, epochs=1, diagnose=False, verbose=0, callbacks=[fastnet.ModelCheckpoint(path)])
+            other.fit(X, y, epochs=1, callbacks=[fastnet.ModelCheckpoint(path)])
         assert not other.built
     finally:
         finish.set()
@@ -150,14 +150,14 @@ def test_the_lock_is_released_however_the_fit_ends(tmp_path):
     X, y = rng.standard_normal((60, 4)) * 1e4, rng.integers(0, 3, 60)
     m = fastnet.MLP([4, 8, 3], backend="cpu", seed=0)
     with pytest.raises(fastnet.TrainingDivergedError):
-        m.fit(X, y, epochs=5, optimizer="sgd", lr=1e4, batch_size=10, diagnose=False, verbose=0,
+        m.fit(X, y, epochs=5, optimizer="sgd", lr=1e4, batch_size=10,
               callbacks=[fastnet.ModelCheckpoint(path)])
     assert not npzfile.holds_lock(path) and not os.path.exists(str(path) + ".lock")
     # a refused resume (another seed) releases it too
     m = fastnet.MLP([4, 8, 3], backend="cpu", seed=0)
-    m.fit(X / 1e4, y, epochs=1, diagnose=False, verbose=0, callbacks=[fastnet.ModelCheckpoint(path)])
+    m.fit(X / 1e4, y, epochs=1, callbacks=[fastnet.ModelCheckpoint(path)])
     with pytest.raises(CheckpointError, match="seed 0 -> 9"):
-        fastnet.MLP([4, 8, 3], backend="cpu", seed=9).fit(X / 1e4, y, epochs=2, diagnose=False, verbose=0,
+        fastnet.MLP([4, 8, 3], backend="cpu", seed=9).fit(X / 1e4, y, epochs=2,
                                                           resume=path, callbacks=[fastnet.ModelCheckpoint(path)])
     assert not npzfile.holds_lock(path) and not os.path.exists(str(path) + ".lock")
 
@@ -195,10 +195,10 @@ def test_a_prev_that_is_already_the_same_file_leaves_no_temporary(tmp_path):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((32, 3)), rng.integers(0, 2, 32)
     m = fastnet.MLP([3, 4, 2], backend="cpu", seed=0)
-    m.fit(X, y, epochs=1, diagnose=False, verbose=0)
+    m.fit(X, y, epochs=1)
     save_checkpoint(m, p)
     os.link(p, p + ".prev")
-    m.fit(X, y, epochs=1, diagnose=False, verbose=0)
+    m.fit(X, y, epochs=1)
     save_checkpoint(m, p)
     assert sorted(os.listdir(tmp_path)) == ["c.npz", "c.npz.prev"]
     assert read_checkpoint(p)[0]["history"]["epochs"] == [1, 2]
@@ -218,7 +218,7 @@ KILLER = textwrap.dedent("""
     path = os.path.join(folder, "c.npz")
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 64)), rng.integers(0, 10, 64)
-    FIT = dict(batch_size=64, diagnose=False, verbose=0)
+    FIT = dict(batch_size=64)
 
     def write(epochs):
         model = fastnet.MLP([64, 256, 10], backend="cpu", seed=0)

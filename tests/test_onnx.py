@@ -29,7 +29,7 @@ def trained(X, y, activation="relu", output=None, loss=None, dropout=0.0):
     model = fastnet.MLP([784, 32, 16, 10 if output != "sigmoid" else 1], activation=activation, output=output,
                         loss=loss, dropout=dropout, backend="cpu", seed=0)
     target = y if output is None else (y[:, None] % 2 if output == "sigmoid" else np.eye(10)[y])
-    model.fit(X, target, epochs=2, batch_size=128, optimizer="adam", lr=2e-3, diagnose=False)
+    model.fit(X, target, epochs=2, batch_size=128, optimizer="adam", lr=2e-3)
     return model
 
 

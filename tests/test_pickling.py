@@ -22,7 +22,7 @@ def data():
 def fitted(data, **kw):
     X, y = data
     m = fastnet.MLP([5, 8, 3], backend="cpu", seed=0, dropout=0.2, **kw)
-    m.fit(X, y, epochs=3, batch_size=32, optimizer="adam", lr=1e-2, diagnose=False)
+    m.fit(X, y, epochs=3, batch_size=32, optimizer="adam", lr=1e-2)
     return m
 
 
@@ -38,8 +38,8 @@ def test_a_fitted_model_round_trips_and_trains_on_identically(data, copier):
     assert c.optimizer_.name == "adam" and c.optimizer_.t == m.optimizer_.t
     # weights, Adam's moments, the data order and the dropout stream all carried over:
     # both train on to the same numbers
-    h1 = m.fit(X, y, epochs=2, batch_size=32, optimizer="adam", lr=1e-2, diagnose=False)
-    h2 = c.fit(X, y, epochs=2, batch_size=32, optimizer="adam", lr=1e-2, diagnose=False)
+    h1 = m.fit(X, y, epochs=2, batch_size=32, optimizer="adam", lr=1e-2)
+    h2 = c.fit(X, y, epochs=2, batch_size=32, optimizer="adam", lr=1e-2)
     assert h1["loss"] == h2["loss"]
     np.testing.assert_array_equal(c.predict_proba(X), m.predict_proba(X))
 
@@ -49,7 +49,7 @@ def test_the_copy_is_independent(data):
     m = fitted(data)
     c = copy.deepcopy(m)
     before = m.predict_proba(X)
-    c.fit(X, y, epochs=2, optimizer="adam", diagnose=False)
+    c.fit(X, y, epochs=2, optimizer="adam")
     np.testing.assert_array_equal(m.predict_proba(X), before)
     assert not np.array_equal(c.predict_proba(X), before)
 
@@ -59,8 +59,8 @@ def test_an_unfitted_model_round_trips(data):
     m = fastnet.Sequential([fastnet.Dense(8, "tanh"), fastnet.Dense(3, "softmax")], backend="cpu", seed=4)
     c = pickle.loads(pickle.dumps(m))
     assert not c.built and c.optimizer_ is None
-    m.fit(X, y, epochs=2, diagnose=False)
-    c.fit(X, y, epochs=2, diagnose=False)
+    m.fit(X, y, epochs=2)
+    c.fit(X, y, epochs=2)
     np.testing.assert_array_equal(c.predict(X), m.predict(X))
 
 

@@ -48,7 +48,7 @@ def with_checksums(meta, arrays):
     return meta
 
 
-FIT = dict(epochs=5, batch_size=32, optimizer="adam", diagnose=False, verbose=0)
+FIT = dict(epochs=5, batch_size=32, optimizer="adam")
 
 
 def mlp(sizes=(6, 8, 3), **kw):
@@ -72,7 +72,7 @@ def good(tmp_path_factory):
     """The checkpoint of a run (seed 0, Adam lr 1e-3, batch 32, 120 rows, float32) after epoch 2."""
     d = tmp_path_factory.mktemp("ckpt")
     path = d / "good.npz"
-    mlp().fit(X, Y, epochs=2, batch_size=32, optimizer="adam", diagnose=False, verbose=0,
+    mlp().fit(X, Y, epochs=2, batch_size=32, optimizer="adam",
               callbacks=[fastnet.ModelCheckpoint(path)])
     os.unlink(str(path) + ".prev")
     return path
@@ -115,14 +115,14 @@ def _tamper_weight(arrays):
 
 def _other_width(tmp, good):
     path = tmp / "wide.npz"
-    mlp((10, 8, 3)).fit(np.zeros((40, 10)), np.arange(40) % 3, epochs=1, batch_size=32, diagnose=False, verbose=0,
+    mlp((10, 8, 3)).fit(np.zeros((40, 10)), np.arange(40) % 3, epochs=1, batch_size=32,
                         callbacks=[fastnet.ModelCheckpoint(path)])
     return path
 
 
 def _other_architecture(tmp, good):
     path = tmp / "other-arch.npz"
-    mlp((6, 16, 3)).fit(X, Y, epochs=1, batch_size=32, diagnose=False, verbose=0,
+    mlp((6, 16, 3)).fit(X, Y, epochs=1, batch_size=32,
                         callbacks=[fastnet.ModelCheckpoint(path)])
     return path
 
@@ -183,7 +183,7 @@ def test_every_refused_resume_leaves_the_model_bit_identical(kind, before, good,
     Xf, yf = args.pop("X", X), args.pop("y", Y)
     error = CheckpointError
     if before == "fitted":
-        model.fit(X, Y, epochs=1, batch_size=32, diagnose=False, verbose=0)
+        model.fit(X, Y, epochs=1, batch_size=32)
         if kind == "other classes":  # fit's own label check refuses them first: the model knows its labels
             error, pattern = ValueError, r"y holds class ids outside \[0, 3\)"
         if model.input_dim is None:  # (the Sequential is built now: its own width is compared first)
@@ -196,7 +196,7 @@ def test_every_refused_resume_leaves_the_model_bit_identical(kind, before, good,
     assert state(model) == before_state
     if before == "fitted" and kind not in ("another seed", "another dtype"):
         # and the model trains on as if nothing had happened
-        model.fit(X, Y, epochs=1, batch_size=32, diagnose=False, verbose=0)
+        model.fit(X, Y, epochs=1, batch_size=32)
         assert model.n_iter_ == 2
 
 
@@ -205,7 +205,7 @@ def test_the_audits_tampered_resume(good, tmp_path):
     changed and Adam's t 10 -> 30; now a CheckpointError, and nothing changed."""
     bad = redo(good, tmp_path / "bad.npz", edit_meta=lambda m: m["optimizer"].__setitem__("config", {"lr": 1}))
     m = mlp()
-    m.fit(X, Y, epochs=1, batch_size=32, diagnose=False, verbose=0)
+    m.fit(X, Y, epochs=1, batch_size=32)
     t, weights = m.optimizer_.t, m.get_weights()
     with pytest.raises(CheckpointError):
         m.fit(X, Y, resume=bad, **FIT)
@@ -218,15 +218,14 @@ def test_an_unbuilt_model_refused_for_its_width_stays_unbuilt(tmp_path, good):
     Sequential, 100-column X, a 784-input checkpoint): refused first, and left unbuilt."""
     path = tmp_path / "784.npz"
     fastnet.MLP([784, 8, 3], backend="cpu", seed=0).fit(np.zeros((40, 784)), np.arange(40) % 3, epochs=1,
-                                                        diagnose=False, verbose=0,
                                                         callbacks=[fastnet.ModelCheckpoint(path)])
     m = fastnet.Sequential([fastnet.Dense(8, "relu"), fastnet.Dense(3, "softmax")], backend="cpu", seed=0)
     with pytest.raises(CheckpointError, match=r"holds a model of 784 input features, but X has 100 features"):
-        m.fit(np.zeros((40, 100)), np.arange(40) % 3, epochs=2, diagnose=False, verbose=0, resume=path)
+        m.fit(np.zeros((40, 100)), np.arange(40) % 3, epochs=2, resume=path)
     assert not m.built
     built = fastnet.MLP([100, 8, 3], backend="cpu", seed=0)
     with pytest.raises(CheckpointError, match=r"holds a model of 784 input features; this model takes 100"):
-        built.fit(np.zeros((40, 100)), np.arange(40) % 3, epochs=2, diagnose=False, verbose=0, resume=path)
+        built.fit(np.zeros((40, 100)), np.arange(40) % 3, epochs=2, resume=path)
 
 
 def test_a_failure_while_applying_is_rolled_back(good, monkeypatch):
@@ -234,7 +233,7 @@ def test_a_failure_while_applying_is_rolled_back(good, monkeypatch):
     for before in ("fitted", "unfitted"):
         m = mlp()
         if before == "fitted":
-            m.fit(X, Y, epochs=1, batch_size=32, diagnose=False, verbose=0)
+            m.fit(X, Y, epochs=1, batch_size=32)
         snapshot = state(m)
         real = m.backend_.set_rng_state
         calls = []
@@ -316,7 +315,7 @@ def test_a_run_refused_for_its_checkpoint_path_changes_nothing(good, tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         m = mlp()
-        m.fit(X, Y, epochs=1, batch_size=32, diagnose=False, verbose=0)
+        m.fit(X, Y, epochs=1, batch_size=32)
         snapshot = state(m)
         with pytest.raises(CheckpointError, match=rf"is being written by another run: pid {holder.pid}"):
             m.fit(X, Y, resume=good, callbacks=[fastnet.ModelCheckpoint(target)], **FIT)

@@ -15,7 +15,7 @@ def data():
 def train(X, y, backend="cpu", loss=None, output=None, **kw):
     m = fastnet.MLP([3, 5, 2 if output != "linear" else 1], output=output, loss=loss, backend=backend, seed=0,
                     dtype="float64")
-    m.fit(X, y, epochs=15, batch_size=None, optimizer="adam", lr=0.01, shuffle=False, diagnose=False, **kw)
+    m.fit(X, y, epochs=15, batch_size=None, optimizer="adam", lr=0.01, **kw)
     return m
 
 
@@ -43,8 +43,7 @@ def test_ones_and_a_constant_equal_no_weights(data):
 def test_weights_follow_their_rows_through_shuffled_mini_batches(data):
     X, y, w = data
     m = fastnet.MLP([3, 5, 2], backend="cpu", seed=0, dtype="float64")
-    m.fit(X, y, epochs=30, batch_size=8, optimizer="adam", lr=0.02, sample_weight=np.where(y == 1, 0.0, 1.0),
-          diagnose=False)
+    m.fit(X, y, epochs=30, batch_size=8, optimizer="adam", lr=0.02, sample_weight=np.where(y == 1, 0.0, 1.0))
     # class 1 weighs nothing: the model learns to say 0
     assert (m.predict(X) == 0).mean() > 0.9
 
@@ -56,7 +55,7 @@ def test_validation_split_keeps_each_training_row_s_own_weight(data, shuffle):
     40 rows trains as fit on rows 0-29 with their weights w[:30], validated on rows 30-39."""
     X, y, w = data
     w = w + np.arange(40) / 40  # 40 different weights: a row with another row's weight shows
-    kw = dict(epochs=6, batch_size=8, optimizer="adam", lr=0.01, shuffle=shuffle, diagnose=False)
+    kw = dict(epochs=6, batch_size=8, optimizer="adam", lr=0.01, shuffle=shuffle)
 
     def new():
         return fastnet.MLP([3, 5, 2], backend="cpu", seed=0, dtype="float64")

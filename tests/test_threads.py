@@ -13,7 +13,7 @@ from fastnet import datasets
 def fitted():
     X, y = datasets.make_blobs(n_samples=3000, seed=0)
     m = fastnet.MLP([2, 64, 64, 3], backend="cpu", seed=0)
-    m.fit(X, y, epochs=2, batch_size=64, optimizer="adam", diagnose=False)
+    m.fit(X, y, epochs=2, batch_size=64, optimizer="adam")
     return m, X, y
 
 
@@ -51,12 +51,12 @@ def test_fit_from_two_threads_at_once_is_refused():
             release.wait(30)
 
     errors = []
-    t = threading.Thread(target=lambda: m.fit(X, y, epochs=1, callbacks=[Hold()], diagnose=False))
+    t = threading.Thread(target=lambda: m.fit(X, y, epochs=1, callbacks=[Hold()]))
     t.start()
     try:
         assert started.wait(30)
         with pytest.raises(RuntimeError, match="fit is already running on this model in another thread"):
-            m.fit(X, y, epochs=1, diagnose=False)
+            m.fit(X, y, epochs=1)
         with pytest.raises(RuntimeError, match="already running"):
             m.partial_fit(X, y)
     except BaseException as exc:  # noqa: BLE001 - keep the other thread from hanging
@@ -66,7 +66,7 @@ def test_fit_from_two_threads_at_once_is_refused():
         t.join(30)
     assert not errors, errors
     assert m.n_iter_ == 1  # the first fit finished; the refused ones changed nothing
-    m.fit(X, y, epochs=1, diagnose=False)  # and the model trains again afterwards
+    m.fit(X, y, epochs=1)  # and the model trains again afterwards
     assert m.n_iter_ == 2
 
 
@@ -76,6 +76,6 @@ def test_a_fit_that_raises_releases_the_model():
     with pytest.raises(ValueError, match="epochs"):
         m.fit(X, y, epochs=-1)
     with pytest.raises(fastnet.TrainingDivergedError):
-        m.fit(X * 1e30, y, epochs=1, optimizer="sgd", lr=1e6, diagnose=False)
-    m.fit(X, y, epochs=1, diagnose=False)  # not "already running"
+        m.fit(X * 1e30, y, epochs=1, optimizer="sgd", lr=1e6)
+    m.fit(X, y, epochs=1)  # not "already running"
     assert m.n_iter_ == 1

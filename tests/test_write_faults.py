@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A model whose checkpoint is about 63 KB (5,205 float32 weights, Adam's two slots).
 SIZES = [20, 200, 5]
-FIT = dict(batch_size=64, optimizer="adam", lr=1e-3, diagnose=False)
+FIT = dict(batch_size=64, optimizer="adam", lr=1e-3)
 
 
 def data():
