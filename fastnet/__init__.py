@@ -55,6 +55,7 @@ from .layers import Dense, Dropout  # noqa: E402
 from .sequential import MLP, Sequential  # noqa: E402
 from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop  # noqa: E402
 from .schedules import Constant, Cosine, Exponential, OneCycle, StepDecay  # noqa: E402
+from .interrupt import TrainingInterrupted  # noqa: E402
 from .training import TrainingDivergedError  # noqa: E402
 from .validation import NotFittedError  # noqa: E402
 
@@ -67,6 +68,6 @@ __all__ = [
     "Optimizer", "SGD", "Momentum", "Nesterov", "Adam", "AdamW", "RMSprop", "Adagrad",
     "Constant", "StepDecay", "Exponential", "Cosine", "OneCycle",
     "gradcheck", "load", "ModelFileError", "NotFittedError", "TrainingDivergedError",
-    "ModelCheckpoint", "CheckpointError",
+    "TrainingInterrupted", "ModelCheckpoint", "CheckpointError",
     "diagnose", "Diagnosis", "NormRecorder", "FastnetWarning",
 ]

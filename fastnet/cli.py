@@ -5,11 +5,15 @@ Also reachable as ``python -m fastnet``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 
 from .backend import BACKEND_NAMES, KERNEL_CHOICES
+from .interrupt import Interrupted, TrainingInterrupted, sigterm_as_interrupt
 from .layers import hidden_activations
 from .optimizers import OPTIMIZERS
 from .precision import PRECISIONS
@@ -92,7 +96,13 @@ def build_parser():
                        help="data-parallel over the ranks of an MPI job (mpiexec -n N fastnet train mnist "
                             "--distributed; needs fastnet-mlp[mpi]): --batch-size is per rank; rank 0 prints and saves")
     train.add_argument("--save", metavar="PATH",
-                       help="write the trained model to PATH, which must end in .npz; the folder must exist")
+                       help="write the trained model to PATH, which must end in .npz; the folder must exist "
+                            "(also on Ctrl-C or SIGTERM: the best complete epoch so far)")
+    train.add_argument("--checkpoint", metavar="PATH",
+                       help="write the full training state to PATH after every epoch (the one before kept as "
+                            "PATH.prev; the best epoch's model as PATH's stem + .best.npz), for --resume")
+    train.add_argument("--resume", metavar="PATH",
+                       help="continue the run whose --checkpoint is PATH (same options) up to --epochs in all")
     train.add_argument("--data-dir", help="MNIST cache folder (default: $FASTNET_DATA or ~/.cache/fastnet)")
     train.add_argument("--quiet", action="store_true",
                        help="no progress bar (the one line per epoch is still written, on stderr)")
@@ -152,6 +162,73 @@ def _check_destination(option, path):
         raise ValueError(f"{option} {path!r}: the folder {folder!r} is not writable")
 
 
+def _check_plots_destination(folder):
+    """--plots: matplotlib importable and ``folder`` a folder that is or can be made writable."""
+    from .plot_figure import INSTALL_HINT
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"--plots {folder!r}: {INSTALL_HINT} ({exc})") from None
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):  # the nearest existing folder would hold the new ones
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ValueError(f"--plots {folder!r}: {probe!r} is not a folder")
+    if not os.access(probe, os.W_OK):
+        raise ValueError(f"--plots {folder!r}: the folder {probe!r} is not writable")
+
+
+def _best_path(checkpoint):
+    """Where ``--checkpoint PATH`` keeps the model of the best epoch so far: PATH's stem + .best.npz."""
+    return os.path.splitext(checkpoint)[0] + ".best.npz"
+
+
+def _file_epoch(path):
+    """The epoch (``n_iter``) a model file was saved at, or None when it cannot be read."""
+    from .npzfile import Archive, ModelFileError, NotAnArchive
+
+    try:
+        with Archive(path, "model file", ModelFileError) as archive:
+            meta = archive.read_meta()
+    except (ModelFileError, NotAnArchive, OSError):
+        return None
+    return meta.get("n_iter") if isinstance(meta, dict) else None
+
+
+def _selection(epochs, checkpoint, resume):
+    """The model selection of ``fastnet train``: the weights of the epoch of best validation
+    accuracy are kept.  With ``--checkpoint`` the best epoch's model is written beside it (after
+    the checkpoint of the same epoch), so that ``--resume`` continues the selection: primed with
+    the resumed history's best epoch and those weights (the checkpoint's own when it is the last)."""
+    import fastnet
+
+    class Selection(fastnet.EarlyStopping):
+        def on_train_begin(self, model):
+            super().on_train_begin(model)
+            values = model.history_.history.get("val_accuracy") if model.n_iter_ else None
+            if not values:
+                return
+            i = max(range(len(values)), key=lambda j: (values[j], -j))  # the first best, as EarlyStopping's
+            epoch, last = model.history_.epochs[i], model.history_.epochs[-1]
+            if epoch == last:
+                weights = model.get_weights()
+            elif resume and _file_epoch(_best_path(resume)) == epoch:
+                weights = fastnet.load(_best_path(resume), backend="cpu").get_weights()
+            else:
+                print(f"note: the model of the best epoch so far ({epoch}) is not in {_best_path(resume)!r}: the "
+                      f"selection continues from epoch {last}", file=sys.stderr)
+                return
+            self.best, self.best_epoch, self.best_weights, self.wait = values[i], epoch, weights, last - epoch
+
+        def on_epoch_end(self, model, epoch, logs):
+            super().on_epoch_end(model, epoch, logs)
+            if checkpoint and self.best_epoch == epoch:
+                model.save(_best_path(checkpoint))
+
+    return Selection(patience=epochs, monitor="val_accuracy", restore_best=True)
+
+
 def _split_validation(xtr, ytr, size, seed):
     """``(Xtrain, ytrain), (Xval, yval)``: ``size`` rows held out at random (``seed``)."""
     import numpy as np
@@ -197,6 +274,12 @@ def _train(args, comm):
 
         _check_destination("--save", args.save)
         check_model_path(args.save, "--save")
+    if args.checkpoint:
+        _check_destination("--checkpoint", args.checkpoint)
+    if args.resume and not os.path.isfile(args.resume):
+        raise ValueError(f"--resume {args.resume!r}: no such checkpoint file")
+    if args.plots:
+        _check_plots_destination(args.plots)
     model = fastnet.MLP([784, *recipe["hidden"], 10], activation=recipe["activation"],
                         dropout=recipe["dropout"], backend=args.backend, kernels=args.kernels, seed=args.seed,
                         precision=args.precision)
@@ -233,40 +316,65 @@ def _train(args, comm):
           f"{recipe['epochs']} epochs, dropout {recipe['dropout']}, weight decay {recipe.get('weight_decay', 0.0)}, "
           f"augmentation {augment if augment is not None else 'none'}, backend {model.backend_!r}")
     # Model selection on the validation split: the weights of its best epoch are kept.
-    select = fastnet.EarlyStopping(patience=recipe["epochs"], monitor="val_accuracy", restore_best=True)
+    select = _selection(recipe["epochs"], args.checkpoint, args.resume)
+    callbacks = [fastnet.ModelCheckpoint(args.checkpoint)] if args.checkpoint else []  # (before the selection's)
+    root = comm is None or comm.is_root
     t1 = time.perf_counter()
     try:
         history = model.fit(xtr, ytr, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
                             optimizer=recipe["optimizer"], lr=recipe["lr"], lr_schedule=recipe["schedule"],
                             weight_decay=recipe.get("weight_decay") or None, augment=augment,
-                            early_stopping=select, validation_data=(xva, yva),
-                            verbose=2 if args.quiet else 1, diagnose=False, distributed=comm is not None)
+                            early_stopping=select, validation_data=(xva, yva), callbacks=callbacks,
+                            resume=args.resume, verbose=2 if args.quiet else 1, diagnose=False,
+                            distributed=comm is not None)
     except fastnet.TrainingDivergedError as exc:
         print(f"training diverged: {exc}", file=sys.stderr)
         print(fastnet.diagnose(model.history_, model, xtr, error=exc), file=sys.stderr)
         return 1
+    except TrainingInterrupted as exc:
+        return _keep_interrupted(args, model, select, exc) if root else exc.exit_status
     train_seconds = time.perf_counter() - t1
+    if root and args.save:  # saved first: a signal after training loses nothing
+        model.save(args.save)
+        print(f"saved to {args.save}" + (f" (the weights of epoch {select.best_epoch})" if select.best_epoch else ""))
     result = model.evaluate(xte, yte, return_dict=True)
     epoch_seconds = sum(history["seconds"])
     if select.best_epoch is not None:
-        print(f"kept the weights of epoch {select.best_epoch} of {len(history)}: best validation accuracy "
+        print(f"kept the weights of epoch {select.best_epoch} of {model.n_iter_}: best validation accuracy "
               f"{select.best:.4f}")
     print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  ({len(xte):,} test images, "
           f"evaluated once)")
     print(f"training: {train_seconds:.1f}s, {len(xtr) * len(history) / epoch_seconds:,.0f} samples/s "
           f"(the first epoch includes Numba compilation unless cached); total {time.perf_counter() - t0:.1f}s")
     print(fastnet.diagnose(history, model, xtr, max_samples=2000))
-    if comm is not None and not comm.is_root:
-        return 0  # rank 0 plots and saves
-    if args.plots:
+    if args.checkpoint and root:
+        print(f"checkpoint: {args.checkpoint} (epoch {model.n_iter_})")
+    if args.plots and root:  # after the model is saved
         from .plots import write_training_plots
 
-        for path in write_training_plots(model, history, xte, yte, args.plots, image_shape=(28, 28)):
+        for path in write_training_plots(model, model.history_, xte, yte, args.plots, image_shape=(28, 28)):
             print(f"plot: {path}")
+    return 0
+
+
+def _keep_interrupted(args, model, select, exc):
+    """Ctrl-C or SIGTERM stopped ``fit`` at a step boundary (the epoch cut short undone): save what
+    there is, say what was kept and where, and return the conventional exit status."""
+    print(f"{exc}", file=sys.stderr)
+    kept = []
+    if model.n_iter_ == 0:
+        print("no epoch was completed: nothing saved", file=sys.stderr)
+        return exc.exit_status
     if args.save:
         model.save(args.save)
-        print(f"saved to {args.save}")
-    return 0
+        best = f"the weights of epoch {select.best_epoch}, the best" if select.best_epoch else "the weights"
+        kept.append(f"{args.save} ({best} of the {model.n_iter_} epochs completed)")
+    if args.checkpoint:
+        kept.append(f"{args.checkpoint} (checkpoint of epoch {model.n_iter_}: continue with --resume "
+                    f"{args.checkpoint} and the same options)")
+    print("kept: " + "; ".join(kept) if kept else "nothing saved (no --save or --checkpoint given)",
+          file=sys.stderr)
+    return exc.exit_status
 
 
 def cmd_evaluate(args):
@@ -377,13 +485,38 @@ def kernel_cache_note():
             "process compiles them again (seconds); set FASTNET_KERNEL_CACHE to a writable folder")
 
 
+@contextlib.contextmanager
+def _orderly_output():
+    """For the command's run: stdout written line by line, and SIGTERM raising like Ctrl-C
+    (:class:`fastnet.interrupt.Interrupted`; ``fit`` stops at a step boundary on either).  Under
+    cron or ``> log 2>&1`` the lines of stdout (else block-buffered) and stderr then land in the
+    order written, each whole, and a killed run keeps what it printed."""
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):  # a replaced or closed stdout
+        pass
+    replace = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    if replace:
+        signal.signal(signal.SIGTERM, sigterm_as_interrupt)
+    try:
+        yield
+    finally:
+        if replace:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
                "export": cmd_export}[args.command]
     try:
-        return handler(args)
+        with _orderly_output():
+            return handler(args)
+    except Interrupted as exc:
+        print(f"fastnet: {exc}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

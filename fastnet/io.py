@@ -174,7 +174,8 @@ def _not_an_archive(path, exc):
 
 def load_model(path: str | os.PathLike[str], backend: str = "auto", kernels: str = "fused", *,
                allow_nonfinite: bool = False) -> Sequential:
-    """Read a model written by :func:`save_model` onto ``backend``.
+    """Read a model written by :func:`save_model` onto ``backend``; a training checkpoint
+    (:class:`~fastnet.checkpoint.ModelCheckpoint`) gives the model at its last epoch.
 
     Every check (sizes, names, shapes, checksums, finite weights) runs before the model
     is built.  ``allow_nonfinite=True`` accepts weights that are NaN or infinite (refused
@@ -192,6 +193,8 @@ def load_model(path: str | os.PathLike[str], backend: str = "auto", kernels: str
         meta = archive.read_meta()
         if meta is None:
             raise ModelFileError(f"{p!r} is not a fastnet model file (no {META_KEY})")
+        if meta.get("kind") == "fastnet-checkpoint":
+            return _model_of_checkpoint(p, backend, kernels, allow_nonfinite)
         check_format_version(meta, lambda d: ModelFileError(f"{p!r} {d}"))
         config = meta.get("config")
         check_config(config, fail)
@@ -217,6 +220,31 @@ def load_model(path: str | os.PathLike[str], backend: str = "auto", kernels: str
             again = _digest_arrays(archive, names, None, into=params, backend=model.backend_)
             if again != digest:
                 raise fail("changed while it was being read: try again")
+    return model
+
+
+def _model_of_checkpoint(path, backend, kernels, allow_nonfinite):
+    """The model a training checkpoint (:class:`~fastnet.checkpoint.ModelCheckpoint`) holds: its
+    weights at its last epoch (``n_iter_`` and ``history_`` too), read with the checkpoint's
+    own checks; its optimizer and random state are for ``fit(resume=path)``."""
+    from .callbacks import History
+    from .checkpoint import CheckpointError, read_checkpoint
+    from .sequential import Sequential
+
+    meta, arrays = read_checkpoint(path)
+    fail = lambda detail: CheckpointError(f"checkpoint {path!r}: {detail}")  # noqa: E731
+    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    if not allow_nonfinite:
+        for name, a in sorted(weights.items()):
+            finite_or_fail(name, a, fail)
+    check_classes(meta["config"], fail)
+    model = cast("Sequential", Sequential.from_config(meta["config"], backend=backend, kernels=kernels))
+    model.build(meta["config"]["input_dim"])
+    model.set_weights(weights)
+    history = History()
+    history.epochs = list(meta["history"]["epochs"])
+    history.history = {k: list(v) for k, v in meta["history"]["history"].items()}
+    model.history_ = history
     return model
 
 

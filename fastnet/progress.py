@@ -64,6 +64,16 @@ def is_terminal(stream):
         return False
 
 
+def _flush_stdout():
+    """Flush ``sys.stdout`` (when there is one, still open): written before a line on stderr, so
+    that the two streams redirected to one file (``> log 2>&1``) keep the program's order."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError):  # a closed or broken stdout: nothing to keep in order
+        pass
+
+
 class EpochProgress:
     """A bar over the steps of one epoch (cleared when done), then one summary line.
 
@@ -86,10 +96,16 @@ class EpochProgress:
         if self.enabled:
             self._bar.update(step - self._bar.n)
 
+    def abandon(self):
+        """The epoch ends without its line (interrupted): the bar is cleared."""
+        if self.enabled:
+            self._bar.close()
+
     def close(self, logs, n_samples):
         if not self.enabled:
             return
         self._bar.close()
+        _flush_stdout()  # what the program printed before (headers, block-buffered in a log) comes first
         seconds = logs.get("seconds") or (time.perf_counter() - self.t0)
         rate = n_samples / seconds if seconds > 0 else float("inf")
         self.stream.write(f"epoch {self.epoch}/{self.epochs}  {format_logs(logs)}  "

@@ -45,6 +45,7 @@ from .callbacks import Callback, EarlyStopping, History, calls_on_step_end, prep
 from .checkpoint import hold_checkpoints, restore_checkpoint
 from .diagnostics import FastnetWarning, NormRecorder
 from .diagnostics import diagnose as run_diagnosis
+from .interrupt import StopSignals, TrainingInterrupted
 from .optimizers import Optimizer, get_optimizer
 from .progress import EpochProgress
 from .schedules import Schedule, get_schedule
@@ -65,7 +66,8 @@ class TrainingDivergedError(FloatingPointError):
 
 
 class _GoodState:
-    """Device copies of the parameters and optimizer state at the last epoch boundary."""
+    """Device copies of the parameters and optimizer state, and the random state, at the last
+    epoch boundary: put back when an epoch diverges (``on_nan``) or is interrupted."""
 
     def __init__(self, model):
         self.model = model
@@ -79,6 +81,7 @@ class _GoodState:
         for dst, src in zip(self.copies, self.live):
             xp.copyto(dst, src)
         self.optimizer = self.model.optimizer_.get_state(device=True, into=self.optimizer)
+        self.rng = self.model.backend_.get_rng_state()
 
     def restore(self):
         xp = self.model.backend_.xp
@@ -283,10 +286,14 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         # fit(augment=...): read by _train_epoch, for this call only
         model._augment_run = None if augment is None else augment._start(
             model, len(Xa), len(Xa) if batch_size is None else min(batch_size, len(Xa)))
+        # SIGINT/SIGTERM: stop at a step boundary (fastnet.interrupt); not in a data-parallel fit,
+        # whose ranks would stop at different steps
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), model.backend_.compute_env(), \
-                _augmenting(model), _data_parallel(model, run):
+                _augmenting(model), _data_parallel(model, run), StopSignals(enabled=run.comm is None) as stop:
             history = _fit_loop(model, Xa, ya, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan,
-                            weights, run)
+                            weights, run, stop)
+            if stop.signum is not None:
+                raise TrainingInterrupted(stop.signum, model.n_iter_, stop.undone)
             # fastnet.diagnose(history, model, X) reads the same rows (history.params["doctor_rows"])
             history.params["doctor_rows"] = doctor_rows(len(Xa) * len(history.epochs))
             found = run_diagnosis(history, model, X_doctor, max_samples=history.params["doctor_rows"]) \
@@ -387,7 +394,7 @@ def _split_validation(model, X, y, validation_data, validation_split):
 
 
 def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan, weights=None,
-              run=None):
+              run=None, stop=None):
     xp = model.backend_.xp
     run = run or D.Single()
     n = len(X)
@@ -406,7 +413,7 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
     steps = -(-n // bs)
     step_losses = xp.zeros(steps, dtype=np.float64)
     step_correct = xp.zeros(steps, dtype=np.int64)
-    guard = _GoodState(model) if on_nan != "ignore" else None
+    guard = _GoodState(model)
     history = History()
     history.params = {"batch_size": bs, "n_samples": n, "steps": steps, "epochs": epochs,
                       "optimizer": model.optimizer_.name, "lr": model.optimizer_.lr}
@@ -423,7 +430,7 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
                                         ranks=None if run.comm is None else run.comm.local_size)
     try:
         _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, callbacks, step_callbacks,
-                verbose, on_nan, guard, history, step_losses, step_correct, weighting, tuner, run)
+                verbose, on_nan, guard, history, step_losses, step_correct, weighting, tuner, run, stop)
     finally:
         tuner.close()
         history.params["threads"] = tuner.summary()
@@ -433,19 +440,23 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
 
 
 def _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, callbacks, step_callbacks, verbose,
-            on_nan, guard, history, step_losses, step_correct, weighting, tuner, run):
+            on_nan, guard, history, step_losses, step_correct, weighting, tuner, run, stop=None):
     for _ in range(epochs):
         epoch = model.n_iter_
         t0 = time.perf_counter()
-        if guard is not None:
-            guard.save()
+        guard.save()
         for cb in callbacks:
             cb.on_epoch_begin(model, epoch + 1, {})
         progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose) and D.is_root(model),
                                  show_bar=verbose == 1)
         t_steps = time.perf_counter()
         lr = _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
-                          step_losses, step_correct, step_callbacks, weighting, tuner, run)
+                          step_losses, step_correct, step_callbacks, weighting, tuner, run, stop)
+        if stop is not None and stop.undone is not None:  # interrupted mid-epoch: the epoch is undone
+            progress.abandon()
+            guard.restore()
+            model.backend_.set_rng_state(guard.rng)
+            break
         # the steps alone (with the epoch's permutation): the rest of fit is its fixed cost
         history.params["step_seconds"] = history.params.get("step_seconds", 0.0) + time.perf_counter() - t_steps
         # The epoch's one read from the device: per-step losses and correct counts.
@@ -479,7 +490,7 @@ def _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, call
             progress.close(logs, n)
         for cb in callbacks:
             cb.on_epoch_end(model, epoch + 1, logs)
-        if model.stop_training:
+        if model.stop_training or (stop is not None and stop.signum is not None):
             break
 
 
@@ -513,12 +524,14 @@ def _loss_scaler(model):
 
 
 def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses,
-                 step_correct, step_callbacks=(), weighting=None, tuner=None, run=None):
+                 step_correct, step_callbacks=(), weighting=None, tuner=None, run=None, stop=None):
     """One epoch; the step losses and correct counts stay on the device, in
     ``step_losses[step]`` and ``step_correct[step]`` (written with ``out=``).
     ``weighting``: ``(weights (n, 1), buffer (bs, 1))`` of sample weights, or None.
     ``run``: this process's share of each global batch of ``bs`` rows and the
-    gradient all-reduce (:mod:`fastnet.distributed`); one process by default."""
+    gradient all-reduce (:mod:`fastnet.distributed`); one process by default.
+    ``stop``: a :class:`~fastnet.interrupt.StopSignals`; after a signal the epoch ends at
+    the next step boundary, ``stop.undone`` set to ``(epoch, steps done, steps)``."""
     b = model.backend_
     xp = b.xp
     order = b.permutation(n) if shuffle else None
@@ -576,4 +589,7 @@ def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress
         progress.update(step + 1)
         for cb in step_callbacks:
             cb.on_step_end(model, epoch + 1, step + 1)
+        if stop is not None and stop.signum is not None and step + 1 < steps:
+            stop.undone = (epoch + 1, step + 1, steps)
+            break
     return lr
