@@ -17,6 +17,8 @@ import signal
 import sys
 import time
 
+# Opt-out kept: each rank must train bit for bit as the single process it is compared with
+# (tests/test_distributed.py), and the thread tuner would time each rank to its own count.
 os.environ.setdefault("FASTNET_THREADS", "fixed")
 
 import numpy as np  # noqa: E402

@@ -51,6 +51,8 @@ def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[int, str, f
     for sim, group in zip((True, False), groups):
         if not group:
             continue
+        # FASTNET_THREADS=fixed: the suite's own setting (tests/conftest.py), for the same bit-for-bit
+        # comparisons as in a normal run
         env = dict(os.environ, PYTHONPATH=str(copy), FASTNET_THREADS="fixed")
         env.pop("NUMBA_ENABLE_CUDASIM", None)
         if sim:

@@ -5,6 +5,8 @@ are read from ``cupy``, which imports here without a GPU) and count device
 traffic; ``cuda_status`` must say exactly what is missing.  Kernels need the
 simulator: the training runs under the contract are in ``tests/cuda_sim``.
 """
+# Opt-out kept (issue 27): monkeypatch stands in for CuPy, the CUDA driver and numba.cuda, which this
+# machine lacks: the subject is what fastnet does with what they report.
 import importlib.metadata
 import inspect
 

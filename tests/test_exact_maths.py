@@ -651,6 +651,7 @@ def test_model_checkpoint_every_two_epochs(tmp_path, monkeypatch):
 
     saved = []
     real = C.save_checkpoint
+    # monkeypatch: a spy that calls the real save_checkpoint (opt-out kept: it only counts the saves)
     monkeypatch.setattr(C, "save_checkpoint", lambda model, path: (saved.append(model.n_iter_), real(model, path)))
     path = tmp_path / "every2.npz"
     X, y = _blobs()

@@ -1,4 +1,5 @@
 """Finite-difference gradient checks for every activation x loss, with and without bias."""
+# Opt-out kept (issue 27): monkeypatch puts a wrong kernel in the table: catching it is the subject.
 import numpy as np
 import pytest
 

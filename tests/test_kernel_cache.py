@@ -1,4 +1,6 @@
 """Compiled kernels are cached in a per-user folder, never in the install folder."""
+# Opt-out kept (issue 27): monkeypatch points HOME and the cache variables at tmp_path: where the
+# cache goes is the subject, and the user's real cache stays untouched.
 import os
 import subprocess
 import sys

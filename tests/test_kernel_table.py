@@ -4,6 +4,8 @@ Also the two extensions of issue 12, made the way a user extending fastnet makes
 them: GELU (its reference kernels and registration only, then fused CPU/CUDA
 versions) and Adagrad (its reference kernel and its optimizer class).
 """
+# Opt-out kept (issue 27): monkeypatch points the name-list scan at a tmp_path tree: the scan finding a list
+# is the subject.
 import ast
 import math
 import pathlib

@@ -5,6 +5,7 @@ thread, the candidates of odd counts.
 Oracles: the module's documentation (``NoTuner``: nothing to tune with one thread;
 candidates ``n``, ``n // 2`` and 1) and hand-counted candidate lists.
 """
+# Opt-out kept (issue 27): monkeypatch sets FASTNET_THREADS: its parsing is the subject.
 import pytest
 
 from fastnet import threads

@@ -9,6 +9,7 @@ size, dtype or number of training rows) is refused, the differences named, unles
 
 Oracle: a snapshot of the model's whole state before the call, compared after it.
 """
+# Opt-out kept (issue 27): monkeypatch makes set_rng_state fail half-way: the rollback is the subject.
 import hashlib
 import json
 import os
