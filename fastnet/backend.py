@@ -270,15 +270,40 @@ class _HostDevice:
         return threads.tuner(work, pool) if ranks is None else threads.SharedCores(ranks, pool)
 
     def precision_matmul(self, precision, dtype):
-        """The GEMM of a training step in ``precision`` (None: NumPy's); float32 models'
-        float32 GEMMs are oneDNN's where ``FASTNET_CPU_GEMM`` chooses it (fastnet.precision)."""
-        from . import gemm_onednn
+        """The GEMM of a training step in ``precision`` (None: NumPy's).  float32 models'
+        float32 GEMMs: the provider ``FASTNET_CPU_GEMM`` names, else NumPy's until the first
+        fit measures the providers (:meth:`Backend.choose_gemm`, fastnet.gemm_choice)."""
+        from . import gemm_choice, gemm_onednn
         from .precision import cpu_gemm_provider
 
         if precision == "float32":
-            onednn = dtype == np.float32 and cpu_gemm_provider() == "onednn"
-            return gemm_onednn.F32Matmul() if onednn else None
+            setting = cpu_gemm_provider()
+            return gemm_choice.matmul_for(setting) if dtype == np.float32 and setting != "auto" else None
         return gemm_onednn.Bf16Matmul()
+
+    def choose_gemm(self, backend, batch, weight_shapes, threads, comm):
+        """fastnet.gemm_choice's decision for ``backend``'s float32 steps (None where there is
+        nothing to choose), its provider installed as the backend's training GEMM."""
+        from . import gemm_choice
+
+        if backend.precision != "float32":
+            return {"provider": "onednn", "source": f"precision={backend.precision!r} runs on oneDNN only"}
+        if backend.dtype != np.float32:
+            return {"provider": "numpy", "source": f"dtype={backend.dtype.name!r}: NumPy's BLAS (the providers "
+                                                   "measured are float32)"}
+        choice = gemm_choice.choose(batch, weight_shapes, threads)
+        if comm is not None and comm.size > 1:
+            # every rank computes with rank 0's provider (one library, one set of numerics)
+            provider = comm.broadcast_object(choice.provider)
+            if provider != choice.provider:
+                choice = gemm_choice.Choice(provider, f"rank 0's ({choice.source} there)", choice.gflops,
+                                            choice.unavailable, choice.problems, choice.threads, choice.cpu,
+                                            choice.versions, choice.seconds)
+        current = getattr(backend._matmul, "pool", ("blas",))[0]
+        wanted = {"numpy": "blas"}.get(choice.provider, choice.provider)
+        if choice.source != "setting" and current != wanted:  # (a set provider is in place since __init__)
+            backend._matmul = gemm_choice.matmul_for(choice.provider)
+        return choice.as_dict()
 
     def compute_capability(self):
         return None
@@ -455,14 +480,28 @@ class Backend:
         """A random permutation of ``range(n)`` from the host generator, on the device."""
         return self._device.order_to_device(self.rng.permutation(n))
 
+    def choose_gemm(self, batch, weight_shapes, comm=None):
+        """Choose the provider of this CPU backend's float32 training GEMMs for steps of
+        ``batch`` rows through dense layers of ``weight_shapes`` (by measurement,
+        :mod:`fastnet.gemm_choice`; ``comm``: a data-parallel fit's, whose ranks all take
+        rank 0's) and install it; returns the decision as a dict for ``history.params["gemm"]``,
+        or None on a GPU.  Call it before :meth:`thread_tuner`: the tuner tunes the chosen
+        provider's thread pool."""
+        choose = getattr(self._device, "choose_gemm", None)
+        if choose is None:
+            return None
+        from . import threads
+
+        return choose(self, batch, weight_shapes, threads.blas_threads() or 1, comm)
+
     def thread_tuner(self, work=None, ranks=None):
         """What chooses the BLAS thread count during a training run (``fastnet.threads``);
         on a GPU, nothing (``threads.NoTuner``).  ``work``: a hashable description of
         the step; runs of the same work continue one another's choice.  ``ranks``: in a
         data-parallel fit, its processes on this host (they share its cores; nothing is
         tuned: the ranks wait for each other every step), else None.
-        When the CPU steps' GEMMs are oneDNN's (``precision="bf16"``, or float32 with
-        ``FASTNET_CPU_GEMM``) its thread pool is the one tuned or shared."""
+        When the CPU steps' GEMMs are oneDNN's or MKL's (``precision="bf16"``, or float32 where
+        :meth:`choose_gemm` chose them) their thread pool is the one tuned or shared."""
         return self._device.thread_tuner(work, ranks, getattr(self._matmul, "pool", None))
 
     def gather(self, src, idx, out):

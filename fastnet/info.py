@@ -18,8 +18,11 @@ def precision_lines() -> list[str]:
         provider = cpu_gemm_provider()
     except ValueError as exc:  # a bad FASTNET_CPU_GEMM: said here, raised when a model is made
         provider = f"none ({exc})"
+    how = ("the fastest provider measured on each model's step at its first fit (fastnet.gemm_choice)"
+           if provider == "auto" else "as set")
     lines.append(f"float32 GEMMs of cpu training: {provider} "
-                 f"({CPU_GEMM}={os.environ.get(CPU_GEMM, 'auto')}; inference: NumPy's BLAS)")
+                 f"({CPU_GEMM}={os.environ.get(CPU_GEMM, 'auto')}: {how}; inference: NumPy's BLAS)")
+    lines.extend(gemm_choice_lines(provider))
     for name in ("cuda", "cuda-sim"):
         if backend_status(name)[0]:
             try:
@@ -29,6 +32,41 @@ def precision_lines() -> list[str]:
                 continue
             lines.append(f"precisions ({name} backend, compute capability {cc // 10}.{cc % 10}): "
                          + "; ".join(f"{k} {v}" for k, v in supported(cc).items()))
+    return lines
+
+
+def gemm_choice_lines(provider: str) -> list[str]:
+    """The CPU's GEMM providers, the choice for the default recipe's model (measured now, or
+    from the cache) and why, and the decisions cached on this CPU."""
+    from . import gemm_choice as gc
+    from .recipes import CONFIGS
+
+    lines = []
+    try:
+        here = gc.available()
+        ready = [p for p in gc.PROVIDERS if here.get(p) is None]
+        vers = gc.versions(ready)
+        lines.append(f"  CPU: {gc.cpu_model()}; providers here: " + ", ".join(
+            f"{p} ({vers[p]})" if here.get(p) is None else f"{p}: no ({here[p].split('. ')[0]}; "
+            f"{gc.INSTALL.get(p, '')})" for p in gc.PROVIDERS))
+        if provider not in gc.PROVIDERS + ("auto",):
+            return lines
+        from .threads import blas_threads
+
+        recipe = CONFIGS["default"]
+        sizes = [784, *recipe["hidden"], 10]
+        shapes = list(zip(sizes, sizes[1:]))
+        choice = gc.choose(recipe["batch_size"], shapes, blas_threads() or 1, provider)
+        source = {"measured": f"measured now in {choice.seconds:.2f} s", "cache": "cached decision"}.get(
+            choice.source, choice.source)
+        lines.append(f"  the default recipe's model: {choice.provider}: {choice.reason().replace(' (cached decision)', '')}"
+                     f" [{source}]")
+        for entry in gc.cached_decisions()[:6]:
+            if entry.get("problems") == [list(p) for p in choice.problems] and entry.get("threads") == choice.threads:
+                continue
+            lines.append(f"  decided on this CPU: {entry.get('provider')}: {entry.get('reason')}")
+    except Exception as exc:  # reported, not raised: fastnet info always prints
+        lines.append(f"  GEMM providers: unknown ({type(exc).__name__}: {exc})")
     return lines
 
 

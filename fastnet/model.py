@@ -274,8 +274,18 @@ class Network(Inference, Picklable):
             raise V.NotFittedError(f"this model is not fitted yet: call fit before {what}")
 
     # ------------------------------------------------------------ data prep
-    def _prepare_X(self, X, argument="X", one_sample=False):
-        return V.check_X(X, self.n_features_in_ if self.built else self.input_dim, argument, one_sample)
+    def _prepare_X(self, X, argument="X", one_sample=False, fitting=False):
+        """``X`` checked (:func:`fastnet.validation.check_X`) and, a DataFrame's, its column names
+        against those of the first fit (``feature_names_in_``), as scikit-learn does; with
+        ``fitting``, a first fit's names are kept in ``_fit_feature_names`` (made
+        ``feature_names_in_`` by fit once every check has passed)."""
+        names, fitted = V.feature_names(X), getattr(self, "feature_names_in_", None)
+        V.check_feature_names(names, fitted, argument)
+        a = V.check_X(X, self.n_features_in_ if self.built else self.input_dim, argument, one_sample,
+                      dtype=self.backend_.dtype)
+        if fitting:
+            self._fit_feature_names = names if fitted is None else fitted
+        return a
 
     def _prepare_y(self, y, argument="y", fitting=False, classes=None):
         """Targets as the loss takes them; class labels become ids through ``classes``

@@ -4,8 +4,9 @@ Whatever the precision, weights, optimizer state, losses and every fused kernel 
 float32, and inference (``predict``, ``evaluate``, validation) runs in float32: only
 the GEMMs of training steps (forward, dW, dX) change.
 
-``"float32"`` (default, every backend): float32 GEMMs (NumPy's BLAS, or cuBLAS through
-CuPy).
+``"float32"`` (default, every backend): float32 GEMMs (on the CPU NumPy's BLAS, oneDNN's
+or MKL's, whichever measures fastest on the model's step: :mod:`fastnet.gemm_choice`; on
+GPUs cuBLAS through CuPy).
 
 ``"bf16"`` on the CPU: bfloat16 inputs (the float32 activations, gradients and weights
 rounded to nearest even) with float32 accumulation and output, through oneDNN's
@@ -60,24 +61,22 @@ class PrecisionUnavailableError(ValueError):
     """The precision asked for needs a CPU feature, a backend or a library this machine lacks."""
 
 
-#: The float32 GEMM provider of CPU training steps: ``auto`` (default: NumPy's OpenBLAS),
-#: ``openblas`` or ``onednn`` (see :func:`cpu_gemm_provider`).
+#: The float32 GEMM provider of CPU training steps: ``auto`` (default: chosen per machine and
+#: model by measurement, :mod:`fastnet.gemm_choice`), or one of ``numpy`` (NumPy's BLAS),
+#: ``onednn``, ``mkl`` (see :func:`cpu_gemm_provider`).
 CPU_GEMM = "FASTNET_CPU_GEMM"
-CPU_GEMM_PROVIDERS = ("auto", "openblas", "onednn")
+CPU_GEMM_PROVIDERS = ("auto", "numpy", "onednn", "mkl")
 
 
 def cpu_gemm_provider() -> str:
-    """The float32 GEMM provider of CPU training steps, ``openblas`` or ``onednn``:
-    ``FASTNET_CPU_GEMM``, checked; ``auto`` (or unset) is OpenBLAS (NumPy's).
-
-    Chosen by measurement (bench/README.md): oneDNN's float32 GEMMs ran a step 3-6% faster
-    on 784-512-512-10 in a process of its own and 0.96x on 784-128-10, but in a process
-    that also runs other thread pools (PyTorch shares the system's libgomp with oneDNN; the
-    benchmark's NumPy loop runs OpenBLAS) fit's thread tuner on oneDNN's pool ended at
-    0.69-0.86x of the best fixed thread count on 784-128-10, against 0.89-1.01x on
-    OpenBLAS's.  A default has to hold up there; ``onednn`` is one variable away."""
-    chosen = check_choice(CPU_GEMM, os.environ.get(CPU_GEMM, "auto"), CPU_GEMM_PROVIDERS)
-    return "openblas" if chosen == "auto" else chosen
+    """``FASTNET_CPU_GEMM``, checked: ``auto`` (or unset: the float32 GEMMs' provider is
+    measured at a model's first fit, :func:`fastnet.gemm_choice.choose`), ``numpy``,
+    ``onednn`` or ``mkl`` (that provider, unmeasured).  ``openblas`` is the old name of
+    ``numpy``."""
+    value = os.environ.get(CPU_GEMM, "auto")
+    if value.strip().lower() == "openblas":
+        return "numpy"
+    return check_choice(CPU_GEMM, value, CPU_GEMM_PROVIDERS)
 
 
 def cpu_flags() -> set[str]:

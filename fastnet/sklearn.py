@@ -38,7 +38,7 @@ from sklearn.model_selection import train_test_split
 from .callbacks import Callback
 from .losses import BinaryCrossEntropy, CrossEntropy, MeanSquaredError
 from .sequential import MLP
-from .validation import check_int
+from .validation import check_columns, check_int
 
 #: scikit-learn's activation names that fastnet spells differently.
 _SKLEARN_NAMES = {"logistic": "sigmoid"}
@@ -195,8 +195,15 @@ class _FastnetMLP(BaseEstimator):
         """The score ``early_stopping`` follows, as scikit-learn's on the held-out rows."""
         raise NotImplementedError
 
+    def _validate(self, X, *args, **kwargs):
+        """scikit-learn's ``validate_data``, after fastnet's refusal of categorical, object and
+        other non-numeric DataFrame columns, named (scikit-learn would read a numeric
+        categorical as its numbers)."""
+        check_columns(X)
+        return validate_data(self, X, *args, **kwargs)
+
     def _check_X(self, X, reset):
-        return validate_data(self, X, reset=reset, dtype=(np.float64, np.float32))
+        return self._validate(X, reset=reset, dtype=(np.float64, np.float32))
 
     def _outputs(self, X):
         check_is_fitted(self)
@@ -274,7 +281,7 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
     def fit(self, X, y, sample_weight=None):
         """Train a new network on ``(X, y)`` for up to ``max_iter`` epochs."""
         max_iter = check_int("max_iter", self.max_iter)
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True)
+        X, y = self._validate(X, y, dtype=(np.float64, np.float32), multi_output=True)
         target = self._targets(y)
         weights = self._weights(y, sample_weight, X)
         self.n_outputs_ = len(self.classes_)
@@ -288,7 +295,7 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
         first = not hasattr(self, "model_")
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, reset=first)
+        X, y = self._validate(X, y, dtype=(np.float64, np.float32), multi_output=True, reset=first)
         if first:
             target = self._targets(y, classes=classes)
             self.n_outputs_ = len(self.classes_)
@@ -345,7 +352,7 @@ class MLPRegressor(RegressorMixin, _FastnetMLP):
         return r2_score(tv, p, sample_weight=wv) if np.isfinite(p).all() and len(p) > 1 else np.nan
 
     def _fit(self, X, y, sample_weight, reset, epochs):
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True,
+        X, y = self._validate(X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True,
                              reset=reset)
         if reset:
             self._y_1d = y.ndim == 1

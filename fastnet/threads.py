@@ -37,7 +37,7 @@ machine, as before the tuner.
 
 The pool tuned is the one running the step's GEMMs: NumPy's own BLAS (found by its file
 path through ``threadpoolctl``), or oneDNN's OpenMP pool where oneDNN runs them
-(``precision="bf16"``, and float32 with ``FASTNET_CPU_GEMM=onednn``: :mod:`fastnet.precision`); other
+(``precision="bf16"``, and float32 where :mod:`fastnet.gemm_choice` chose it), or MKL's; other
 libraries' pools (PyTorch's, say) are left alone.  Without ``threadpoolctl`` installed,
 or with ``FASTNET_THREADS=fixed`` in the environment, nothing is tuned: the pools keep
 whatever count they have.  Whoever pins a process's threads (a Tune trial, a benchmark's
@@ -109,29 +109,38 @@ def onednn_pool():
     return gemm_onednn.POOL if gemm_onednn.available() else None
 
 
+def other_pools():
+    """The pools besides NumPy's BLAS a CPU step's GEMMs can run in: oneDNN's where it loads,
+    MKL's where this process has loaded it (fastnet.gemm_choice measured it, or it runs)."""
+    from . import gemm_mkl
+
+    pools = [onednn_pool()] + [gemm_mkl.POOL if gemm_mkl.loaded() else None]
+    return [p for p in pools if p is not None]
+
+
 def set_gemm_threads(n):
-    """Every pool a CPU step's GEMMs can run in on ``n`` threads: NumPy's BLAS and, where
-    oneDNN loads, oneDNN's (which runs bf16 steps, and float32 ones with
-    ``FASTNET_CPU_GEMM=onednn``)."""
+    """Every pool a CPU step's GEMMs can run in on ``n`` threads: NumPy's BLAS, oneDNN's
+    (bf16 steps, and float32 ones where fastnet.gemm_choice chose it) where it loads, and
+    MKL's where it is loaded."""
     set_blas_threads(n)
-    pool = onednn_pool()
-    if pool is not None:
+    for pool in other_pools():
         pool[2](n)
 
 
 @contextlib.contextmanager
 def gemm_threads(n):
     """:func:`set_gemm_threads` for the ``with`` block; each pool's count put back after it."""
-    pool = onednn_pool()
-    before = blas_threads(), (pool[1]() if pool is not None else None)
+    pools = other_pools()
+    before = blas_threads(), [pool[1]() for pool in pools]
     set_gemm_threads(n)
     try:
         yield
     finally:
         if before[0] is not None:
             set_blas_threads(before[0])
-        if before[1] is not None:
-            pool[2](before[1])
+        for pool, count in zip(pools, before[1]):
+            if count is not None:
+                pool[2](count)
 
 
 def candidates(n):

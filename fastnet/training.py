@@ -230,7 +230,7 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
             callbacks.append(early_stopping)
         schedule = get_schedule(lr_schedule)
         shuffle = V.check_bool("shuffle", shuffle)
-        Xa = model._prepare_X(X)
+        Xa = model._prepare_X(X, fitting=True)
         y_raw = V.as_array("y", y)
         V.check_lengths(Xa, y_raw)
         ya = model._prepare_y(y_raw, fitting=True)
@@ -268,6 +268,13 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
             total = model.n_iter_ + epochs
         if model.loss_.target_kind == "class":
             model.classes_ = model._fit_classes  # every check passed: the labels are the model's now
+        model.feature_names_in_ = model._fit_feature_names  # (a DataFrame's column names, else None)
+        one = V.single_class(ya, model.loss_.target_kind, getattr(model, "classes_", None)) \
+            if diagnose and len(ya) > 1 else None  # (one row holds one class: nothing to say)
+        if one is not None:
+            warnings.warn(f"y holds a single class ({one!r}) in its {len(ya):,} training rows: the model learns "
+                          "to predict it for every input (a classifier needs rows of at least 2 classes)",
+                          FastnetWarning, stacklevel=3)
         if not model.built:
             model.build(Xa.shape[1])
         if opt is not model.optimizer_:
@@ -376,7 +383,7 @@ def _split_validation(model, X, y, validation_data, validation_split):
             raise ValueError(
                 f"validation_data must be a pair (X_val, y_val), got {type(validation_data).__name__}"
             )
-        Xv = V.check_X(validation_data[0], X.shape[1], "validation_data[0]")
+        Xv = V.check_X(validation_data[0], X.shape[1], "validation_data[0]", dtype=model.backend_.dtype)
         yv = model._prepare_y(validation_data[1], "validation_data[1]", classes=getattr(model, "_fit_classes", None))
         V.check_lengths(Xv, yv, "validation_data[1]")
         return X, y, (Xv, yv)
@@ -425,7 +432,11 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
     step_callbacks = [cb for cb in callbacks if calls_on_step_end(cb)]
     for cb in callbacks:
         cb.on_train_begin(model)
-    # BLAS threads by measurement (fastnet.threads), continuing the last run of the same step
+    # the float32 GEMMs' library by measurement on this step's shapes (fastnet.gemm_choice), then
+    # its threads by measurement (fastnet.threads), continuing the last run of the same step
+    gemm = model.backend_.choose_gemm(rank_rows, [a.shape for _, a in model.parameters()], run.comm)
+    if gemm is not None:
+        history.params["gemm"] = gemm
     tuner = model.backend_.thread_tuner((bs, tuple(a.shape for _, a in model.parameters())),
                                         ranks=None if run.comm is None else run.comm.local_size)
     try:

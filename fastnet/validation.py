@@ -116,12 +116,86 @@ def check_finite(argument, a):
         )
 
 
-def check_X(X, n_features=None, argument="X", one_sample=False):
+def feature_names(X):
+    """The column names of a DataFrame ``X`` when they are all strings (scikit-learn's rule),
+    as an object array; else None (arrays, lists, integer column labels)."""
+    columns = getattr(X, "columns", None)
+    if columns is None or not hasattr(X, "dtypes"):
+        return None
+    names = list(columns)
+    return np.asarray(names, dtype=object) if names and all(isinstance(c, str) for c in names) else None
+
+
+def check_feature_names(names, fitted, argument="X"):
+    """``X``'s column names (:func:`feature_names`) against those of ``fit`` (``fitted``), as
+    scikit-learn checks them: other names or another order raise ``ValueError``; no names
+    (an array) where ``fit`` had them warn."""
+    import warnings
+
+    if fitted is None:
+        return
+    if names is None:
+        warnings.warn(f"{argument} does not have valid feature names, but the model was fitted with feature "
+                      f"names ({', '.join(map(repr, list(fitted)[:10]))}{', ...' if len(fitted) > 10 else ''}): "
+                      "the columns are taken in that order", UserWarning, stacklevel=4)
+        return
+    if list(names) == list(fitted):
+        return
+    unseen = [n for n in names if n not in set(fitted)]
+    missing = [n for n in fitted if n not in set(names)]
+    detail = []
+    if unseen:
+        detail.append(f"feature names unseen at fit time: {unseen[:10]}")
+    if missing:
+        detail.append(f"feature names seen at fit time, yet now missing: {missing[:10]}")
+    if not detail:
+        detail.append(f"feature names must be in the same order as they were in fit: {list(fitted)[:10]}, "
+                      f"got {list(names)[:10]}")
+    raise ValueError(f"The feature names should match those that were passed during fit ({argument}'s "
+                     f"columns): {'; '.join(detail)}")
+
+
+def check_columns(X, argument="X"):
+    """A DataFrame's columns must be numbers: categorical (pandas ``category``), object, string,
+    bool and date columns are refused, named, before any conversion (a numeric categorical
+    would be read as its numbers, an ordering the categories do not have)."""
+    dtypes = getattr(X, "dtypes", None)
+    columns = getattr(X, "columns", None)
+    if dtypes is None or columns is None:
+        return
+    bad = [(c, t) for c, t in zip(columns, list(dtypes))
+           if str(t) == "category" or getattr(t, "kind", "O") not in "iuf"]
+    if bad:
+        listed = ", ".join(f"{c!r} ({t})" for c, t in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise TypeError(f"{argument} has non-numeric columns: {listed}; encode them as numbers first "
+                        "(e.g. pandas.get_dummies, or scikit-learn's OneHotEncoder / OrdinalEncoder)")
+
+
+def check_range(argument, a, dtype):
+    """Values of ``a`` beyond the finite range of ``dtype`` (float64 data for a float32 model:
+    they would become infinite) raise ``ValueError`` naming the first."""
+    dtype = np.dtype(dtype)
+    if a.dtype.kind != "f" or dtype.kind != "f" or np.finfo(a.dtype).max <= np.finfo(dtype).max or a.size == 0:
+        return
+    limit = float(np.finfo(dtype).max)
+    if -limit <= float(a.min()) and float(a.max()) <= limit:
+        return
+    beyond = np.abs(a) > limit
+    first = tuple(int(i) for i in np.argwhere(beyond)[0])
+    raise ValueError(
+        f"{argument} holds {int(beyond.sum())} value{'s' if beyond.sum() > 1 else ''} beyond the range of the "
+        f"model's {dtype} (+-{limit:.3g}); the first is {argument}[{', '.join(map(str, first))}] = "
+        f"{a[first].item()!r}. Scale the inputs (e.g. scikit-learn's StandardScaler), or use dtype='float64'")
+
+
+def check_X(X, n_features=None, argument="X", one_sample=False, dtype=None):
     """Validate features: numeric, at least 2-D (trailing axes are flattened), finite.
 
     With ``one_sample`` (inference), a 1-D array of ``n_features`` values is one sample;
     a 2-D array holding exactly ``n_features`` values in another layout (one ``28 x 28``
-    image for 784 features) is ambiguous, and its error says how to pass it as one."""
+    image for 784 features) is ambiguous, and its error says how to pass it as one.
+    ``dtype``: the model's; values beyond its range are refused (:func:`check_range`)."""
+    check_columns(X, argument)
     a = as_array(argument, X)
     if a.dtype.kind in "bOUSVcMm":
         kind = {"b": "bool", "O": "object", "U": "string", "S": "bytes", "V": "void",
@@ -150,7 +224,24 @@ def check_X(X, n_features=None, argument="X", one_sample=False):
             f"{argument} has {a.shape[1]} features per sample, but the model expects {n_features}{one}"
         )
     check_finite(argument, a)
+    if dtype is not None:
+        check_range(argument, a, dtype)
     return a
+
+
+def single_class(targets, kind, classes=None):
+    """The one class of classification ``targets`` when they hold a single one (its label from
+    ``classes`` for class ids; 0 or 1 for one sigmoid output), else None."""
+    t = np.asarray(targets)
+    if kind == "class":
+        ids = np.unique(t)
+        if ids.size == 1:
+            return classes[int(ids[0])].item() if classes is not None else int(ids[0])
+    elif kind == "binary" and (t.ndim == 1 or t.shape[1] == 1):
+        values = np.unique(t)
+        if values.size == 1:
+            return int(values[0]) if values[0] in (0, 1) else values[0].item()
+    return None
 
 
 def check_lengths(X, y, argument="y"):

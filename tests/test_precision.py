@@ -220,7 +220,7 @@ def test_the_thread_tuner_tunes_onednn_s_pool_in_bf16(monkeypatch):
 
 def test_float32_gemms_through_onednn_train_as_openblas_does(monkeypatch):
     """FASTNET_CPU_GEMM=onednn: the float32 training GEMMs are oneDNN's (float32: the same
-    products, summed in another order); unset or auto: OpenBLAS's (NumPy's matmul)."""
+    products, summed in another order); openblas (numpy): NumPy's matmul."""
     from fastnet import gemm_onednn
 
     X, y = np.random.default_rng(5).standard_normal((300, 20)).astype(np.float32), np.arange(300) % 3
@@ -236,16 +236,18 @@ def test_float32_gemms_through_onednn_train_as_openblas_does(monkeypatch):
         losses[provider] = m.fit(X, y, epochs=3, batch_size=64, diagnose=False)["loss"]
         assert len(calls) == (0 if provider == "openblas" else 3 * 5 * 8)  # 8 GEMMs a step (3 x, 3 dW, 2 dX)
     np.testing.assert_allclose(losses["onednn"], losses["openblas"], rtol=1e-5)
-    # the default (unset, or auto) is OpenBLAS's, oneDNN loaded or not (the measurement
-    # behind it: fastnet.precision.cpu_gemm_provider)
+    # the default (unset, or auto): measured at the first fit (fastnet.gemm_choice; NumPy's until then)
     for unset_or_auto in (None, "auto"):
         if unset_or_auto is None:
             monkeypatch.delenv("FASTNET_CPU_GEMM")
         else:
             monkeypatch.setenv("FASTNET_CPU_GEMM", unset_or_auto)
-        assert P.cpu_gemm_provider() == "openblas" and fastnet.MLP([4, 2], backend="cpu").backend_._matmul is None
-    monkeypatch.setenv("FASTNET_CPU_GEMM", "mkl")
-    with pytest.raises(ValueError, match="FASTNET_CPU_GEMM must be one of 'auto', 'openblas', 'onednn', got 'mkl'"):
+        assert P.cpu_gemm_provider() == "auto" and fastnet.MLP([4, 2], backend="cpu").backend_._matmul is None
+    monkeypatch.setenv("FASTNET_CPU_GEMM", "openblas")  # the old name of numpy
+    assert P.cpu_gemm_provider() == "numpy"
+    monkeypatch.setenv("FASTNET_CPU_GEMM", "blis")
+    with pytest.raises(ValueError, match="FASTNET_CPU_GEMM must be one of 'auto', 'numpy', 'onednn', 'mkl', "
+                                         "got 'blis'"):
         fastnet.MLP([4, 2], backend="cpu")
 
 

@@ -1,0 +1,222 @@
+"""The float32 GEMM provider of CPU training steps follows the measurement (fastnet.gemm_choice):
+simulated machines where each provider wins, the decision cached per CPU model, library
+versions, thread count and shapes, FASTNET_CPU_GEMM overriding it, and the choice shown in
+history.params and fastnet info."""
+import numpy as np
+import pytest
+
+import fastnet
+from fastnet import gemm_choice as gc
+from fastnet import gemm_mkl, gemm_onednn, info
+
+ALL = {"numpy": None, "onednn": None, "mkl": None}
+SHAPES = [(784, 512), (512,), (512, 512), (512,), (512, 10), (10,)]
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch, tmp_path):
+    """A decisions file of the test's own, no decision in memory, a simulated CPU and versions."""
+    monkeypatch.setenv(gc.CACHE_ENV, str(tmp_path / "gemm-choice.json"))
+    monkeypatch.delenv("FASTNET_CPU_GEMM", raising=False)
+    monkeypatch.setattr(gc, "_memory", {})
+    monkeypatch.setattr(gc, "cpu_model", lambda: "Simulated CPU 9000")
+    monkeypatch.setattr(gc, "versions", lambda names: {"fastnet": "x", **{n: f"{n} 1.0" for n in names}})
+
+
+def machine(rates):
+    """A simulated machine: ``measure`` returning ``rates[provider]`` GFLOP/s, counting calls."""
+    calls = []
+
+    def measure(provider, problems, threads):
+        calls.append((provider, len(problems), threads))
+        return rates[provider]
+
+    measure.calls = calls
+    return measure
+
+
+def test_step_problems_are_the_steps_gemms():
+    assert gc.step_problems(128, SHAPES) == [
+        (128, 784, 512, False, False), (784, 128, 512, True, False),                                # layer 1: no dx
+        (128, 512, 512, False, False), (512, 128, 512, True, False), (128, 512, 512, False, True),
+        (128, 512, 10, False, False), (512, 128, 10, True, False), (128, 10, 512, False, True)]
+    assert gc.describe(gc.step_problems(128, SHAPES)) == "784-512-512-10 at batch 128"
+
+
+@pytest.mark.parametrize("winner", ["numpy", "onednn", "mkl"])
+def test_the_provider_measured_fastest_is_chosen(winner):
+    rates = {p: 100.0 for p in ALL}
+    rates[winner] = 150.0
+    measure = machine(rates)
+    choice = gc.choose(128, SHAPES, 2, "auto", measure=measure, providers=ALL)
+    assert choice.provider == winner and choice.source == "measured"
+    assert choice.gflops == rates
+    assert {p for p, _, _ in measure.calls} == set(ALL)
+    assert all(n == 8 and t == 2 for _, n, t in measure.calls)  # the step's 8 GEMMs, at the fit's threads
+    assert choice.reason().startswith(f"measured 150 GFLOP/s vs ") and "784-512-512-10 at batch 128, 2 threads" \
+        in choice.reason()
+
+
+def test_a_provider_that_does_not_load_is_not_measured():
+    measure = machine({"numpy": 100.0, "onednn": 90.0, "mkl": 500.0})
+    providers = {"numpy": None, "onednn": None, "mkl": "MKL is not installed"}
+    choice = gc.choose(128, SHAPES, 2, "auto", measure=measure, providers=providers)
+    assert choice.provider == "numpy" and "mkl" not in {p for p, _, _ in measure.calls}
+    assert choice.unavailable == {"mkl": "MKL is not installed"}
+    only = gc.choose(64, SHAPES, 2, "auto", measure=measure, providers={"numpy": None, "onednn": "no", "mkl": "no"})
+    assert only.provider == "numpy" and only.source == "the only provider here"
+
+
+def test_the_decision_is_cached_in_the_process_and_on_disk(monkeypatch):
+    first = gc.choose(128, SHAPES, 2, "auto", measure=machine({"numpy": 1.0, "onednn": 2.0, "mkl": 1.5}),
+                      providers=ALL)
+    assert first.provider == "onednn"
+    # the same key again: no measurement, the same answer (even if a measurement now would differ)
+    other = machine({"numpy": 9.0, "onednn": 1.0, "mkl": 1.0})
+    assert gc.choose(128, SHAPES, 2, "auto", measure=other, providers=ALL) is first and not other.calls
+    monkeypatch.setattr(gc, "_memory", {})  # a new process: from the file
+    again = gc.choose(128, SHAPES, 2, "auto", measure=other, providers=ALL)
+    assert (again.provider, again.source, again.gflops) == ("onednn", "cache", first.gflops) and not other.calls
+    entry = gc.cached_decisions()[0]
+    assert entry["provider"] == "onednn" and entry["cpu"] == "Simulated CPU 9000" and entry["threads"] == 2
+
+
+@pytest.mark.parametrize("change", ["cpu", "versions", "threads", "shapes", "batch"])
+def test_a_new_cpu_library_version_thread_count_or_shape_measures_again(monkeypatch, change):
+    gc.choose(128, SHAPES, 2, "auto", measure=machine({"numpy": 1.0, "onednn": 2.0, "mkl": 1.5}), providers=ALL)
+    monkeypatch.setattr(gc, "_memory", {})
+    batch, shapes, threads = 128, SHAPES, 2
+    if change == "cpu":
+        monkeypatch.setattr(gc, "cpu_model", lambda: "Another CPU with AMX")
+    elif change == "versions":
+        monkeypatch.setattr(gc, "versions", lambda names: {"fastnet": "x", **{n: f"{n} 2.0" for n in names}})
+    elif change == "threads":
+        threads = 1
+    elif change == "shapes":
+        shapes = [(784, 128), (128, 10)]
+    else:
+        batch = 1024
+    measure = machine({"numpy": 1.0, "onednn": 1.0, "mkl": 3.0})
+    choice = gc.choose(batch, shapes, threads, "auto", measure=measure, providers=ALL)
+    assert choice.provider == "mkl" and choice.source == "measured" and measure.calls
+
+
+def test_the_cache_key_names_cpu_versions_threads_and_shapes():
+    problems = gc.step_problems(128, SHAPES)
+    base = gc.cache_key("CPU A", {"numpy": "1"}, 2, problems)
+    assert base == gc.cache_key("CPU A", {"numpy": "1"}, 2, problems)
+    assert len({base, gc.cache_key("CPU B", {"numpy": "1"}, 2, problems),
+                gc.cache_key("CPU A", {"numpy": "2"}, 2, problems),
+                gc.cache_key("CPU A", {"numpy": "1"}, 1, problems),
+                gc.cache_key("CPU A", {"numpy": "1"}, 2, problems[:2])}) == 5
+
+
+@pytest.mark.parametrize("setting", ["numpy", "onednn", "mkl"])
+def test_FASTNET_CPU_GEMM_overrides_the_measurement(monkeypatch, setting):
+    measure = machine({"numpy": 1.0, "onednn": 1.0, "mkl": 1.0})
+    monkeypatch.setenv("FASTNET_CPU_GEMM", setting)
+    choice = gc.choose(128, SHAPES, 2, measure=measure, providers=ALL)
+    assert choice.provider == setting and choice.source == "setting" and not measure.calls
+    assert choice.reason().startswith(f"FASTNET_CPU_GEMM={setting} (not measured) on 784-512-512-10")
+
+
+def test_a_bad_setting_is_refused_naming_the_variable_and_value(monkeypatch):
+    monkeypatch.setenv("FASTNET_CPU_GEMM", "blis")
+    with pytest.raises(ValueError, match="FASTNET_CPU_GEMM must be one of 'auto', 'numpy', 'onednn', 'mkl', "
+                                         "got 'blis'"):
+        gc.choose(128, SHAPES, 2, measure=machine({}), providers=ALL)
+
+
+def _fit(monkeypatch, rates, providers):
+    monkeypatch.setattr(gc, "measure", machine(rates))
+    monkeypatch.setattr(gc, "available", lambda: dict(providers))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((96, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 96)
+    model = fastnet.MLP([12, 16, 3], backend="cpu", seed=0)
+    history = model.fit(X, y, epochs=1, batch_size=32, verbose=0, diagnose=False)
+    return model, history
+
+
+def test_fit_trains_with_the_chosen_provider_and_records_it(monkeypatch):
+    model, history = _fit(monkeypatch, {"numpy": 50.0, "onednn": 10.0, "mkl": 10.0},
+                          {"numpy": None, "onednn": None, "mkl": "no"})
+    gemm = history.params["gemm"]
+    assert gemm["provider"] == "numpy" and gemm["source"] == "measured" and model.backend_._matmul is None
+    assert gemm["gflops"] == {"numpy": 50.0, "onednn": 10.0} and "12-16-3 at batch 32" in gemm["reason"]
+
+
+@pytest.mark.skipif(not gemm_onednn.available(), reason="oneDNN is not installed")
+def test_fit_runs_every_gemm_in_onednn_where_it_measures_fastest(monkeypatch):
+    calls = []
+    real = gemm_onednn.matmul
+    monkeypatch.setattr(gemm_onednn, "matmul", lambda a, b, out=None, **kw: calls.append(a.shape) or
+                        real(a, b, out=out, **kw))
+    model, history = _fit(monkeypatch, {"numpy": 10.0, "onednn": 50.0, "mkl": 10.0},
+                          {"numpy": None, "onednn": None, "mkl": "no"})
+    assert history.params["gemm"]["provider"] == "onednn"
+    assert isinstance(model.backend_._matmul, gemm_onednn.F32Matmul)
+    assert len(calls) == 3 * 5  # 3 steps of 5 GEMMs (x@W, x.T@dy twice; dy@W.T once)
+    # a second fit of the same model keeps the decision: same provider, no new measurement
+    monkeypatch.setattr(gc, "measure", machine({"numpy": 99.0, "onednn": 1.0, "mkl": 1.0}))
+    again = model.fit(np.zeros((32, 12), np.float32), np.zeros(32, int), epochs=1, batch_size=32, verbose=0,
+                      diagnose=False)
+    assert again.params["gemm"]["provider"] == "onednn" and not gc.measure.calls
+
+
+@pytest.mark.skipif(not gemm_mkl.available(), reason="MKL is not installed (pip install '.[mkl]')")
+def test_fit_runs_in_mkl_where_it_measures_fastest(monkeypatch):
+    model, history = _fit(monkeypatch, {"numpy": 10.0, "onednn": 10.0, "mkl": 50.0}, ALL)
+    assert history.params["gemm"]["provider"] == "mkl" and isinstance(model.backend_._matmul, gemm_mkl.F32Matmul)
+    ref = fastnet.MLP([12, 16, 3], backend="cpu", seed=0)
+    monkeypatch.setenv("FASTNET_CPU_GEMM", "numpy")
+    rng = np.random.default_rng(0)
+    ref.fit(rng.standard_normal((96, 12)).astype(np.float32), rng.integers(0, 3, 96), epochs=1, batch_size=32,
+            verbose=0)
+    for (_, a), (_, b) in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.skipif(not gemm_mkl.available(), reason="MKL is not installed (pip install '.[mkl]')")
+@pytest.mark.parametrize("m,k,n", [(7, 5, 3), (1, 5, 3), (5, 1, 3), (5, 3, 1), (1, 1, 1), (128, 784, 512)])
+def test_mkl_matmul_reads_transposes_in_place_and_copies_other_layouts(m, k, n):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    for A in (a, np.ascontiguousarray(a.T).T, np.repeat(a, 2, axis=1)[:, ::2]):
+        for B in (b, np.ascontiguousarray(b.T).T):
+            np.testing.assert_allclose(gemm_mkl.matmul(A, B), A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
+
+
+def test_mkl_that_does_not_load_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(gemm_mkl, "_lib", None)
+    monkeypatch.setattr(gemm_mkl, "_load_error", None)
+    monkeypatch.setenv("FASTNET_MKL", str(tmp_path / "libmkl_rt.so.3"))
+    with pytest.raises(gemm_mkl.MKLUnavailable, match=r"FASTNET_MKL=.*libmkl_rt\.so\.3.*pip install \"\.\[mkl\]\""):
+        gemm_mkl.load()
+    assert not gemm_mkl.available()
+
+
+def test_fastnet_info_shows_the_chosen_provider_and_why(monkeypatch):
+    monkeypatch.setattr(gc, "measure", machine({"numpy": 180.0, "onednn": 210.0, "mkl": 150.0}))
+    monkeypatch.setattr(gc, "available", lambda: dict(ALL))
+    lines = info.precision_lines()
+    text = "\n".join(lines)
+    assert "float32 GEMMs of cpu training: auto (FASTNET_CPU_GEMM=auto: the fastest provider measured" in text
+    assert "CPU: Simulated CPU 9000; providers here: numpy (numpy 1.0), onednn (onednn 1.0), mkl (mkl 1.0)" in text
+    assert ("the default recipe's model: onednn: measured 210 GFLOP/s vs numpy 180, mkl 150 on 784-256-256-10 "
+            "at batch 128") in text
+    # an earlier decision for another model on this CPU is listed too
+    gc.choose(1024, SHAPES, 2, "auto", measure=machine({"numpy": 1.0, "onednn": 1.0, "mkl": 3.0}), providers=ALL)
+    assert "decided on this CPU: mkl: measured 3 GFLOP/s vs numpy 1, onednn 1 on 784-512-512-10 at batch 1024" \
+        in "\n".join(info.precision_lines())
+
+
+def test_measure_times_a_real_provider_quickly():
+    choice_time = []
+    import time
+
+    t = time.perf_counter()
+    rate = gc.measure("numpy", gc.step_problems(32, [(20, 16), (16, 3)]), 1)
+    choice_time.append(time.perf_counter() - t)
+    assert rate > 0 and choice_time[0] < 1.0
