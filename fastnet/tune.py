@@ -488,14 +488,15 @@ def _finite(value):
 def _ranked(results, metric, mode):
     """The results best first: by the last reported ``metric``; ties by the lower ``val_loss``
     (the higher ``val_accuracy`` when ranking by ``val_loss``); trials without a finite
-    ``metric`` (errors, divergence) last."""
+    ``metric`` (divergence) after those, and trials that ended in ERROR last, whatever they
+    reported before the error (their last checkpoint is not a finished trial's)."""
     sign = -1.0 if mode == "max" else 1.0
     tie, tie_sign = ("val_accuracy", -1.0) if metric == "val_loss" else ("val_loss", 1.0)
 
     def key(result):
         m = result.metrics or {}
         value, second = m.get(metric), m.get(tie)
-        return (not _finite(value), sign * value if _finite(value) else 0.0,
+        return (result.error is not None, not _finite(value), sign * value if _finite(value) else 0.0,
                 tie_sign * second if _finite(second) else math.inf)
 
     return sorted(results, key=key)
@@ -630,6 +631,9 @@ def run_sweep(param_space: Mapping[str, Any], num_samples: int = 1, *, data: Seq
                       RuntimeWarning, stacklevel=2)
     ranked = _ranked(results, metric, mode)
     best = ranked[0]
+    if best.error is not None:
+        raise RuntimeError(f"every trial of the sweep ended in ERROR; the first: {type(best.error).__name__}: "
+                           f"{best.error}")
     if not _finite(best.metrics.get(metric)):
         raise RuntimeError(f"no trial of the sweep reported a finite {metric!r} (all diverged?)")
     swept = [k for k in param_space if _is_search_space(param_space[k])]
