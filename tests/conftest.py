@@ -15,14 +15,32 @@ import fastnet  # noqa: E402
 BACKENDS = [b for b in fastnet.available_backends() if b != "cuda-sim"]
 
 
+def _runs_readme_test():
+    return bool(os.environ.get("CI") or os.environ.get("FASTNET_README_TEST"))
+
+
 def pytest_collection_modifyitems(config, items):
-    """Inside the README test's own run of the suite (tests/test_readme_commands.py, which
-    CI runs) the tests marked ``processes`` or ``once`` are skipped: the outer run has just
-    run them, and running them twice would take CI past its 20 minutes."""
+    """Each test runs once per CI, in one of two runs of the suite.
+
+    CI (``.ci/run``) runs the suite, and inside it ``tests/test_readme_commands.py`` runs
+    README's second command, the whole suite again, in a fresh clone (``FASTNET_README_NESTED``
+    set there).  The tests marked ``processes`` or ``once`` run in the outer run only; the
+    others run in the nested run only when ``FASTNET_CI_SPLIT=1`` (``.ci/run`` sets it), so
+    CI runs no test twice; without it (a local run, ``FASTNET_README_TEST=1``) the outer
+    run runs everything."""
+    marked = lambda item: item.get_closest_marker("processes") or item.get_closest_marker("once")  # noqa: E731
     if os.environ.get("FASTNET_README_NESTED"):
         skip = pytest.mark.skip(reason="run by the outer run of the suite; not again in the README test's run")
         for item in items:
-            if item.get_closest_marker("processes") or item.get_closest_marker("once"):
+            if marked(item):
+                item.add_marker(skip)
+    elif os.environ.get("FASTNET_CI_SPLIT") == "1":
+        if not _runs_readme_test():
+            raise pytest.UsageError("FASTNET_CI_SPLIT=1 leaves the unmarked tests to the README test's nested "
+                                    "run, which runs only with CI or FASTNET_README_TEST set")
+        skip = pytest.mark.skip(reason="run by the README test's nested run of the suite (FASTNET_CI_SPLIT=1)")
+        for item in items:
+            if not marked(item):
                 item.add_marker(skip)
 
 

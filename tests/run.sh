@@ -5,9 +5,14 @@
 #                        numba is imported, hence its own process), and the cuda-sim backend
 #                        (the CUDA backend's code on the CuPy contract) feature by feature;
 #   3. tests/cuda_compile  every CUDA kernel compiled to PTX for sm_90/sm_80 and checked by ptxas.
+# The groups are independent and run side by side when the machine has more than one core
+# (FASTNET_TEST_JOBS=1 runs them one after the other); each group's output is printed whole
+# when it ends.
 # With FASTNET_COVERAGE=1 (CI sets it) every group runs under coverage.py, and the line
 # coverage of the CUDA glue (fastnet/backend.py, gemm_cublas.py, kernels/cuda.py) across the three groups
-# must be >= 95%; the report lists the lines no group ran.
+# must be >= 95%; the report lists the lines no group ran.  FASTNET_COVERAGE_DATA=FILE (set
+# by the README test for its run of this script inside a fresh clone) writes the data beside
+# FILE for the outer run to combine, and leaves the report to it.
 # Extra arguments go to every pytest run.  Exit status: non-zero if any group failed.
 set -u
 cd "$(dirname "$0")/.."
@@ -15,20 +20,40 @@ PY=${PYTHON:-python}
 status=0
 runner=("$PY" -m pytest)
 if [ "${FASTNET_COVERAGE:-0}" = "1" ]; then
-    "$PY" -m coverage erase
+    if [ -n "${FASTNET_COVERAGE_DATA:-}" ]; then
+        export COVERAGE_FILE=$FASTNET_COVERAGE_DATA
+    else
+        "$PY" -m coverage erase
+    fi
     runner=("$PY" -m coverage run --parallel-mode -m pytest)
 fi
 
-run_group() {
-    local name=$1; shift
-    echo "=== $name: $*"
-    "$@"
-    local rc=$?
-    if [ $rc -eq 5 ]; then
+jobs=${FASTNET_TEST_JOBS:-$(nproc 2>/dev/null || echo 1)}
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+names=()
+
+group_done() {  # print a finished group's output and its verdict
+    local name=$1 rc=$2
+    cat "$logs/$name.out"
+    if [ "$rc" -eq 5 ]; then
         # pytest's "no tests collected": a group that tests nothing is a failure.
         echo "=== $name: no tests collected (pytest exit 5)"
     fi
-    [ $rc -eq 0 ] || { echo "=== $name: FAILED (exit $rc)"; status=1; }
+    [ "$rc" -eq 0 ] || { echo "=== $name: FAILED (exit $rc)"; status=1; }
+}
+
+run_group() {
+    local name=$1; shift
+    echo "=== $name: $*" > "$logs/$name.out"
+    if [ "$jobs" -gt 1 ]; then
+        echo "=== $name: started"
+        ( "$@" >> "$logs/$name.out" 2>&1; echo $? > "$logs/$name.rc" ) &
+        names+=("$name")
+    else
+        "$@" >> "$logs/$name.out" 2>&1
+        group_done "$name" $?
+    fi
 }
 
 run_group "library" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests \
@@ -36,7 +61,21 @@ run_group "library" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests \
 run_group "cuda simulator" env NUMBA_ENABLE_CUDASIM=1 "${runner[@]}" tests/cuda_sim -q "$@"
 run_group "cuda compile" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests/cuda_compile -q "$@"
 
-if [ "${FASTNET_COVERAGE:-0}" = "1" ]; then
+# Side by side: report each group as it ends, in the order they end.
+while [ ${#names[@]} -gt 0 ]; do
+    wait -n 2>/dev/null || sleep 1
+    left=()
+    for name in "${names[@]}"; do
+        if [ -s "$logs/$name.rc" ]; then
+            group_done "$name" "$(cat "$logs/$name.rc")"
+        else
+            left+=("$name")
+        fi
+    done
+    names=("${left[@]+"${left[@]}"}")
+done
+
+if [ "${FASTNET_COVERAGE:-0}" = "1" ] && [ -z "${FASTNET_COVERAGE_DATA:-}" ]; then
     echo "=== coverage of the CUDA glue across the three groups"
     "$PY" -m coverage combine -q
     "$PY" -m coverage report --include='*/fastnet/backend.py,*/fastnet/gemm_cublas.py,*/kernels/cuda.py' --fail-under=95 \
