@@ -22,6 +22,7 @@ Needs scikit-learn (``pip install scikit-learn``).
 from __future__ import annotations
 
 import numbers
+import threading
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -100,8 +101,40 @@ def _all_or_nothing(method):
     return wrapper
 
 
+#: Held while a fit's new state is published into an estimator and while one is read whole
+#: (a snapshot for predict, a pickle): a reader sees the old fit or the new one, never a mix.
+_PUBLISH = threading.RLock()
+
+
+def _published(method):
+    """``fit`` as a transaction: it runs on a copy of the estimator (a new network, new labels,
+    ``n_features_in_``...), and its attributes replace the estimator's in one step at the end.
+    Meanwhile ``predict`` and pickles from other threads see the previous fit whole; a fit that
+    raises leaves the estimator as it was."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        work = self._snapshot()
+        method(work, *args, **kwargs)
+        with _PUBLISH:
+            vars(self).clear()
+            vars(self).update(vars(work))
+        return self
+    return wrapper
+
+
 class _FastnetMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, the network, the training run."""
+
+    def _snapshot(self):
+        """A shallow copy of the estimator as it is between two fits (see :func:`_published`)."""
+        copy = object.__new__(type(self))
+        with _PUBLISH:
+            vars(copy).update(vars(self))
+        return copy
+
+    def __getstate__(self):
+        with _PUBLISH:  # a pickle taken during a fit holds the previous fit, whole
+            return dict(super().__getstate__())  # (a copy: object's is the live __dict__)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -277,9 +310,10 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
             sample_weight = balanced if sample_weight is None else sample_weight * balanced
         return sample_weight
 
-    @_all_or_nothing
+    @_published
     def fit(self, X, y, sample_weight=None):
-        """Train a new network on ``(X, y)`` for up to ``max_iter`` epochs."""
+        """Train a new network on ``(X, y)`` for up to ``max_iter`` epochs (predict and pickles
+        from other threads meanwhile see the previous fit)."""
         max_iter = check_int("max_iter", self.max_iter)
         X, y = self._validate(X, y, dtype=(np.float64, np.float32), multi_output=True)
         target = self._targets(y)
@@ -314,8 +348,7 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
 
     def predict_proba(self, X):
         """Class probabilities ``(n, n_classes)`` (per label for multi-label)."""
-        p = self._outputs(X)
-        return p
+        return self._snapshot()._outputs(X)
 
     def predict_log_proba(self, X):
         with np.errstate(divide="ignore"):
@@ -323,10 +356,11 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
 
     def predict(self, X):
         """Labels from ``classes_`` (the 0/1 indicator matrix for multi-label)."""
-        p = self.predict_proba(X)
-        if self._multilabel:
+        fitted = self._snapshot()  # one fit's network and labels, however a re-fit elsewhere goes
+        p = fitted._outputs(X)
+        if fitted._multilabel:
             return (p >= 0.5).astype(np.int64)
-        return self.classes_[np.argmax(p, axis=1)]
+        return fitted.classes_[np.argmax(p, axis=1)]
 
 
 class MLPRegressor(RegressorMixin, _FastnetMLP):
@@ -367,9 +401,10 @@ class MLPRegressor(RegressorMixin, _FastnetMLP):
             raise ValueError(f"y has {y.shape[1]} outputs, the model {self.n_outputs_}")
         return self._train(X, y, sample_weight, epochs, seed)
 
-    @_all_or_nothing
+    @_published
     def fit(self, X, y, sample_weight=None):
-        """Train a new network on ``(X, y)`` for up to ``max_iter`` epochs."""
+        """Train a new network on ``(X, y)`` for up to ``max_iter`` epochs (predict and pickles
+        from other threads meanwhile see the previous fit)."""
         return self._fit(X, y, sample_weight, reset=True, epochs=check_int("max_iter", self.max_iter))
 
     @_all_or_nothing
@@ -378,5 +413,6 @@ class MLPRegressor(RegressorMixin, _FastnetMLP):
         return self._fit(X, y, sample_weight, reset=not hasattr(self, "model_"), epochs=1)
 
     def predict(self, X):
-        p = self._outputs(X)
-        return p[:, 0] if self._y_1d else p
+        fitted = self._snapshot()
+        p = fitted._outputs(X)
+        return p[:, 0] if fitted._y_1d else p
