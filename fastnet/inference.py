@@ -111,19 +111,26 @@ class Inference:
         values = [result[k] for k in self.metrics_names]
         return values if len(values) > 1 else values[0]
 
-    def _outputs(self, X):
-        """Network outputs after the output activation (probabilities for classifiers)."""
+    def _outputs(self, X, each=None):
+        """Network outputs after the output activation (probabilities for classifiers); with
+        ``each``, what it makes of each chunk's outputs (predict's labels: the outputs are then
+        never held whole)."""
         self._check_fitted("predict")
         X = self._prepare_X(X, one_sample=True)
-        xp = self.backend_.xp
-        Xd, _ = self._to_device(X)
-        n = Xd.shape[0]
+        b = self.backend_
+        n = X.shape[0]
         chunk = self._chunk()
-        result = xp.empty((n, self.n_outputs_), dtype=self.backend_.dtype)
+        # Peak memory: the result (on the host, filled chunk by chunk) and one chunk's arrays; X is
+        # converted to the model's dtype and moved to the device a chunk at a time, never whole.
+        result = None
         for start in range(0, n, chunk):
-            out = self.loss_.outputs(self._infer(Xd[start:start + chunk]))  # the loss's output activation
-            result[start:start + out.shape[0]] = out
-        return self.backend_.to_host(result).copy()
+            xd = b.asarray(X[start:start + chunk], dtype=b.dtype)
+            out = b.to_host(self.loss_.outputs(self._infer(xd)))  # the loss's output activation
+            values = out if each is None else each(out)
+            if result is None:
+                result = np.empty((n,) + values.shape[1:], dtype=values.dtype)
+            result[start:start + len(values)] = values
+        return result
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, shape (n, k); (n, 2) for one sigmoid output."""
@@ -148,14 +155,13 @@ class Inference:
         model that has no ``classes_``.  Sigmoid outputs: 0/1 per output (shape (n,) for
         one output, (n, k) for multi-label).  Regressors: the values, (n,) for one output,
         else (n, k).  Probabilities: :meth:`predict_proba`."""
-        p = self._outputs(X)
-        kind = self.loss_.target_kind
-        if kind == "class":
-            ids = np.argmax(p, axis=1)
-            return ids if self.classes_ is None else self.classes_[ids]
+        kind, classes = self.loss_.target_kind, self.classes_
+        if kind == "class":  # labels made chunk by chunk: no (n, k) array of probabilities
+            return self._outputs(X, lambda p: np.argmax(p, axis=1) if classes is None else classes[np.argmax(p, axis=1)])
         if kind == "binary":
-            labels = (p >= 0.5).astype(np.int64)
+            labels = self._outputs(X, lambda p: (p >= 0.5).astype(np.int64))
             return labels[:, 0] if labels.shape[1] == 1 else labels
+        p = self._outputs(X)
         return p[:, 0] if p.shape[1] == 1 else p
 
     def score(self, X: ArrayLike, y: ArrayLike) -> float:
