@@ -8,6 +8,7 @@ from fastnet.cli import load_mnist_arrays
 
 
 def test_one_epoch_on_real_mnist_subset():
+    # opt-out kept: 10,000 of the 60,000 training images (cost: a sixth of the epoch; >= 90% holds)
     (X, y), (Xt, yt) = load_mnist_arrays(subset=10000)
     assert X.shape == (10000, 784) and Xt.shape == (10000, 784)
     model = fastnet.MLP([784, 128, 10], activation="relu", backend="cpu", seed=0)

@@ -108,7 +108,7 @@ class StepCounts(fastnet.Callback):
 @pytest.mark.parametrize("kw,fit", [
     (dict(dropout=0.25), dict(optimizer="adam", lr_schedule="cosine")),
     (dict(output="sigmoid", loss="binary_cross_entropy"), dict(optimizer="momentum")),
-    (dict(output="linear", loss="mse"), dict(optimizer="rmsprop", shuffle=False)),
+    (dict(output="linear", loss="mse"), dict(optimizer="rmsprop", shuffle=False)),  # opt-out kept: both orders are the subject
 ])
 def test_no_device_traffic_per_step_after_the_first(kw, fit):
     X, y = blobs(64)
@@ -119,6 +119,8 @@ def test_no_device_traffic_per_step_after_the_first(kw, fit):
     m = small(**kw)
     counter = StepCounts()
     before = C.COUNTERS.snapshot()
+    # opt-out kept: diagnose=False, as the per-epoch bound below counts the training loop's own
+    # transfers; the doctor's per-layer norms (the default) add 3 reads an epoch (7, not <= 4)
     m.fit(X, y, epochs=3, batch_size=16, callbacks=[counter], diagnose=False, on_nan="ignore", **fit)
     total = C.COUNTERS.since(before)
     zero = dict(allocations=0, host_to_device=0, device_to_host=0, synchronizations=0)
@@ -138,9 +140,9 @@ def test_no_device_traffic_per_step_after_the_first(kw, fit):
 def test_device_views_are_made_once_per_buffer():
     X, y = blobs(64)
     m = small(dropout=0.2)
-    m.fit(X, y, epochs=1, batch_size=16, optimizer="adam", diagnose=False)
+    m.fit(X, y, epochs=1, batch_size=16, optimizer="adam")
     made = len(kcuda._VIEWS)
-    m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", diagnose=False)
+    m.fit(X, y, epochs=2, batch_size=16, optimizer="adam")
     assert len(kcuda._VIEWS) == made
 
 
@@ -197,8 +199,7 @@ def test_training_with_dropout_and_shuffle_matches_cpu():
     curves = {}
     for backend in ("cpu", SIM):
         m = small(backend, dropout=0.3)
-        curves[backend] = m.fit(X, y, epochs=2, batch_size=32, optimizer="adam", lr=1e-2,
-                                diagnose=False)["loss"]
+        curves[backend] = m.fit(X, y, epochs=2, batch_size=32, optimizer="adam", lr=1e-2)["loss"]
     np.testing.assert_allclose(curves[SIM], curves["cpu"], rtol=1e-5)
 
 
@@ -215,7 +216,7 @@ CHILD = textwrap.dedent("""
     cuda.set_launch_config(**%r)
     X, y = datasets.make_blobs(n_samples=64, seed=1)
     m = fastnet.MLP([2, 8, 3], backend="cuda-sim", seed=7, dropout=0.25)
-    m.fit(X, y, epochs=4, batch_size=16, optimizer="adam", lr_schedule="cosine", diagnose=False,
+    m.fit(X, y, epochs=4, batch_size=16, optimizer="adam", lr_schedule="cosine",
           callbacks=[fastnet.ModelCheckpoint(sys.argv[1]), KillMidEpoch()])
     print("finished", flush=True)
 """ % TINY_LAUNCH)
@@ -235,7 +236,7 @@ def test_sigkill_mid_epoch_with_dropout_then_resume_is_bit_identical(tmp_path):
     assert meta["rng_state"]["dropout_counter"] == 2 * 4  # one mask per step, 4 steps an epoch
 
     X, y = datasets.make_blobs(n_samples=64, seed=1)
-    fit = dict(batch_size=16, optimizer="adam", lr_schedule="cosine", diagnose=False)
+    fit = dict(batch_size=16, optimizer="adam", lr_schedule="cosine")
     reference = fastnet.MLP([2, 8, 3], backend=SIM, seed=7, dropout=0.25)
     reference.fit(X, y, epochs=4, **fit)
     resumed = fastnet.MLP([2, 8, 3], backend=SIM, seed=7, dropout=0.25)
@@ -268,11 +269,11 @@ def test_fit_validation_early_stopping_callbacks_partial_fit():
     m = small()
     rec = Recorder()
     h = m.fit(X, y, epochs=3, batch_size=32, optimizer="adam", lr=1e-2, validation_split=0.25,
-              callbacks=[rec], diagnose=False)
+              callbacks=[rec])
     assert rec.events == ["begin", 1, 2, 3, "end"]
     assert set(h.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     h = m.fit(X[:64], y[:64], epochs=20, batch_size=32, optimizer="adam", lr=1e-2,
-              validation_data=(X[64:], y[64:]), diagnose=False,
+              validation_data=(X[64:], y[64:]),
               early_stopping=fastnet.EarlyStopping(patience=1, min_delta=10.0))
     assert len(h.epochs) == 2  # best at epoch 1; epoch 2 does not improve by 10: patience 1 spent, stops (Keras)
     n = m.n_iter_
@@ -284,7 +285,7 @@ def test_fit_validation_early_stopping_callbacks_partial_fit():
 def test_inference_api_and_metrics():
     X, y = blobs(96)
     m = small()
-    m.fit(X, y, epochs=4, batch_size=32, optimizer="adam", lr=3e-2, diagnose=False)
+    m.fit(X, y, epochs=4, batch_size=32, optimizer="adam", lr=3e-2)
     ref = m.clone(backend="cpu")
     p = m.predict_proba(X)
     assert isinstance(p, np.ndarray) and p.shape == (96, 3)
@@ -309,7 +310,7 @@ def test_regression_score_on_the_contract():
     X, _ = blobs(64)
     t = (X[:, :1] * 0.5).astype(np.float32)
     m = fastnet.MLP([2, 8, 1], output="linear", loss="mse", backend=SIM, seed=0)
-    m.fit(X, t, epochs=3, batch_size=16, optimizer="adam", lr=1e-2, diagnose=False)
+    m.fit(X, t, epochs=3, batch_size=16, optimizer="adam", lr=1e-2)
     assert m.score(X, t) == pytest.approx(m.clone(backend="cpu").score(X, t), rel=1e-4)
 
 
@@ -323,7 +324,7 @@ def test_gradcheck_float64():
 def test_weights_from_host_and_device_and_to_both_ways(tmp_path):
     X, y = blobs(64)
     m = small()
-    m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", lr=1e-2, diagnose=False)
+    m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", lr=1e-2)
     host = m.get_weights()
     assert all(isinstance(v, np.ndarray) for v in host.values())
     other = small(seed=1)
@@ -337,10 +338,10 @@ def test_weights_from_host_and_device_and_to_both_ways(tmp_path):
     m.to("cpu")
     assert m.backend_.name == "cpu" and isinstance(m.parameters()[0][1], np.ndarray)
     np.testing.assert_allclose(m.predict_proba(X), p, rtol=1e-6)
-    m.fit(X, y, epochs=1, batch_size=16, optimizer="adam", lr=1e-2, diagnose=False)
+    m.fit(X, y, epochs=1, batch_size=16, optimizer="adam", lr=1e-2)
     m.to(SIM)
     assert isinstance(m.parameters()[0][1], C.ndarray)
-    m.fit(X, y, epochs=1, batch_size=16, optimizer="adam", lr=1e-2, diagnose=False)
+    m.fit(X, y, epochs=1, batch_size=16, optimizer="adam", lr=1e-2)
     # save / load
     path = tmp_path / "m.npz"
     m.save(path)
@@ -351,15 +352,15 @@ def test_weights_from_host_and_device_and_to_both_ways(tmp_path):
 def test_on_nan_restores_the_last_good_epoch():
     X, y = blobs(64)
     m = small()
-    m.fit(X, y, epochs=1, batch_size=16, optimizer="sgd", lr=0.1, diagnose=False)
+    m.fit(X, y, epochs=1, batch_size=16, optimizer="sgd", lr=0.1)
     good = m.get_weights()
     with pytest.raises(fastnet.TrainingDivergedError, match="epoch 2, step"):
-        m.fit(X * 1e30, y, epochs=1, batch_size=16, optimizer="sgd", lr=1e6, diagnose=False)
+        m.fit(X * 1e30, y, epochs=1, batch_size=16, optimizer="sgd", lr=1e6)
     for k, v in m.get_weights().items():
         np.testing.assert_array_equal(v, good[k])
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        h = m.fit(X * 1e30, y, epochs=3, batch_size=16, optimizer="sgd", lr=1e6, diagnose=False,
+        h = m.fit(X * 1e30, y, epochs=3, batch_size=16, optimizer="sgd", lr=1e6,
                   on_nan="restore")
     assert h.diverged is not None
 
@@ -393,7 +394,7 @@ def test_cli_train_mnist_on_cuda_sim(tmp_path, capsys):
         # In this process, so that the small launches of this module apply.
         rc = cli.main(["train", "mnist", "--backend", backend, "--subset", "512", "--test-subset", "256",
                        "--hidden", "16", "--epochs", "3", "--batch-size", "64", "--lr", "0.005",
-                       "--schedule", "constant", "--quiet", "--save", str(tmp_path / f"{backend}.npz")])
+                       "--schedule", "constant", "--save", str(tmp_path / f"{backend}.npz")])
         out = capsys.readouterr().out
         assert rc in (0, None), out
         assert f"backend Backend('{backend}'" in out and "256 test images" in out
@@ -414,8 +415,7 @@ def test_the_cuda_backend_itself_trains_on_the_contract(monkeypatch):
     for backend in ("cpu", "cuda"):
         m = small(backend, dropout=0.2)
         assert m.backend_.name == backend
-        curves[backend] = m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", lr=1e-2,
-                                diagnose=False)["loss"]
+        curves[backend] = m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", lr=1e-2)["loss"]
     np.testing.assert_allclose(curves["cuda"], curves["cpu"], rtol=1e-5)
 
 
@@ -433,8 +433,8 @@ def test_device_arrays_as_training_and_inference_data():
     X, y = blobs(64)
     xp = C.module()
     on_device, on_host = small(), small()
-    on_device.fit(xp.asarray(X), xp.asarray(y), epochs=1, batch_size=16, diagnose=False)
-    on_host.fit(X, y, epochs=1, batch_size=16, diagnose=False)
+    on_device.fit(xp.asarray(X), xp.asarray(y), epochs=1, batch_size=16)
+    on_host.fit(X, y, epochs=1, batch_size=16)
     np.testing.assert_array_equal(on_device.predict_proba(xp.asarray(X)), on_host.predict_proba(X))
     assert on_device.evaluate(xp.asarray(X), xp.asarray(y)) == on_host.evaluate(X, y)
 
@@ -446,6 +446,5 @@ def test_reference_kernels_on_the_contract_train_like_cpu():
     curves = {}
     for backend in ("cpu", SIM):
         m = small(backend, dropout=0.2, kernels="reference")
-        curves[backend] = m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", lr=1e-2,
-                                diagnose=False)["loss"]
+        curves[backend] = m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", lr=1e-2)["loss"]
     np.testing.assert_allclose(curves[SIM], curves["cpu"], rtol=1e-5)

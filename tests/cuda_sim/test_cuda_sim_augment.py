@@ -66,7 +66,7 @@ def test_fit_with_augmentation_on_cuda_sim_trains_like_cpu():
     for backend in ("cpu", "cuda-sim"):
         model = fastnet.MLP([64, 8, 3], backend=backend, seed=0)
         assert "affine_warp" in model.backend_.kernels.fused
-        history = model.fit(X, y, epochs=2, batch_size=48, lr=1e-2, augment=aug, diagnose=False)
+        history = model.fit(X, y, epochs=2, batch_size=48, lr=1e-2, augment=aug)
         curves[backend] = history["loss"]
         weights[backend] = list(model.get_weights().values())
     np.testing.assert_allclose(curves["cuda-sim"], curves["cpu"], rtol=1e-4)
@@ -74,7 +74,7 @@ def test_fit_with_augmentation_on_cuda_sim_trains_like_cpu():
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     # and the augmentation mattered: without it the same seed trains to other weights
     plain = fastnet.MLP([64, 8, 3], backend="cuda-sim", seed=0)
-    plain.fit(X, y, epochs=2, batch_size=48, lr=1e-2, diagnose=False)
+    plain.fit(X, y, epochs=2, batch_size=48, lr=1e-2)
     assert not np.allclose(list(plain.get_weights().values())[0], weights["cuda-sim"][0], atol=1e-5)
 
 
@@ -89,5 +89,5 @@ def test_the_reference_kernel_runs_on_the_cupy_contract_like_the_fused_cpu_one()
     for backend, kernels in (("cuda-sim", "reference"), ("cpu", "fused")):
         model = fastnet.MLP([36, 8, 3], backend=backend, kernels=kernels, seed=0)
         assert (model.backend_.kernels.affine_warp is reference.affine_warp) == (kernels == "reference")
-        losses.append(model.fit(X, y, epochs=2, batch_size=16, augment=aug, diagnose=False)["loss"])
+        losses.append(model.fit(X, y, epochs=2, batch_size=16, augment=aug)["loss"])
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)

@@ -34,7 +34,7 @@ def test_gelu_fused_and_adagrad_reference_train_on_cuda_sim_like_cpu():
         model = fastnet.MLP([8, 16, 2], activation="gelu", backend=backend, seed=0)
         kernels = model.backend_.kernels
         assert "gelu_fwd" in kernels.fused and "adagrad_update" in kernels.fallback
-        history = model.fit(X, y, epochs=4, batch_size=64, optimizer="adagrad", lr=0.05, diagnose=False)
+        history = model.fit(X, y, epochs=4, batch_size=64, optimizer="adagrad", lr=0.05)
         curves[backend] = history["loss"]
     assert curves["cpu"][-1] < curves["cpu"][0]
     np.testing.assert_allclose(curves["cuda-sim"], curves["cpu"], rtol=1e-4)
@@ -50,7 +50,7 @@ def test_a_cuda_sim_model_pickles_and_deep_copies():
     for fit in (False, True):
         m = fastnet.MLP([6, 8, 2], backend="cuda-sim", seed=0)
         if fit:
-            m.fit(X, y, epochs=2, batch_size=32, optimizer="adam", diagnose=False)
+            m.fit(X, y, epochs=2, batch_size=32, optimizer="adam")
         for c in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
             assert c.backend_.name == "cuda-sim" and c.built == fit
             if fit:
@@ -67,6 +67,5 @@ def test_sample_weights_train_on_cuda_sim_like_cpu():
     curves = {}
     for backend in ("cpu", "cuda-sim"):
         m = fastnet.MLP([6, 8, 2], backend=backend, seed=0)
-        curves[backend] = m.fit(X, y, epochs=3, batch_size=32, optimizer="adam", sample_weight=w,
-                                diagnose=False)["loss"]
+        curves[backend] = m.fit(X, y, epochs=3, batch_size=32, optimizer="adam", sample_weight=w)["loss"]
     np.testing.assert_allclose(curves["cuda-sim"], curves["cpu"], rtol=1e-4)

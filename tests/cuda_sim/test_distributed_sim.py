@@ -45,7 +45,7 @@ def test_the_cuda_backend_sums_gradients_with_nccl_and_trains_as_without():
         model = fastnet.MLP([12, 16, 3], dropout=0.2, seed=1, backend="cuda-sim")
         host = LoneHost()
         comm = model.backend_.collective(host) if distributed else None
-        h = model.fit(X, y, epochs=2, batch_size=16, diagnose=False, distributed=comm)
+        h = model.fit(X, y, epochs=2, batch_size=16, distributed=comm)
         runs.append((model.get_weights(), h, host, comm))
     (w0, h0, *_), (w1, h1, host, comm) = runs
     assert isinstance(comm, D.NCCLCommunicator) and isinstance(comm.nccl, C._NCCLStandIn)

@@ -56,8 +56,7 @@ def steady_step(sizes, **fit):
             marks.append(count.snapshot())
 
     with C.launch_counter() as count:
-        model.fit(X, y, epochs=1, batch_size=128, optimizer="adam", callbacks=[Marks()], diagnose=False,
-                  verbose=0, on_nan="ignore", **fit)
+        model.fit(X, y, epochs=1, batch_size=128, optimizer="adam", callbacks=[Marks()], on_nan="ignore", **fit)
     assert len(marks) == 3
     second, third = marks[1], marks[2]
     return {"by_kind": {k: third["by_kind"][k] - second["by_kind"][k] for k in C.LAUNCH_KINDS},
@@ -102,7 +101,7 @@ def test_with_cupys_cub_block_reductions(kernels_compute_nothing, monkeypatch):
 
 
 def test_unshuffled_steps_gather_nothing(kernels_compute_nothing):
-    step = steady_step(SIZES, shuffle=False)
+    step = steady_step(SIZES, shuffle=False)  # opt-out kept: shuffle=False is the subject
     assert step["by_kind"] == dict(STEP, cupy=4)
     assert "take" not in step["by_name"]
 

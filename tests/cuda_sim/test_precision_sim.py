@@ -119,7 +119,7 @@ def data(n=256, seed=0):
 @pytest.mark.once  # (training under the simulator: tens of seconds)
 def test_each_gpu_precision_trains_near_float32_and_not_equal_to_it():
     X, y = data(128)
-    fit = dict(epochs=2, batch_size=64, lr=0.03, shuffle=False, diagnose=False)
+    fit = dict(epochs=2, batch_size=64, lr=0.03)
     # float32: the CPU's curve (cuda-sim's float32 equals it within 1e-4: test_cuda_sim_training)
     f32 = np.array(fastnet.MLP([20, 32, 3], backend="cpu", seed=0).fit(X, y, **fit)["loss"])
     assert f32[-1] < 0.9 * f32[0]  # it trained
@@ -165,8 +165,7 @@ def test_loss_scaling_keeps_gradients_float16_would_round_to_zero():
         m.set_weights(w)
         target = X.astype(np.float64) @ w["dense_0.W"].astype(np.float64) + w["dense_0.b"] + 1e-6
         m.loss_scaler_ = P.LossScaler(scale=scale)
-        m.fit(X, target.reshape(-1), epochs=1, batch_size=128, optimizer="sgd", lr=1.0, shuffle=False,
-              diagnose=False)
+        m.fit(X, target.reshape(-1), epochs=1, batch_size=128, optimizer="sgd", lr=1.0)  # one full batch
         changes[scale] = np.abs(m.get_weights()["dense_0.W"] - w["dense_0.W"]).max()
     assert changes[1.0] == 0.0
     assert changes[2.0 ** 16] > 1e-9
@@ -181,7 +180,8 @@ def test_an_overflowing_step_is_skipped_and_the_scale_halved():
         if scale is None:  # the same from the first scale that fits, on the steps that were not skipped
             scale, rows = runs[0].loss_scaler_.scale, slice(64 * runs[0].loss_scaler_.skipped, None)
         m.loss_scaler_ = P.LossScaler(scale=scale)  # 2**24: the scaled loss gradient overflows float16
-        h = m.fit(X[rows], y[rows], epochs=1, batch_size=64, shuffle=False, diagnose=False, optimizer="sgd", lr=0.1)
+        # opt-out kept: shuffle=False, as the second run leaves out the first run's skipped batches
+        h = m.fit(X[rows], y[rows], epochs=1, batch_size=64, shuffle=False, optimizer="sgd", lr=0.1)
         assert np.isfinite(h["loss"][0])
         runs.append(m)
     s = runs[0].loss_scaler_
@@ -196,11 +196,11 @@ def test_an_overflowing_step_is_skipped_and_the_scale_halved():
 def test_the_loss_scale_is_kept_by_pickle_and_checkpoints_and_gpu_precisions_move_to_the_cpu_as_float32(tmp_path):
     X, y = data(128)
     m = fastnet.MLP([20, 8, 3], backend="cuda-sim", seed=0, precision="fp16")
-    m.fit(X, y, epochs=1, batch_size=64, diagnose=False, callbacks=[fastnet.ModelCheckpoint(tmp_path / "c.npz")])
+    m.fit(X, y, epochs=1, batch_size=64, callbacks=[fastnet.ModelCheckpoint(tmp_path / "c.npz")])
     m.loss_scaler_.scale, m.loss_scaler_.good_steps = 1024.0, 7
     assert pickle.loads(pickle.dumps(m)).loss_scaler_.get_state() == m.loss_scaler_.get_state()
     r = fastnet.MLP([20, 8, 3], backend="cuda-sim", seed=0, precision="fp16")
-    r.fit(X, y, epochs=1, batch_size=64, diagnose=False, resume=tmp_path / "c.npz")
+    r.fit(X, y, epochs=1, batch_size=64, resume=tmp_path / "c.npz")
     assert r.loss_scaler_.good_steps == 2 and r.loss_scaler_.scale == 2.0 ** 16  # the checkpoint's (2 steps)
     cpu = m.clone(backend="cpu")
     assert cpu.precision == "float32" and m.to("cpu").precision == "float32"
