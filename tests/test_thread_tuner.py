@@ -217,13 +217,13 @@ def test_fit_restores_the_blas_thread_count(data, monkeypatch):
     with threadpool_limits(2, "blas"):
         before = threads.blas_threads()
         m = fastnet.MLP([2, 256, 3], seed=0)
-        h = m.fit(X, y, epochs=2, batch_size=32, diagnose=False)
+        h = m.fit(X, y, epochs=2, batch_size=32)
         assert threads.blas_threads() == before
         summary = h.params["threads"]
         assert summary["configured"] == before, (summary, before)
         assert sum(summary["steps_with"].values()) == 2 * (-(-len(X) // 32))
         with pytest.raises(fastnet.TrainingDivergedError):
-            m.fit(X * 1e30, y, epochs=1, optimizer="sgd", lr=1e6, diagnose=False)
+            m.fit(X * 1e30, y, epochs=1, optimizer="sgd", lr=1e6)
         assert threads.blas_threads() == before
 
 
@@ -239,7 +239,7 @@ def test_fit_restores_onednn_s_thread_count_and_leaves_the_blas_alone(data, monk
     X, y = data
     before, blas = gemm_onednn.get_num_threads(), threads.blas_threads()
     m = fastnet.MLP([2, 256, 3], seed=0)
-    h = m.fit(X, y, epochs=2, batch_size=32, diagnose=False)
+    h = m.fit(X, y, epochs=2, batch_size=32)
     assert gemm_onednn.get_num_threads() == before and threads.blas_threads() == blas
     summary = h.params["threads"]
     assert (summary is None) == (before < 2), summary  # one thread: nothing to tune
@@ -247,7 +247,7 @@ def test_fit_restores_onednn_s_thread_count_and_leaves_the_blas_alone(data, monk
         assert summary["configured"] == before, (summary, before)
         assert sum(summary["steps_with"].values()) == 2 * (-(-len(X) // 32))
     with pytest.raises(fastnet.TrainingDivergedError):
-        m.fit(X * 1e30, y, epochs=1, optimizer="sgd", lr=1e6, diagnose=False)
+        m.fit(X * 1e30, y, epochs=1, optimizer="sgd", lr=1e6)
     assert gemm_onednn.get_num_threads() == before and threads.blas_threads() == blas
 
 
@@ -255,11 +255,11 @@ def test_fixed_leaves_the_threads_alone_and_other_values_are_refused(data, monke
     X, y = data
     m = fastnet.MLP([2, 16, 3], seed=0)
     monkeypatch.setenv(threads.ENV, "fixed")
-    assert m.fit(X, y, epochs=1, diagnose=False).params["threads"] is None
+    assert m.fit(X, y, epochs=1).params["threads"] is None
     opt = m.optimizer_
     monkeypatch.setenv(threads.ENV, "two")
     with pytest.raises(ValueError, match="FASTNET_THREADS must be 'auto' or 'fixed', got 'two'"):
-        m.fit(X, y, epochs=1, optimizer="sgd", diagnose=False)
+        m.fit(X, y, epochs=1, optimizer="sgd")
     assert m.n_iter_ == 1 and m.optimizer_ is opt  # the refused fit changed nothing
 
 
@@ -291,7 +291,7 @@ def test_fit_reports_the_time_of_its_steps(data):
     import time
 
     t0 = time.perf_counter()
-    h = m.fit(X, y, epochs=3, batch_size=64, diagnose=False)
+    h = m.fit(X, y, epochs=3, batch_size=64)
     total = time.perf_counter() - t0
     assert 0 < h.params["step_seconds"] < total
     assert h.params["step_seconds"] > 0.5 * sum(h.history["seconds"])  # the three epochs' steps, not one

@@ -53,7 +53,7 @@ def local_ray():
 def sweep(local_ray, tmp_path_factory):
     space = {"lr": tune.grid_search(GOOD + BAD), "width": tune.grid_search([32, 64]), **FIXED}
     return ft.run_sweep(space, scheduler="asha", grace_period=1, reduction_factor=2,
-                        storage_path=tmp_path_factory.mktemp("ray_results"), verbose=0)
+                        storage_path=tmp_path_factory.mktemp("ray_results"), verbose=0)  # Ray's status tables: opt-out kept, not fastnet's output
 
 
 def _epochs(result):
@@ -160,7 +160,7 @@ def test_a_failed_trial_resumes_from_its_checkpoint_as_if_uninterrupted(local_ra
     config = {**FIXED, "lr": 3e-3, "width": 32, "schedule": "cosine", "subset": None}
     log = tmp_path / "epochs.log"
     sweep = ft.run_sweep(config, data=(X, y), scheduler=None, max_failures=1, callbacks=[CrashOnce(log, at=2)],
-                         storage_path=tmp_path / "ray_results", verbose=0)
+                         storage_path=tmp_path / "ray_results", verbose=0)  # Ray's status tables, not fastnet's
     assert (tmp_path / "epochs.log.crashed").exists()
     seen = [json.loads(line) for line in log.read_text().splitlines()]
     # the second run trained epochs 3 and 4 only, in another process
@@ -179,7 +179,7 @@ def test_a_failed_trial_resumes_from_its_checkpoint_as_if_uninterrupted(local_ra
     reference = ft.build_model(config, 784, 10)
     with threads.gemm_threads(1):
         history = reference.fit(Xt, yt, epochs=EPOCHS, batch_size=64, optimizer="adam", lr=3e-3,
-                                lr_schedule="cosine", validation_data=(Xv, yv), diagnose=False)
+                                lr_schedule="cosine", validation_data=(Xv, yv))
     assert list(result.metrics_dataframe["val_loss"]) == history["val_loss"]
     assert list(result.metrics_dataframe["val_accuracy"]) == history["val_accuracy"]
     assert [s["val_loss"] for s in seen] == history["val_loss"]
