@@ -206,7 +206,7 @@ def _function_addresses(dll: ctypes.CDLL) -> list[int]:
     names = ("dnnl_memory_set_data_handle", "dnnl_primitive_execute", "dnnl_stream_wait")
     addresses = [ctypes.cast(getattr(dll, name), ctypes.c_void_p).value for name in names]
     assert all(addresses)
-    return addresses
+    return [int(a or 0) for a in addresses]
 
 
 class _Lib:

@@ -47,7 +47,7 @@ def gemm_choice_lines(provider: str) -> list[str]:
         ready = [p for p in gc.PROVIDERS if here.get(p) is None]
         vers = gc.versions(ready)
         lines.append(f"  CPU: {gc.cpu_model()}; providers here: " + ", ".join(
-            f"{p} ({vers[p]})" if here.get(p) is None else f"{p}: no ({here[p].split('. ')[0]}; "
+            f"{p} ({vers[p]})" if here.get(p) is None else f"{p}: no ({str(here[p]).split('. ')[0]}; "
             f"{gc.INSTALL.get(p, '')})" for p in gc.PROVIDERS))
         if provider not in gc.PROVIDERS + ("auto",):
             return lines

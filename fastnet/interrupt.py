@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Any
 
 
 class Interrupted(KeyboardInterrupt):
@@ -65,7 +66,7 @@ class StopSignals:
         self.enabled = enabled
         self.signum: int | None = None
         self.undone: tuple[int, int, int] | None = None  # set by the training loop: the epoch cut short
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # what signal.getsignal returned
 
     def __enter__(self) -> StopSignals:
         self.signum, self.undone = None, None

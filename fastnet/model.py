@@ -139,6 +139,9 @@ class Network(Inference, Picklable):
     #: The ``fastnet.distributed.DataParallel`` of the data-parallel ``fit`` running now, else
     #: None: set and cleared by ``training.fit``; checkpoints read it (rank 0 writes).
     _data_parallel: Any = None
+    #: The column names of the DataFrame the model was fitted on (as scikit-learn's), set by
+    #: ``fit``; absent before the first fit.
+    feature_names_in_: list[str] | None
 
     def __init__(self, layers: Sequence[Layer], loss: str | Loss | None = None, backend: str = "auto",
                  dtype: str = "float32", seed: int | None = None, kernels: str = "fused",

@@ -5,9 +5,9 @@ tests/mpi_worker.py and compare with the same worker run alone: N ranks at batch
 as one process at batch N*B.  They need the ``mpi`` extra; CI installs it, and there a
 missing mpi4py fails instead of skipping.
 """
-# Opt-out kept (issue 27): monkeypatch sets a bad FASTNET_DISTRIBUTED_TIMEOUT (refusing it is the subject)
-# and a 6-core affinity with recorded BLAS thread calls, and FASTNET_CPU_GEMM=onednn (the per-rank split of a given machine is
-# the subject, independent of this one's cores).
+# Opt-out kept (issue 27): monkeypatch sets a bad FASTNET_DISTRIBUTED_TIMEOUT (refusing it is
+# the subject), and a 6-core affinity with recorded thread calls and FASTNET_CPU_GEMM=onednn (the
+# per-rank split of a given machine and pool is the subject, independent of this one's cores).
 import json
 import os
 import shutil
@@ -49,7 +49,10 @@ def run_worker(tmp_path, ranks=None, timeout=120, env=None, **spec):
         cmd = [MPIEXEC, "-n", str(ranks)] + cmd
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1", **(env or {})})
+                          # one GEMM provider for every run compared: the chooser (fastnet.gemm_choice)
+                          # decides per batch size, and a rank's batch is half the one process's;
+                          # providers round differently, and the ranks' sum is the subject here
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "FASTNET_CPU_GEMM": "numpy", **(env or {})})
     proc.seconds = time.perf_counter() - started
     proc.out = out
     return proc

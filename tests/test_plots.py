@@ -198,5 +198,5 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     h = fastnet.History()
     h.append(1, {"loss": 1.0})
-    with pytest.raises(ImportError, match=r'pip install "fastnet\[plot\]"'):
+    with pytest.raises(ImportError, match=r'pip install "\.\[plot\]" in fastnet'):
         plots.plot_history(h, tmp_path / "h.png")

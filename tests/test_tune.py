@@ -53,7 +53,8 @@ def local_ray():
 def sweep(local_ray, tmp_path_factory):
     space = {"lr": tune.grid_search(GOOD + BAD), "width": tune.grid_search([32, 64]), **FIXED}
     return ft.run_sweep(space, scheduler="asha", grace_period=1, reduction_factor=2,
-                        storage_path=tmp_path_factory.mktemp("ray_results"), verbose=0)  # Ray's status tables: opt-out kept, not fastnet's output
+                        # verbose=0: Ray's status tables (opt-out kept: Ray's output, not fastnet's)
+                        storage_path=tmp_path_factory.mktemp("ray_results"), verbose=0)
 
 
 def _epochs(result):
@@ -256,7 +257,7 @@ def test_without_ray_the_import_error_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "fastnet.tune")
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     monkeypatch.setitem(sys.modules, "ray.tune", None)
-    with pytest.raises(ImportError, match=r"pip install 'fastnet\[ray\]'"):
+    with pytest.raises(ImportError, match=r"pip install '\.\[ray\]' in fastnet's clone"):
         import fastnet.tune  # noqa: F401
 
 
