@@ -56,8 +56,16 @@ run_group() {
     fi
 }
 
-run_group "library" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests \
-    --ignore=tests/cuda_sim --ignore=tests/cuda_compile -q "$@"
+if [ "${FASTNET_CI_SPLIT:-0}" = "1" ]; then
+    # CI's outer run: the README test (which runs the rest of the suite in a fresh clone) is
+    # the longest; it runs beside the library's other outer tests, not after them.
+    run_group "readme" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests/test_readme_commands.py -q "$@"
+    run_group "library" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests \
+        --ignore=tests/cuda_sim --ignore=tests/cuda_compile --ignore=tests/test_readme_commands.py -q "$@"
+else
+    run_group "library" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests \
+        --ignore=tests/cuda_sim --ignore=tests/cuda_compile -q "$@"
+fi
 run_group "cuda simulator" env NUMBA_ENABLE_CUDASIM=1 "${runner[@]}" tests/cuda_sim -q "$@"
 run_group "cuda compile" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests/cuda_compile -q "$@"
 
