@@ -138,15 +138,20 @@ def test_no_device_traffic_per_step_after_the_first(kw, fit):
     assert per_epoch["host_to_device"] <= 2, per_epoch
 
 
-def test_device_views_are_made_once_per_buffer():
+def test_device_views_are_made_once_per_buffer(monkeypatch):
     X, y = blobs(64)
     m = small(dropout=0.2)
     # opt-out kept: diagnose=False, as the doctor's forward pass after each fit moves its rows to
     # the device anew, as predict does (a new buffer, so a new view); the subject is the training's
     m.fit(X, y, epochs=1, batch_size=16, optimizer="adam", diagnose=False)
-    made = len(kcuda._VIEWS)
+    made = []
+    make = kcuda._make_view
+    monkeypatch.setattr(kcuda, "_make_view", lambda a: made.append(tuple(a.shape)) or make(a))
     m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", diagnose=False)
-    assert len(kcuda._VIEWS) == made
+    # A second fit reuses the views of the model's buffers (weights, gradients, activations,
+    # optimizer state); only the fit's own copy of the data may be new (the views are keyed by
+    # device address, and a new copy may or may not land where the last one was).
+    assert set(made) <= {X.shape, y.shape}, made
 
 
 def test_view_table_is_bounded(monkeypatch):
