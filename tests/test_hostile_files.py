@@ -34,6 +34,7 @@ import pytest
 import fastnet
 from fastnet import npzfile
 from fastnet.checkpoint import CheckpointError, read_checkpoint, restore_checkpoint, save_checkpoint
+from file_checksums import arrays_sha256, with_checksums  # (tests/file_checksums.py)
 
 SIZES = [784, 256, 10]
 #: the base model's declared size: its parameters as float32
@@ -43,28 +44,6 @@ CHECKPOINT_BYTES = 3 * MODEL_BYTES
 MARKER = "pickle-was-executed"
 MAX_ENTRIES = getattr(npzfile, "MAX_ENTRIES", 10_000)  # (the limits; as constants where fastnet predates them)
 MAX_META_BYTES = getattr(npzfile, "MAX_META_BYTES", 16 << 20)
-
-
-def arrays_sha256(arrays):
-    """The documented checksum of the arrays (name, dtype, shape, bytes; sorted by name),
-    computed here independently of fastnet."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        for part in (name, str(a.dtype), str(a.shape)):
-            h.update(part.encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def with_checksums(meta, arrays):
-    """``meta`` given both checksums: ``sha256`` (the arrays) and ``meta_sha256`` (the metadata,
-    less itself, as canonical JSON)."""
-    meta = json.loads(json.dumps({**{k: v for k, v in meta.items() if k not in ("sha256", "meta_sha256")},
-                                  "sha256": arrays_sha256(arrays)}))
-    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    meta["meta_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-    return meta
 
 
 # ---------------------------------------------------------------------- building the corpus

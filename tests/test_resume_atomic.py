@@ -10,7 +10,6 @@ size, dtype or number of training rows) is refused, the differences named, unles
 Oracle: a snapshot of the model's whole state before the call, compared after it.
 """
 # Opt-out kept (issue 27): monkeypatch makes set_rng_state fail half-way: the rollback is the subject.
-import hashlib
 import json
 import os
 import subprocess
@@ -23,30 +22,11 @@ import pytest
 
 import fastnet
 from fastnet.checkpoint import CheckpointError, read_checkpoint, restore_checkpoint
+from file_checksums import arrays_sha256, with_checksums  # (tests/file_checksums.py)
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((120, 6))
 Y = rng.integers(0, 3, 120)
-def arrays_sha256(arrays):
-    """The documented checksum of the arrays (name, dtype, shape, bytes; sorted by name),
-    computed here independently of fastnet."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        for part in (name, str(a.dtype), str(a.shape)):
-            h.update(part.encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def with_checksums(meta, arrays):
-    """``meta`` given both checksums: ``sha256`` (the arrays) and ``meta_sha256`` (the metadata,
-    less itself, as canonical JSON)."""
-    meta = json.loads(json.dumps({**{k: v for k, v in meta.items() if k not in ("sha256", "meta_sha256")},
-                                  "sha256": arrays_sha256(arrays)}))
-    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    meta["meta_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-    return meta
 
 
 FIT = dict(epochs=5, batch_size=32, optimizer="adam")
