@@ -64,6 +64,8 @@ class Augment:
         ``(height, width)`` of an image row.  Default: a square of the feature count
         (784 features: 28 x 28); a feature count that is not a square needs it.
 
+    Notes
+    -----
     With every range 0 each image is copied exactly: training is the same as
     without augmentation.  Example::
 

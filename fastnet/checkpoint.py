@@ -450,6 +450,8 @@ class ModelCheckpoint(Callback):
     every : int
         Epochs between saves.
 
+    Notes
+    -----
     ``fit(..., resume=path)`` continues from the file.  A fit holds the path's writer
     lock (``<path>.lock``) from its start to its end: a second run given the same path
     is refused at once, naming the process that holds it.
