@@ -121,17 +121,23 @@ def test_a_failed_fit_keeps_the_fitted_estimator():
 
 
 def test_early_stopping_holds_out_a_random_stratified_split():
+    from sklearn.model_selection import train_test_split
+
     rng = np.random.default_rng(1)
     X = rng.standard_normal((200, 2))
     y = np.sort(np.where(X[:, 0] > 1.6, "c", np.where(X[:, 1] > 0, "a", "b")))  # sorted: "c" rows last
     X = X[np.argsort(np.where(X[:, 0] > 1.6, "c", np.where(X[:, 1] > 0, "a", "b")), kind="stable")]
     clf = MLPClassifier((16,), max_iter=200, learning_rate_init=1e-2, early_stopping=True, random_state=0).fit(X, y)
     assert clf.model_.history_.params["n_samples"] == 180  # 10% held out
-    # The rare last class was trained on: a split of the last rows would hold out all 8 "c" rows,
-    # and a network never shown "c" predicts it nowhere.  (Stopped by scikit-learn's rule on the
-    # validation accuracy at epoch 20, the weights of its best epoch put back: 4 of 8 found;
-    # scikit-learn's own MLPClassifier finds 0 to 1 of them on this data.)
-    assert (clf.predict(X)[y == "c"] == "c").mean() > 0
+    # scikit-learn's split (train_test_split(test_size=validation_fraction, random_state), not the
+    # last rows, which would hold out all 8 "c" rows; stratified for two classes only, as
+    # scikit-learn's): the weights put back score best_validation_score_ on its held-out rows
+    _, Xv, _, yv = train_test_split(X, y, test_size=0.1, random_state=0)
+    assert set(yv) != {"c"}
+    assert (clf.predict(Xv) == yv).mean() == clf.best_validation_score_ == max(clf.validation_scores_)
+    binary = MLPClassifier((4,), max_iter=3, early_stopping=True, random_state=0).fit(X, y == "c")
+    _, Xv, _, yv = train_test_split(X, y == "c", test_size=0.1, random_state=0, stratify=y == "c")
+    assert (binary.predict(Xv) == yv).mean() == binary.best_validation_score_
     inc = MLPClassifier((8,), early_stopping=True, random_state=0)
     inc.partial_fit(X[:5], y[:5], classes=["a", "b", "c"])  # partial_fit: all rows, no split
     assert inc.model_.history_.params["n_samples"] == 5
