@@ -83,11 +83,20 @@ def is_device_array(value):
 
 
 def as_array(argument, value):
-    """``value`` as a NumPy array; lists, tuples and GPU arrays accepted."""
+    """``value`` as a NumPy array; lists, tuples, GPU arrays and host DLPack arrays
+    (``__dlpack__``: PyTorch's CPU tensors, JAX's...: read without a copy) accepted."""
     if value is None:
         raise TypeError(f"{argument} must be an array, got None")
     if is_device_array(value):
         value = value.get()  # a GPU array: copy to the host
+    elif not isinstance(value, np.ndarray) and hasattr(value, "__dlpack__"):
+        try:
+            return np.from_dlpack(value)
+        except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+            device = getattr(value, "__dlpack_device__", lambda: None)()
+            raise TypeError(f"{argument} ({type(value).__name__}, DLPack device {device}) could not be read as "
+                            f"a NumPy array: {exc}; give fastnet a CPU array (a PyTorch tensor: "
+                            f"tensor.detach().cpu())") from None
     try:
         return np.asarray(value)
     except Exception as exc:  # ragged lists and the like
