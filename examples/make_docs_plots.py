@@ -1,6 +1,6 @@
-"""Make the pictures and the diagnosis transcripts of docs/README.md from real runs.
+"""Make the pictures and the diagnosis transcripts of docs/pages/doctor.md from real runs.
 
-    python examples/make_docs_plots.py [--out docs] [--subset 10000]
+    python examples/make_docs_plots.py [--out docs/pages] [--subset 10000]
 
 Needs MNIST (cached by ``fastnet.datasets.load_mnist``) and matplotlib
 (``pip install ".[plot]"``).  About a minute on a 2-core CPU.
@@ -49,7 +49,7 @@ def mnist(subset):
 
 
 def report(name, model, history, X, out, command):
-    """Diagnose a run, print the report and keep it as docs/diagnosis_<name>.txt."""
+    """Diagnose a run, print the report and keep it as docs/pages/diagnosis_<name>.txt."""
     found = diagnose(history, model, X)
     text = f">>> {command}\n{found}\n"
     print(text)
@@ -60,7 +60,7 @@ def report(name, model, history, X, out, command):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "pages"))
     parser.add_argument("--subset", type=int, default=10_000)
     args = parser.parse_args(argv)
     out = os.path.normpath(args.out)

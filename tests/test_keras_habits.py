@@ -523,11 +523,11 @@ def test_cli_info_says_an_unwritable_kernel_cache(tmp_path):
     assert "warning: the kernel cache" not in ok.stdout
 
 
-def test_readme_dask_snippet_runs_as_a_script():
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Grid search on Dask"):]
+def test_docs_dask_snippet_runs_as_a_script():
+    text = (ROOT / "docs" / "pages" / "distributed.md").read_text()
+    section = text[text.index("## Grid search on Dask"):]
     code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
     assert 'if __name__ == "__main__":' in code
-    compile(code, "README-dask", "exec")
+    compile(code, "docs-dask", "exec")
     body = code[code.index('if __name__ == "__main__":'):]
     assert "LocalCluster(" in body and "Client(" in body  # the cluster starts under the guard

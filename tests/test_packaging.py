@@ -40,7 +40,7 @@ def test_every_install_line_installs_this_project():
 
     root = Path(__file__).resolve().parents[1]
     assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"] == "fastnet-mlp"
-    files = [root / "README.md", *root.glob("docs/*.md"), *root.glob("examples/*.py"), root / "examples" / "README.md",
+    files = [root / "README.md", *root.glob("docs/**/*.md"), *root.glob("examples/*.py"), root / "examples" / "README.md",
              *root.glob("fastnet/**/*.py"), *root.glob("bench/*.py"), *root.glob("bench/*.sh")]
     wrong = []
     for path in files:
