@@ -7,7 +7,7 @@ dispatches each call, GEMMs), so on the full 784-256-256-10 network the simulate
 replaced by launches that compute nothing (the simulator needs ~30 s a step at that size); a
 narrow network with the kernels simulated counts the same.
 
-784-256-256-10, ReLU, softmax cross-entropy, Adam, batch 128, shuffled (docs/architecture.md,
+784-256-256-10, ReLU, softmax cross-entropy, Adam, batch 128, shuffled (docs/pages/architecture.md,
 "Launches per training step on CUDA"):
 
 ==========  ======  =====  ====  =====  ==========
