@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -441,36 +442,147 @@ def hold_checkpoints(callbacks, root=True):
 
 
 class ModelCheckpoint(Callback):
-    """Save the full training state every ``every`` epochs (and at the end of training).
+    """Save the full training state every ``every`` epochs (and at the end of training), or
+    as Keras's ``ModelCheckpoint`` does, with Keras's arguments and meanings.
 
     Parameters
     ----------
-    path : str or path-like
-        The checkpoint file; the one before it is kept as ``<path>.prev``.
+    filepath : str or path-like
+        The checkpoint file; the one before it is kept as ``<path>.prev``.  As Keras's, it may
+        hold format fields filled at each save from ``epoch`` (1-based) and the epoch logs,
+        e.g. ``"ck-{epoch:02d}-{val_loss:.2f}.npz"``: one file per save.  ``path=`` is
+        the same argument.
+    monitor : str
+        Keras's: the epoch log ``save_best_only`` follows (default ``"val_loss"``); one
+        missing from the logs is an error naming the keys there are (Keras warns and skips).
+    verbose : {0, 1}
+        1: say on stderr at each epoch what was saved (Keras's messages).
+    save_best_only : bool
+        Keras's: save only when ``monitor`` improves on the best so far (strictly), so the
+        file holds the best epoch's state; nothing more is written at the end of training.
+    save_weights_only : bool
+        Keras's: write the model file (``model.save``: architecture and weights, an ``.npz``
+        name required; read with ``fastnet.load``) instead of the training state
+        (weights, optimizer, random state and history, which ``fit(resume=...)`` continues;
+        ``fastnet.load`` reads it too).
+    mode : {"auto", "min", "max"}
+        Keras's: ``"auto"`` is ``"max"`` for a monitor with ``"acc"`` in its name, else ``"min"``.
+    save_freq : "epoch"
+        Keras's default; a number of batches is refused (fastnet saves at epoch ends:
+        ``every=N`` for every N epochs).
+    initial_value_threshold : float, optional
+        Keras's: with ``save_best_only``, the value the first save must beat.
     every : int
-        Epochs between saves.
+        Epochs between saves (keyword only).
 
     Notes
     -----
     ``fit(..., resume=path)`` continues from the file.  A fit holds the path's writer
-    lock (``<path>.lock``) from its start to its end: a second run given the same path
-    is refused at once, naming the process that holds it.
+    lock (``<path>.lock``, for a path with format fields the pattern's) from its start to
+    its end: a second run given the same path is refused at once, naming the process that
+    holds it.
     """
 
-    def __init__(self, path, every=1):
-        self.path = os.fspath(path)
+    #: What a format field of ``filepath`` may name: the epoch and the epoch logs' keys.
+    FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+    def __init__(self, filepath=None, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
+                 mode="auto", save_freq="epoch", initial_value_threshold=None, *, every=1, path=None):
+        from .callbacks import _Monitor
+        from .validation import check_bool, check_real
+
+        if path is not None and filepath is not None:
+            raise TypeError("give filepath or path (the same argument), not both")
+        if filepath is None and path is None:
+            raise TypeError("ModelCheckpoint needs filepath, the checkpoint file")
+        self.path = os.fspath(path if path is not None else filepath)
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be the name of an epoch log ('val_loss', 'accuracy'...), got {monitor!r} "
+                            "(Keras's second argument; epochs between saves: every=N)")
         self.every = check_int("every", every)
+        if save_freq != "epoch":
+            raise ValueError(f"save_freq={save_freq!r}: fastnet saves at the end of epochs only (save_freq='epoch'); "
+                             "every=N saves every N epochs")
+        if verbose not in (0, 1, True, False):
+            raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+        self.save_best_only = check_bool("save_best_only", save_best_only)
+        self.save_weights_only = check_bool("save_weights_only", save_weights_only)
+        self.verbose = int(verbose)
+        self.initial_value_threshold = None if initial_value_threshold is None else \
+            check_real("initial_value_threshold", initial_value_threshold)
+        self._rule = _Monitor(monitor, mode, 0.0)  # mode checked; "auto" resolved from the name, as Keras's
+        self.monitor, self.mode = monitor, self._rule.mode
+        import string
+
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.path) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"filepath {self.path!r} is not a valid format pattern: {exc}") from None
+        unknown = [f for f in fields if f.split(".")[0].split("[")[0] not in self.FIELDS]
+        if unknown:
+            raise ValueError(f"filepath {self.path!r} names {unknown[0]!r}: a format field may name the epoch or "
+                             f"an epoch log ({', '.join(self.FIELDS)})")
+        self._templated = bool(fields)
+        if self.save_weights_only and not self.path.endswith(".npz"):
+            raise ValueError(f"filepath {self.path!r}: save_weights_only writes a fastnet model file, whose name "
+                             "must end in .npz")
         self._saved_epoch = None
+        self.best = self.initial_value_threshold
+        self._last_logs = {}
+
+    def on_train_begin(self, model):
+        # (``best`` is kept across fits, as Keras's: it starts from initial_value_threshold)
+        self._last_logs = {}
+
+    def _file(self, epoch, logs):
+        if not self._templated:
+            return self.path
+        values = {k: v for k, v in logs.items() if v is not None}
+        try:
+            return self.path.format(epoch=epoch, **values)
+        except KeyError as exc:
+            raise ValueError(f"filepath {self.path!r} names {exc.args[0]!r}, which is not in the epoch logs "
+                             f"(have: {sorted(values)}); pass validation_data or validation_split for the "
+                             "validation metrics") from None
+
+    def _save(self, model, epoch, logs):
+        target = self._file(epoch, logs)
+        if self.save_weights_only:
+            model.save(target)
+        else:
+            save_checkpoint(model, target)
+        self._saved_epoch = epoch
+        return target
 
     def on_epoch_end(self, model, epoch, logs):
         if not is_root(model):  # data-parallel: rank 0 writes, the other ranks hold the same state
             return
-        if epoch % self.every == 0:
-            save_checkpoint(model, self.path)
-            self._saved_epoch = epoch
+        self._last_logs = dict(logs)
+        if epoch % self.every:
+            return
+        if not self.save_best_only:
+            target = self._save(model, epoch, logs)
+            if self.verbose:
+                print(f"Epoch {epoch}: saving model to {target}", file=sys.stderr, flush=True)
+            return
+        from .callbacks import _monitored
+
+        value = _monitored(logs, self.monitor)
+        if self._rule._improved(value, self.best) and value == value:
+            before = self.best
+            target = self._save(model, epoch, logs)
+            self.best = value
+            if self.verbose:
+                print(f"Epoch {epoch}: {self.monitor} improved from {self._shown(before)} to {value:.5f}, saving model to {target}",
+                      file=sys.stderr, flush=True)
+        elif self.verbose:
+            print(f"Epoch {epoch}: {self.monitor} did not improve from {self._shown(self.best)}", file=sys.stderr, flush=True)
+
+    def _shown(self, best):
+        return ("inf" if self.mode == "min" else "-inf") if best is None else f"{best:.5f}"
 
     def on_train_end(self, model):
-        # The last epoch too, when `every` did not fall on it.
-        if is_root(model) and model.n_iter_ and model.n_iter_ != self._saved_epoch:
-            save_checkpoint(model, self.path)
-            self._saved_epoch = model.n_iter_
+        # The last epoch too, when `every` did not fall on it (not with save_best_only: the
+        # file holds the best epoch's state).
+        if is_root(model) and not self.save_best_only and model.n_iter_ and model.n_iter_ != self._saved_epoch:
+            self._save(model, model.n_iter_, self._last_logs)
