@@ -26,7 +26,10 @@ def new_figure(width, height):
 
 
 def save_figure(fig, path):
-    """Write ``fig`` to ``path`` (format from the extension), creating the folder; returns the path."""
+    """Write ``fig`` to ``path`` (format from the extension), creating the folder; returns the path.
+    ``path=None``: returns the Figure itself (notebooks display it), writing nothing."""
+    if path is None:
+        return fig
     path = os.fspath(path)
     folder = os.path.dirname(path)
     if folder:

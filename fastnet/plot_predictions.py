@@ -8,14 +8,15 @@ from .plot_figure import as_image_shape, grid_shape, new_figure, save_figure
 __all__ = ["plot_confusion_matrix", "plot_decision_boundary", "plot_top_k"]
 
 
-def plot_confusion_matrix(y_true, y_pred, path, class_names=None, normalize=False, title=None):
+def plot_confusion_matrix(y_true, y_pred, path=None, class_names=None, normalize=False, title=None):
     """Heat map of the confusion matrix (rows: true class, columns: predicted).
 
     Parameters
     ----------
     y_true, y_pred : array
         Class ids, or one-hot / probability rows (see :mod:`fastnet.metrics`).
-    path : str or PathLike
+    path : str or PathLike, optional
+        Image file to write; ``None``: nothing is written and the matplotlib Figure is returned (a notebook shows it).
     class_names : list of str, optional
     normalize : bool
         Show each row as fractions of the true class (recall on the diagonal).
@@ -23,7 +24,7 @@ def plot_confusion_matrix(y_true, y_pred, path, class_names=None, normalize=Fals
 
     Returns
     -------
-    str
+    str or matplotlib.figure.Figure
     """
     from .metrics import accuracy, confusion_matrix
 
@@ -57,7 +58,7 @@ def plot_confusion_matrix(y_true, y_pred, path, class_names=None, normalize=Fals
     return save_figure(fig, path)
 
 
-def plot_decision_boundary(model, X, y, path, resolution=200, padding=0.5, title=None):
+def plot_decision_boundary(model, X, y, path=None, resolution=200, padding=0.5, title=None):
     """Regions of the plane assigned to each class, with the data on top.
 
     Parameters
@@ -66,7 +67,8 @@ def plot_decision_boundary(model, X, y, path, resolution=200, padding=0.5, title
         A fitted classifier with 2 input features.
     X : array (n, 2)
     y : array (n,) of class ids
-    path : str or PathLike
+    path : str or PathLike, optional
+        Image file to write; ``None``: nothing is written and the matplotlib Figure is returned (a notebook shows it).
     resolution : int
         Grid points per axis.
     padding : float
@@ -75,7 +77,7 @@ def plot_decision_boundary(model, X, y, path, resolution=200, padding=0.5, title
 
     Returns
     -------
-    str
+    str or matplotlib.figure.Figure
 
     Notes
     -----
@@ -121,7 +123,7 @@ def plot_decision_boundary(model, X, y, path, resolution=200, padding=0.5, title
     return save_figure(fig, path)
 
 
-def plot_top_k(model, X, path, y=None, k=3, n=12, image_shape=None, select="uncertain", title=None):
+def plot_top_k(model, X, path=None, y=None, k=3, n=12, image_shape=None, select="uncertain", title=None):
     """Inputs with the model's ``k`` best guesses and their probabilities.
 
     Parameters
@@ -130,7 +132,8 @@ def plot_top_k(model, X, path, y=None, k=3, n=12, image_shape=None, select="unce
         A fitted classifier.
     X : array (n_samples, n_features)
         Image inputs.
-    path : str or PathLike
+    path : str or PathLike, optional
+        Image file to write; ``None``: nothing is written and the matplotlib Figure is returned (a notebook shows it).
     y : array, optional
         True classes: printed above each image (red when the first guess is wrong).
     k : int
@@ -146,7 +149,7 @@ def plot_top_k(model, X, path, y=None, k=3, n=12, image_shape=None, select="unce
 
     Returns
     -------
-    str
+    str or matplotlib.figure.Figure
     """
     from .metrics import _labels, predict_top_k
 

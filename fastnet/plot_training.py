@@ -14,21 +14,21 @@ from .plot_figure import new_figure, plain_log_ticks, save_figure
 __all__ = ["plot_history", "plot_norms", "plot_activation_stats"]
 
 
-def plot_history(history, path, title=None):
+def plot_history(history, path=None, title=None):
     """Loss and accuracy per epoch, training and validation.
 
     Parameters
     ----------
     history : History
         What ``fit`` returned, or ``model.history_``.
-    path : str or PathLike
-        Image file to write.
+    path : str or PathLike, optional
+        Image file to write. ``None``: nothing is written and the matplotlib Figure is returned (a notebook shows it).
     title : str, optional
 
     Returns
     -------
-    str
-        ``path``.
+    str or matplotlib.figure.Figure
+        ``path`` (the matplotlib Figure when ``path`` is None).
 
     Notes
     -----
@@ -90,19 +90,20 @@ def plot_history(history, path, title=None):
     return save_figure(fig, path)
 
 
-def plot_norms(norms, path, title=None):
+def plot_norms(norms, path=None, title=None):
     """Per-layer weight and gradient norms over epochs (from :class:`~fastnet.diagnostics.NormRecorder`).
 
     Parameters
     ----------
     norms : dict
         ``model.norms_``.
-    path : str or PathLike
+    path : str or PathLike, optional
+        Image file to write; ``None``: nothing is written and the matplotlib Figure is returned (a notebook shows it).
     title : str, optional
 
     Returns
     -------
-    str
+    str or matplotlib.figure.Figure
     """
     if not norms or not norms.get("epochs"):
         raise ValueError("norms has no epochs recorded: train with callbacks=[NormRecorder()]")
@@ -133,19 +134,20 @@ def plot_norms(norms, path, title=None):
     return save_figure(fig, path)
 
 
-def plot_activation_stats(stats, path, title=None):
+def plot_activation_stats(stats, path=None, title=None):
     """Histograms of how often each hidden unit is active (and saturated).
 
     Parameters
     ----------
     stats : list of LayerActivationStats
         From :func:`fastnet.activations_stats.activation_stats`.
-    path : str or PathLike
+    path : str or PathLike, optional
+        Image file to write; ``None``: nothing is written and the matplotlib Figure is returned (a notebook shows it).
     title : str, optional
 
     Returns
     -------
-    str
+    str or matplotlib.figure.Figure
     """
     if not stats:
         raise ValueError("no hidden layers to plot")

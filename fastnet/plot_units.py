@@ -10,14 +10,15 @@ from .plot_figure import as_image_shape, grid_shape, new_figure, save_figure, ti
 __all__ = ["plot_first_layer_weights", "plot_top_activating"]
 
 
-def plot_first_layer_weights(model, path, image_shape=None, max_units=64, cols=None, title=None):
+def plot_first_layer_weights(model, path=None, image_shape=None, max_units=64, cols=None, title=None):
     """The first layer's weights, one image per hidden unit (e.g. 28x28 for MNIST).
 
     Parameters
     ----------
     model : Sequential
         A fitted model whose inputs are images.
-    path : str or PathLike
+    path : str or PathLike, optional
+        Image file to write; ``None``: nothing is written and the matplotlib Figure is returned (a notebook shows it).
     image_shape : (int, int), optional
         Default: square images (784 features -> 28x28).
     max_units : int
@@ -28,7 +29,7 @@ def plot_first_layer_weights(model, path, image_shape=None, max_units=64, cols=N
 
     Returns
     -------
-    str
+    str or matplotlib.figure.Figure
 
     Notes
     -----
@@ -63,7 +64,7 @@ def plot_first_layer_weights(model, path, image_shape=None, max_units=64, cols=N
     return save_figure(fig, path)
 
 
-def plot_top_activating(model, X, path, layer=0, units=None, k=8, image_shape=None, max_samples=10_000,
+def plot_top_activating(model, X, path=None, layer=0, units=None, k=8, image_shape=None, max_samples=10_000,
                         title=None):
     """The inputs that most activate chosen hidden units: one row per unit.
 
@@ -72,7 +73,8 @@ def plot_top_activating(model, X, path, layer=0, units=None, k=8, image_shape=No
     model : Sequential
     X : array (n_samples, n_features)
         Inputs to search (e.g. the test set).
-    path : str or PathLike
+    path : str or PathLike, optional
+        Image file to write; ``None``: nothing is written and the matplotlib Figure is returned (a notebook shows it).
     layer : int
         Index among the hidden Dense layers (0 = first hidden layer).
     units : list of int, optional
@@ -88,7 +90,7 @@ def plot_top_activating(model, X, path, layer=0, units=None, k=8, image_shape=No
 
     Returns
     -------
-    str
+    str or matplotlib.figure.Figure
     """
     acts = hidden_activations(model, X, max_samples=max_samples)
     if not acts:
