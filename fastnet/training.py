@@ -24,7 +24,7 @@ Data-parallel (``distributed=``, :mod:`fastnet.distributed`): each rank runs the
 same step on its share of the global batch, and one all-reduce of the flat
 gradient buffer sits between the backward pass and the optimizer.
 
-``docs/architecture.md`` follows one step through its buffers and kernels.
+``docs/pages/architecture.md`` follows one step through its buffers and kernels.
 """
 from __future__ import annotations
 
