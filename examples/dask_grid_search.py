@@ -55,7 +55,7 @@ def main():
                                dashboard_address=None)
         client = Client(cluster)
     print(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
-    estimator = MLPClassifier(max_iter=8, n_iter_no_change=0, batch_size=128, dtype="float32", random_state=0)
+    estimator = MLPClassifier(max_iter=8, n_iter_no_change=8, batch_size=128, dtype="float32", random_state=0)
     t0 = time.perf_counter()
     with joblib.parallel_backend("dask"):
         search = GridSearchCV(estimator, GRID, cv=3, n_jobs=-1).fit(X, y)
