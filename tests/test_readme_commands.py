@@ -70,7 +70,7 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     drop = {"VIRTUAL_ENV", "PYTHONPATH", "NUMBA_CACHE_DIR", "NUMBA_ENABLE_CUDASIM", "FASTNET_DATA",
             "FASTNET_KERNEL_CACHE", "FASTNET_COVERAGE", "FASTNET_REQUIRE_CUDA_COMPILE", "COVERAGE_PROCESS_START",
-            "CI", "FASTNET_README_TEST", "PYTEST_ADDOPTS"}
+            "CI", "FASTNET_README_TEST", "PYTEST_ADDOPTS", "FASTNET_CI_SPLIT"}
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("PYTEST_")}
     # COLUMNS: the inner runs' "FAILED ... - reason" lines wide enough to read in this test's message
     env.update(HOME=str(home), VIRTUAL_ENV=str(venv), COLUMNS="400", PATH=f"{venv / 'bin'}:{env.get('PATH', '')}",
@@ -107,6 +107,13 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
     rc, log = run_block(second, clone, env, timeout=1500)
     assert rc == 0, summary(log)
     assert "FAILED" not in log, summary(log)
+    # each group ran its tests here (with FASTNET_CI_SPLIT=1 the outer run skipped them: a
+    # nested run that skipped them too would pass having tested nothing)
+    for group in ("library", "cuda simulator", "cuda compile"):
+        part = log.rsplit(f"=== {group}: ", 1)[-1].split("\n=== ", 1)[0]  # its output, printed whole at its end
+        ran = re.search(r"(\d+) passed", part)
+        assert ran and int(ran.group(1)) > 0, f"{group}: no test passed in the README's run\n{summary(log)}"
+    assert "FASTNET_CI_SPLIT=1)" not in log, summary(log)
     assert not installed.exists(), f"{installed} survived the switch to the editable install"
     # Ray's workers started from the root import fastnet there (editable install now)
     rc, log = run_block("python examples/tune_mnist.py --small --epochs 1 --verbose 0", clone, env, timeout=900)
