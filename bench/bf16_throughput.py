@@ -54,9 +54,9 @@ CONFIG = "relu512x2-adam"
 
 
 def config_of(name):
-    """A bench configuration of fastnet.recipes with its layer sizes (MNIST: 784 in, 10 out)."""
+    """A bench configuration of fastnet.core.recipes with its layer sizes (MNIST: 784 in, 10 out)."""
     sys.path.insert(0, ROOT)
-    from fastnet.recipes import BENCH_CONFIGS
+    from fastnet.core.recipes import BENCH_CONFIGS
 
     config = dict(BENCH_CONFIGS[name])
     config["sizes"] = [784, *config["hidden"], 10]
@@ -79,7 +79,7 @@ def worker(system, batch, rows, config_name=CONFIG):
     inside = {"gemm_seconds": 0.0, "round_seconds": 0.0}  # of the timed epoch
     if system.startswith("fastnet"):
         import fastnet
-        from fastnet import gemm_onednn
+        from fastnet.backends import gemm_onednn
 
         model = fastnet.MLP(sizes, activation=config["activation"], seed=0, backend="cpu",
                             precision="bf16" if system.endswith("bf16") else "float32")
@@ -94,7 +94,7 @@ def worker(system, batch, rows, config_name=CONFIG):
         def accuracy():
             return model.score(Xt, yt)
     else:
-        from fastnet.benchmark import TorchSystem
+        from fastnet.cli.bench.systems import TorchSystem
 
         torch_system = TorchSystem(tuned=system.endswith("tuned"), autocast=True)
         torch_system.setup(X, y, {"hidden": sizes[1:-1], "activation": config["activation"], **train,
@@ -157,13 +157,13 @@ def main(argv=None):
     p.add_argument("--systems", nargs="+", choices=every, default=SYSTEMS)
     p.add_argument("--baseline", choices=every, default=BASELINE,
                    help="the ratios' reference (default: %(default)s)")
-    p.add_argument("--config", default=CONFIG, help="a bench configuration of fastnet.recipes (default: "
+    p.add_argument("--config", default=CONFIG, help="a bench configuration of fastnet.core.recipes (default: "
                    "%(default)s; the batch sizes are --batches')")
     p.add_argument("--json")
     args = p.parse_args(argv)
     systems = args.systems if args.baseline in args.systems else [args.baseline] + args.systems
     sys.path.insert(0, ROOT)
-    from fastnet.benchmark import machine_description
+    from fastnet.cli.bench.systems import machine_description
 
     config = config_of(args.config)
     model = "-".join(map(str, config["sizes"])) + f" {config['activation']} {config['optimizer']}"

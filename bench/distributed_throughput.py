@@ -61,7 +61,7 @@ def main(argv=None):
     p.add_argument("--json")
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from fastnet.benchmark import machine_description
+    from fastnet.cli.bench.systems import machine_description
 
     hidden = [512, 512]
     results = {"machine": machine_description(), "model": "784-512-512-10 relu adam", "rows": args.rows,

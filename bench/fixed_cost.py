@@ -48,7 +48,7 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     import fastnet
-    from fastnet.benchmark import machine_description
+    from fastnet.cli.bench.systems import machine_description
     from fastnet.cli import load_mnist_arrays
 
     (X, y), _ = load_mnist_arrays()

@@ -1,5 +1,5 @@
 """GEMM providers at an MLP step's shapes: NumPy (OpenBLAS) float32, oneDNN float32 and
-bfloat16 (``fastnet.gemm_onednn``), PyTorch float32 and bfloat16.
+bfloat16 (``fastnet.backends.gemm_onednn``), PyTorch float32 and bfloat16.
 
 Shapes: one training step of 784-512-512-10 at batch B (128 and 1024 by default)::
 
@@ -12,7 +12,7 @@ Shapes: one training step of 784-512-512-10 at batch B (128 and 1024 by default)
 Providers, all with ``--threads`` threads (2 by default):
 
 * ``numpy-f32``       ``np.matmul(a, b, out=out)`` (OpenBLAS; threadpoolctl sets its threads);
-* ``dnnl3.2-f32``, ``dnnl3.2-bf16``    ``fastnet.gemm_onednn.matmul`` with ``onednn-cpu-gomp``
+* ``dnnl3.2-f32``, ``dnnl3.2-bf16``    ``fastnet.backends.gemm_onednn.matmul`` with ``onednn-cpu-gomp``
   (bf16: operands converted to bfloat16 beforehand; float32 accumulation and output);
 * ``dnnl3.13-f32``, ``dnnl3.13-bf16``  the same with the ``onednn`` package (SYCL runtime);
 * ``torch-f32``       ``torch.matmul(a, b, out=o)`` on tensors sharing NumPy's memory;
@@ -146,7 +146,7 @@ def gemm_fn(provider, shape):
     if provider == "numpy-f32":
         return lambda: np.matmul(a, b, out=out)
     if provider.startswith("dnnl"):
-        from fastnet import gemm_onednn as g
+        from fastnet.backends import gemm_onednn as g
 
         if provider.endswith("bf16"):
             a, b = bf16_like(a), bf16_like(b)
@@ -182,7 +182,7 @@ def conv_fn(method, shape):
         convert = numba_bf16()
         return lambda: convert(x, out)
     if method == "numpy bits":
-        from fastnet import gemm_onednn as g
+        from fastnet.backends import gemm_onednn as g
         return lambda: g.to_bf16_bits(x)
     if method == "torch .to":
         import torch
@@ -200,8 +200,8 @@ def step_conversion_shapes(batch):
 
 def epoch_fn(system, batch, rows):
     os.environ.setdefault("FASTNET_THREADS", "fixed")
-    from fastnet import benchmark as B
-    from fastnet.recipes import BENCH_CONFIGS
+    from fastnet.cli.bench import systems as B
+    from fastnet.core.recipes import BENCH_CONFIGS
 
     config = dict(BENCH_CONFIGS["relu512x2-adam"], batch_size=batch)
     rng = np.random.default_rng(0)
@@ -256,7 +256,7 @@ def set_threads(n):
         pass
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
-    from fastnet import gemm_onednn as g
+    from fastnet.backends import gemm_onednn as g
     if g._lib is not None:
         g.set_num_threads(n)
 
@@ -266,7 +266,7 @@ def serve(family, threads, rows):
     if family in ("torch",):
         import torch  # noqa: F401  (imported before the threads are set)
     if family.startswith("dnnl"):
-        from fastnet import gemm_onednn as g
+        from fastnet.backends import gemm_onednn as g
         g.load()
     set_threads(threads)
     info = {"family": family, "pid": os.getpid()}

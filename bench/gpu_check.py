@@ -30,7 +30,7 @@ pass / fail / error / partial / not_run / skipped:
                 vs PyTorch CUDA, one warm-up epoch each then 3 interleaved rounds; samples/s
                 and the median of the per-round time ratios.  PyTorch only where it imports
                 (gpu_check.sh installs it with GPU_CHECK_EXTRAS=cuda13,mpi,bench).
-6. precision    float32, tf32, bf16 and fp16 (loss scaling) training GEMMs (fastnet.precision,
+6. precision    float32, tf32, bf16 and fp16 (loss scaling) training GEMMs (fastnet.backends.precision,
                 cuBLAS's fast compute types): MNIST 784-512-512-10 relu Adam at batch 128 and
                 1024, a warm-up epoch per precision then 3 interleaved rounds (one epoch of
                 each precision in turn); epoch time ratios to float32 (median of the rounds)
@@ -39,7 +39,7 @@ pass / fail / error / partial / not_run / skipped:
                 lacks is recorded as unavailable with the reason.
 7. disk cache   first-epoch time of a fresh process with a cold, then a warm NUMBA_CACHE_DIR.
 8. cli          ``fastnet train mnist --backend cuda`` must reach 0.98 test accuracy.
-9. nccl         data-parallel over NCCL (``fit(distributed=True)``, fastnet.distributed):
+9. nccl         data-parallel over NCCL (``fit(distributed=True)``, fastnet.train.distributed):
                 ``mpiexec -n 2`` on two GPUs at batch 64 per rank against one process at
                 batch 128 (tests/mpi_worker.py), final weights within 1e-4 of each tensor's
                 largest (cuBLAS may pick other GEMM algorithms for 64 and 128 rows), and
@@ -80,7 +80,7 @@ MNIST-shaped data (speed does not depend on the pixel values; the JSON says so).
 
 Dry mode (NUMBA_ENABLE_CUDASIM=1 in the environment, which ``--dry`` requires, as numba
 reads it at import; gpu_check.sh --dry sets it) runs the same code without a GPU on
-backend "cuda-sim": ``fastnet.cupy_contract`` stands in for CuPy, numba's simulator runs
+backend "cuda-sim": ``fastnet.cuda_sim.contract`` stands in for CuPy, numba's simulator runs
 the kernels, shapes are tiny (the first rows of MNIST) and the launch configuration small
 (``DRY_LAUNCH``: the simulator runs every thread in Python and a syncthreads costs
 milliseconds).  The install and the MNIST download are the GPU mode's.  No PyTorch, no
@@ -197,7 +197,7 @@ def section_versions(chk):
     import numba
 
     import fastnet
-    from fastnet import backend
+    from fastnet.backends import devices as backend
 
     def dist(name):
         try:
@@ -631,7 +631,7 @@ def section_throughput(chk):
 # ----------------------------------------------------------------------------- 6. precision
 def section_precision(chk):
     import fastnet
-    from fastnet.precision import GPU_PRECISIONS, PrecisionUnavailableError
+    from fastnet.backends.precision import GPU_PRECISIONS, PrecisionUnavailableError
 
     cfg = PRECISION["dry" if chk.dry else "gpu"]
     if chk.mnist is None:

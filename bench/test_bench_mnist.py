@@ -4,7 +4,7 @@
 
 Each benchmark is one system (fastnet fused, fastnet reference, fastnet on CUDA
 when usable, PyTorch CPU, scikit-learn, the tutorials' NumPy loop) on one
-configuration of ``fastnet.benchmark.CONFIGS``.  One warm-up epoch (JIT
+configuration of ``fastnet.cli.bench.systems.CONFIGS``.  One warm-up epoch (JIT
 compilation, caches) runs before timing; GPU rounds synchronise inside the
 timed function.  ``extra_info`` holds samples/s, GFLOP/s, and the GEMM ceiling
 measured in the same session at the same shapes (NumPy float32 GEMMs), with
@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from fastnet import benchmark as B  # noqa: E402
+from fastnet.cli.bench import systems as B  # noqa: E402
 from fastnet.cli import load_mnist_arrays  # noqa: E402
 
 SYSTEMS = {s.name: s for s in B.available_systems()}

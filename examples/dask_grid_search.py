@@ -4,7 +4,7 @@
     python examples/dask_grid_search.py                       # a local cluster of 2 worker processes
     python examples/dask_grid_search.py --address tcp://host:8786   # a cluster already running
 
-Nothing fastnet-specific happens here: ``fastnet.sklearn.MLPClassifier`` is a
+Nothing fastnet-specific happens here: ``fastnet.integrations.sklearn.MLPClassifier`` is a
 scikit-learn estimator, so joblib's ``"dask"`` backend sends GridSearchCV's fits
 (candidates x folds) to the Dask workers.  Each worker process has one thread and,
 as Dask's nanny starts it, one BLAS thread (``OPENBLAS_NUM_THREADS=1``): fastnet's
@@ -24,7 +24,7 @@ from distributed import Client, LocalCluster
 from sklearn.model_selection import GridSearchCV
 
 from fastnet.cli import load_mnist_arrays
-from fastnet.sklearn import MLPClassifier
+from fastnet.integrations.sklearn import MLPClassifier
 
 GRID = {
     "hidden_layer_sizes": [(64,), (256,)],

@@ -26,10 +26,10 @@ import warnings
 import numpy as np
 
 import fastnet
-from fastnet.activations_stats import activation_stats
+from fastnet.doctor.activations import activation_stats
 from fastnet.datasets import load_mnist, spirals
-from fastnet.diagnostics import NormRecorder, diagnose
-from fastnet.metrics import classification_report, top_k_accuracy
+from fastnet.doctor import NormRecorder, diagnose
+from fastnet.core.metrics import classification_report, top_k_accuracy
 from fastnet.plots import (
     plot_activation_stats,
     plot_confusion_matrix,

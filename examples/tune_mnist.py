@@ -4,7 +4,7 @@
     python examples/tune_mnist.py            # the whole sweep: 10 epochs on 54,000 images
     python examples/tune_mnist.py --small    # a quick check: 3 epochs on 5,000 images
 
-Each trial trains a 784-W-W-10 ReLU net (Adam, batch 128) with ``fastnet.tune.trainable``
+Each trial trains a 784-W-W-10 ReLU net (Adam, batch 128) with ``fastnet.integrations.tune.trainable``
 and reports the validation loss and accuracy (6,000 or 500 training images held out; the
 test set is not looked at while choosing) to Tune after every epoch.  ASHA
 (``reduction_factor=2``) compares the trials that reached epoch 1, 2, 4, 8 and stops
@@ -20,7 +20,7 @@ import time
 from ray import tune
 
 from fastnet.cli import load_mnist_arrays
-from fastnet.tune import run_sweep
+from fastnet.integrations.tune import run_sweep
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--small", action="store_true", help="3 epochs on the first 5,000 training images")

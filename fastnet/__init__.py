@@ -44,20 +44,20 @@ def _source_kernels() -> None:
 
 _source_kernels()
 
-from .augment import Augment  # noqa: E402  (after the kernels are importable)
-from .backend import Backend, BackendUnavailableError, available_backends, get_backend  # noqa: E402
-from .callbacks import Callback, EarlyStopping, History, ReduceLROnPlateau  # noqa: E402
-from .checkpoint import CheckpointError, ModelCheckpoint  # noqa: E402
-from .diagnostics import Diagnosis, FastnetWarning, NormRecorder, diagnose  # noqa: E402
-from .gradcheck import gradcheck  # noqa: E402
-from .io import ModelFileError, load_model as load  # noqa: E402
-from .layers import Dense, Dropout  # noqa: E402
-from .sequential import MLP, Sequential  # noqa: E402
-from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop  # noqa: E402
-from .schedules import Constant, Cosine, Exponential, OneCycle, StepDecay  # noqa: E402
-from .interrupt import TrainingInterrupted  # noqa: E402
-from .training import TrainingDivergedError  # noqa: E402
-from .validation import NotFittedError  # noqa: E402
+from fastnet.train.augment import Augment  # noqa: E402  (after the kernels are importable)
+from fastnet.backends.devices import Backend, BackendUnavailableError, available_backends, get_backend  # noqa: E402
+from fastnet.core.callbacks import Callback, EarlyStopping, History, ReduceLROnPlateau  # noqa: E402
+from fastnet.train.checkpoint import CheckpointError, ModelCheckpoint  # noqa: E402
+from fastnet.doctor import Diagnosis, FastnetWarning, NormRecorder, diagnose  # noqa: E402
+from fastnet.doctor.gradcheck import gradcheck  # noqa: E402
+from fastnet.core.io import ModelFileError, load_model as load  # noqa: E402
+from fastnet.core.layers import Dense, Dropout  # noqa: E402
+from fastnet.core.sequential import MLP, Sequential  # noqa: E402
+from fastnet.core.optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop  # noqa: E402
+from fastnet.core.schedules import Constant, Cosine, Exponential, OneCycle, StepDecay  # noqa: E402
+from fastnet.train.interrupt import TrainingInterrupted  # noqa: E402
+from fastnet.train.fit import TrainingDivergedError  # noqa: E402
+from fastnet.core.validation import NotFittedError  # noqa: E402
 
 __version__ = "0.1.0"
 

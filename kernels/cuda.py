@@ -76,7 +76,7 @@ Decisions:
   memory alive (it once held every array ever passed, ~31 GB for a
   ``predict_proba`` of 1M rows at width 4096), and keeps at most
   ``MAX_VIEWS`` views, least recently used dropped first.  Under the
-  simulator a view is a NumPy array over the ``fastnet.cupy_contract``
+  simulator a view is a NumPy array over the ``fastnet.cuda_sim.contract``
   array's memory, owning nothing either.
 * **Cached on disk.**  Every kernel is ``cuda.jit(cache=True)``, the
   factory-made activation kernels too (numba keys a closure's cache entry by
@@ -95,7 +95,7 @@ Launch settings are module-level (``BLOCK``, ``ROW_BLOCK``, ``BWD_BLOCK``,
 ``MAX_BLOCKS``); change them with ``set_launch_config`` (the simulator tests
 lower them: every simulated thread is a Python thread).
 
-Launches on ``fastnet.cupy_contract`` arrays are reported to its launch
+Launches on ``fastnet.cuda_sim.contract`` arrays are reported to its launch
 counter (``launch_counter``): the tests count a training step's launches.
 """
 from __future__ import annotations
@@ -236,12 +236,12 @@ _VIEWS_LOCK = threading.Lock()
 #: Most device views kept; past it the least recently used one is dropped.
 MAX_VIEWS = 4096
 #: Device array types -> their module's ``cuda.get_current_stream``
-#: (registered by :func:`use_array_module`: CuPy, or ``fastnet.cupy_contract``).
+#: (registered by :func:`use_array_module`: CuPy, or ``fastnet.cuda_sim.contract``).
 _DEVICE_TYPES = {}
 #: Device array types -> their array module (the backward kernels' scratch is made with it).
 _MODULES = {}
 #: Device array types -> ``record_launch(kind, name)`` of their module, where it counts
-#: launches (``fastnet.cupy_contract``; CuPy has none).
+#: launches (``fastnet.cuda_sim.contract``; CuPy has none).
 _RECORDERS = {}
 
 
@@ -343,7 +343,7 @@ def _bind(kernel, grid, block, stream):
         # gradient); numba warns below 128 blocks.
         # (Matched by message: numba-cuda and numba's built-in target raise
         # different NumbaPerformanceWarning classes.)
-        warnings.filterwarnings("ignore", message="Grid size .* under-utilization")
+        warnings.filterwarnings("ignore", message=r".*Grid size .* under-utilization")  # (numba may wrap it in ANSI bold)
         if stream is None:
             return kernel[grid, block]
         return kernel[grid, block, stream]

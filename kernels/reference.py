@@ -464,7 +464,7 @@ def affine_warp(x, params, out, h, w):
         the map from a pixel of the output image, column ``u`` and row ``v`` (integer pixel
         centres from 0), to the point of the input it reads:
         ``sx = a u + b v + tx`` (column), ``sy = c u + d v + ty`` (row).
-        ``(1, 0, 0, 0, 1, 0)`` is the identity; ``fastnet.augment.affine_params`` builds
+        ``(1, 0, 0, 0, 1, 0)`` is the identity; ``fastnet.train.augment.affine_params`` builds
         rows from shifts, angles and scales.
     out : (n, h * w) array, out: ``out[i, v * w + u]`` is the bilinear interpolation of
         image ``i`` at ``(sx, sy)``, where pixels outside the image count as 0.

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-# fit's BLAS thread tuner (fastnet.threads) chooses by timing, and OpenBLAS's results differ
+# fit's BLAS thread tuner (fastnet.backends.threads) chooses by timing, and OpenBLAS's results differ
 # in the last bits between thread counts: the suite compares runs bit for bit, so it trains
 # with the thread count as configured. tests/test_thread_tuner.py turns the tuner back on.
 os.environ.setdefault("FASTNET_THREADS", "fixed")

@@ -24,7 +24,7 @@ os.environ.setdefault("FASTNET_THREADS", "fixed")
 import numpy as np  # noqa: E402
 
 import fastnet  # noqa: E402
-from fastnet.callbacks import Callback  # noqa: E402
+from fastnet.core.callbacks import Callback  # noqa: E402
 from fastnet.cli import load_mnist_arrays  # noqa: E402
 
 
@@ -42,7 +42,7 @@ class Fault(Callback):
 SPEC = json.load(open(sys.argv[1]))
 rank = 0
 if SPEC["distributed"]:
-    from fastnet import distributed
+    from fastnet.train import distributed
 
     rank = distributed.init().rank
 if SPEC.get("synthetic"):

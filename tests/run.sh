@@ -9,7 +9,7 @@
 # (FASTNET_TEST_JOBS=1 runs them one after the other); each group's output is printed whole
 # when it ends.
 # With FASTNET_COVERAGE=1 (CI sets it) every group runs under coverage.py, and the line
-# coverage of the CUDA glue (fastnet/backend.py, gemm_cublas.py, kernels/cuda.py) across the three groups
+# coverage of the CUDA glue (fastnet/backends/devices.py, gemm_cublas.py, kernels/cuda.py) across the three groups
 # must be >= 95%; the report lists the lines no group ran.  FASTNET_COVERAGE_DATA=FILE (set
 # by the README test for its run of this script inside a fresh clone) writes the data beside
 # FILE for the outer run to combine, and leaves the report to it.
@@ -86,7 +86,7 @@ done
 if [ "${FASTNET_COVERAGE:-0}" = "1" ] && [ -z "${FASTNET_COVERAGE_DATA:-}" ]; then
     echo "=== coverage of the CUDA glue across the three groups"
     "$PY" -m coverage combine -q
-    "$PY" -m coverage report --include='*/fastnet/backend.py,*/fastnet/gemm_cublas.py,*/kernels/cuda.py' --fail-under=95 \
+    "$PY" -m coverage report --include='*/fastnet/backends/devices.py,*/fastnet/backends/gemm_cublas.py,*/kernels/cuda.py' --fail-under=95 \
         || { echo "=== coverage: FAILED (below 95%)"; status=1; }
 fi
 exit $status

@@ -1,4 +1,4 @@
-"""The order of an atomic write (fastnet.npzfile.atomic_write), watched from outside.
+"""The order of an atomic write (fastnet.core.npzfile.atomic_write), watched from outside.
 
 A file replaced by rename survives a power cut only if its data reached the disk before the
 rename did: the temporary file's ``fsync`` must come after its last byte and before the
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import npzfile
+from fastnet.core import npzfile
 from fastnet.datasets import mnist
 
 

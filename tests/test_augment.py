@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.augment import Augment, affine_params
+from fastnet.train.augment import Augment, affine_params
 from fastnet.kernels import conformance, cpu, kernel_set, reference
 
 KERNELS = {"reference": reference.affine_warp, "cpu": cpu.affine_warp}

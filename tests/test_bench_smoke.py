@@ -1,4 +1,4 @@
-"""One short round of the benchmark machinery on tiny data (fastnet/benchmark.py, bench/bench_kernels.py).
+"""One short round of the benchmark machinery on tiny data (fastnet/cli/bench/systems.py, bench/bench_kernels.py).
 
 These check that the benchmarks run and that their arithmetic (FLOP counts, samples/s, ratios,
 the table) is right; they time nothing worth reading.
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fastnet import benchmark as B
+from fastnet.cli.bench import systems as B
 
 BENCH_KERNELS = Path(__file__).resolve().parent.parent / "bench" / "bench_kernels.py"
 
@@ -148,8 +148,8 @@ import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
-from fastnet import bench_interleaved as IL  # noqa: E402
-from fastnet import bench_sweep as S  # noqa: E402
+from fastnet.cli.bench import interleaved as IL  # noqa: E402
+from fastnet.cli.bench import sweep as S  # noqa: E402
 
 
 class Sleeper(B.System):
@@ -288,7 +288,7 @@ def test_cli_load_json_schema(tmp_path, monkeypatch, capsys):
 
 def test_fixed_thread_system_limits_blas_and_onednn_during_the_epoch():
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from fastnet import gemm_onednn
+    from fastnet.backends import gemm_onednn
 
     s = IL.FastnetFixedThreads(1)
     assert s.name == "fastnet-1thread" and IL.FastnetFixedThreads(4).name == "fastnet-4threads"
@@ -343,7 +343,7 @@ def test_sweep_real_systems_one_small_cell():
 def test_inference_outputs_agree_and_table():
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    from fastnet import bench_inference as N
+    from fastnet.cli.bench import inference as N
 
     X, y = _tiny(200)
     result = N.run_inference(X, y, X[:50], hidden=(16, 16), rounds=2, calls=20, latency_rounds=2)
@@ -362,7 +362,7 @@ def test_inference_outputs_agree_and_table():
 def test_inference_refuses_to_time_disagreeing_systems(monkeypatch):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    from fastnet import bench_inference as N
+    from fastnet.cli.bench import inference as N
 
     real = N.make_predictors
 
@@ -381,7 +381,7 @@ def test_tta_same_recipe_starts_both_from_the_same_weights(monkeypatch):
     pytest.importorskip("torch")
     import torch
 
-    from fastnet import bench_tta as T
+    from fastnet.cli.bench import tta as T
 
     starts = []
     real = T._copy_into

@@ -130,7 +130,7 @@ def test_info():
     except md.PackageNotFoundError:
         mpi4py = "not installed"
     assert any(ln.startswith("distributed") and f"mpi4py {mpi4py}" in ln for ln in lines), proc.stdout
-    from fastnet.precision import cpu_gemm_provider, supported
+    from fastnet.backends.precision import cpu_gemm_provider, supported
     assert f"precisions (cpu backend): float32 yes; bf16 {supported()['bf16']}" in lines, proc.stdout
     assert any(ln.startswith(f"float32 GEMMs of cpu training: {cpu_gemm_provider()} (FASTNET_CPU_GEMM=")
                for ln in lines), proc.stdout
@@ -181,7 +181,8 @@ def test_help_exits_0():
 # ======================================================= the MNIST data the CLI loads
 def test_load_mnist_arrays_takes_first_rows_scaled(monkeypatch):
     """--subset N means the first N training images, as float32 rows in [0, 1] (x / 255)."""
-    from fastnet import cli, datasets
+    from fastnet import datasets
+    from fastnet import cli
 
     xtr = np.arange(5 * 28 * 28, dtype=np.int64).reshape(5, 28, 28) % 256
     xtr = xtr.astype(np.uint8)
@@ -328,7 +329,8 @@ def test_best_recipe_augments_and_no_augment_turns_it_off():
 def test_train_selects_on_training_rows_and_tests_once(monkeypatch, capsys):
     """In process, on fake data: fit gets a validation split of the training images (never
     a test image), keeps its best epoch, and the test images are evaluated once."""
-    from fastnet import cli, training
+    from fastnet import cli
+    from fastnet.train import fit as training
 
     rng = np.random.default_rng(0)
     xtr = rng.random((120, 784)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The CuPy contract (``fastnet.cupy_contract``) and the CuPy glue of ``fastnet.backend``.
+"""The CuPy contract (``fastnet.cuda_sim.contract``) and the CuPy glue of ``fastnet.backends.devices``.
 
 The contract must refuse what the installed CuPy refuses (its real signatures
 are read from ``cupy``, which imports here without a GPU) and count device
@@ -15,9 +15,9 @@ import pytest
 
 cupy = pytest.importorskip("cupy", reason="the CuPy contract reads the installed CuPy's signatures")
 
-from fastnet import backend as B  # noqa: E402
-from fastnet import cupy_contract as C  # noqa: E402
-from fastnet import cupy_signatures as S  # noqa: E402
+from fastnet.backends import devices as B  # noqa: E402
+from fastnet.cuda_sim import contract as C  # noqa: E402
+from fastnet.cuda_sim import signatures as S  # noqa: E402
 
 xp = C.module()
 
@@ -128,7 +128,7 @@ def test_scalar_indexing_returns_a_writable_0d_view():
 
 
 # --------------------------------------------------------------------------
-# the CuPy device of fastnet.backend, on the contract
+# the CuPy device of fastnet.backends.devices, on the contract
 # --------------------------------------------------------------------------
 def test_cupy_device_on_the_contract(counts):
     d = B._CupyDevice(xp)
@@ -151,7 +151,7 @@ def test_cupy_device_on_the_contract(counts):
 
 
 def test_as_array_and_set_weights_accept_device_arrays():
-    from fastnet.validation import as_array, is_device_array
+    from fastnet.core.validation import as_array, is_device_array
 
     assert as_array("x", [1, 2]).tolist() == [1, 2]
     np.testing.assert_array_equal(as_array("x", dev([[1.0, 2.0]])), [[1.0, 2.0]])

@@ -1,4 +1,4 @@
-"""scikit-learn's GridSearchCV of ``fastnet.sklearn.MLPClassifier`` on a Dask cluster (issue 16).
+"""scikit-learn's GridSearchCV of ``fastnet.integrations.sklearn.MLPClassifier`` on a Dask cluster (issue 16).
 
 A ``distributed.LocalCluster`` of 2 worker processes, one thread each, runs the
 search's fits through joblib's ``"dask"`` backend; the same search with
@@ -28,7 +28,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from fastnet.sklearn import MLPClassifier  # noqa: E402
+from fastnet.integrations.sklearn import MLPClassifier  # noqa: E402
 
 
 pytestmark = pytest.mark.processes

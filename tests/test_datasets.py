@@ -133,7 +133,7 @@ def test_generator_errors(call, match):
     ],
 )
 def test_non_numbers_are_type_errors(call, match):
-    """The checks are fastnet.validation's: a non-number (or NaN) is a TypeError."""
+    """The checks are fastnet.core.validation's: a non-number (or NaN) is a TypeError."""
     with pytest.raises(TypeError, match=match):
         call()
 

@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 
 import fastnet
 import fastnet.datasets
-from fastnet.activations_stats import activation_stats, hidden_activations, sample_rows
-from fastnet.callbacks import History
+from fastnet.doctor.activations import activation_stats, hidden_activations, sample_rows
+from fastnet.core.callbacks import History
 from fastnet.datasets import spirals
-from fastnet.diagnostics import CODES, Diagnoses, Diagnosis, FastnetWarning, NormRecorder, diagnose, input_scale_stats
-from fastnet.doctor_run import learning_curve
+from fastnet.doctor import CODES, Diagnoses, Diagnosis, FastnetWarning, NormRecorder, diagnose, input_scale_stats
+from fastnet.doctor.run import learning_curve
 
 # These runs fail on purpose: once fit diagnoses itself, its warnings here are expected noise.
-pytestmark = pytest.mark.filterwarnings("ignore::fastnet.diagnostics.FastnetWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::fastnet.doctor.FastnetWarning")
 
 
 # --------------------------------------------------------------------------- data

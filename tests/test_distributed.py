@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI (fastnet.distributed).
+"""Data-parallel training over MPI (fastnet.train.distributed).
 
 The multi-process tests start ``mpiexec -n 2`` (the mpich wheel's, beside this Python) on
 tests/mpi_worker.py and compare with the same worker run alone: N ranks at batch B train
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import distributed as D
+from fastnet.train import distributed as D
 
 if not os.environ.get("CI"):
     pytest.importorskip("mpi4py", reason="the mpi extra is not installed: pip install '.[mpi]'")
@@ -49,7 +49,7 @@ def run_worker(tmp_path, ranks=None, timeout=120, env=None, **spec):
         cmd = [MPIEXEC, "-n", str(ranks)] + cmd
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          # one GEMM provider for every run compared: the chooser (fastnet.gemm_choice)
+                          # one GEMM provider for every run compared: the chooser (fastnet.backends.gemm_choice)
                           # decides per batch size, and a rank's batch is half the one process's;
                           # providers round differently, and the ranks' sum is the subject here
                           env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "FASTNET_CPU_GEMM": "numpy", **(env or {})})
@@ -203,7 +203,7 @@ def test_the_shares_of_a_global_batch_cover_it_once_in_rank_order(size, m):
 def test_each_rank_s_gradient_is_weighted_by_its_share():
     model = fastnet.MLP([3, 2], seed=0, backend="cpu").build(3)
     for loss, factor in (("cross_entropy", 30 / 100), ("sse", 1.0)):
-        model.loss_ = fastnet.losses.get_loss(loss)
+        model.loss_ = fastnet.core.losses.get_loss(loss)
         model._grad_flat[...] = 2.0
         comm = FakeComm(1, 3)
         D.DataParallel(comm, 40).reduce_gradients(model, 100, 30)  # 30 of the global batch's 100 rows
@@ -226,7 +226,7 @@ def test_every_gradient_is_a_view_of_one_flat_buffer():
 def test_distributed_argument_is_checked():
     model = fastnet.MLP([3, 2], seed=0, backend="cpu")
     X, y = np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])
-    with pytest.raises(TypeError, match="distributed must be True, False, None or a fastnet.distributed"
+    with pytest.raises(TypeError, match="distributed must be True, False, None or a fastnet.train.distributed"
                                         ".Communicator, got 'mpi'"):
         model.fit(X, y, distributed="mpi")
     assert not model.built  # nothing changed
@@ -329,7 +329,7 @@ def test_a_rank_starts_from_rank_0s_optimizer_state():
 
 
 def test_a_rank_s_offsets_and_threads_are_put_back_after_fit():
-    from fastnet import threads
+    from fastnet.backends import threads
 
     X, y = np.random.default_rng(0).standard_normal((96, 6)).astype(np.float32), np.arange(96) % 2
     model = fastnet.MLP([6, 8, 2], dropout=0.3, seed=1, backend="cpu")
@@ -350,7 +350,7 @@ def test_a_rank_s_offsets_and_threads_are_put_back_after_fit():
 
 
 def test_shared_cores_split_the_cores_and_put_the_count_back(monkeypatch):
-    from fastnet import threads
+    from fastnet.backends import threads
 
     calls = []
     monkeypatch.setattr(threads, "blas_threads", lambda: 8)
@@ -366,7 +366,8 @@ def test_shared_cores_split_the_cores_and_put_the_count_back(monkeypatch):
 def test_shared_cores_share_the_pool_that_runs_the_gemms(monkeypatch):
     """With oneDNN's GEMMs (FASTNET_CPU_GEMM=onednn, or bf16) a data-parallel rank's share of
     the cores goes to oneDNN's pool, not to NumPy's BLAS, which the step does not use."""
-    from fastnet import gemm_onednn, threads
+    from fastnet.backends import gemm_onednn
+    from fastnet.backends import threads
 
     if not gemm_onednn.available():
         pytest.skip("oneDNN is not installed")

@@ -279,4 +279,4 @@ def test_site_builds_with_warnings_as_errors(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert (tmp_path / "site" / "index.html").exists()
     api = (tmp_path / "site" / "api" / "index.html").read_text()
-    assert "fastnet.MLP" in api and "fastnet.sklearn" in api  # the reference is generated from the docstrings
+    assert "fastnet.MLP" in api and "fastnet.integrations.sklearn" in api  # the reference is generated from the docstrings

@@ -3,7 +3,7 @@ default options (the end-of-fit doctor on, the default batch size, learning rate
 through the command line.
 
 The parameters come from the registries themselves (the kernel table's ``ACTIVATIONS``,
-``fastnet.optimizers.OPTIMIZERS``, ``fastnet.losses.LOSSES``), never from a hand list: a
+``fastnet.core.optimizers.OPTIMIZERS``, ``fastnet.core.losses.LOSSES``), never from a hand list: a
 newly registered kernel is tested here the day it is added.  This is where GELU's crash in
 the doctor was found (``MLP([5, 16, 3], activation="gelu").fit(X, y)`` trained, then the
 doctor called ``gelu_fwd(z, b)`` by hand, without the argument GELU's forward takes).
@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.activations_stats import hidden_activations as unit_outputs
+from fastnet.doctor.activations import hidden_activations as unit_outputs
 from fastnet.datasets import mnist
 from fastnet.kernels import reference
-from fastnet.layers import hidden_activations
-from fastnet.losses import LOSSES
-from fastnet.optimizers import OPTIMIZERS
+from fastnet.core.layers import hidden_activations
+from fastnet.core.losses import LOSSES
+from fastnet.core.optimizers import OPTIMIZERS
 
 # The doctor's findings on a 10-epoch toy run are expected noise; its crashes are not.
-pytestmark = pytest.mark.filterwarnings("ignore::fastnet.diagnostics.FastnetWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::fastnet.doctor.FastnetWarning")
 
 ACTIVATION_NAMES = list(reference.ACTIVATIONS)
 OPTIMIZER_NAMES = list(OPTIMIZERS)

@@ -83,7 +83,7 @@ def test_progress_to_a_file_is_one_line_per_epoch(tmp_path, verbose):
 
 
 def test_verbose_1_draws_a_bar_on_a_terminal_only():
-    from fastnet.progress import EpochProgress
+    from fastnet.train.progress import EpochProgress
 
     class Terminal:
         def __init__(self):

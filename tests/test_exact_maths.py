@@ -22,7 +22,7 @@ import pytest
 
 import fastnet
 from fastnet import datasets
-from fastnet.checkpoint import CheckpointError, read_checkpoint
+from fastnet.train.checkpoint import CheckpointError, read_checkpoint
 from fastnet.kernels import fpenv
 
 KERNELS = ["fused", "reference"]
@@ -378,7 +378,7 @@ def test_schedule_progress_is_epoch_plus_step_fraction():
 def test_constant_schedule():
     s = fastnet.Constant()
     assert [s(e, 0.3) for e in (0, 0.5, 7)] == [0.3, 0.3, 0.3]
-    assert fastnet.schedules.get_schedule(None)(4.2, 0.1) == 0.1
+    assert fastnet.core.schedules.get_schedule(None)(4.2, 0.1) == 0.1
 
 
 def test_step_decay_values():
@@ -647,7 +647,7 @@ def test_checkpoint_with_altered_array_fails_its_checksum(tmp_path):
 def test_model_checkpoint_every_two_epochs(tmp_path, monkeypatch):
     """every=2 over 5 epochs: saved after epochs 2 and 4, and at the end of training (5);
     never after epochs 1 or 3."""
-    import fastnet.checkpoint as C
+    import fastnet.train.checkpoint as C
 
     saved = []
     real = C.save_checkpoint

@@ -1,4 +1,4 @@
-"""The float32 GEMM provider of CPU training steps follows the measurement (fastnet.gemm_choice):
+"""The float32 GEMM provider of CPU training steps follows the measurement (fastnet.backends.gemm_choice):
 simulated machines where each provider wins, the decision cached per CPU model, library
 versions, thread count and shapes, FASTNET_CPU_GEMM overriding it, and the choice shown in
 history.params and fastnet info."""
@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import gemm_choice as gc
-from fastnet import gemm_mkl, gemm_onednn, info
+from fastnet.backends import gemm_choice as gc
+from fastnet.backends import gemm_mkl
+from fastnet.backends import gemm_onednn
+from fastnet.cli import info
 
 ALL = {"numpy": None, "onednn": None, "mkl": None}
 SHAPES = [(784, 512), (512,), (512, 512), (512,), (512, 10), (10,)]

@@ -1,4 +1,4 @@
-"""fastnet.gemm_onednn: oneDNN matmul through ctypes, against NumPy float64.
+"""fastnet.backends.gemm_onednn: oneDNN matmul through ctypes, against NumPy float64.
 
 Skipped when no oneDNN is installed (pip install onednn-cpu-gomp).  Error bounds:
 float32 accumulation of K products, |error| <= c * K * 2^-24 * sum_k |a_ik||b_kj|;
@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastnet import gemm_onednn as g
+from fastnet.backends import gemm_onednn as g
 
 try:
     g.load()
@@ -201,7 +201,7 @@ def test_threads_and_info():
 
 def test_missing_library_names_the_package():
     code = ("import os; os.environ['FASTNET_ONEDNN'] = '/nonexistent/libdnnl.so.3.2'\n"
-            "from fastnet import gemm_onednn as g\n"
+            "from fastnet.backends import gemm_onednn as g\n"
             "assert not g.available()\n"
             "import numpy as np\na = np.ones((2, 2), np.float32)\n"
             "try:\n    g.matmul(a, a)\nexcept g.OneDNNUnavailable as e:\n    print(e)\n")

@@ -17,9 +17,9 @@ Python checks, each by name:
   to a cubin, and that numba-cuda compiles a kernel (libNVVM, libdevice) to LTO-IR that
   nvJitLink links into a cubin: what happens at a first launch, minus loading the cubin
   (which needs a driver);
-* ``fastnet.gemm_cublas.CublasMatmul`` constructs for ``"tf32"``, ``"bf16"``, ``"fp16"``
+* ``fastnet.backends.gemm_cublas.CublasMatmul`` constructs for ``"tf32"``, ``"bf16"``, ``"fp16"``
   (construction imports CuPy's cuBLAS binding and reads its constants; it needs no device);
-* ``fastnet.backend.cuda_status()`` says usable with the installed CuPy's real
+* ``fastnet.backends.devices.cuda_status()`` says usable with the installed CuPy's real
   ``runtimeGetVersion()`` (13020 for cupy-cuda13x 14.2) and a faked oldest driver of
   that CUDA major (13.0, 12.0), one faked device and a faked smoke launch: CUDA's
   minor-version compatibility, which the extras' pins rely on.
@@ -206,7 +206,7 @@ for precision in ("tf32", "bf16", "fp16"):
     @check(f"CublasMatmul({precision!r})")
     def _(precision=precision):
         import cupy
-        from fastnet.gemm_cublas import CublasMatmul
+        from fastnet.backends.gemm_cublas import CublasMatmul
 
         return f"compute type {CublasMatmul(precision, cupy)._compute}"
 
@@ -214,7 +214,7 @@ for precision in ("tf32", "bf16", "fp16"):
 @check(f"cuda_status() with a faked CUDA {MAJOR}.0 driver")
 def _():
     import cupy
-    import fastnet.backend as fb
+    import fastnet.backends.devices as fb
 
     rt = cupy.cuda.runtime
     built = rt.runtimeGetVersion()

@@ -32,8 +32,8 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import npzfile
-from fastnet.checkpoint import CheckpointError, read_checkpoint, restore_checkpoint, save_checkpoint
+from fastnet.core import npzfile
+from fastnet.train.checkpoint import CheckpointError, read_checkpoint, restore_checkpoint, save_checkpoint
 from file_checksums import arrays_sha256, with_checksums  # (tests/file_checksums.py)
 
 SIZES = [784, 256, 10]
@@ -431,7 +431,7 @@ MEASURE = r"""
 import ctypes, gc, json, os, sys, tempfile
 import numpy as np
 import fastnet
-from fastnet.checkpoint import restore_checkpoint, save_checkpoint
+from fastnet.train.checkpoint import restore_checkpoint, save_checkpoint
 
 libc = ctypes.CDLL("libc.so.6")
 
@@ -569,7 +569,7 @@ def test_model_files_carry_checksums_and_old_files_without_them_still_load(tmp_p
 
 def test_parameter_shapes_match_a_built_model():
     """io.parameter_shapes (sizes without building) names and shapes parameters as build() does."""
-    from fastnet.io import parameter_shapes
+    from fastnet.core.io import parameter_shapes
 
     for model in (fastnet.MLP([5, 7, 3], backend="cpu"), fastnet.MLP([5, 7, 6, 2], dropout=0.5, backend="cpu"),
                   fastnet.Sequential([fastnet.Dense(4, "relu", use_bias=False), fastnet.Dropout(0.1),

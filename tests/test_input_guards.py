@@ -9,8 +9,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import fastnet
-from fastnet.diagnostics import FastnetWarning
-from fastnet.sklearn import MLPClassifier
+from fastnet.doctor import FastnetWarning
+from fastnet.integrations.sklearn import MLPClassifier
 
 
 def _frame(n=300, seed=0):

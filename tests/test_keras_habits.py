@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+from fastnet.core.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 
 ROOT = Path(__file__).resolve().parent.parent
 rng = np.random.default_rng(0)
@@ -230,7 +230,7 @@ def test_fit_shows_progress_by_default_on_stderr(capfd):
 
 
 def test_sklearn_wrapper_stays_silent_by_default(capfd):
-    from fastnet.sklearn import MLPClassifier
+    from fastnet.integrations.sklearn import MLPClassifier
 
     MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, Y)
     assert capfd.readouterr() == ("", "")
@@ -414,9 +414,9 @@ def test_dense_takes_keras_input_dim_and_input_shape():
         fastnet.Sequential([fastnet.Dense(8, input_dim=4), fastnet.Dense(2, "softmax")], input_dim=5)
 
 
-@pytest.mark.parametrize("name", sorted(fastnet.optimizers.OPTIMIZERS))
+@pytest.mark.parametrize("name", sorted(fastnet.core.optimizers.OPTIMIZERS))
 def test_every_optimizer_takes_learning_rate(name):
-    cls = fastnet.optimizers.OPTIMIZERS[name]
+    cls = fastnet.core.optimizers.OPTIMIZERS[name]
     opt = cls(learning_rate=0.0123)
     assert opt.lr == opt.learning_rate == 0.0123 and cls(lr=0.0123).get_config() == opt.get_config()
     opt.learning_rate = 0.5
@@ -458,13 +458,13 @@ def test_a_continuous_y_on_a_classifier_says_regression_and_mse():
 
 # ------------------------------------------------------------------- 13. small things
 def test_docstrings_say_what_the_methods_do():
-    doc = inspect.getdoc(fastnet.model.Network.get_config)
+    doc = inspect.getdoc(fastnet.core.model.Network.get_config)
     assert doc and "#" not in doc and "architecture" in doc
-    assert inspect.getcomments(fastnet.model.Network.get_config) is None or inspect.getdoc(
-        fastnet.model.Network.get_config)
+    assert inspect.getcomments(fastnet.core.model.Network.get_config) is None or inspect.getdoc(
+        fastnet.core.model.Network.get_config)
     import pydoc
 
-    assert "# ---" not in pydoc.render_doc(fastnet.model.Network.get_config, renderer=pydoc.plaintext)
+    assert "# ---" not in pydoc.render_doc(fastnet.core.model.Network.get_config, renderer=pydoc.plaintext)
     predict = inspect.getdoc(fastnet.MLP.predict)
     assert "Class ids" not in predict and "labels" in predict and "classes_" in predict
 

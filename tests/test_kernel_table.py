@@ -16,8 +16,12 @@ import pytest
 
 import fastnet
 from fastnet import datasets
-from fastnet import cli, info, layers, losses, optimizers
-from fastnet.backend import get_backend
+from fastnet import cli
+from fastnet.cli import info
+from fastnet.core import layers
+from fastnet.core import losses
+from fastnet.core import optimizers
+from fastnet.backends.devices import get_backend
 from fastnet.kernels import KernelSet, conformance, kernel_set, overrides, reference
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.metrics import (
+from fastnet.core.metrics import (
     accuracy,
     classification_report,
     confusion_matrix,

@@ -8,7 +8,7 @@ a pure zoom, and integer shifts checked against NumPy slicing.
 import numpy as np
 
 import fastnet
-from fastnet.augment import Augment
+from fastnet.train.augment import Augment
 
 
 def test_a_drawn_shift_reads_column_0_for_x_and_column_1_for_y():

@@ -1,4 +1,4 @@
-"""The data-parallel step (fastnet.distributed) in one process, where the mutation audit
+"""The data-parallel step (fastnet.train.distributed) in one process, where the mutation audit
 found bugs the other tests let through (issue 27, item 3): the ranks' shares of a global
 batch, the start-of-fit check of the ranks' data and settings, rank 0's random state.
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import distributed as D
+from fastnet.train import distributed as D
 
 
 class Rank1(D.Communicator):

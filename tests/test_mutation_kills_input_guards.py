@@ -1,9 +1,9 @@
-"""fastnet.validation's input guards, where the mutation audit found bugs the guards' tests let
+"""fastnet.core.validation's input guards, where the mutation audit found bugs the guards' tests let
 through (issue 27, item 3): only values above the float32 range refused (not those below it),
 and bool DataFrame columns accepted.
 
 Oracles: NumPy (``np.float32(-1e300)`` is ``-inf``) and the documented rule of
-``fastnet.validation.check_columns`` ("categorical ..., object, string, bool and date columns
+``fastnet.core.validation.check_columns`` ("categorical ..., object, string, bool and date columns
 are refused, named"), as scikit-learn's encoders expect them encoded first."""
 import re
 

@@ -3,7 +3,7 @@
 sum) and the bf16 GEMM of CPU training steps (NaN payloads, ties, two operands of one
 shape).
 
-Oracles: fastnet.precision's docstring (2**16 at first, doubling after 2000 good steps,
+Oracles: fastnet.backends.precision's docstring (2**16 at first, doubling after 2000 good steps,
 halved on overflow: PyTorch's GradScaler defaults), float64 sums computed here, and
 ``ml_dtypes.bfloat16`` (an independent float32 -> bfloat16 conversion, round to nearest
 even) for the rounding.
@@ -11,8 +11,8 @@ even) for the rounding.
 import numpy as np
 import pytest
 
-from fastnet import gemm_onednn
-from fastnet import precision as P
+from fastnet.backends import gemm_onednn
+from fastnet.backends import precision as P
 
 needs_onednn = pytest.mark.skipif(not gemm_onednn.available(), reason="oneDNN is not installed")
 

@@ -1,8 +1,8 @@
-"""fastnet.interrupt and the signal path of ``fit``, where the mutation audit found bugs the
+"""fastnet.train.interrupt and the signal path of ``fit``, where the mutation audit found bugs the
 operator tests let through (issue 27, item 3): a second signal swallowed instead of stopping at
 once, and a signal after an epoch's last step undoing that complete epoch.
 
-Oracles: the module's documentation (``fastnet.interrupt``: "A second signal stops at once
+Oracles: the module's documentation (``fastnet.train.interrupt``: "A second signal stops at once
 (``KeyboardInterrupt``)"; the epoch cut short is undone, a signal "at an epoch's end" leaves
 ``undone`` None) and a model trained uninterrupted for the same epochs, compared bit for bit.
 The signals are real (``os.kill`` to this process)."""
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.interrupt import TrainingInterrupted
+from fastnet.train.interrupt import TrainingInterrupted
 
 STEPS = 12  # 600 rows at batch_size=50
 

@@ -1,4 +1,4 @@
-"""fastnet.threads, where the mutation audit found bugs the tuner's tests let through
+"""fastnet.backends.threads, where the mutation audit found bugs the tuner's tests let through
 (issue 27, item 3): ``FASTNET_THREADS`` read case-sensitively, a tuner for a pool of one
 thread, the candidates of odd counts.
 
@@ -8,7 +8,7 @@ candidates ``n``, ``n // 2`` and 1) and hand-counted candidate lists.
 # Opt-out kept (issue 27): monkeypatch sets FASTNET_THREADS: its parsing is the subject.
 import pytest
 
-from fastnet import threads
+from fastnet.backends import threads
 
 
 @pytest.mark.parametrize("text, mode", [("auto", "auto"), ("Fixed", "fixed"), (" AUTO ", "auto"),

@@ -1,4 +1,4 @@
-"""fastnet.tune's pure parts (no Ray run), where the mutation audit found bugs the sweep
+"""fastnet.integrations.tune's pure parts (no Ray run), where the mutation audit found bugs the sweep
 tests let through (issue 27, item 3): which rows validate, the class count of a subset,
 the ranking's tie-break, ``stopped_early``, ASHA's ``max_t`` from a grid.
 
@@ -16,7 +16,7 @@ if not os.environ.get("CI"):
 
 from ray import tune  # noqa: E402
 
-import fastnet.tune as ft  # noqa: E402
+import fastnet.integrations.tune as ft  # noqa: E402
 
 
 def test_the_validation_rows_are_the_last_ones():

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import npzfile
-from fastnet.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from fastnet.core import npzfile
+from fastnet.train.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 
 # A run that holds its checkpoint path until told to finish: it prints "locked" from
 # on_train_begin (the lock is taken before that), then waits for the file `release`.
@@ -92,7 +92,7 @@ def test_a_second_run_on_the_same_checkpoint_path_is_refused_at_once(tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from fastnet import npzfile
+    from fastnet.core import npzfile
     held = npzfile.acquire(sys.argv[1])
     print("held", flush=True)
     sys.stdin.read()
@@ -212,7 +212,7 @@ KILLER = textwrap.dedent("""
     import json, os, random, signal, sys, time, warnings
     import numpy as np
     import fastnet
-    from fastnet.checkpoint import _read_or_previous
+    from fastnet.train.checkpoint import _read_or_previous
 
     folder, kills, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     path = os.path.join(folder, "c.npz")

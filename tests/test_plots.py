@@ -11,9 +11,9 @@ import pytest
 
 import fastnet
 from fastnet import plots
-from fastnet.activations_stats import activation_stats
+from fastnet.doctor.activations import activation_stats
 from fastnet.datasets import spirals
-from fastnet.diagnostics import NormRecorder
+from fastnet.doctor import NormRecorder
 
 
 def _image(path):
@@ -81,11 +81,12 @@ def test_plot_history_without_validation_or_accuracy(tmp_path):
 
 def test_history_knows_nothing_of_plotting():
     """Plotting takes a History (plots.plot_history); History, the doctor and the callbacks import no plot code."""
-    from fastnet import doctor_run, plot_training
+    from fastnet.doctor import run as doctor_run
+    from fastnet.plots import training as plot_training
 
     assert not hasattr(fastnet.History, "plot")
     assert plot_training.learning_curve is doctor_run.learning_curve  # one curve reader for plots and doctor
-    code = ("import sys, fastnet, fastnet.diagnostics, fastnet.callbacks\n"
+    code = ("import sys, fastnet, fastnet.doctor, fastnet.core.callbacks\n"
             "print(sorted(m for m in sys.modules if m.startswith(('fastnet.plot', 'matplotlib'))))\n"
             "import fastnet.plots\n"
             "print('matplotlib' in sys.modules)")  # matplotlib is imported when a plot is made

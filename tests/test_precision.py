@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import precision as P
+from fastnet.backends import precision as P
 
 WHY = P.bf16_problem()
 needs_bf16 = pytest.mark.skipif(WHY is not None and not os.environ.get("CI"), reason=f"bf16 unavailable: {WHY}")
@@ -67,7 +67,7 @@ def test_precision_is_checked():
 def bf16_emulated(a, b, out):
     """What a bf16 GEMM must compute: both operands rounded to bfloat16 (nearest even),
     the products summed exactly enough (float64 here), written as float32."""
-    from fastnet.gemm_onednn import to_bf16_bits
+    from fastnet.backends.gemm_onednn import to_bf16_bits
 
     up = lambda x: (to_bf16_bits(x).astype(np.uint32) << np.uint32(16)).view(np.float32)  # noqa: E731
     out[...] = up(a).astype(np.float64) @ up(b).astype(np.float64)
@@ -129,7 +129,7 @@ def test_bf16_training_steps_are_the_emulated_ones():
 
 @needs_bf16
 def test_a_bf16_operand_is_rounded_when_prepared_and_kept_per_array():
-    from fastnet.gemm_onednn import Bf16Matmul, to_bf16_bits
+    from fastnet.backends.gemm_onednn import Bf16Matmul, to_bf16_bits
 
     mm = Bf16Matmul()
     x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
@@ -193,7 +193,8 @@ def test_cli_trains_in_bf16(tmp_path):
 
 @needs_bf16
 def test_the_thread_tuner_tunes_onednn_s_pool_in_bf16(monkeypatch):
-    from fastnet import gemm_onednn, threads
+    from fastnet.backends import gemm_onednn
+    from fastnet.backends import threads
 
     monkeypatch.setenv("FASTNET_THREADS", "auto")
     configured = gemm_onednn.get_num_threads()
@@ -221,7 +222,7 @@ def test_the_thread_tuner_tunes_onednn_s_pool_in_bf16(monkeypatch):
 def test_float32_gemms_through_onednn_train_as_openblas_does(monkeypatch):
     """FASTNET_CPU_GEMM=onednn: the float32 training GEMMs are oneDNN's (float32: the same
     products, summed in another order); openblas (numpy): NumPy's matmul."""
-    from fastnet import gemm_onednn
+    from fastnet.backends import gemm_onednn
 
     X, y = np.random.default_rng(5).standard_normal((300, 20)).astype(np.float32), np.arange(300) % 3
     losses = {}
@@ -236,7 +237,7 @@ def test_float32_gemms_through_onednn_train_as_openblas_does(monkeypatch):
         losses[provider] = m.fit(X, y, epochs=3, batch_size=64, diagnose=False)["loss"]
         assert len(calls) == (0 if provider == "openblas" else 3 * 5 * 8)  # 8 GEMMs a step (3 x, 3 dW, 2 dX)
     np.testing.assert_allclose(losses["onednn"], losses["openblas"], rtol=1e-5)
-    # the default (unset, or auto): measured at the first fit (fastnet.gemm_choice; NumPy's until then)
+    # the default (unset, or auto): measured at the first fit (fastnet.backends.gemm_choice; NumPy's until then)
     for unset_or_auto in (None, "auto"):
         if unset_or_auto is None:
             monkeypatch.delenv("FASTNET_CPU_GEMM")

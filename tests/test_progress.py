@@ -1,8 +1,8 @@
-"""fastnet.progress: one tqdm bar helper, used by the epoch bar and the MNIST download bar."""
+"""fastnet.train.progress: one tqdm bar helper, used by the epoch bar and the MNIST download bar."""
 import io
 
-from fastnet import progress
-from fastnet.progress import EpochProgress, format_logs
+from fastnet.train import progress
+from fastnet.train.progress import EpochProgress, format_logs
 
 
 def test_bar_is_tqdm_on_the_stream_or_a_silent_stand_in(capsys):

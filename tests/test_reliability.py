@@ -232,7 +232,7 @@ def test_damaged_checkpoint_is_detected_and_previous_kept(tmp_path):
     with pytest.raises(fastnet.CheckpointError, match=r"does not exist.*previous checkpoint is unusable too.*truncated"):
         fastnet.MLP([2, 8, 3], backend="cpu", seed=0).fit(Xb, yb, epochs=3, optimizer="adam", resume=path)
     # One flipped byte inside an array: the zip still opens, the checksum catches it.
-    from fastnet.checkpoint import save_checkpoint
+    from fastnet.train.checkpoint import save_checkpoint
 
     path = tmp_path / "flipped.npz"
     save_checkpoint(m, path)

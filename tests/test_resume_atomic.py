@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.checkpoint import CheckpointError, read_checkpoint, restore_checkpoint
+from fastnet.train.checkpoint import CheckpointError, read_checkpoint, restore_checkpoint
 from file_checksums import arrays_sha256, with_checksums  # (tests/file_checksums.py)
 
 rng = np.random.default_rng(0)
@@ -280,7 +280,7 @@ def test_checkpoints_without_the_run_settings_still_resume(good, tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys
-    from fastnet import npzfile
+    from fastnet.core import npzfile
     npzfile.acquire(sys.argv[1])
     print("held", flush=True)
     sys.stdin.read()

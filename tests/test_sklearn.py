@@ -1,4 +1,4 @@
-"""fastnet.sklearn: scikit-learn's own estimator checks, none marked as expected to fail;
+"""fastnet.integrations.sklearn: scikit-learn's own estimator checks, none marked as expected to fail;
 pipelines, grid search on MNIST with string labels, joblib (issue 13, item 1)."""
 import warnings
 
@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator, parametrize_with_checks  # noqa: E402
 
 from fastnet.cli import load_mnist_arrays  # noqa: E402
-from fastnet.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from fastnet.integrations.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 ESTIMATORS = [MLPClassifier(), MLPRegressor()]
 
@@ -238,7 +238,7 @@ def test_the_stopping_rule_is_scikit_learns_on_any_curve(early_stopping):
     """Oracle: scikit-learn's ``_update_no_improvement_count`` on the same curves, with a tol
     near the steps, so that the rule's details decide: the best follows improvements smaller
     than tol, a step of exactly tol, the count reset by one good epoch."""
-    from fastnet.sklearn import _NoImprovementStop
+    from fastnet.integrations.sklearn import _NoImprovementStop
 
     if not hasattr(sklearn.neural_network.MLPClassifier, "_update_no_improvement_count"):
         pytest.skip("this scikit-learn has no _update_no_improvement_count")
@@ -268,7 +268,7 @@ def test_the_stopping_rule_is_scikit_learns_on_any_curve(early_stopping):
 
 
 def test_early_stopping_puts_back_the_weights_of_the_best_validation_score():
-    from fastnet.sklearn import _NoImprovementStop
+    from fastnet.integrations.sklearn import _NoImprovementStop
 
     scores = iter([0.5, 0.8, 0.7, 0.8, 0.6])  # the best is epoch 2's (epoch 4 only equals it)
     rule = _NoImprovementStop(10, 1e-4, lambda model: next(scores))

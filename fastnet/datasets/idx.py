@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import DatasetError
+from fastnet.datasets._common import DatasetError
 
 __all__ = ["read_idx"]
 

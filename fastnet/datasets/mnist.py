@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..npzfile import Archive, NotAnArchive, atomic_write
-from ._common import DatasetError, file_sha256, log, reason
-from .idx import read_idx, read_idx_folder
-from .sources import download_idx, load_wheel
+from fastnet.core.npzfile import Archive, NotAnArchive, atomic_write
+from fastnet.datasets._common import DatasetError, file_sha256, log, reason
+from fastnet.datasets.idx import read_idx, read_idx_folder
+from fastnet.datasets.sources import download_idx, load_wheel
 
 __all__ = [
     "DatasetError",
@@ -218,7 +218,7 @@ def _write_cache(cache_dir, arrays):
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     npz = cache_dir / CACHE_NAME
-    # Each file is written whole or not at all (fastnet.npzfile.atomic_write).
+    # Each file is written whole or not at all (fastnet.core.npzfile.atomic_write).
     atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
     digest = file_sha256(npz)
     # The checksum is written second: a crash in between leaves a stale or
@@ -251,7 +251,7 @@ def _read_cache(cache_dir):
         raise DatasetError(
             f"{npz} has sha256 {actual}, but {sha_file.name} records {recorded}"
         )
-    try:  # sizes checked before memory is taken (fastnet.npzfile.Archive)
+    try:  # sizes checked before memory is taken (fastnet.core.npzfile.Archive)
         with Archive(npz, "MNIST cache", DatasetError) as archive:
             missing = set(IDX_NAMES) - set(archive.entries)
             if missing:

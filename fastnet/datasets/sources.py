@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import progress
-from ._common import DatasetError, file_sha256, hexdigest, log, reason
-from .idx import labels_as_int64, read_idx
+from fastnet.train import progress
+from fastnet.datasets._common import DatasetError, file_sha256, hexdigest, log, reason
+from fastnet.datasets.idx import labels_as_int64, read_idx
 
 _CHUNK = 1 << 16
 _BAR_MIN_BYTES = 1 << 20  # smaller downloads are over too soon for a bar to help

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..validation import check_int, check_real
+from fastnet.core.validation import check_int, check_real
 
 __all__ = [
     "make_circles",
@@ -35,7 +35,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------
-# Shared helpers (the argument checks are fastnet.validation's)
+# Shared helpers (the argument checks are fastnet.core.validation's)
 # --------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """The whole CUDA backend on the CuPy contract, kernels under the simulator.
 
-``backend="cuda-sim"`` runs ``fastnet.backend._CupyDevice`` (the code the
-``cuda`` backend runs on a GPU) with ``fastnet.cupy_contract`` standing in for
+``backend="cuda-sim"`` runs ``fastnet.backends.devices._CupyDevice`` (the code the
+``cuda`` backend runs on a GPU) with ``fastnet.cuda_sim.contract`` standing in for
 CuPy: every call is checked against the installed CuPy's real signatures, an
 implicit host conversion is a TypeError, and device allocations, transfers
 and synchronisations are counted.  Each user-facing feature runs here once.
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import backend as B
-from fastnet import cupy_contract as C
+from fastnet.backends import devices as B
+from fastnet.cuda_sim import contract as C
 from fastnet import datasets
 from fastnet.kernels import cuda as kcuda
 
@@ -305,7 +305,7 @@ def test_inference_api_and_metrics():
     assert ev["accuracy"] == pytest.approx(ref.evaluate(X, y, return_dict=True)["accuracy"])
     assert ev["loss"] == pytest.approx(ref.evaluate(X, y, return_dict=True)["loss"], rel=1e-5)
     assert m.score(X, y) == ev["accuracy"]
-    cm = fastnet.metrics.confusion_matrix(y, m.predict(X))
+    cm = fastnet.core.metrics.confusion_matrix(y, m.predict(X))
     assert cm.sum() == 96
     loss, grads = m.gradients(X[:16], y[:16])
     loss_ref, grads_ref = ref.gradients(X[:16], y[:16])

@@ -41,7 +41,7 @@ def test_overrides_only_kernels_of_the_table_with_their_signatures():
 
 def test_every_fused_kernel_conforms_to_the_reference():
     """Every kernel cuda.py fuses, simulated, against reference on float64 copies."""
-    from fastnet import cupy_contract
+    from fastnet.cuda_sim import contract as cupy_contract
 
     xp = cupy_contract.module()
     cuda.use_array_module(xp)

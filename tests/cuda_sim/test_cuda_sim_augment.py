@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.augment import Augment, affine_params
+from fastnet.train.augment import Augment, affine_params
 from fastnet.kernels import cuda, reference
 
 

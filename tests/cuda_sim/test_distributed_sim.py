@@ -1,4 +1,4 @@
-"""Data-parallel training on the CUDA backend's code under the simulator (fastnet.distributed).
+"""Data-parallel training on the CUDA backend's code under the simulator (fastnet.train.distributed).
 
 On a GPU the gradients are summed by NCCL (``cupyx.distributed``); here no NCCL runs, and
 the cuda-sim array module brings a stand-in (``cupy_contract._NCCLStandIn``) whose calls
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import cupy_contract as C
-from fastnet import distributed as D
+from fastnet.cuda_sim import contract as C
+from fastnet.train import distributed as D
 
 
 class LoneHost(D.Communicator):
@@ -93,11 +93,11 @@ def device_zero():
 
 
 def test_a_rank_on_another_ranks_gpu_is_refused_before_training(device_zero, monkeypatch):
-    # Without fastnet.distributed.init() every rank of a host stays on GPU 0.
+    # Without fastnet.train.distributed.init() every rank of a host stays on GPU 0.
     monkeypatch.setenv(C.SIM_GPUS, "2")
     model = fastnet.MLP([12, 16, 3], seed=1, backend="cuda-sim")
     with pytest.raises(D.DistributedError, match=r"rank 1 \(local rank 1 of 2 on this host\) runs on GPU 0, "
-                       r"but its GPU is 1: call fastnet.distributed.init\(\)"):
+                       r"but its GPU is 1: call fastnet.train.distributed.init\(\)"):
         model.backend_.collective(HostRank(1, 2))
     X, y = data(32)
     monkeypatch.setattr(D, "world", lambda: HostRank(1, 2))

@@ -1,5 +1,5 @@
 """Device launches per training step on the CUDA backend, counted on the CuPy contract
-(issue 26, item 6; ``fastnet.cupy_contract.launch_counter``).
+(issue 26, item 6; ``fastnet.cuda_sim.contract.launch_counter``).
 
 A steady-state step is the launches between the ends of steps 2 and 3 of an epoch.  The count
 is what the step's code asks of the device (fastnet's numba kernels, CuPy's kernels as CuPy 14
@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import cupy_contract as C
-from fastnet import cupy_device_array as D
+from fastnet.cuda_sim import contract as C
+from fastnet.cuda_sim import device_array as D
 from fastnet.kernels import cuda as kcuda
 
 SIZES = [784, 256, 256, 10]

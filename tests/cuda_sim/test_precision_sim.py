@@ -2,7 +2,7 @@
 the simulator.
 
 On a GPU the training GEMMs are cuBLAS's ``cublasGemmEx`` on float32 arrays with a "fast"
-compute type (fastnet.gemm_cublas).  Here the cuda-sim array module brings a stand-in of
+compute type (fastnet.backends.gemm_cublas).  Here the cuda-sim array module brings a stand-in of
 CuPy's cuBLAS binding (``cupy_contract._CublasStandIn``): each call is bound against the
 installed CuPy's ``gemmEx`` signature and computed from the raw pointers, leading
 dimensions and operations as cuBLAS defines them, the inputs rounded to the format.  The
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import cupy_contract as C
-from fastnet import precision as P
-from fastnet.gemm_cublas import CublasMatmul
+from fastnet.cuda_sim import contract as C
+from fastnet.backends import precision as P
+from fastnet.backends.gemm_cublas import CublasMatmul
 
 
 def rounded(x, precision):
@@ -144,7 +144,7 @@ def test_an_older_gpu_refuses_what_its_tensor_cores_lack(monkeypatch):
     with pytest.raises(P.PrecisionUnavailableError, match="float16 tensor cores"):
         fastnet.MLP([4, 2], backend="cuda-sim", precision="fp16")
     assert fastnet.MLP([4, 2], backend="cuda-sim").precision == "float32"  # float32 asks nothing
-    from fastnet.info import precision_lines
+    from fastnet.cli.info import precision_lines
 
     assert any(line.startswith("precisions (cuda-sim backend, compute capability 6.1): float32 yes; tf32 no")
                for line in precision_lines())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import cupy_contract as C
+from fastnet.cuda_sim import contract as C
 from fastnet import datasets
 from fastnet.kernels import cuda as kcuda
 

@@ -1,0 +1,1 @@
+"""Devices, precisions, thread counts and GEMM providers."""

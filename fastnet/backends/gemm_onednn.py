@@ -1,0 +1,682 @@
+"""GEMMs through oneDNN's matmul primitive, called with ``ctypes`` (optional; CPU only).
+
+``matmul(a, b)`` computes ``a @ b`` in float32, from float32 or bfloat16
+operands (bfloat16: ``ml_dtypes.bfloat16`` arrays, or ``uint16`` arrays holding
+the bit patterns), with float32 accumulation and a float32 result::
+
+    out = a @ b  [+ bias]  [+ beta * out]
+
+Transposed operands cost nothing: pass ``x.T`` or ``w.T`` (NumPy views); their
+strides go into oneDNN's memory descriptors, nothing is copied.  Every operand
+is used in place through its data pointer.
+
+**Which oneDNN.**  Two PyPI packages carry ``libdnnl.so``; both install it into
+``<prefix>/lib`` and both call it ``libdnnl.so.3``, so the library is loaded by
+its full version name, found in the package's own file list:
+
+* ``onednn-cpu-gomp`` (oneDNN 3.2, CPU engine threaded with GNU OpenMP, no other
+  dependency): preferred;
+* ``onednn`` (oneDNN 3.13 in 2026.1.0): built with the SYCL runtime for CPU and
+  GPU, so it needs Intel's SYCL and OpenCL runtimes (installed with it as
+  wheels) and a SYCL CPU device.  The OpenCL ICD file the wheel ships names a
+  conda placeholder path, so ``OCL_ICD_FILENAMES`` is pointed at the wheel's
+  ``libintelocl.so`` when not set.
+
+``FASTNET_ONEDNN`` picks one: a package name, or the path of a ``libdnnl.so.*``.
+
+**Primitives are cached** (never freed: one per problem the process meets) per
+shape, data types, strides, bias, beta and thread count.  A call with arguments
+laid out as in an earlier call (shapes, strides, dtypes) skips every check and
+runs one small Numba function (compiled once, cached on disk) that sets the three or four data handles, executes
+and waits: about 1 us of overhead, against about 8 us for the same five calls
+through ``ctypes`` (which the first call, and read-only arrays, take).
+
+**Threads.**  oneDNN 3.2 (OpenMP) uses ``omp_get_max_threads()`` of the
+process's ``libgomp.so.1``; :func:`set_num_threads` calls ``omp_set_num_threads``
+there (``OMP_NUM_THREADS`` works too, but NumPy's OpenBLAS also reads it when
+imported).  This pool is not OpenBLAS's (pthreads) nor PyTorch's (its own
+``libgomp``), and idle threads of each spin for a while after their work: on 2
+cores, alternating a NumPy GEMM and a oneDNN GEMM (128x512x512, 2 threads
+each) took 8.5 ms per pair here, against 0.56 ms for the two apart
+(``OMP_WAIT_POLICY=passive``: 0.72 ms per pair, but oneDNN alone 1.8x slower).
+So do a step's GEMMs all here or all in NumPy, not both.  The SYCL build runs
+CPU work on TBB threads (dynamic scheduling); their count is not set from here.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import sys
+import threading
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["available", "load", "matmul", "implementation", "version", "runtime",
+           "library_path", "set_num_threads", "get_num_threads", "set_verbose",
+           "to_bf16_bits", "OneDNNUnavailable", "OneDNNError"]
+
+ENV = "FASTNET_ONEDNN"
+PACKAGES = ("onednn-cpu-gomp", "onednn")
+INSTALL_HINT = ("pip install onednn-cpu-gomp  (oneDNN 3.2 for the CPU, GNU OpenMP threads); "
+                "or pip install onednn  (oneDNN 3.13, needs Intel's SYCL/OpenCL runtime wheels, "
+                "installed with it)")
+
+# oneDNN C API constants (oneapi/dnnl/dnnl_types.h, dnnl_common_types.h; the same in 3.2 and 3.13)
+_CPU_ENGINE = 1                      # dnnl_cpu
+_STREAM_IN_ORDER = 1                 # dnnl_stream_in_order
+_F32, _BF16 = 3, 2                   # dnnl_f32, dnnl_bf16
+_ARG_SRC, _ARG_DST, _ARG_WEIGHTS, _ARG_BIAS = 1, 17, 33, 41
+_QUERY_IMPL_INFO_STR = 8             # dnnl_query_impl_info_str
+_RUNTIMES = {0: "none", 1: "sequential", 2: "OMP", 4: "TBB", 8: "threadpool", 256: "OCL", 512: "SYCL"}
+_STATUS = {1: "out_of_memory", 2: "invalid_arguments", 3: "unimplemented",
+           4: "last_impl_reached", 5: "runtime_error", 6: "not_required"}
+_MAX_NDIMS = 12
+_Dims = ctypes.c_int64 * _MAX_NDIMS
+
+
+class OneDNNUnavailable(ImportError):
+    """oneDNN's library is not installed (or does not load, or has no CPU engine)."""
+
+
+class OneDNNError(RuntimeError):
+    """A oneDNN call returned an error status."""
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
+                ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint),
+                ("gpu_runtime", ctypes.c_uint)]
+
+
+class _ExecArg(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_int), ("memory", ctypes.c_void_p)]
+
+
+# -- finding and loading the library ----------------------------------------------------------
+
+def _package_library(package: str) -> Optional[str]:
+    """Path of ``libdnnl.so.X.Y`` in ``package``'s installed file list, or None."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return None
+    found = [f for f in (dist.files or []) if re.fullmatch(r"libdnnl\.so\.\d+\.\d+", f.name)]
+    for f in found:
+        path = os.path.abspath(str(dist.locate_file(f)))
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _candidates() -> list[str]:
+    choice = os.environ.get(ENV, "").strip()
+    if choice and os.sep in choice:
+        return [choice]
+    packages = [choice] if choice else list(PACKAGES)
+    paths = [_package_library(p) for p in packages]
+    return [p for p in paths if p]
+
+
+def _dlopen(path: str, mode: int) -> ctypes.CDLL:
+    """``ctypes.CDLL(path)``, first loading (RTLD_GLOBAL) each dependency it cannot find
+    from the library's own folder: the wheels install into ``<prefix>/lib``, which is on
+    no search path and in no RUNPATH."""
+    folder = os.path.dirname(path)
+    for _ in range(32):
+        try:
+            return ctypes.CDLL(path, mode=mode)
+        except OSError as e:
+            m = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", str(e))
+            dep = os.path.join(folder, m.group(1)) if m else ""
+            if not m or dep == path or not os.path.exists(dep):
+                raise
+            _dlopen(dep, ctypes.RTLD_GLOBAL)
+    raise OSError(f"too many missing dependencies loading {path}")
+
+
+def _native_caller():
+    """The Numba intrinsic ``native_call(address, args)``: calls the C function at ``address``
+    (returning int32) with ``args``, a tuple of integers (int32 or 64-bit: pointers, handles)
+    and float32s.  The address is a run-time value, so the functions calling it compile once
+    and load from Numba's cache in later processes (a function pointer frozen into the code,
+    as ctypes globals are, would be compiled afresh in each: 0.4-0.5 s)."""
+    from llvmlite import ir
+    from numba import types as nt
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def native_call(typingctx, address, args):
+        if not isinstance(address, nt.Integer) or not isinstance(args, nt.BaseTuple):
+            return None
+
+        def codegen(context, builder, signature, llargs):
+            values = [builder.extract_value(llargs[1], i) for i in range(len(args))]
+            fnty = ir.FunctionType(ir.IntType(32), [v.type for v in values])
+            return builder.call(builder.inttoptr(llargs[0], fnty.as_pointer()), values)
+
+        return nt.int32(address, args), codegen
+
+    return native_call
+
+
+def _numba_executor(dll: ctypes.CDLL) -> Any:
+    """A Numba function that sets the memories' data handles from the arrays, executes and
+    waits: one call from Python instead of five ctypes calls and four ``.ctypes.data``.
+    Compiled once and cached on disk with fastnet's kernels (the library's functions are
+    called through their addresses, given at run time).
+
+    ``handles``: uint64 [src, weights, dst, bias (or 0) memories, primitive, stream, number
+    of arguments, address of the dnnl_exec_arg_t array, addresses of
+    dnnl_memory_set_data_handle, dnnl_primitive_execute and dnnl_stream_wait].  Returns
+    the OR of the statuses."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        import numba
+
+        import fastnet.kernels  # noqa: F401  (points Numba's cache at fastnet's kernel cache)
+
+        global _NATIVE_CALL
+        _NATIVE_CALL = _native_caller()
+
+        @numba.njit(cache=True, nogil=True)
+        def run(handles, a, b, out, bias):  # pragma: no cover - compiled
+            set_handle, execute, wait = handles[8], handles[9], handles[10]
+            status = _NATIVE_CALL(set_handle, (handles[0], np.uint64(a.ctypes.data)))
+            status |= _NATIVE_CALL(set_handle, (handles[1], np.uint64(b.ctypes.data)))
+            status |= _NATIVE_CALL(set_handle, (handles[2], np.uint64(out.ctypes.data)))
+            if handles[6] == 4:
+                status |= _NATIVE_CALL(set_handle, (handles[3], np.uint64(bias.ctypes.data)))
+            status |= _NATIVE_CALL(execute, (handles[4], handles[5], np.int32(handles[6]), handles[7]))
+            return status | _NATIVE_CALL(wait, (handles[5],))
+
+        _EXECUTOR = run
+    return _EXECUTOR
+
+
+_EXECUTOR: Any = None
+_NATIVE_CALL: Any = None  # (a global, not a closure variable: those would key Numba's cache per process)
+
+
+def _function_addresses(dll: ctypes.CDLL) -> list[int]:
+    """Addresses of the functions the executor calls, in its ``handles`` order."""
+    names = ("dnnl_memory_set_data_handle", "dnnl_primitive_execute", "dnnl_stream_wait")
+    addresses = [ctypes.cast(getattr(dll, name), ctypes.c_void_p).value for name in names]
+    assert all(addresses)
+    return [int(a or 0) for a in addresses]
+
+
+class _Lib:
+    """The loaded library, one CPU engine and one in-order stream."""
+
+    def __init__(self, path: str):
+        folder = os.path.dirname(path)
+        ocl = os.path.join(folder, "libintelocl.so")
+        if os.path.exists(ocl):   # the SYCL build: let its OpenCL loader see the CPU runtime
+            os.environ.setdefault("OCL_ICD_FILENAMES", ocl)
+        self.path = path
+        self.dll = dll = _dlopen(path, ctypes.RTLD_LOCAL)
+        vp, P = ctypes.c_void_p, ctypes.POINTER
+        dll.dnnl_version.restype = P(_Version)
+        v = dll.dnnl_version().contents
+        self.version = (v.major, v.minor, v.patch)
+        self.runtime = _RUNTIMES.get(v.cpu_runtime, str(v.cpu_runtime))
+        dll.dnnl_engine_get_count.restype = ctypes.c_size_t
+        dll.dnnl_engine_get_count.argtypes = [ctypes.c_int]
+        sig = {
+            "dnnl_engine_create": [P(vp), ctypes.c_int, ctypes.c_size_t],
+            "dnnl_stream_create": [P(vp), vp, ctypes.c_uint],
+            "dnnl_stream_wait": [vp],
+            "dnnl_memory_desc_create_with_strides": [P(vp), ctypes.c_int, P(_Dims), ctypes.c_int,
+                                                     P(_Dims)],
+            "dnnl_memory_desc_destroy": [vp],
+            "dnnl_primitive_attr_create": [P(vp)],
+            "dnnl_primitive_attr_destroy": [vp],
+            "dnnl_primitive_attr_set_post_ops": [vp, vp],
+            "dnnl_post_ops_create": [P(vp)],
+            "dnnl_post_ops_destroy": [vp],
+            "dnnl_post_ops_append_sum": [vp, ctypes.c_float, ctypes.c_int32, ctypes.c_int],
+            "dnnl_matmul_primitive_desc_create": [P(vp), vp, vp, vp, vp, vp, vp],
+            "dnnl_primitive_desc_query": [vp, ctypes.c_int, ctypes.c_int, vp],
+            "dnnl_primitive_desc_destroy": [vp],
+            "dnnl_primitive_create": [P(vp), vp],
+            "dnnl_primitive_execute": [vp, vp, ctypes.c_int, P(_ExecArg)],
+            "dnnl_memory_create": [P(vp), vp, vp, vp],
+            "dnnl_memory_set_data_handle": [vp, vp],
+            "dnnl_set_verbose": [ctypes.c_int],
+        }
+        for name, args in sig.items():
+            f = getattr(dll, name)
+            f.argtypes, f.restype = args, ctypes.c_int
+        if dll.dnnl_engine_get_count(_CPU_ENGINE) < 1:
+            raise OneDNNUnavailable(f"oneDNN {self.version_str} ({path}, CPU runtime {self.runtime}) "
+                                    "finds no CPU device")
+        self.engine, self.stream = vp(), vp()
+        self.check(dll.dnnl_engine_create(ctypes.byref(self.engine), _CPU_ENGINE, 0),
+                   "dnnl_engine_create")
+        self.check(dll.dnnl_stream_create(ctypes.byref(self.stream), self.engine, _STREAM_IN_ORDER),
+                   "dnnl_stream_create")
+        self.omp: Any = None
+        if self.runtime == "OMP":
+            # the libgomp.so.1 libdnnl loaded (already in the process: dlopen returns it)
+            self.omp = ctypes.CDLL("libgomp.so.1")
+            self.omp.omp_get_max_threads.restype = ctypes.c_int
+        self.execute = _numba_executor(dll)
+        self.functions = _function_addresses(dll)
+
+    @property
+    def version_str(self) -> str:
+        return ".".join(map(str, self.version))
+
+    @staticmethod
+    def check(status: int, what: str) -> None:
+        if status != 0:
+            raise OneDNNError(f"{what} failed: dnnl status {status} "
+                              f"({_STATUS.get(status, 'unknown')})")
+
+
+_lib: Optional[_Lib] = None
+_threads: Optional[int] = None   # oneDNN's OpenMP thread count, as set here (primitives are per count)
+_load_error: Optional[str] = None
+_load_lock = threading.Lock()
+
+
+def load() -> _Lib:
+    """The loaded library (loaded on first use); :class:`OneDNNUnavailable` when none loads."""
+    global _lib, _load_error, _threads
+    if _lib is not None:
+        return _lib
+    with _load_lock:
+        if _lib is None:
+            if not sys.platform.startswith("linux"):
+                _load_error = "fastnet.backends.gemm_onednn supports Linux only"
+            else:
+                errors = []
+                for path in _candidates():
+                    try:
+                        _lib = _Lib(path)
+                        if _lib.omp is not None:
+                            _threads = int(_lib.omp.omp_get_max_threads())
+                        break
+                    except (OSError, OneDNNUnavailable, OneDNNError, AttributeError) as e:
+                        errors.append(f"{path}: {e}")
+                else:
+                    _load_error = ("oneDNN is not installed" if not errors
+                                   else "oneDNN does not load: " + "; ".join(errors))
+        if _lib is None:
+            raise OneDNNUnavailable(f"{_load_error}. {INSTALL_HINT}")
+    return _lib
+
+
+def available() -> bool:
+    """True when a oneDNN library loads and has a CPU engine."""
+    try:
+        load()
+        return True
+    except OneDNNUnavailable:
+        return False
+
+
+def version() -> tuple[int, int, int]:
+    return load().version
+
+
+def runtime() -> str:
+    """oneDNN's CPU runtime: ``"OMP"`` (onednn-cpu-gomp), ``"SYCL"`` (onednn), ..."""
+    return load().runtime
+
+
+def library_path() -> str:
+    return load().path
+
+
+def set_verbose(level: int) -> None:
+    """oneDNN's verbose mode (1: one line per execution, with the implementation; 2: and creation)."""
+    lib = load()
+    lib.check(lib.dll.dnnl_set_verbose(level), "dnnl_set_verbose")
+
+
+def get_num_threads() -> Optional[int]:
+    """oneDNN's OpenMP thread count (None where the runtime is not OpenMP), as OpenMP has it
+    now: another library on the same OpenMP runtime (PyTorch's CPU wheel shares the system's
+    libgomp) may have set it since :func:`set_num_threads`."""
+    global _threads
+    lib = load()
+    if lib.omp is not None:
+        _threads = int(lib.omp.omp_get_max_threads())
+    return _threads
+
+
+def set_num_threads(n: int) -> bool:
+    """Set oneDNN's OpenMP thread count (False where the runtime is not OpenMP: unchanged)."""
+    lib = load()
+    global _threads
+    if lib.omp is None:
+        return False
+    lib.omp.omp_set_num_threads(int(n))
+    _threads = int(lib.omp.omp_get_max_threads())
+    return True
+
+
+#: oneDNN's thread pool as fastnet.backends.threads takes pools: (name, get count, set count).
+POOL = ("onednn", get_num_threads, set_num_threads)
+
+
+# -- operands ---------------------------------------------------------------------------------
+
+def _dtype_code(a: np.ndarray) -> int:
+    if a.dtype == np.float32:
+        return _F32
+    if a.dtype == np.uint16 or a.dtype.name == "bfloat16":
+        return _BF16
+    raise TypeError(f"oneDNN matmul takes float32 or bfloat16 (ml_dtypes.bfloat16, or uint16 bit "
+                    f"patterns) operands, not {a.dtype}")
+
+
+def _element_strides(a: np.ndarray) -> Optional[tuple[int, int]]:
+    """Strides of a 2-D array in elements, normalised for dimensions of size 1; None when oneDNN
+    should not see the array as it is (negative or unaligned strides, no unit stride)."""
+    size = a.itemsize
+    s0, s1 = a.strides
+    if s0 % size or s1 % size or s0 < 0 or s1 < 0:
+        return None
+    s0, s1 = s0 // size, s1 // size
+    m, n = a.shape
+    if n == 1:      # one column: inner (row-major) or outer (after a column-major dim)
+        s1 = m if s0 == 1 and m > 1 else 1
+    if m == 1:
+        s0 = n if s1 == 1 else 1
+    if (s1 == 1 and s0 >= n) or (s0 == 1 and s1 >= m):   # row-major or column-major, maybe padded
+        return s0, s1
+    return None
+
+
+def _prepare(a: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    strides = _element_strides(a)
+    if strides is None:
+        a = np.ascontiguousarray(a)
+        strides = _element_strides(a)
+        assert strides is not None
+    return a, strides
+
+
+class _Gemm:
+    """One cached primitive with its memory objects (their data handles are set per call)."""
+
+    def __init__(self, lib: _Lib, m: int, k: int, n: int, dt: int, sa: tuple, sb: tuple,
+                 so: tuple, bias: bool, beta: float):
+        dll, vp = lib.dll, ctypes.c_void_p
+        self.lib = lib
+        self.out_shape = (m, n)
+        self.lock = threading.Lock()
+        descs = []
+
+        def desc(rows: int, cols: int, dtype: int, strides: tuple) -> ctypes.c_void_p:
+            md = vp()
+            lib.check(dll.dnnl_memory_desc_create_with_strides(
+                ctypes.byref(md), 2, _Dims(rows, cols), dtype, _Dims(*strides)),
+                "dnnl_memory_desc_create_with_strides")
+            descs.append(md)
+            return md
+
+        attr, post_ops, pd = vp(), vp(), vp()
+        try:
+            src, wei, dst = desc(m, k, dt, sa), desc(k, n, dt, sb), desc(m, n, _F32, so)
+            bias_md = desc(1, n, _F32, (n, 1)) if bias else None
+            lib.check(dll.dnnl_primitive_attr_create(ctypes.byref(attr)), "dnnl_primitive_attr_create")
+            if beta != 0.0:
+                lib.check(dll.dnnl_post_ops_create(ctypes.byref(post_ops)), "dnnl_post_ops_create")
+                lib.check(dll.dnnl_post_ops_append_sum(post_ops, beta, 0, 0), "dnnl_post_ops_append_sum")
+                lib.check(dll.dnnl_primitive_attr_set_post_ops(attr, post_ops),
+                          "dnnl_primitive_attr_set_post_ops")
+            lib.check(dll.dnnl_matmul_primitive_desc_create(
+                ctypes.byref(pd), lib.engine, src, wei, bias_md, dst, attr),
+                f"dnnl_matmul_primitive_desc_create (M={m} K={k} N={n})")
+            info = ctypes.c_char_p()
+            lib.check(dll.dnnl_primitive_desc_query(pd, _QUERY_IMPL_INFO_STR, 0, ctypes.byref(info)),
+                      "dnnl_primitive_desc_query")
+            self.impl = (info.value or b"").decode()
+            self.primitive = vp()
+            lib.check(dll.dnnl_primitive_create(ctypes.byref(self.primitive), pd), "dnnl_primitive_create")
+            self.memories = []
+            args = [(_ARG_SRC, src), (_ARG_WEIGHTS, wei), (_ARG_DST, dst)]
+            if bias_md is not None:
+                args.append((_ARG_BIAS, bias_md))
+            for _, md in args:
+                mem = vp()
+                lib.check(dll.dnnl_memory_create(ctypes.byref(mem), md, lib.engine, None),
+                          "dnnl_memory_create")
+                self.memories.append(mem)
+            exec_args = [_ExecArg(arg, mem) for (arg, _), mem in zip(args, self.memories)]
+            self.args = (_ExecArg * len(args))(*exec_args)
+        finally:
+            for md in descs:
+                dll.dnnl_memory_desc_destroy(md)
+            for handle, destroy in ((pd, dll.dnnl_primitive_desc_destroy),
+                                    (post_ops, dll.dnnl_post_ops_destroy),
+                                    (attr, dll.dnnl_primitive_attr_destroy)):
+                if handle.value:
+                    destroy(handle)
+
+        self.handles = np.array([m.value for m in self.memories] + [0] * (4 - len(self.memories))
+                                + [self.primitive.value, lib.stream.value, len(args),
+                                   ctypes.addressof(self.args)] + lib.functions, np.uint64)
+
+    def fast(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, bias: np.ndarray) -> None:
+        """Execute on these arrays (writeable; bfloat16 as uint16) through the Numba executor."""
+        with self.lock:
+            status = self.lib.execute(self.handles, a, b, out, bias)
+        if status:
+            self.lib.check(status, "dnnl_primitive_execute")
+
+    def __call__(self, *pointers: int) -> None:
+        """Execute on these data pointers (src, weights, dst[, bias]), through ctypes."""
+        lib = self.lib
+        dll = lib.dll
+        with self.lock:
+            for mem, ptr in zip(self.memories, pointers):
+                dll.dnnl_memory_set_data_handle(mem, ptr)
+            lib.check(dll.dnnl_primitive_execute(self.primitive, lib.stream, len(self.args), self.args),
+                      "dnnl_primitive_execute")
+            lib.check(dll.dnnl_stream_wait(lib.stream), "dnnl_stream_wait")
+
+
+_cache: dict[tuple, _Gemm] = {}   # by problem: sizes, data type, strides, bias, beta, threads
+_fast: dict[tuple, tuple[_Gemm, bool]] = {}  # by the arguments' layouts (those used in place):
+                                              # the primitive, and whether to view bfloat16 as uint16
+_NO_BIAS = np.zeros(1, np.float32)
+
+
+def _setup(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], bias: Optional[np.ndarray],
+           beta: float):
+    """Checks the arguments, copies what oneDNN cannot read in place, finds or creates the
+    primitive; returns it with the arrays to pass and whether nothing was copied."""
+    lib = load()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"matmul needs (M, K) @ (K, N), not {a.shape} @ {b.shape}")
+    dt = _dtype_code(a)
+    if _dtype_code(b) != dt:
+        raise TypeError(f"operands must have the same data type, not {a.dtype} and {b.dtype}")
+    m, k = a.shape
+    n = b.shape[1]
+    if out is None:
+        if beta != 0.0:
+            raise ValueError("beta needs out (the array accumulated into)")
+        out = np.empty((m, n), np.float32)
+    elif out.shape != (m, n) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 of shape {(m, n)}, not {out.dtype} {out.shape}")
+    a2, sa = _prepare(a)
+    b2, sb = _prepare(b)
+    so = _element_strides(out)
+    if so is None:
+        raise ValueError("out must have non-negative strides with one unit stride")
+    bias2 = bias
+    if bias is not None:
+        bias2 = np.ascontiguousarray(bias, dtype=np.float32)
+        if bias2.shape not in ((n,), (1, n)):
+            raise ValueError(f"bias must have shape ({n},), not {bias2.shape}")
+    key = (m, k, n, dt, sa, sb, so, bias is not None, float(beta), _threads)
+    gemm = _cache.get(key)
+    if gemm is None:
+        gemm = _cache[key] = _Gemm(lib, m, k, n, dt, sa, sb, so, bias is not None, float(beta))
+    in_place = a2 is a and b2 is b and bias2 is bias
+    return gemm, a2, b2, out, bias2, in_place
+
+
+def _layout(x: Optional[np.ndarray]) -> Optional[tuple]:
+    return None if x is None else (x.shape, x.strides, x.dtype)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None, *,
+           bias: Optional[np.ndarray] = None, beta: float = 0.0) -> np.ndarray:
+    """``a @ b (+ bias) (+ beta * out)`` into ``out`` (float32, allocated when None).
+
+    ``a`` (M, K) and ``b`` (K, N) are both float32 or both bfloat16 (``ml_dtypes.bfloat16`` or
+    ``uint16`` bit patterns); any 2-D views with a unit stride (``x.T`` included) are used in
+    place.  ``bias`` (N,) is float32.  ``beta`` (not 0) adds ``beta * out`` as it was.
+    """
+    # the usual call: arguments laid out as in an earlier call -> its primitive, no checks,
+    # one call of the Numba executor (about 1 us; the ctypes path costs about 8 us)
+    key = (_layout(a), _layout(b), _layout(out), _layout(bias), beta, _threads)
+    hit = _fast.get(key)
+    if hit is not None:
+        gemm, view = hit
+        if out is None:
+            out = np.empty(gemm.out_shape, np.float32)
+        if view:
+            a, b = a.view(np.uint16), b.view(np.uint16)
+        gemm.fast(a, b, out, _NO_BIAS if bias is None else bias)
+        return out
+    if a.ndim == 2 and b.ndim == 2 and 0 in (*a.shape, b.shape[-1]):   # nothing for oneDNN to do
+        return _empty_product(a, b, out, bias, beta)
+    gemm, a2, b2, out, bias2, in_place = _setup(a, b, out, bias, beta)
+    if in_place and a.flags.writeable and b.flags.writeable and out.flags.writeable and (
+            bias is None or (bias.ndim == 1 and bias.flags.writeable)):
+        _fast[key] = (gemm, a.dtype != np.float32 and a.dtype != np.uint16)
+    if bias2 is None:
+        gemm(a2.ctypes.data, b2.ctypes.data, out.ctypes.data)
+    else:
+        gemm(a2.ctypes.data, b2.ctypes.data, out.ctypes.data, bias2.ctypes.data)
+    return out
+
+
+def implementation(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None, *,
+                   bias: Optional[np.ndarray] = None, beta: float = 0.0) -> str:
+    """The name of the implementation oneDNN chose for ``matmul(a, b, ...)`` (e.g.
+    ``brg_matmul:avx512_core_bf16``)."""
+    return _setup(a, b, out, bias, beta)[0].impl
+
+
+def _empty_product(a, b, out, bias, beta):
+    m, n = a.shape[0], b.shape[1]
+    result = np.zeros((m, n), np.float32)
+    if bias is not None:
+        result += np.asarray(bias, np.float32).reshape(1, n)
+    if out is None:
+        return result
+    if beta != 0.0:
+        result += np.float32(beta) * out
+    out[...] = result
+    return out
+
+
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), rounded to nearest even (NaN stays NaN)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+    bits = rounded.astype(np.uint16)
+    nan = np.isnan(x)
+    if nan.any():
+        bits[nan] = 0x7FC0
+    return bits
+
+
+def _round_bf16_kernel():
+    """The Numba loop rounding float32 bits to bfloat16 bits (nearest even; NaN stays a quiet
+    NaN), compiled once per process (cached on disk with fastnet's kernels)."""
+    global _ROUND_BF16
+    if _ROUND_BF16 is None:
+        import numba
+
+        import fastnet.kernels  # noqa: F401  (points Numba's cache at fastnet's kernel cache)
+
+        @numba.njit(cache=True, nogil=True)
+        def round_bf16(src, dst):  # pragma: no cover - compiled
+            for i in range(src.size):
+                x = src[i]
+                if (x & np.uint32(0x7F800000)) == np.uint32(0x7F800000) and (x & np.uint32(0x7FFFFF)) != 0:
+                    dst[i] = np.uint16((x >> np.uint32(16)) | np.uint32(0x40))
+                else:
+                    dst[i] = np.uint16((x + np.uint32(0x7FFF) + ((x >> np.uint32(16)) & np.uint32(1)))
+                                       >> np.uint32(16))
+
+        _ROUND_BF16 = round_bf16
+    return _ROUND_BF16
+
+
+_ROUND_BF16: Any = None
+
+
+class Bf16Matmul:
+    """``out = bf16(a) @ bf16(b)``, float32 accumulation and output, through oneDNN: the
+    GEMM of ``precision="bf16"`` training steps.
+
+    An operand is either float32 (C-contiguous, or the transpose of a C-contiguous array:
+    ``x.T``, ``W.T``), rounded into a bfloat16 buffer kept per operand position and shape,
+    or what :meth:`operand` returned (bfloat16 bits, used as they are).  A step rounds each
+    array once: the forward pass's ``x`` and ``W`` are read again by the backward pass's
+    ``x.T @ dy`` and ``dy @ W.T``, and ``dy`` by both of them.  Buffers are reused once the
+    shapes repeat (no allocation in the steady state) and given to oneDNN in their layout."""
+
+    #: Rounded operands kept at most (a layer's x, W and dy, at two batch sizes): past it
+    #: the kept buffers are dropped and made again (never seen in a training run).
+    MAX_OPERANDS = 256
+
+    def __init__(self) -> None:
+        load()
+        self._round = _round_bf16_kernel()
+        self._buffers: dict[tuple, np.ndarray] = {}
+        #: The GEMMs' thread pool, for fit's thread tuner.
+        self.pool = POOL
+
+    def _bits(self, x: np.ndarray, key: Any) -> np.ndarray:
+        transposed = not x.flags.c_contiguous
+        src = x.T if transposed else x
+        if not src.flags.c_contiguous or src.dtype != np.float32:
+            raise ValueError(f"bf16 GEMM operands are float32, C-contiguous or transposed so: got {x.dtype} "
+                             f"with strides {x.strides}")
+        key = (key, src.shape)
+        buf = self._buffers.get(key)
+        if buf is None:
+            if len(self._buffers) >= self.MAX_OPERANDS:
+                self._buffers.clear()
+            buf = self._buffers[key] = np.empty(src.shape, np.uint16)
+        self._round(src.reshape(-1).view(np.uint32), buf.reshape(-1))
+        return buf.T if transposed else buf
+
+    def operand(self, x: np.ndarray) -> np.ndarray:
+        """``x`` rounded to bfloat16 now, for GEMMs to come (until ``x`` changes): bits in a
+        buffer of ``x``'s own (by address), which the next ``operand`` of the same array
+        overwrites."""
+        return self._bits(x, x.__array_interface__["data"][0])
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        a = a if a.dtype == np.uint16 else self._bits(a, "a")
+        b = b if b.dtype == np.uint16 else self._bits(b, "b")
+        return matmul(a, b, out=out)
+
+
+class F32Matmul:
+    """``out = a @ b`` in float32 through oneDNN: the float32 training GEMMs when
+    ``FASTNET_CPU_GEMM=onednn`` (fastnet.backends.precision; NumPy's OpenBLAS by default)."""
+
+    def __init__(self) -> None:
+        load()
+        #: The GEMMs' thread pool, for fit's thread tuner.
+        self.pool = POOL
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return matmul(a, b, out=out)

@@ -1,0 +1,1 @@
+"""The benchmark commands (``fastnet bench``): fastnet against its peers, interleaved."""

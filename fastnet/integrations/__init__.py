@@ -1,0 +1,1 @@
+"""fastnet inside other tools: scikit-learn, Ray Tune and Dask, ONNX."""
