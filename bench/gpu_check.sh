@@ -11,7 +11,7 @@
 #    missing (Debian/Ubuntu without python3-venv): `-m venv --without-pip`, then pip's wheel from
 #    the package index.  Nothing is ever installed outside it (PEP 668's "externally-managed-
 #    environment" refuses that on Debian/Ubuntu's Pythons).
-# 2. `pip install -e ".[cuda13,mpi]"` into it: CuPy, NVIDIA's numba-cuda and the CUDA 13 libraries
+# 2. `pip install --no-compile -e ".[cuda13,mpi]"` into it (modules byte-compiled on first import, not all now): CuPy, NVIDIA's numba-cuda and the CUDA 13 libraries
 #    (cuBLAS, NVRTC, NVVM, nvJitLink, NCCL), mpi4py and MPICH (mpiexec) for the NCCL section.  Dry
 #    mode installs the same.  GPU_CHECK_EXTRAS=cuda13,mpi,bench adds PyTorch (section 5 compares
 #    with it when it imports; a few GB more).  Editable (kernels/ is mapped to fastnet.kernels by
@@ -237,7 +237,7 @@ main() {
         say "$install"
     else
         say "installing fastnet-mlp[$EXTRAS] (CuPy, numba-cuda, cuBLAS, NCCL, mpi4py, MPICH) into $venv (log: $log)"
-        local cmd=("$vpy" -m pip install --disable-pip-version-check --no-input -e ".[$EXTRAS]") plog rc=0
+        local cmd=("$vpy" -m pip install --disable-pip-version-check --no-input --no-compile -e ".[$EXTRAS]") plog rc=0
         command -v timeout >/dev/null && cmd=(timeout "${GPU_CHECK_INSTALL_TIMEOUT:-1800}" "${cmd[@]}")
         rm -f "$venv/.gpu-check-stamp"
         plog="$(mktemp)"

@@ -9,7 +9,7 @@ scikit-learn estimator, so joblib's ``"dask"`` backend sends GridSearchCV's fits
 (candidates x folds) to the Dask workers.  Each worker process has one thread and,
 as Dask's nanny starts it, one BLAS thread (``OPENBLAS_NUM_THREADS=1``): fastnet's
 BLAS thread tuner then has nothing to tune, and a seed gives the same scores as
-the search with ``n_jobs=1`` (``tests/test_dask.py`` checks that).
+the search with ``n_jobs=1`` (``tests/integrations/test_dask.py`` checks that).
 
 The grid: 2 widths x 2 learning rates x 2 schedules on 10,000 MNIST training
 images, 3-fold cross-validation (24 fits of 8 epochs), float32.  Printed: the

@@ -6,7 +6,7 @@ import pytest
 
 # fit's BLAS thread tuner (fastnet.backends.threads) chooses by timing, and OpenBLAS's results differ
 # in the last bits between thread counts: the suite compares runs bit for bit, so it trains
-# with the thread count as configured. tests/test_thread_tuner.py turns the tuner back on.
+# with the thread count as configured. tests/backends/test_thread_tuner.py turns the tuner back on.
 os.environ.setdefault("FASTNET_THREADS", "fixed")
 
 import fastnet  # noqa: E402

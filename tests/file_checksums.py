@@ -1,5 +1,5 @@
 """The checksums fastnet documents for model and checkpoint files, computed here
-independently of fastnet (tests/test_hostile_files.py and test_resume_atomic.py forge
+independently of fastnet (tests/core/test_hostile_files.py and test_resume.py forge
 files with them)."""
 import hashlib
 import json

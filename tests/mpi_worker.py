@@ -1,4 +1,4 @@
-"""One process of the data-parallel tests (tests/test_distributed.py): run under
+"""One process of the data-parallel tests (tests/train/test_distributed_mpi.py): run under
 ``mpiexec -n N python tests/mpi_worker.py SPEC.json`` or alone (one process).
 
 SPEC (JSON): ``out`` (a folder: each rank writes ``rank<r>.npz`` with its final weights and
@@ -18,7 +18,7 @@ import sys
 import time
 
 # Opt-out kept: each rank must train bit for bit as the single process it is compared with
-# (tests/test_distributed.py), and the thread tuner would time each rank to its own count.
+# (tests/train/test_distributed_mpi.py), and the thread tuner would time each rank to its own count.
 os.environ.setdefault("FASTNET_THREADS", "fixed")
 
 import numpy as np  # noqa: E402

@@ -3,7 +3,7 @@
 Real scikit-learn estimators (``BaseEstimator`` with the classifier/regressor
 mixins): ``clone``, pipelines, ``GridSearchCV``, ``cross_val_score``, joblib and
 pickling work, and both pass scikit-learn's own estimator checks
-(``tests/test_sklearn.py`` runs ``parametrize_with_checks`` on them).  Input
+(``tests/integrations/test_sklearn.py`` runs ``parametrize_with_checks`` on them).  Input
 checks are scikit-learn's (``validate_data``: ``n_features_in_``,
 ``feature_names_in_``, sparse input refused with a hint to ``.toarray()``); the
 network and its training are fastnet's (``fastnet.MLP`` and ``fit``).

@@ -6,10 +6,14 @@ environment before the process starts.  In any other run every test module
 here is replaced, unimported, by one skipped item that says why: importing
 ``numba.cuda`` there would bind it to the real driver for the whole process.
 
-Every simulated thread is a Python thread (about 1 ms each), so the session
-launches small grids: 32 threads per block, at most 2 blocks.  The kernels
-stride over the rest, which also exercises their grid- and block-stride loops
-on shapes larger than one launch.
+Every simulated thread is a Python thread (about 1 ms each), and every
+``syncthreads`` a wait on each of them, so the session launches small grids:
+32 threads per block, 8 per row of the row-wise kernels (softmax, the losses:
+their reductions synchronise per row, and with 32 threads they took 85% of a
+simulated training step), at most 2 blocks.  The kernels stride over the rest,
+which also exercises their grid- and block-stride loops on shapes larger than
+one launch (10 classes over 8 threads: the row loop too); test_cuda_kernels.py
+checks the kernels under other launch shapes (row blocks of 4 and 64).
 """
 import os
 import sys
@@ -23,7 +27,7 @@ REASON = (
 )
 
 #: Launch settings of the session (see ``fastnet.kernels.cuda.set_launch_config``).
-SIM_LAUNCH = dict(block=32, row_block=32, bwd_block=(8, 4), max_blocks=2)
+SIM_LAUNCH = dict(block=32, row_block=8, bwd_block=(8, 4), max_blocks=2)
 #: GIL switch interval of the session, in seconds (Python's default: 0.005).
 SWITCH_INTERVAL = 2e-4
 

@@ -396,7 +396,7 @@ def test_cli_train_mnist_on_cuda_sim(tmp_path, capsys):
     from fastnet.datasets import mnist
 
     if not (mnist.default_cache_dir() / mnist.CACHE_NAME).exists():
-        pytest.skip("MNIST is not cached (tests/test_mnist_smoke.py fetches it)")
+        pytest.skip("MNIST is not cached (tests/datasets/test_mnist_one_epoch.py fetches it)")
     results = {}
     for backend in ("cpu", SIM):
         # In this process, so that the small launches of this module apply.

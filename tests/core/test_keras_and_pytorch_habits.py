@@ -4,7 +4,7 @@ Each test is one habit: ``loss, acc = model.evaluate(...)``, ``EarlyStopping``'s
 ``save("m.keras")``, ``model.summary()`` printing, ``verbose="auto"``, an eval-able ``repr``,
 ``fastnet.diagnose`` at the REPL, Keras-style callbacks, ``class_weight``, ``Dense(input_dim=)``,
 ``Adam(learning_rate=)``, ``attach_optimizer`` before ``fit``, the regression hint, and the
-command line's small things.  (``train_on_batch``: tests/test_train_step.py.)
+command line's small things.  (``train_on_batch``: tests/train/test_train_on_batch.py.)
 """
 import inspect
 import math
@@ -21,7 +21,7 @@ import pytest
 import fastnet
 from fastnet.core.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 rng = np.random.default_rng(0)
 X = rng.standard_normal((120, 4)).astype(np.float32)
 Y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)

@@ -24,7 +24,7 @@ from fastnet.core import optimizers
 from fastnet.backends.devices import get_backend
 from fastnet.kernels import KernelSet, conformance, kernel_set, overrides, reference
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from fastnet.train import distributed as D
 if not os.environ.get("CI"):
     pytest.importorskip("mpi4py", reason="the mpi extra is not installed: pip install '.[mpi]'")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 WORKER = os.path.join(HERE, "mpi_worker.py")
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
 if not os.path.exists(MPIEXEC):

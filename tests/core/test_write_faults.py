@@ -25,7 +25,7 @@ import pytest
 import fastnet
 from fastnet import datasets
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # A model whose checkpoint is about 63 KB (5,205 float32 weights, Adam's two slots).
 SIZES = [20, 200, 5]

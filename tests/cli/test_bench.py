@@ -18,7 +18,7 @@ import pytest
 
 from fastnet.cli.bench import systems as B
 
-BENCH_KERNELS = Path(__file__).resolve().parent.parent / "bench" / "bench_kernels.py"
+BENCH_KERNELS = Path(__file__).resolve().parents[2] / "bench" / "bench_kernels.py"
 
 
 def test_flops_per_sample_by_hand():
