@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 import time
@@ -38,8 +39,8 @@ import warnings
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastnet.train import distributed as D
-from fastnet.core import validation as V
+from fastnet.train import distributed as data_parallel
+from fastnet.core import validation
 from fastnet.train.augment import Augment
 from fastnet.core.callbacks import Callback, EarlyStopping, History, calls_on_step_end, prepare_callbacks
 from fastnet.train.checkpoint import hold_checkpoints, restore_checkpoint
@@ -216,29 +217,29 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
     machine: OpenBLAS's results differ in the last bits between thread counts.
     """
     with _exclusive_training(model), contextlib.ExitStack() as held:
-        epochs = V.check_epochs(epochs)
-        batch_size = V.check_batch_size(batch_size)
-        verbose = V.check_verbose(verbose)
+        epochs = validation.check_epochs(epochs)
+        batch_size = validation.check_batch_size(batch_size)
+        verbose = validation.check_verbose(verbose)
         check_choice("on_nan", on_nan, ("raise", "restore", "ignore"))
         threads.mode()  # FASTNET_THREADS, checked before anything changes
-        comm = D.resolve(distributed, model.backend_)
-        run = D.DataParallel(comm, batch_size) if comm is not None else D.Single()
+        comm = data_parallel.resolve(distributed, model.backend_)
+        run = data_parallel.DataParallel(comm, batch_size) if comm is not None else data_parallel.Single()
         if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
             raise TypeError(f"early_stopping must be an EarlyStopping, got {early_stopping!r}")
         callbacks = prepare_callbacks(callbacks)  # Keras-style hooks adapted; others refused before training
         if early_stopping is not None:
             callbacks.append(early_stopping)
         schedule = get_schedule(lr_schedule)
-        shuffle = V.check_bool("shuffle", shuffle)
+        shuffle = validation.check_bool("shuffle", shuffle)
         Xa = model._prepare_X(X, fitting=True)
-        y_raw = V.as_array("y", y)
-        V.check_lengths(Xa, y_raw)
+        y_raw = validation.as_array("y", y)
+        validation.check_lengths(Xa, y_raw)
         ya = model._prepare_y(y_raw, fitting=True)
-        weights = V.check_sample_weight(sample_weight, len(Xa))
+        weights = validation.check_sample_weight(sample_weight, len(Xa))
         X_doctor = Xa  # the end-of-fit doctor reads the rows given (validation split or not), as diagnose() would
         Xa, ya, val = _split_validation(model, Xa, ya, validation_data, validation_split)
         if class_weight is not None:  # each training row's class weight, times its sample weight
-            rows = V.class_weight_rows(class_weight, ya, model.loss_.target_kind, getattr(model, "_fit_classes", None))
+            rows = validation.class_weight_rows(class_weight, ya, model.loss_.target_kind, getattr(model, "_fit_classes", None))
             weights = rows if weights is None else rows * weights[:len(Xa)]
         if augment is not None:  # checked here; its buffers are made once the model is built
             if not isinstance(augment, Augment):
@@ -269,7 +270,7 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         if model.loss_.target_kind == "class":
             model.classes_ = model._fit_classes  # every check passed: the labels are the model's now
         model.feature_names_in_ = model._fit_feature_names  # (a DataFrame's column names, else None)
-        one = V.single_class(ya, model.loss_.target_kind, getattr(model, "classes_", None)) \
+        one = validation.single_class(ya, model.loss_.target_kind, getattr(model, "classes_", None)) \
             if diagnose and len(ya) > 1 else None  # (one row holds one class: nothing to say)
         if one is not None:
             warnings.warn(f"y holds a single class ({one!r}) in its {len(ya):,} training rows: the model learns "
@@ -279,32 +280,33 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
             model.build(Xa.shape[1])
         if opt is not model.optimizer_:
             model.attach_optimizer(opt)
-        if isinstance(run, D.DataParallel):  # every rank starts from rank 0's state, on the same data and settings
+        if isinstance(run, data_parallel.DataParallel):  # every rank starts from rank 0's state, on the same data and settings
             run.start(model, Xa, ya, {
                 "config": model.get_config(), "optimizer": opt.get_config(), "epochs": epochs,
-                "total_epochs": total, "layout": run.layout, "shuffle": shuffle, "schedule": D.describe(schedule),
+                "total_epochs": total, "layout": run.layout, "shuffle": shuffle, "schedule": data_parallel.describe(schedule),
                 "validation": None if val is None else len(val[0]),
-                "weights": None if weights is None else D._digest(weights, np.zeros(0)),
-                "augment": D.describe(augment)})
+                "weights": None if weights is None else data_parallel._digest(weights, np.zeros(0)),
+                "augment": data_parallel.describe(augment)})
         schedule.total_epochs = total
         if diagnose and not any(isinstance(cb, NormRecorder) for cb in callbacks):
             callbacks.insert(0, NormRecorder())  # per-layer norms for the doctor: model.norms_
         # Overflow to inf/NaN is detected per epoch (on_nan); NumPy's own warnings would only repeat it.
-        # fit(augment=...): read by _train_epoch, for this call only
-        model._augment_run = None if augment is None else augment._start(
+        # fit(augment=...): this call's distortions
+        augmenting = None if augment is None else augment._start(
             model, len(Xa), len(Xa) if batch_size is None else min(batch_size, len(Xa)))
         # SIGINT/SIGTERM: stop at a step boundary (fastnet.train.interrupt); not in a data-parallel fit,
         # whose ranks would stop at different steps
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), model.backend_.compute_env(), \
-                _augmenting(model), _data_parallel(model, run), StopSignals(enabled=run.comm is None) as stop:
-            history = _fit_loop(model, Xa, ya, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan,
-                            weights, run, stop)
+                _data_parallel(model, run), StopSignals(enabled=run.comm is None) as stop:
+            settings = _Settings(epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan,
+                                 parallel=run, stop=stop, augment=augmenting)
+            history = _fit_loop(model, Xa, ya, val, weights, settings)
             if stop.signum is not None:
                 raise TrainingInterrupted(stop.signum, model.n_iter_, stop.undone)
             # fastnet.diagnose(history, model, X) reads the same rows (history.params["doctor_rows"])
             history.params["doctor_rows"] = doctor_rows(len(Xa) * len(history.epochs))
             found = run_diagnosis(history, model, X_doctor, max_samples=history.params["doctor_rows"]) \
-                if diagnose and D.is_root(model) else []
+                if diagnose and data_parallel.is_root(model) else []
         for d in found:
             warnings.warn(str(d), FastnetWarning, stacklevel=2)
         return history
@@ -353,15 +355,6 @@ def _data_parallel(model, run):
         model.backend_.dropout_row = 0
 
 
-@contextlib.contextmanager
-def _augmenting(model):
-    """``model._augment_run`` (set by ``fit``) lives for one fit: cleared at the end, however it ends."""
-    try:
-        yield
-    finally:
-        model._augment_run = None
-
-
 def _select_optimizer(model, optimizer, lr, weight_decay):
     current = model.optimizer_
     if isinstance(optimizer, Optimizer):
@@ -383,9 +376,9 @@ def _split_validation(model, X, y, validation_data, validation_split):
             raise ValueError(
                 f"validation_data must be a pair (X_val, y_val), got {type(validation_data).__name__}"
             )
-        Xv = V.check_X(validation_data[0], X.shape[1], "validation_data[0]", dtype=model.backend_.dtype)
+        Xv = validation.check_X(validation_data[0], X.shape[1], "validation_data[0]", dtype=model.backend_.dtype)
         yv = model._prepare_y(validation_data[1], "validation_data[1]", classes=getattr(model, "_fit_classes", None))
-        V.check_lengths(Xv, yv, "validation_data[1]")
+        validation.check_lengths(Xv, yv, "validation_data[1]")
         return X, y, (Xv, yv)
     if validation_split:
         if isinstance(validation_split, bool) or not 0 < validation_split < 1:
@@ -400,14 +393,50 @@ def _split_validation(model, X, y, validation_data, validation_split):
     return X, y, None
 
 
-def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle, verbose, on_nan, weights=None,
-              run=None, stop=None):
+@dataclass
+class _Settings:
+    """What one ``fit`` call asked for, after its checks."""
+    epochs: int
+    batch_size: int | None
+    schedule: Schedule
+    callbacks: list
+    shuffle: bool
+    verbose: int | str
+    on_nan: str
+    parallel: Any = None   # the data-parallel step (fastnet.train.distributed), or one process
+    stop: Any = None       # the SIGINT/SIGTERM watch (fastnet.train.interrupt.StopSignals)
+    augment: Any = None    # this fit's augmentation (fastnet.Augment._start), or None
+
+
+@dataclass
+class _Run:
+    """One fit's state while it trains: the data on the device, the batch geometry, the
+    per-step buffers, the history being written, the thread tuner and the settings.  The
+    model keeps its parameters and optimizer; everything here ends with the fit."""
+    settings: _Settings
+    Xd: Any
+    Yd: Any
+    Xv: Any
+    Yv: Any
+    n: int           # training rows (this call's, all ranks')
+    bs: int          # the global batch: every rank's rows of one step
+    steps: int
+    step_losses: Any  # per-step loss sums and correct counts, on the device
+    step_correct: Any
+    guard: _GoodState
+    history: History
+    step_callbacks: list = field(default_factory=list)
+    weighting: Any = None  # (weights (n, 1), a batch's buffer (bs, 1)) of sample weights, or None
+    tuner: Any = field(default_factory=NoTuner)
+
+
+def _fit_loop(model, X, y, val, weights, settings):
     xp = model.backend_.xp
-    run = run or D.Single()
+    parallel = settings.parallel = settings.parallel or data_parallel.Single()
     n = len(X)
     # bs: the global batch (all ranks'); each rank works on at most `rank_rows` of its rows
-    bs = n if batch_size is None else min(batch_size * run.size, n)
-    rank_rows = -(-bs // run.size)
+    bs = n if settings.batch_size is None else min(settings.batch_size * parallel.size, n)
+    rank_rows = -(-bs // parallel.size)
     model._ensure_workspace(rank_rows)
     Xd, Yd = model._to_device(X, y)
     # Sample weights (mean 1) as a column, and a buffer for a batch's: rows of the loss and
@@ -418,62 +447,61 @@ def _fit_loop(model, X, y, val, epochs, batch_size, schedule, callbacks, shuffle
                      xp.empty((rank_rows, 1), dtype=model.backend_.dtype))
     Xv, Yv = model._to_device(*val) if val is not None else (None, None)
     steps = -(-n // bs)
-    step_losses = xp.zeros(steps, dtype=np.float64)
-    step_correct = xp.zeros(steps, dtype=np.int64)
-    guard = _GoodState(model)
     history = History()
-    history.params = {"batch_size": bs, "n_samples": n, "steps": steps, "epochs": epochs,
+    history.params = {"batch_size": bs, "n_samples": n, "steps": steps, "epochs": settings.epochs,
                       "optimizer": model.optimizer_.name, "lr": model.optimizer_.lr}
-    if run.comm is not None:
-        history.params["distributed"] = {"ranks": run.size, "rank": run.comm.rank, "collective": run.comm.name,
-                                         "batch_size_per_rank": rank_rows}
+    if parallel.comm is not None:
+        history.params["distributed"] = {"ranks": parallel.size, "rank": parallel.comm.rank,
+                                         "collective": parallel.comm.name, "batch_size_per_rank": rank_rows}
+    run = _Run(settings, Xd, Yd, Xv, Yv, n, bs, steps, xp.zeros(steps, dtype=np.float64),
+               xp.zeros(steps, dtype=np.int64), _GoodState(model), history,
+               [cb for cb in settings.callbacks if calls_on_step_end(cb)], weighting)
     model.history_.params = history.params
     model.stop_training = False
-    step_callbacks = [cb for cb in callbacks if calls_on_step_end(cb)]
-    for cb in callbacks:
+    for cb in settings.callbacks:
         cb.on_train_begin(model)
     # the float32 GEMMs' library by measurement on this step's shapes (fastnet.backends.gemm_choice), then
     # its threads by measurement (fastnet.backends.threads), continuing the last run of the same step
-    gemm = model.backend_.choose_gemm(rank_rows, [a.shape for _, a in model.parameters()], run.comm)
+    gemm = model.backend_.choose_gemm(rank_rows, [a.shape for _, a in model.parameters()], parallel.comm)
     if gemm is not None:
         history.params["gemm"] = gemm
-    tuner = model.backend_.thread_tuner((bs, tuple(a.shape for _, a in model.parameters())),
-                                        ranks=None if run.comm is None else run.comm.local_size)
+    run.tuner = model.backend_.thread_tuner((bs, tuple(a.shape for _, a in model.parameters())),
+                                            ranks=None if parallel.comm is None else parallel.comm.local_size)
     try:
-        _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, callbacks, step_callbacks,
-                verbose, on_nan, guard, history, step_losses, step_correct, weighting, tuner, run, stop)
+        _epochs(model, run)
     finally:
-        tuner.close()
-        history.params["threads"] = tuner.summary()
-    for cb in callbacks:
+        run.tuner.close()
+        history.params["threads"] = run.tuner.summary()
+    for cb in settings.callbacks:
         cb.on_train_end(model)
     return history
 
 
-def _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, callbacks, step_callbacks, verbose,
-            on_nan, guard, history, step_losses, step_correct, weighting, tuner, run, stop=None):
-    for _ in range(epochs):
+def _epochs(model, run):
+    settings, history, stop = run.settings, run.history, run.settings.stop
+    n, bs, steps = run.n, run.bs, run.steps
+    for _ in range(settings.epochs):
         epoch = model.n_iter_
         t0 = time.perf_counter()
-        guard.save()
-        for cb in callbacks:
+        run.guard.save()
+        for cb in settings.callbacks:
             cb.on_epoch_begin(model, epoch + 1, {})
-        progress = EpochProgress(epoch + 1, schedule.total_epochs, steps, enabled=bool(verbose) and D.is_root(model),
-                                 show_bar=verbose == 1)
+        progress = EpochProgress(epoch + 1, settings.schedule.total_epochs, steps,
+                                 enabled=bool(settings.verbose) and data_parallel.is_root(model),
+                                 show_bar=settings.verbose == 1)
         t_steps = time.perf_counter()
-        lr = _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress,
-                          step_losses, step_correct, step_callbacks, weighting, tuner, run, stop)
+        lr = _train_epoch(model, run, epoch, progress)
         if stop is not None and stop.undone is not None:  # interrupted mid-epoch: the epoch is undone
             progress.abandon()
-            guard.restore()
-            model.backend_.set_rng_state(guard.rng)
+            run.guard.restore()
+            model.backend_.set_rng_state(run.guard.rng)
             break
         # the steps alone (with the epoch's permutation): the rest of fit is its fixed cost
         history.params["step_seconds"] = history.params.get("step_seconds", 0.0) + time.perf_counter() - t_steps
         # The epoch's one read from the device: per-step losses and correct counts.
         # (data-parallel: summed over the ranks)
-        host_losses, host_correct = run.reduce_epoch(model.backend_.to_host(step_losses),
-                                                     model.backend_.to_host(step_correct))
+        host_losses, host_correct = settings.parallel.reduce_epoch(model.backend_.to_host(run.step_losses),
+                                                                   model.backend_.to_host(run.step_correct))
         loss = float(host_losses.sum()) * model.loss_.scale(n, model.n_outputs_)
         correct = int(host_correct.sum())
         if "initial_loss" not in history.params:
@@ -486,20 +514,20 @@ def _epochs(model, Xd, Yd, Xv, Yv, n, bs, steps, epochs, shuffle, schedule, call
                 history.diverged = model.history_.diverged = {
                     "epoch": epoch + 1, "loss": loss,
                     "step": int(np.argmax(~np.isfinite(host_losses))) + 1}
-            if _diverged(model, loss, host_losses, epoch, steps, guard, on_nan):
+            if _diverged(model, loss, host_losses, epoch, steps, run.guard, settings.on_nan):
                 break
         logs = {"loss": loss}
         if model.loss_.is_classifier:
             logs["accuracy"] = correct / model._accuracy_denominator(n)
-        if Xv is not None:
-            logs.update({f"val_{k}": v for k, v in model._evaluate_device(Xv, Yv).items()})
+        if run.Xv is not None:
+            logs.update({f"val_{k}": v for k, v in model._evaluate_device(run.Xv, run.Yv).items()})
         logs["lr"] = lr
         logs["seconds"] = time.perf_counter() - t0
         history.append(epoch + 1, logs)
         model.history_.append(epoch + 1, logs)
         if np.isfinite(loss):
             progress.close(logs, n)
-        for cb in callbacks:
+        for cb in settings.callbacks:
             cb.on_epoch_end(model, epoch + 1, logs)
         if model.stop_training or (stop is not None and stop.signum is not None):
             break
@@ -534,32 +562,32 @@ def _loss_scaler(model):
     return model.loss_scaler_
 
 
-def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress, step_losses,
-                 step_correct, step_callbacks=(), weighting=None, tuner=None, run=None, stop=None):
-    """One epoch; the step losses and correct counts stay on the device, in
-    ``step_losses[step]`` and ``step_correct[step]`` (written with ``out=``).
-    ``weighting``: ``(weights (n, 1), buffer (bs, 1))`` of sample weights, or None.
-    ``run``: this process's share of each global batch of ``bs`` rows and the
-    gradient all-reduce (:mod:`fastnet.train.distributed`); one process by default.
-    ``stop``: a :class:`~fastnet.train.interrupt.StopSignals`; after a signal the epoch ends at
-    the next step boundary, ``stop.undone`` set to ``(epoch, steps done, steps)``."""
+def _train_epoch(model, run, epoch, progress):
+    """One epoch of ``run`` (a :class:`_Run`); the step losses and correct counts stay on the
+    device, in ``run.step_losses[step]`` and ``run.step_correct[step]`` (written with ``out=``).
+    The data-parallel step (:mod:`fastnet.train.distributed`) gives this process its share of
+    each global batch of ``run.bs`` rows and sums the gradients.  After a signal
+    (:class:`~fastnet.train.interrupt.StopSignals`) the epoch ends at the next step boundary,
+    ``stop.undone`` set to ``(epoch, steps done, steps)``."""
     b = model.backend_
     xp = b.xp
-    order = b.permutation(n) if shuffle else None
-    augment = getattr(model, "_augment_run", None)  # fit(augment=...): this epoch's distortions
+    settings = run.settings
+    Xd, Yd, n, bs, steps = run.Xd, run.Yd, run.n, run.bs, run.steps
+    step_losses, step_correct, weighting, tuner = run.step_losses, run.step_correct, run.weighting, run.tuner
+    schedule, stop, parallel = settings.schedule, settings.stop, settings.parallel
+    order = b.permutation(n) if settings.shuffle else None
+    augment = settings.augment  # fit(augment=...): this epoch's distortions
     if augment is not None:
         augment.new_epoch()
     classify = model.loss_.is_classifier
     base_lr = model.optimizer_.lr
     lr = base_lr
-    tuner = tuner or NoTuner()
-    run = run or D.Single()
     scaler = _loss_scaler(model)
     tuner.mark()
     for step in range(steps):
         # the global batch [step * bs, + m); this process's rows of it: [start, + mr)
         m = min(bs, n - step * bs)
-        start, mr = run.rows(step * bs, m)
+        start, mr = parallel.rows(step * bs, m)
         b.dropout_row = start - step * bs
         wb = None
         if order is None:
@@ -593,12 +621,12 @@ def _train_epoch(model, Xd, Yd, n, bs, steps, shuffle, epoch, schedule, progress
         if scaler is not None:  # fp16: the loss gradient scaled up, out of float16's underflow
             scaler.scale_loss_gradient(xp, grad)
         model._backward(grad)
-        run.reduce_gradients(model, m, mr)  # data-parallel: the global batch's gradient on every rank
+        parallel.reduce_gradients(model, m, mr)  # data-parallel: the global batch's gradient on every rank
         if scaler is None or scaler.unscale(xp, model._grad_flat):  # (fp16: a step that overflowed is skipped)
             model.optimizer_.step(lr)
         tuner.step_done(m == bs)
         progress.update(step + 1)
-        for cb in step_callbacks:
+        for cb in run.step_callbacks:
             cb.on_step_end(model, epoch + 1, step + 1)
         if stop is not None and stop.signum is not None and step + 1 < steps:
             stop.undone = (epoch + 1, step + 1, steps)
