@@ -28,16 +28,19 @@ compared on the same model.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.metadata
 import os
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
 from fastnet.kernels import kernel_set
+from fastnet.backends.precision import CPU_PRECISIONS, GPU_PRECISIONS
 from fastnet.core.validation import check_choice
 
-BACKEND_NAMES = ("cpu", "cuda", "cuda-sim", "auto")
 KERNEL_CHOICES = ("fused", "reference")
 DTYPES = ("float32", "float64")
 
@@ -212,28 +215,28 @@ def gpu_array_library_version() -> str:
     return cupy.__version__
 
 
+def _simulator_status() -> tuple[bool, str]:
+    if not _simulator_enabled():
+        return False, "set NUMBA_ENABLE_CUDASIM=1 before Python starts (before numba is imported)"
+    from fastnet.cuda_sim import contract as cupy_contract
+
+    ok, why = cupy_contract.available()
+    if not ok:
+        return False, (f"the cuda-sim backend runs on the CuPy contract, which needs CuPy installed "
+                       f"(no GPU needed): {why}")
+    return True, f"numba.cuda simulator on the contract of CuPy {why}"
+
+
 def backend_status(name: str) -> tuple[bool, str]:
     """``(usable, reason)`` for one backend name."""
-    if name == "cpu":
-        return True, "NumPy"
-    if name == "cuda":
-        return cuda_status()
-    if name == "cuda-sim":
-        if not _simulator_enabled():
-            return False, "set NUMBA_ENABLE_CUDASIM=1 before Python starts (before numba is imported)"
-        from fastnet.cuda_sim import contract as cupy_contract
-
-        ok, why = cupy_contract.available()
-        if not ok:
-            return False, (f"the cuda-sim backend runs on the CuPy contract, which needs CuPy installed "
-                           f"(no GPU needed): {why}")
-        return True, f"numba.cuda simulator on the contract of CuPy {why}"
-    raise ValueError(f"unknown backend {name!r}")
+    if name not in DEVICES:
+        raise ValueError(f"unknown backend {name!r}")
+    return DEVICES[name].status()
 
 
 def available_backends() -> list[str]:
     """Names of the backends usable in this process, e.g. ``['cpu']``."""
-    return [n for n in ("cpu", "cuda", "cuda-sim") if backend_status(n)[0]]
+    return [n for n in DEVICES if backend_status(n)[0]]
 
 
 # --------------------------------------------------------------------------
@@ -385,6 +388,80 @@ class _CupyDevice:
         from fastnet.backends import threads
 
         return threads.NoTuner()  # the GPU's threads are the kernels' launch configurations
+
+
+# --------------------------------------------------------------------------
+# the device registry: every backend, declared once
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Device:
+    """One backend, as the rest of fastnet sees it: ``MLP(backend=name)``, ``fastnet info``,
+    the CLI's ``--backend``, Ray Tune's ``backend`` key and the precision checks all read
+    :data:`DEVICES`.  Adding a backend is a module that calls :func:`register_device`
+    (and, optionally, a fused kernel module: ``fastnet.kernels.FUSED_MODULES``).
+
+    ``kernels``: the key of its fused kernel module in ``fastnet.kernels.FUSED_MODULES``, or
+    an importable module's name (added there under the device's name), or None (the reference
+    table only).  ``precisions``: the training GEMMs' precisions it can have (float32
+    first).  ``status()``: ``(usable here, why or what)``, cheap and never raising.
+    ``make()``: its array device, an object with ``xp`` (the array module) and the methods
+    ``_HostDevice`` and ``_CupyDevice`` implement: ``asarray``, ``to_host``, ``synchronize``,
+    ``gather``, ``order_to_device``, ``compute_env``, ``thread_tuner``, ``precision_matmul``,
+    ``compute_capability``, ``collective`` (``choose_gemm`` optional).  ``gpu``: its
+    precisions are tensor-core ones, checked against ``compute_capability()``.
+    """
+    name: str
+    kernels: str | None
+    precisions: tuple[str, ...]
+    status: Callable[[], tuple[bool, str]]
+    make: Callable[[], Any]
+    gpu: bool = False
+
+
+#: Every backend by name, in the order ``available_backends()`` and ``fastnet info`` list them.
+DEVICES: dict[str, Device] = {}
+
+
+def register_device(device: Device) -> Device:
+    """Add ``device`` to :data:`DEVICES` (replacing one of the same name); returns it."""
+    from fastnet.kernels import FUSED_MODULES
+
+    if not isinstance(device, Device):
+        raise TypeError(f"device must be a fastnet.backends.devices.Device, got {type(device).__name__}")
+    if device.name == "auto" or not device.name:
+        raise ValueError(f"device name must be a non-empty name other than 'auto', got {device.name!r}")
+    if device.kernels is not None and device.kernels not in FUSED_MODULES:
+        import importlib.util
+
+        if importlib.util.find_spec(device.kernels) is None:
+            raise ValueError(f"device {device.name!r}: kernels must be one of {sorted(FUSED_MODULES)}, an importable "
+                             f"module's name, or None, got {device.kernels!r}")
+        # a fused kernel module of its own: listed under the device's name
+        FUSED_MODULES[device.name] = device.kernels
+        device = dataclasses.replace(device, kernels=device.name)
+    if not device.precisions or device.precisions[0] != "float32":
+        raise ValueError(f"device {device.name!r}: precisions must start with 'float32', got {device.precisions!r}")
+    DEVICES[device.name] = device
+    return device
+
+
+def backend_names() -> tuple[str, ...]:
+    """The names ``backend=`` takes: every registered device, and ``"auto"``."""
+    return (*DEVICES, "auto")
+
+
+def _simulated_device():
+    from fastnet.cuda_sim import contract as cupy_contract
+
+    return _CupyDevice(cupy_contract.module())
+
+
+register_device(Device("cpu", "cpu", CPU_PRECISIONS, lambda: (True, "NumPy"), _HostDevice))
+# (lambdas: the probes are looked up when called, so a test can stand in for them)
+register_device(Device("cuda", "cuda", GPU_PRECISIONS, lambda: cuda_status(), lambda: _CupyDevice(_import_cupy()),
+                       gpu=True))
+register_device(Device("cuda-sim", "cuda", GPU_PRECISIONS, lambda: _simulator_status(), lambda: _simulated_device(),
+                       gpu=True))
 
 
 class Backend:
@@ -555,7 +632,7 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused", precis
 
     Parameters
     ----------
-    name : {"cpu", "cuda", "cuda-sim", "auto"}
+    name : {"cpu", "cuda", "cuda-sim", "auto"} or another registered device (:data:`DEVICES`)
         ``"auto"`` is ``"cuda"`` when CuPy sees a GPU, else ``"cpu"``.
     dtype : {"float32", "float64"}
     seed : int or None
@@ -575,7 +652,7 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused", precis
     """
     if isinstance(name, Backend):
         name = name.name
-    check_choice("backend", name, BACKEND_NAMES)
+    check_choice("backend", name, backend_names())
     check_choice("kernels", kernels, KERNEL_CHOICES)
     dtype_name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     check_choice("dtype", dtype_name, DTYPES)
@@ -583,20 +660,13 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused", precis
     usable, why = backend_status(name)
     if not usable:
         raise BackendUnavailableError(f"backend {name!r} is not available: {why}")
-    device: _HostDevice | _CupyDevice
-    if name == "cuda":
-        device = _CupyDevice(_import_cupy())
-    elif name == "cuda-sim":
-        from fastnet.cuda_sim import contract as cupy_contract
-
-        device = _CupyDevice(cupy_contract.module())
-    else:
-        device = _HostDevice()
-    kset = kernel_set("cpu" if name == "cpu" else "cuda", kernels)
-    if isinstance(device, _CupyDevice) and kset.module is not None:
+    spec = DEVICES[name]
+    device = spec.make()
+    kset = kernel_set(spec.kernels, kernels if spec.kernels is not None else "reference")
+    if hasattr(kset.module, "use_array_module"):
         kset.module.use_array_module(device.xp)
     from fastnet.backends.precision import check as check_precision
 
-    precision = check_precision(precision, name, dtype_name,
+    precision = check_precision(precision, spec, dtype_name,
                                 None if precision == "float32" else device.compute_capability())
     return Backend(name, device, kset, kernels, dtype_name, seed, precision)

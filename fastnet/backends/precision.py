@@ -118,17 +118,24 @@ def gpu_problem(precision: str, compute_capability: int) -> str | None:
     return None
 
 
-def check(precision: str, backend: str, dtype: str, compute_capability: int | None = None) -> str:
-    """``precision``, checked for a model on ``backend`` (its name) in ``dtype``;
-    ``compute_capability``: the GPU's (e.g. 90), for the GPU backends."""
+def check(precision: str, device: Any, dtype: str, compute_capability: int | None = None) -> str:
+    """``precision``, checked for a model on ``device`` (a registered
+    ``fastnet.backends.devices.Device``, or its name) in ``dtype``; ``compute_capability``: the GPU's
+    (e.g. 90), for the GPU backends."""
     check_choice("precision", precision, PRECISIONS)
     if precision == "float32":
         return precision
-    gpu = backend != "cpu"
-    if precision not in (GPU_PRECISIONS if gpu else CPU_PRECISIONS):
+    if isinstance(device, str):  # a backend's name
+        from fastnet.backends.devices import DEVICES
+
+        device = DEVICES[device]
+    gpu = device.gpu
+    if precision not in device.precisions:
+        kind = ("a GPU precision (tensor cores)" if precision not in CPU_PRECISIONS and not gpu
+                else "not a precision of this backend")
         raise PrecisionUnavailableError(
-            f"precision={precision!r} is a GPU precision (tensor cores), got backend={backend!r}: "
-            f"the cpu backend has {', '.join(map(repr, CPU_PRECISIONS))}")
+            f"precision={precision!r} is {kind}, got backend={device.name!r}: "
+            f"the {device.name} backend has {', '.join(map(repr, device.precisions))}")
     if dtype != "float32":
         raise PrecisionUnavailableError(
             f"precision={precision!r} keeps float32 weights and optimizer state: dtype must be 'float32', "

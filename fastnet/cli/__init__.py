@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from fastnet.backends.devices import BACKEND_NAMES, KERNEL_CHOICES
+from fastnet.backends.devices import KERNEL_CHOICES, backend_names
 from fastnet.train.interrupt import Interrupted, TrainingInterrupted, sigterm_as_interrupt
 from fastnet.core.layers import hidden_activations
 from fastnet.core.optimizers import OPTIMIZERS
@@ -66,7 +66,7 @@ def build_parser():
     train.add_argument("dataset", choices=["mnist"])
     train.add_argument("--recipe", choices=sorted(RECIPES), default="default",
                        help="preset hyper-parameters; other flags override them (default: %(default)s)")
-    train.add_argument("--backend", choices=BACKEND_NAMES, default="cpu", help="(default: %(default)s)")
+    train.add_argument("--backend", choices=backend_names(), default="cpu", help="(default: %(default)s)")
     train.add_argument("--kernels", choices=KERNEL_CHOICES, default="fused", help="(default: %(default)s)")
     train.add_argument("--precision", choices=PRECISIONS, default="float32",
                        help="the training GEMMs' inputs: float32; bf16 (CPUs with avx512_bf16 or amx_bf16 and "
@@ -111,7 +111,7 @@ def build_parser():
     ev = sub.add_parser("evaluate", help="test accuracy of a saved model on MNIST",
                         description="Test accuracy and loss of a saved model on the 10,000 MNIST test images.")
     ev.add_argument("model", help="a model file (.npz) written by fastnet train --save or model.save()")
-    ev.add_argument("--backend", choices=BACKEND_NAMES, default="cpu",
+    ev.add_argument("--backend", choices=backend_names(), default="cpu",
                     help="where to run the model (default: %(default)s)")
     ev.add_argument("--data-dir", help="MNIST cache folder (default: $FASTNET_DATA or ~/.cache/fastnet)")
 
@@ -396,35 +396,35 @@ def cmd_evaluate(args):
 def cmd_bench(args):
     import json
 
-    from fastnet.cli.bench import commands as C
-    from fastnet.cli.bench import systems as B
+    from fastnet.cli.bench import commands as bench_commands
+    from fastnet.cli.bench import systems as bench_systems
 
     for option in ("json", "png"):
         if getattr(args, option):
             _check_destination(f"--{option}", getattr(args, option))
     (X, y), (Xt, yt) = load_mnist_arrays(cache_dir=args.data_dir)
-    rows = args.rows or (C.SWEEP_ROWS if args.sweep else None)
+    rows = args.rows or (bench_commands.SWEEP_ROWS if args.sweep else None)
     X, y = X[:rows], y[:rows]
-    print(f"machine: {B.machine_description()}")
+    print(f"machine: {bench_systems.machine_description()}")
     if args.tta:
-        return C.tta(args, X, y, Xt, yt)
+        return bench_commands.tta(args, X, y, Xt, yt)
     if args.load:
-        return C.interleaved(args, X, y)
+        return bench_commands.interleaved(args, X, y)
     if args.sweep:
-        return C.sweep(args, X, y)
+        return bench_commands.sweep(args, X, y)
     if args.inference:
-        return C.inference(args, X, y, Xt)
-    systems = B.available_systems(include_reference=not args.no_reference, include_peers=not args.no_peers)
+        return bench_commands.inference(args, X, y, Xt)
+    systems = bench_systems.available_systems(include_reference=not args.no_reference, include_peers=not args.no_peers)
     print("systems: " + ", ".join(s.name for s in systems))
 
     def progress(config, system, r, rounds):
         print(f"  {config}: {system} round {r}/{rounds}", file=sys.stderr, flush=True)
 
-    rows = B.run(X, y, configs=args.configs, systems=systems, rounds=args.rounds or 3, progress=progress)
-    print(B.format_table(rows))
+    rows = bench_systems.run(X, y, configs=args.configs, systems=systems, rounds=args.rounds or 3, progress=progress)
+    print(bench_systems.format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": B.machine_description(), "rows": rows}, f, indent=2)
+            json.dump({"machine": bench_systems.machine_description(), "rows": rows}, f, indent=2)
         print(f"wrote {args.json}")
     return 0
 

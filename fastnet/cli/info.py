@@ -10,7 +10,7 @@ import platform
 
 def precision_lines() -> list[str]:
     """``precisions (<backend>): float32 yes; bf16 ...`` for the CPU and each usable GPU backend."""
-    from fastnet.backends.devices import backend_status, get_backend
+    from fastnet.backends.devices import DEVICES, backend_status, get_backend
     from fastnet.backends.precision import CPU_GEMM, cpu_gemm_provider, supported
 
     lines = ["precisions (cpu backend): " + "; ".join(f"{k} {v}" for k, v in supported().items())]
@@ -23,7 +23,7 @@ def precision_lines() -> list[str]:
     lines.append(f"float32 GEMMs of cpu training: {provider} "
                  f"({CPU_GEMM}={os.environ.get(CPU_GEMM, 'auto')}: {how}; inference: NumPy's BLAS)")
     lines.extend(gemm_choice_lines(provider))
-    for name in ("cuda", "cuda-sim"):
+    for name in [n for n, device in DEVICES.items() if device.gpu]:
         if backend_status(name)[0]:
             try:
                 cc = get_backend(name)._device.compute_capability()
@@ -110,7 +110,7 @@ def kernel_lines():
 
 def report():
     from fastnet import __version__
-    from fastnet.backends.devices import backend_status, gpu_array_library_version
+    from fastnet.backends.devices import DEVICES, backend_status, gpu_array_library_version
 
     lines = [
         f"fastnet {__version__}  (Python {platform.python_version()}, {platform.machine()})",
@@ -119,7 +119,7 @@ def report():
         f"cupy    {gpu_array_library_version()}",
         "backends:",
     ]
-    for name in ("cpu", "cuda", "cuda-sim"):
+    for name in DEVICES:
         ok, why = backend_status(name)
         lines.append(f"  {name:<9} {'usable' if ok else 'unavailable'}: {why}")
     mpi = ", ".join(f"{n} {_distribution(n)}" for n in ("mpich", "openmpi", "impi-rt")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastnet.core import validation as V
+from fastnet.core import validation
 from fastnet.backends.devices import get_backend, resolve_name
 from fastnet.core.callbacks import History
 from fastnet.core.layers import Dense, Layer, canonical_activation, layer_from_config
@@ -35,10 +35,10 @@ def _device_seed(seed):
 def _precision_on(precision, backend):
     """``precision`` if a backend named ``backend`` has it, else float32 (a GPU-only precision
     moved onto the CPU)."""
-    from fastnet.backends.precision import CPU_PRECISIONS
+    from fastnet.backends.devices import DEVICES
 
     name = resolve_name(backend.name if hasattr(backend, "name") else backend)
-    return precision if name != "cpu" or precision in CPU_PRECISIONS else "float32"
+    return precision if precision in DEVICES[name].precisions else "float32"
 
 
 #: What a model file's name must end in (``save``; the CLI's ``--save``).
@@ -133,11 +133,8 @@ class Network(Inference, Picklable):
     optimizer_ : Optimizer
     """
 
-    #: The augmentation of the ``fit(augment=...)`` running now (``fastnet.train.augment``), else
-    #: None: set and cleared by ``training.fit``, read by its step loop only.
-    _augment_run: Any = None
     #: The ``fastnet.train.distributed.DataParallel`` of the data-parallel ``fit`` running now, else
-    #: None: set and cleared by ``training.fit``; checkpoints read it (rank 0 writes).
+    #: None: set and cleared by ``fastnet.train.fit``; checkpoints read it (rank 0 writes).
     _data_parallel: Any = None
     #: The column names of the DataFrame the model was fitted on (as scikit-learn's), set by
     #: ``fit``; absent before the first fit.
@@ -159,8 +156,8 @@ class Network(Inference, Picklable):
                 raise ValueError(f"give seed or random_state (the same thing), not both: got seed={seed!r} "
                                  f"and random_state={random_state!r}")
             seed = random_state
-        self.seed = V.check_int("seed", seed, 0, allow_none=True)
-        self.input_dim = V.check_int("input_dim", input_dim, 1, allow_none=True)
+        self.seed = validation.check_int("seed", seed, 0, allow_none=True)
+        self.input_dim = validation.check_int("input_dim", input_dim, 1, allow_none=True)
         first = getattr(self.layers[0], "input_dim", None)  # Keras's Dense(..., input_dim=) / input_shape=
         if first is not None:
             if self.input_dim is not None and self.input_dim != first:
@@ -274,7 +271,7 @@ class Network(Inference, Picklable):
 
     def _check_fitted(self, what):
         if not self.built:
-            raise V.NotFittedError(f"this model is not fitted yet: call fit before {what}")
+            raise validation.NotFittedError(f"this model is not fitted yet: call fit before {what}")
 
     # ------------------------------------------------------------ data prep
     def _prepare_X(self, X, argument="X", one_sample=False, fitting=False):
@@ -282,9 +279,9 @@ class Network(Inference, Picklable):
         against those of the first fit (``feature_names_in_``), as scikit-learn does; with
         ``fitting``, a first fit's names are kept in ``_fit_feature_names`` (made
         ``feature_names_in_`` by fit once every check has passed)."""
-        names, fitted = V.feature_names(X), getattr(self, "feature_names_in_", None)
-        V.check_feature_names(names, fitted, argument)
-        a = V.check_X(X, self.n_features_in_ if self.built else self.input_dim, argument, one_sample,
+        names, fitted = validation.feature_names(X), getattr(self, "feature_names_in_", None)
+        validation.check_feature_names(names, fitted, argument)
+        a = validation.check_X(X, self.n_features_in_ if self.built else self.input_dim, argument, one_sample,
                       dtype=self.backend_.dtype)
         if fitting:
             self._fit_feature_names = names if fitted is None else fitted
@@ -296,12 +293,12 @@ class Network(Inference, Picklable):
         kind = self.loss_.target_kind
         if kind == "class":
             known = self.classes_ if classes is None else classes
-            ids, classes = V.encode_labels(y, self.n_outputs_, known, argument, learn=fitting, hint=V.REGRESSION_HINT)
+            ids, classes = validation.encode_labels(y, self.n_outputs_, known, argument, learn=fitting, hint=validation.REGRESSION_HINT)
             if fitting:
                 self._fit_classes = classes  # made classes_ by fit once every check has passed
-            return V.check_class_targets(ids, self.n_outputs_, argument, hint=V.REGRESSION_HINT)
-        return V.check_real_targets(y, self.n_outputs_, binary=(kind == "binary"), argument=argument,
-                                    hint=V.REGRESSION_HINT if kind == "binary" else "")
+            return validation.check_class_targets(ids, self.n_outputs_, argument, hint=validation.REGRESSION_HINT)
+        return validation.check_real_targets(y, self.n_outputs_, binary=(kind == "binary"), argument=argument,
+                                    hint=validation.REGRESSION_HINT if kind == "binary" else "")
 
     def _to_device(self, X, y=None):
         b = self.backend_
@@ -406,7 +403,7 @@ class Network(Inference, Picklable):
         if missing:
             raise ValueError(f"weights lack {sorted(missing)}")
         for name, a in params.items():
-            w = V.as_array(f"weights[{name!r}]", weights[name])  # host, list or device (CuPy) array
+            w = validation.as_array(f"weights[{name!r}]", weights[name])  # host, list or device (CuPy) array
             if w.shape != a.shape:
                 raise ValueError(f"weights[{name!r}] has shape {w.shape}, expected {a.shape}")
             a[...] = self.backend_.asarray(w, dtype=a.dtype)
@@ -418,7 +415,7 @@ class Network(Inference, Picklable):
         """
         Xa = self._prepare_X(X)
         ya = self._prepare_y(y)
-        V.check_lengths(Xa, ya)
+        validation.check_lengths(Xa, ya)
         if not self.built:
             self.build(Xa.shape[1])
         Xd, Yd = self._to_device(Xa, ya)

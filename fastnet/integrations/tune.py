@@ -186,7 +186,9 @@ def _check_value(key, value):
     if key == "seed":
         return check_int(name, value, minimum=0)
     if key == "backend":
-        return check_choice(name, value, ("cpu", "cuda", "auto"))
+        from fastnet.backends.devices import backend_names
+
+        return check_choice(name, value, backend_names())
     if key == "subset":
         return check_int(name, value, allow_none=True)
     if key == "validation_split":
