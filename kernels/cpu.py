@@ -14,51 +14,12 @@ Arrays are expected C-contiguous (the 2-D kernels take ``(n, k)`` arrays, row
 slices of C-contiguous buffers qualify).  The optimizer updates accept any
 C-contiguous shape: ``a.reshape(a.size)`` is a view in Numba, as in NumPy.
 
-Decisions, measured on the project machine (2 cores, AVX-512, no SVML), float32,
-times per call, each set measured in one process (``bench/bench_kernels.py``
-for the fused-vs-reference table):
-
-* **float32 stays float32.**  Python-float hyper-parameters arrive as float64
-  and Numba would promote ``float32 * float64`` to float64 (half the vector
-  width), so every scalar is first cast to the array dtype (``_cast``), which
-  is what NumPy 2 (NEP 50) does in ``reference``.  Sums accumulate in the
-  array dtype too: the bias-gradient column sums add row after row, exactly
-  as NumPy's ``dz.sum(axis=0)`` does; the row sums (softmax denominator, loss
-  rows) have non-negative terms (no cancellation) and use 8 partial sums, as
-  NumPy's pairwise sum does within a block.
-* **Our own vectorisable float32 exp, expm1-based tanh, sigmoid and log1p.**
-  ``math.exp`` in Numba is a libm call per element here (no SVML), and the
-  loop does not vectorise: with libm, sigmoid_fwd 128x512 took 337 us,
-  tanh_fwd 1586 us, softmax_xent 1024x10 77 us; with ours 31, 38 and 32 us
-  (NumPy reference: 78, 53, 247 us).  ``_exp`` is Cephes-style (Cody-Waite
-  reduction by ln 2, polynomial, exponent built from bits); measured against
-  float64 over [-90, 90] the kernels' max relative errors are 1.7e-7
-  (sigmoid), 1.6e-7 (tanh), 1.3e-7 (softplus in sigmoid_bce), i.e. <= 3 ulp.
-  float64 arrays use ``math.exp`` / ``math.tanh`` / ``math.log1p`` (full
-  precision; float64 is for gradient checks: its sigmoid/tanh/bce kernels are
-  slower than NumPy's SIMD ufuncs).  The choice is made at compile time by
-  type (``numba.extending.overload``); Numba specialises each kernel per dtype.
-* **fastmath: only ``contract``** (FMA).  It made sigmoid_fwd 20% faster
-  (52 vs 66 us) and is at least as accurate.  Full ``fastmath=True`` was no
-  faster than that and broke the exp: its reassociation undoes the
-  ``+ 1.5 * 2**23`` rounding trick and the two-part ln 2 (sigmoid max relative
-  error 0.41, tanh 1.0); its ``nnan``/``ninf`` would also drop the NaN/inf
-  behaviour callers use to notice divergence.
-* **error_model="numpy"**: division by zero gives inf/nan as in NumPy instead
-  of a ZeroDivisionError check, which kept every loop with a division scalar
-  (sigmoid_fwd 1 ms -> 0.07 ms).
-* **No ``parallel=True``.**  A 2-thread ``prange`` Adam on 784x512 alone was
-  faster (302 vs 539 us), a prange sigmoid_fwd 128x512 slower (72 vs 57 us);
-  in a training-like step (two 128x784x512 GEMMs on OpenBLAS's 2 threads,
-  sigmoid fwd/bwd, Adam) the step took 15.6 ms with parallel kernels against
-  5.8 ms serial: the two thread pools spin against each other on 2 cores.
-* **512-bit vectors** (``_prefer_512bit_vectors``): LLVM prefers 256-bit
-  vectors on AVX-512 CPUs by default; asking for 512 made sigmoid_fwd 13%,
-  tanh_fwd 19%, sigmoid_bwd 21%, sigmoid_bce 19% faster (hot caches).
-* **Loops index whole rows from 0** (``for j in range(k)`` over ``z[i]``, or
-  flat views of blocks of rows): LLVM then proves the indices non-negative and
-  vectorises; the prototype's Adam over ``range(i0, i1)`` with scalar indexing
-  did not (1.45 ms vs 0.40 ms).
+Compiled float32 stays float32 (every scalar cast to the array's dtype), with
+vectorisable float32 ``exp``/``tanh``/``sigmoid``/``log1p`` of our own (full-precision
+``math`` functions for float64), ``fastmath`` limited to ``contract``,
+``error_model="numpy"``, no ``parallel=True``, 512-bit vectors, and loops that index
+whole rows from 0: each was measured, and "CPU kernels" in docs/pages/decisions.md
+gives the figures.
 """
 from __future__ import annotations
 

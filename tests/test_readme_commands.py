@@ -115,8 +115,9 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
         assert ran and int(ran.group(1)) > 0, f"{group}: no test passed in the README's run\n{summary(log)}"
     assert "FASTNET_CI_SPLIT=1)" not in log, summary(log)
     assert not installed.exists(), f"{installed} survived the switch to the editable install"
-    # (Ray's workers started from a clone's root: tests/integrations/test_tune.py runs
-    # examples/tune_mnist.py there, beside this test rather than after it)
+    # Ray's workers started from the root import fastnet there (editable install now)
+    rc, log = run_block("python examples/tune_mnist.py --small --epochs 1 --verbose 0", clone, env, timeout=900)
+    assert rc == 0 and "best config" in log.lower(), log[-3000:]
 
     rc, log = run_block("pip uninstall -y fastnet-mlp", clone, env, timeout=300)
     assert rc == 0, log

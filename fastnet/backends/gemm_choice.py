@@ -9,9 +9,8 @@ The candidates (``PROVIDERS``):
 * ``mkl``: Intel MKL's ``cblas_sgemm`` (:mod:`fastnet.backends.gemm_mkl`; ``pip install ".[mkl]"``).
 
 Which is fastest depends on the CPU (vendor, AVX-512, AMX, cache sizes), the library
-versions, the thread count and the shapes: on one machine (AMD EPYC) oneDNN's float32
-GEMMs were a few percent ahead of OpenBLAS's, on another (Intel Xeon with AMX) MKL's ran
-297-368 GFLOP/s against OpenBLAS's 201-267.  No fixed default is right everywhere, so at
+versions, the thread count and the shapes (the figures from two machines: "Float32 GEMMs"
+in docs/pages/decisions.md).  No fixed default is right everywhere, so at
 a model's first ``fit`` (``FASTNET_CPU_GEMM=auto``, the default) :func:`choose` times
 each provider that loads on the step's own GEMMs (each dense layer's ``x @ W``,
 ``x.T @ dy`` and, past the first layer, ``dy @ W.T``, at the fit's batch size and

@@ -27,19 +27,18 @@ its full version name, found in the package's own file list:
 **Primitives are cached** (never freed: one per problem the process meets) per
 shape, data types, strides, bias, beta and thread count.  A call with arguments
 laid out as in an earlier call (shapes, strides, dtypes) skips every check and
-runs one small Numba function (compiled once, cached on disk) that sets the three or four data handles, executes
-and waits: about 1 us of overhead, against about 8 us for the same five calls
-through ``ctypes`` (which the first call, and read-only arrays, take).
+runs one small Numba function (compiled once, cached on disk) that sets the three or four
+data handles, executes and waits: an eighth of the overhead of the same five calls through
+``ctypes`` (which the first call, and read-only arrays, take).
 
 **Threads.**  oneDNN 3.2 (OpenMP) uses ``omp_get_max_threads()`` of the
 process's ``libgomp.so.1``; :func:`set_num_threads` calls ``omp_set_num_threads``
 there (``OMP_NUM_THREADS`` works too, but NumPy's OpenBLAS also reads it when
 imported).  This pool is not OpenBLAS's (pthreads) nor PyTorch's (its own
-``libgomp``), and idle threads of each spin for a while after their work: on 2
-cores, alternating a NumPy GEMM and a oneDNN GEMM (128x512x512, 2 threads
-each) took 8.5 ms per pair here, against 0.56 ms for the two apart
-(``OMP_WAIT_POLICY=passive``: 0.72 ms per pair, but oneDNN alone 1.8x slower).
-So do a step's GEMMs all here or all in NumPy, not both.  The SYCL build runs
+``libgomp``), and idle threads of each spin for a while after their work, so
+alternating the two pools is 15x slower than either alone ("oneDNN and OpenBLAS
+in one step" in docs/pages/decisions.md): a step's GEMMs run all here or all in
+NumPy, not both.  The SYCL build runs
 CPU work on TBB threads (dynamic scheduling); their count is not set from here.
 """
 from __future__ import annotations

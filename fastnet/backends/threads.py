@@ -3,11 +3,10 @@
 A CPU step is mostly GEMMs, which NumPy hands to its BLAS (OpenBLAS in the
 wheels).  OpenBLAS splits each GEMM into one fixed share per thread and waits
 for the last share: when another process holds one of the cores, the share on
-that core arrives late and the step waits for it.  Measured on a 2-core machine
-(784-512-512-10, batch 128): 2 threads are 1.3-1.7x faster than 1 when the
-machine is quiet, and 1.7-2.5x *slower* than 1 with one core taken by a busy
-process.  Shared machines (notebooks, CI runners, a second job) are the usual
-case, so no fixed count is right.
+that core arrives late and the step waits for it: all threads win on a quiet
+machine and lose badly with one core taken ("BLAS threads" in
+docs/pages/decisions.md has the figures).  Shared machines (notebooks, CI
+runners, a second job) are the usual case, so no fixed count is right.
 
 :class:`ThreadTuner` decides while training, from the steps' own times:
 
@@ -31,9 +30,8 @@ case, so no fixed count is right.
 
 **Reproducibility.** OpenBLAS's results differ in the last bits between thread counts,
 and the tuner's choices depend on timing: two runs with the same seed can then end a few
-hundredths of a point apart (test accuracy 0.9825 and 0.9830 for the default MNIST recipe
-here).  ``FASTNET_THREADS=fixed`` gives the same result for the same seed on the same
-machine, as before the tuner.
+hundredths of a point of accuracy apart.  ``FASTNET_THREADS=fixed`` gives the same result
+for the same seed on the same machine, as before the tuner.
 
 The pool tuned is the one running the step's GEMMs: NumPy's own BLAS (found by its file
 path through ``threadpoolctl``), or oneDNN's OpenMP pool where oneDNN runs them

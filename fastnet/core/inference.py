@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastnet.core import validation as V
+from fastnet.core import validation
 
 if TYPE_CHECKING:
     from fastnet.core.losses import Loss
@@ -96,12 +96,12 @@ class Inference:
 
         ``verbose=1`` (or ``"auto"``, 2) also writes them as one line on stderr.
         """
-        verbose = V.check_verbose(verbose)
-        return_dict = V.check_bool("return_dict", return_dict)
+        verbose = validation.check_verbose(verbose)
+        return_dict = validation.check_bool("return_dict", return_dict)
         self._check_fitted("evaluate")
         Xa = self._prepare_X(X, one_sample=True)
         ya = self._prepare_y(y)
-        V.check_lengths(Xa, ya)
+        validation.check_lengths(Xa, ya)
         result = self._evaluate_device(*self._to_device(Xa, ya))
         if verbose:
             print(f"evaluate: {len(Xa)} samples  " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()),
@@ -171,7 +171,7 @@ class Inference:
             assert isinstance(result, dict)
             return result["accuracy"]
         p = self._outputs(X)
-        t = V.check_real_targets(y, self.n_outputs_)
+        t = validation.check_real_targets(y, self.n_outputs_)
         ss_res = ((t - p) ** 2).sum()
         ss_tot = ((t - t.mean(axis=0)) ** 2).sum()
         return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0

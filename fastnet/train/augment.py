@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from fastnet.core import validation as V
+from fastnet.core import validation
 
 __all__ = ["Augment", "affine_params"]
 
@@ -73,13 +73,13 @@ class Augment:
     """
 
     def __init__(self, shift=0.0, rotate=0.0, scale=0.0, image_shape=None):
-        self.shift = V.check_real("Augment shift", shift, low=0)
-        self.rotate = V.check_real("Augment rotate", rotate, low=0, high=180)
-        self.scale = V.check_real("Augment scale", scale, low=0, high=1, high_open=True)
+        self.shift = validation.check_real("Augment shift", shift, low=0)
+        self.rotate = validation.check_real("Augment rotate", rotate, low=0, high=180)
+        self.scale = validation.check_real("Augment scale", scale, low=0, high=1, high_open=True)
         if image_shape is not None:
             if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 2:
                 raise ValueError(f"Augment image_shape must be a pair (height, width), got {image_shape!r}")
-            image_shape = tuple(V.check_int(f"Augment image_shape[{i}]", v) for i, v in enumerate(image_shape))
+            image_shape = tuple(validation.check_int(f"Augment image_shape[{i}]", v) for i, v in enumerate(image_shape))
         self.image_shape = image_shape
 
     def __repr__(self):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastnet.core import validation as V
+from fastnet.core import validation
 from fastnet.core.optimizers import get_optimizer
 
 if TYPE_CHECKING:
@@ -75,11 +75,11 @@ def train_on_batch(model: Network, x: ArrayLike, y: ArrayLike, sample_weight: Ar
     """
     from fastnet.train.fit import _exclusive_training, _loss_scaler
 
-    return_dict = V.check_bool("return_dict", return_dict)
+    return_dict = validation.check_bool("return_dict", return_dict)
     with _exclusive_training(model):
         xa = _rows(model, x)
         ya = _targets(model, y)
-        V.check_lengths(xa, ya)
+        validation.check_lengths(xa, ya)
         m = len(xa)
         weights = _weights(model, ya, sample_weight, class_weight, m)  # checked before the model changes
         if not model.built:
@@ -173,7 +173,7 @@ def _targets(model, y):
 
 
 def _weights(model, ya, sample_weight, class_weight, m):
-    weights = V.check_sample_weight(sample_weight, m)
+    weights = validation.check_sample_weight(sample_weight, m)
     if class_weight is not None:
         if isinstance(class_weight, str):
             raise ValueError(f"class_weight={class_weight!r} needs the whole training set's class counts, which "
@@ -182,7 +182,7 @@ def _weights(model, ya, sample_weight, class_weight, m):
         k = model.n_outputs_
         classes = model.classes_ if model.classes_ is not None else np.arange(k)
         ids = ya if model.loss_.target_kind != "class" else np.asarray(ya)
-        rows = V.class_weight_rows(class_weight, ids, model.loss_.target_kind, classes)
+        rows = validation.class_weight_rows(class_weight, ids, model.loss_.target_kind, classes)
         weights = rows if weights is None else rows * weights
     return weights
 
@@ -213,7 +213,7 @@ def _into(b, buf, a):
             return a
         np.copyto(buf, a, casting="unsafe")
         return buf
-    if V.is_device_array(a):
+    if validation.is_device_array(a):
         buf[...] = a
     else:
         buf.set(np.ascontiguousarray(a, dtype=buf.dtype))

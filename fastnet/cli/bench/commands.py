@@ -25,17 +25,17 @@ def _write(path, payload):
 
 
 def interleaved(args, X, y):
-    from fastnet.cli.bench import interleaved as IL
+    from fastnet.cli.bench import interleaved as bench_interleaved
 
     rounds = args.rounds or DEFAULT_ROUNDS["load"]
     if rounds < 7:
         print(f"note: {rounds} rounds; the published table uses 7 or more", file=sys.stderr)
-    conditions = list(IL.CONDITIONS) if args.load == "both" else [args.load]
-    fixed = args.fixed_threads or IL.default_fixed_threads()
-    info = IL.run_info()
-    blocks = IL.run_interleaved(X, y, configs=args.configs or IL.CONFIGS, conditions=conditions, rounds=rounds,
-                               make_systems=lambda: IL.default_systems(fixed), progress=_progress)
-    print(IL.format_interleaved(blocks))
+    conditions = list(bench_interleaved.CONDITIONS) if args.load == "both" else [args.load]
+    fixed = args.fixed_threads or bench_interleaved.default_fixed_threads()
+    info = bench_interleaved.run_info()
+    blocks = bench_interleaved.run_interleaved(X, y, configs=args.configs or bench_interleaved.CONFIGS, conditions=conditions, rounds=rounds,
+                               make_systems=lambda: bench_interleaved.default_systems(fixed), progress=_progress)
+    print(bench_interleaved.format_interleaved(blocks))
     _write(args.json, {"kind": "interleaved", **info, "conditions": conditions, "fixed_threads": fixed,
                        "ratio": "baseline seconds / system seconds per round; median over rounds",
                        "blocks": blocks})
@@ -43,36 +43,36 @@ def interleaved(args, X, y):
 
 
 def sweep(args, X, y):
-    from fastnet.cli.bench import interleaved as IL
-    from fastnet.cli.bench import sweep as S
+    from fastnet.cli.bench import interleaved as bench_interleaved
+    from fastnet.cli.bench import sweep as bench_sweep
 
-    info = IL.run_info()
-    result = S.run_sweep(X, y, rounds=args.rounds or DEFAULT_ROUNDS["sweep"], progress=_progress)
-    print(S.format_sweep(result))
+    info = bench_interleaved.run_info()
+    result = bench_sweep.run_sweep(X, y, rounds=args.rounds or DEFAULT_ROUNDS["sweep"], progress=_progress)
+    print(bench_sweep.format_sweep(result))
     if args.png:
-        print(f"wrote {S.plot_sweep(result, args.png)}")
+        print(f"wrote {bench_sweep.plot_sweep(result, args.png)}")
     _write(args.json, {"kind": "sweep", **info, **result})
     return 0
 
 
 def inference(args, X, y, Xt):
-    from fastnet.cli.bench import inference as N
-    from fastnet.cli.bench import interleaved as IL
+    from fastnet.cli.bench import inference as bench_inference
+    from fastnet.cli.bench import interleaved as bench_interleaved
 
-    info = IL.run_info()
-    result = N.run_inference(X, y, Xt, rounds=args.rounds or DEFAULT_ROUNDS["inference"], calls=args.calls)
-    print(N.format_inference(result))
+    info = bench_interleaved.run_info()
+    result = bench_inference.run_inference(X, y, Xt, rounds=args.rounds or DEFAULT_ROUNDS["inference"], calls=args.calls)
+    print(bench_inference.format_inference(result))
     _write(args.json, {"kind": "inference", **info, **result})
     return 0
 
 
 def tta(args, X, y, Xt, yt):
-    from fastnet.cli.bench import interleaved as IL
-    from fastnet.cli.bench import tta as T
+    from fastnet.cli.bench import interleaved as bench_interleaved
+    from fastnet.cli.bench import tta as bench_tta
 
-    info = IL.run_info()
-    same = T.same_recipe(X, y, Xt, yt, target=args.tta)
-    best = T.best_vs_best(X, y, Xt, yt, RECIPES["default"], target=args.tta)
-    print(T.format_tta(same, best))
+    info = bench_interleaved.run_info()
+    same = bench_tta.same_recipe(X, y, Xt, yt, target=args.tta)
+    best = bench_tta.best_vs_best(X, y, Xt, yt, RECIPES["default"], target=args.tta)
+    print(bench_tta.format_tta(same, best))
     _write(args.json, {"kind": "tta", **info, "same_recipe": same, "best_vs_best": best})
     return 0

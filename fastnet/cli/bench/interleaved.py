@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from fastnet.cli.bench import systems as B
+from fastnet.cli.bench import systems as bench_systems
 
 #: The baselines every system is compared with, round by round.
 BASELINES = ("pytorch", "pytorch-tuned", "numpy-scratch")
@@ -104,7 +104,7 @@ def _tuner_off():
             os.environ[ENV] = old
 
 
-class FastnetFixedThreads(B.FastnetSystem):
+class FastnetFixedThreads(bench_systems.FastnetSystem):
     """fastnet-fused with BLAS pinned to ``threads`` threads around every epoch."""
 
     def __init__(self, threads):
@@ -117,7 +117,7 @@ class FastnetFixedThreads(B.FastnetSystem):
             super().epoch(X, y)
 
 
-class FastnetDefault(B.FastnetSystem):
+class FastnetDefault(bench_systems.FastnetSystem):
     """fastnet-fused as a user runs it (thread tuner as configured); keeps what the tuner
     reports after each epoch (``history.params["threads"]``, when fastnet has a tuner)."""
 
@@ -141,13 +141,13 @@ def default_systems(fixed=None):
     """fastnet-fused, its fixed-thread variants, pytorch, pytorch-tuned, numpy-scratch."""
     systems = [FastnetDefault()]
     systems += [FastnetFixedThreads(k) for k in (fixed if fixed is not None else default_fixed_threads())]
-    systems += [B.TorchSystem(tuned=False), B.TorchSystem(tuned=True), B.NumpyScratchSystem()]
+    systems += [bench_systems.TorchSystem(tuned=False), bench_systems.TorchSystem(tuned=True), bench_systems.NumpyScratchSystem()]
     return systems
 
 
 # ------------------------------------------------------------------ measuring
 #: One untimed warm-up epoch per system, then interleaved timed rounds (``fastnet.cli.bench.systems``).
-measure = B.measure
+measure = bench_systems.measure
 
 
 def round_ratios(baseline_seconds, system_seconds):
@@ -185,7 +185,7 @@ def run_interleaved(X, y, configs=CONFIGS, conditions=CONDITIONS, rounds=7, seed
     ``{config, condition, load, rounds, best_fixed, systems: summarize(...)}``.
     ``configs``: names of ``fastnet.core.recipes``' bench configurations, or ``{name: config}``."""
     make_systems = make_systems or default_systems
-    table = configs if isinstance(configs, dict) else {c: B.CONFIGS[c] for c in configs}
+    table = configs if isinstance(configs, dict) else {c: bench_systems.CONFIGS[c] for c in configs}
     rng = np.random.default_rng(seed)
     blocks = []
     for condition in conditions:
@@ -245,7 +245,7 @@ def git_dirty():
 
 def run_info():
     """Machine, thread settings (threadpoolctl, PyTorch, environment, CPU affinity) and git commit."""
-    info = {"machine": B.machine_description(), "git_commit": git_commit(), "git_dirty": git_dirty(),
+    info = {"machine": bench_systems.machine_description(), "git_commit": git_commit(), "git_dirty": git_dirty(),
             "cpu_count": os.cpu_count(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if hasattr(os, "sched_getaffinity"):

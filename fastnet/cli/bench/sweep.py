@@ -11,7 +11,7 @@ import statistics
 
 import numpy as np
 
-from fastnet.cli.bench import systems as B
+from fastnet.cli.bench import systems as bench_systems
 from fastnet.cli.bench.interleaved import measure, round_ratios
 
 WIDTHS = (64, 256, 1024)
@@ -24,7 +24,7 @@ def sweep_config(width, batch):
 
 
 def default_systems():
-    return [B.FastnetSystem("cpu", "fused"), B.TorchSystem(tuned=True)]
+    return [bench_systems.FastnetSystem("cpu", "fused"), bench_systems.TorchSystem(tuned=True)]
 
 
 def run_sweep(X, y, widths=WIDTHS, batches=BATCHES, rounds=5, seed=0, make_systems=None, progress=None):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastnet.cli.bench import systems as B
+from fastnet.cli.bench import systems as bench_systems
 from fastnet.cli.bench.inference import torch_copy
 
 SAME_RECIPE = dict(hidden=[512, 512], activation="relu", optimizer="adam", lr=1e-3, batch_size=128)
@@ -36,8 +36,8 @@ def same_recipe(X, y, Xt, yt, target=0.98, max_epochs=15, seed=0, config=None, t
     """PyTorch's recipe on both sides, same initial weights, epochs interleaved.
     Returns ``{"fastnet": {...}, "pytorch": {...}, "ratio", "init", "config"}``."""
     config = dict(config or SAME_RECIPE)
-    f, t = B.FastnetSystem("cpu", "fused"), B.TorchSystem(tuned=torch_tuned)
-    _warm_up([B.FastnetSystem("cpu", "fused"), B.TorchSystem(tuned=torch_tuned)], X, y, config, seed)
+    f, t = bench_systems.FastnetSystem("cpu", "fused"), bench_systems.TorchSystem(tuned=torch_tuned)
+    _warm_up([bench_systems.FastnetSystem("cpu", "fused"), bench_systems.TorchSystem(tuned=torch_tuned)], X, y, config, seed)
     f.setup(X, y, config, seed)
     f.model.build(X.shape[1])
     t.setup(X, y, config, seed)
@@ -86,9 +86,9 @@ def best_vs_best(X, y, Xt, yt, recipe, target=0.98, seed=0):
     unused = [k for k in ("weight_decay", "augment") if recipe.get(k)]
     if unused:  # fastnet_time_to_accuracy would train without them: the label would be wrong
         raise ValueError(f"best_vs_best: the recipe sets {unused}, which fastnet_time_to_accuracy does not apply")
-    fs, fe, fa = B.fastnet_time_to_accuracy(X, y, Xt, yt, recipe, target, seed=seed)
-    _warm_up([B.TorchSystem()], X, y, SAME_RECIPE, seed)
-    ts, te, ta = B.time_to_accuracy(B.TorchSystem(), X, y, Xt, yt, SAME_RECIPE, target=target, seed=seed)
+    fs, fe, fa = bench_systems.fastnet_time_to_accuracy(X, y, Xt, yt, recipe, target, seed=seed)
+    _warm_up([bench_systems.TorchSystem()], X, y, SAME_RECIPE, seed)
+    ts, te, ta = bench_systems.time_to_accuracy(bench_systems.TorchSystem(), X, y, Xt, yt, SAME_RECIPE, target=target, seed=seed)
     return {"fastnet": {"seconds": fs, "epochs": fe if fs else None, "accuracies": fa, "recipe": recipe,
                         "init": INIT_FASTNET},
             "pytorch": {"seconds": ts, "epochs": te if ts else None, "accuracies": ta, "recipe": SAME_RECIPE,
