@@ -125,7 +125,8 @@ def build_parser():
     bench = sub.add_parser("bench", help="MNIST training throughput beside PyTorch, scikit-learn, NumPy")
     bench.add_argument("--configs", nargs="+", choices=sorted(BENCH_CONFIGS), help="default: all")
     bench.add_argument("--rounds", type=_positive_int,
-                       help="timed epochs per system (median); default 3, --load 7, --sweep 5, --inference 10")
+                       help="timed epochs per system (median); default 3, --load 7, --sweep 5, --inference 10, "
+                            "--processes 5")
     bench.add_argument("--no-peers", action="store_true", help="fastnet systems only")
     bench.add_argument("--no-reference", action="store_true", help="skip fastnet with reference kernels")
     mode = bench.add_mutually_exclusive_group()
@@ -136,6 +137,9 @@ def build_parser():
                            "pytorch-tuned, numpy-scratch, with no load, a spinning process on a core, or both")
     mode.add_argument("--sweep", action="store_true",
                       help="instead: hidden width x batch size sweep, fastnet vs pytorch-tuned")
+    mode.add_argument("--processes", action="store_true",
+                      help="instead: each system in its own process, interleaved rounds, vs pytorch-tuned, "
+                           "torch.compile, JAX and the tutorials' NumPy (those installed)")
     mode.add_argument("--inference", action="store_true",
                       help="instead: predict_proba throughput and single-row latency vs ONNX Runtime, PyTorch")
     bench.add_argument("--fixed-threads", type=_positive_int, nargs="+", metavar="K",
@@ -414,6 +418,8 @@ def cmd_bench(args):
         return bench_commands.sweep(args, X, y)
     if args.inference:
         return bench_commands.inference(args, X, y, Xt)
+    if args.processes:
+        return bench_commands.processes(args)
     systems = bench_systems.available_systems(include_reference=not args.no_reference, include_peers=not args.no_peers)
     print("systems: " + ", ".join(s.name for s in systems))
 

@@ -412,3 +412,30 @@ def test_bench_modes_are_exclusive(capsys):
     with pytest.raises(SystemExit) as info:
         cli.build_parser().parse_args(["bench", "--load", "both", "--sweep"])
     assert info.value.code == 2
+
+
+@pytest.mark.mnist
+def test_each_system_trains_in_its_own_process_and_ratios_are_per_round(monkeypatch):
+    """``fastnet bench --processes``: a worker process per system, interleaved rounds, and
+    each ratio the baseline's seconds over the system's in the same round."""
+    import os
+
+    from fastnet.cli.bench import processes
+
+    monkeypatch.setitem(processes._NEEDS, "jax", "no_such_library_here")  # a peer that is not installed
+    result = processes.run("sigmoid128-sgd", systems=["fastnet", "numpy-scratch", "jax"],
+                           baselines=("numpy-scratch",), rounds=3, rows=512)
+    assert result["not_run"] == {"jax": "no_such_library_here is not installed"}
+    fast, scratch = result["systems"]["fastnet"], result["systems"]["numpy-scratch"]
+    assert len({fast["pid"], scratch["pid"], os.getpid()}) == 3
+    assert len(fast["epoch_seconds"]) == len(scratch["epoch_seconds"]) == 3
+    ratios = [b / a for a, b in zip(fast["epoch_seconds"], scratch["epoch_seconds"])]
+    assert fast["vs"]["numpy-scratch"]["per_round"] == ratios
+    assert fast["vs"]["numpy-scratch"]["median"] == sorted(ratios)[1]
+    assert "numpy-scratch" not in scratch["vs"] and result["cpu"] and result["rows"] == 512
+    import fastnet
+
+    assert fast["versions"]["fastnet"] == fastnet.__version__
+    assert 0 <= fast["accuracy_on_training_rows"] <= 1
+    table = processes.format_table(result)
+    assert "| fastnet |" in table and "not run: jax (no_such_library_here is not installed)" in table

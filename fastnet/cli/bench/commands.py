@@ -9,7 +9,7 @@ import sys
 
 from fastnet.core.recipes import RECIPES
 
-DEFAULT_ROUNDS = {"load": 7, "sweep": 5, "inference": 10}
+DEFAULT_ROUNDS = {"load": 7, "sweep": 5, "inference": 10, "processes": 5}
 SWEEP_ROWS = 10_000
 
 
@@ -75,4 +75,20 @@ def tta(args, X, y, Xt, yt):
     best = bench_tta.best_vs_best(X, y, Xt, yt, RECIPES["default"], target=args.tta)
     print(bench_tta.format_tta(same, best))
     _write(args.json, {"kind": "tta", **info, "same_recipe": same, "best_vs_best": best})
+    return 0
+
+
+def processes(args):
+    from fastnet.cli.bench import interleaved as bench_interleaved
+    from fastnet.cli.bench import processes as bench_processes
+
+    info = bench_interleaved.run_info()
+    blocks = []
+    for config in args.configs or bench_interleaved.CONFIGS:
+        result = bench_processes.run(config, rounds=args.rounds or DEFAULT_ROUNDS["processes"], rows=args.rows,
+                                     progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+        print(bench_processes.format_table(result) + "\n")
+        blocks.append(result)
+    _write(args.json, {"kind": "processes", **info,
+                       "ratio": "baseline seconds / system seconds per round; median over rounds", "blocks": blocks})
     return 0

@@ -1,0 +1,261 @@
+"""Each system in its own process (``fastnet bench --processes``): interleaved rounds, the
+median of per-round ratios.
+
+In one process, one library's thread pool spins while another's works (PyTorch's float32
+GEMM measured 31 GFLOP/s instead of 297 beside NumPy's OpenBLAS), so here every system
+is a worker process of its own, started once: it loads the data, builds its network,
+trains one untimed warm-up epoch (JIT compilation, ``torch.compile``, thread pools), then
+waits on its stdin.  Each round the coordinator sends every worker in turn the round's
+shuffle seed; the worker trains one epoch on the rows in that order and answers with the
+epoch's seconds (its own clock, around the epoch alone).  The others sleep on a blocking
+read meanwhile, and a pause between epochs lets the last one's spinning threads settle.
+A round's ratio is ``baseline seconds / system seconds``; the table is the median of
+those per-round ratios, never a ratio of medians.
+
+Systems: ``fastnet`` (``fit``, one epoch per call, with the thread tuner and the GEMM
+choice on; the doctor off, as it runs once per ``fit`` and every epoch here is a fit),
+``pytorch``, ``pytorch-tuned`` (fused Adam, flushed denormals), ``torch-compile``
+(``torch.compile`` of the tuned network), ``jax`` (a ``jax.jit`` step with optax), and
+``numpy-scratch`` (the tutorials' loop); peers that are not installed are left out and
+named in the result.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from fastnet.cli.bench import systems as bench_systems
+
+SYSTEMS = ("fastnet", "pytorch", "pytorch-tuned", "torch-compile", "jax", "numpy-scratch")
+#: Seconds a worker waits after an epoch before the next system's epoch starts.
+SETTLE_SECONDS = 0.3
+_NEEDS = {"pytorch": "torch", "pytorch-tuned": "torch", "torch-compile": "torch", "jax": "optax"}
+
+
+class JaxSystem(bench_systems.System):
+    """A ``jax.jit`` training step (forward, softmax cross-entropy, ``jax.grad``, optax's
+    update) over the epoch's batches, parameters kept on the device between steps."""
+
+    name = "jax"
+
+    def setup(self, X, y, config, seed):
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        s = bench_systems.sizes(config)
+        key = jax.random.PRNGKey(seed)
+        params = []
+        for a, b in zip(s[:-1], s[1:]):
+            key, sub = jax.random.split(key)
+            bound = 1.0 / np.sqrt(a)
+            params.append((jax.random.uniform(sub, (a, b), jnp.float32, -bound, bound), jnp.zeros(b, jnp.float32)))
+        act = jax.nn.sigmoid if config["activation"] == "sigmoid" else jax.nn.relu
+        opt = optax.adam(config["lr"]) if config["optimizer"] == "adam" else optax.sgd(config["lr"])
+
+        def loss(params, xb, yb):
+            h = xb
+            for W, b in params[:-1]:
+                h = act(h @ W + b)
+            W, b = params[-1]
+            return optax.softmax_cross_entropy_with_integer_labels(h @ W + b, yb).mean()
+
+        @jax.jit
+        def step(params, state, xb, yb):
+            grads = jax.grad(loss)(params, xb, yb)
+            updates, state = opt.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        self.jax, self.params, self.state, self.step = jax, params, opt.init(params), step
+        self.bs = config["batch_size"]
+
+    def epoch(self, X, y):
+        jnp = self.jax.numpy
+        Xj, yj = jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.int32)
+        for start in range(0, len(X), self.bs):
+            self.params, self.state = self.step(self.params, self.state, Xj[start:start + self.bs],
+                                                 yj[start:start + self.bs])
+        self.jax.block_until_ready(self.params)
+
+
+class TorchCompileSystem(bench_systems.TorchSystem):
+    """The tuned PyTorch loop with ``torch.compile`` of the network (compiled in the warm-up)."""
+
+    def __init__(self):
+        super().__init__(tuned=True)
+        self.name = "torch-compile"
+
+    def setup(self, X, y, config, seed):
+        super().setup(X, y, config, seed)
+        self.net = self.torch.compile(self.net)
+
+
+def make_system(name):
+    if name == "fastnet":
+        return bench_systems.FastnetSystem("cpu", "fused")
+    if name in ("pytorch", "pytorch-tuned"):
+        return bench_systems.TorchSystem(tuned=name == "pytorch-tuned")
+    if name == "torch-compile":
+        return TorchCompileSystem()
+    if name == "jax":
+        return JaxSystem()
+    if name == "numpy-scratch":
+        return bench_systems.NumpyScratchSystem()
+    raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, got {name!r}")
+
+
+def installed(name):
+    """Whether ``name``'s library imports here (without importing it)."""
+    import importlib.util
+
+    need = _NEEDS.get(name)
+    return need is None or importlib.util.find_spec(need) is not None
+
+
+def _threads():
+    info = {"cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["pools"] = [{k: p.get(k) for k in ("user_api", "internal_api", "num_threads", "version")}
+                         for p in threadpool_info()]
+    except ImportError:
+        pass
+    if "torch" in sys.modules:
+        info["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return info
+
+
+def worker(name, config_name, rows, seed):
+    """A worker's life: set up, warm up, then one epoch per line read from stdin (the
+    round's shuffle seed), answered with one JSON line on stdout; an empty line ends it."""
+    from fastnet.cli import load_mnist_arrays
+
+    (X, y), _ = load_mnist_arrays(subset=rows or None)
+    config = bench_systems.CONFIGS[config_name]
+    system = make_system(name)
+    out = sys.stdout
+    sys.stdout = sys.stderr  # (libraries' prints stay off the answer channel)
+    system.setup(X, y, config, seed)
+    order = np.random.default_rng([seed, 10**6]).permutation(len(X))
+    system.epoch(X[order], y[order])
+    system.synchronize()
+    versions = {}
+    for module in ("numpy", "torch", "jax", "optax"):
+        if module in sys.modules:
+            versions[module] = getattr(sys.modules[module], "__version__", "?")
+    import fastnet
+
+    versions["fastnet"] = fastnet.__version__
+    print(json.dumps({"ready": name, "pid": os.getpid(), "versions": versions, "threads": _threads()}),
+          file=out, flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        order = np.random.default_rng(int(line)).permutation(len(X))
+        Xo, yo = X[order], y[order]
+        t0 = time.perf_counter()
+        system.epoch(Xo, yo)
+        system.synchronize()
+        seconds = time.perf_counter() - t0
+        print(json.dumps({"seconds": seconds}), file=out, flush=True)
+        time.sleep(SETTLE_SECONDS)
+    accuracy = system.accuracy(X, y)
+    print(json.dumps({"accuracy_on_training_rows": accuracy}), file=out, flush=True)
+
+
+def _start(name, config_name, rows, seed, env):
+    cmd = [sys.executable, "-m", "fastnet.cli.bench.processes", "--worker", name, config_name, str(rows or 0), str(seed)]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _read(proc, name):
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait()
+        raise RuntimeError(f"the {name} worker ended (exit {proc.returncode}) before answering: see its output above")
+    return json.loads(line)
+
+
+def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", "jax", "numpy-scratch"),
+        rounds=5, rows=None, seed=0, progress=None):
+    """Every system in its own worker process; ``rounds`` interleaved rounds.  Returns a
+    JSON-ready dict: per system the epoch seconds of each round and, against each baseline
+    present, the per-round ratios and their median."""
+    wanted = list(systems or SYSTEMS)
+    missing = {s: f"{_NEEDS[s]} is not installed" for s in wanted if not installed(s)}
+    names = [s for s in wanted if s not in missing]
+    env = dict(os.environ)
+    procs, ready = {}, {}
+    try:
+        for name in names:  # one at a time: the warm-ups never overlap
+            procs[name] = _start(name, config_name, rows, seed, env)
+            ready[name] = _read(procs[name], name)
+            if progress:
+                progress(f"{name} ready")
+        times = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names:
+                procs[name].stdin.write(f"{seed * 1000 + r}\n")
+                procs[name].stdin.flush()
+                times[name].append(_read(procs[name], name)["seconds"])
+            if progress:
+                progress(f"round {r + 1} of {rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in names))
+        accuracy = {}
+        for name in names:
+            procs[name].stdin.write("\n")
+            procs[name].stdin.flush()
+            accuracy[name] = _read(procs[name], name)["accuracy_on_training_rows"]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    from fastnet.backends.gemm_choice import cpu_model
+    from fastnet.backends.precision import cpu_flags
+
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4")))
+    result = {"kind": "processes", "config": config_name, "rows": rows or 60000, "rounds": rounds,
+              "cpu": cpu_model(), "cpu_flags": flags, "machine": bench_systems.machine_description(),
+              "not_run": missing, "systems": {}}
+    for name in names:
+        entry = {"pid": ready[name]["pid"], "epoch_seconds": times[name],
+                 "median_epoch_seconds": statistics.median(times[name]),
+                 "versions": ready[name]["versions"], "threads": ready[name]["threads"],
+                 "accuracy_on_training_rows": accuracy[name], "vs": {}}
+        for base in baselines:
+            if base in times and base != name:
+                ratios = [b / a for a, b in zip(times[name], times[base])]
+                entry["vs"][base] = {"per_round": ratios, "median": statistics.median(ratios)}
+        result["systems"][name] = entry
+    return result
+
+
+def format_table(result):
+    bases = sorted({b for e in result["systems"].values() for b in e["vs"]},
+                   key=lambda b: SYSTEMS.index(b) if b in SYSTEMS else 99)
+    lines = [f"{result['config']}, {result['rows']} rows, {result['rounds']} rounds, each system in its own process "
+             f"({result['cpu']})", "",
+             "| system | epoch (median) | " + " | ".join(f"vs {b}" for b in bases) + " |",
+             "|---|---:|" + "---:|" * len(bases)]
+    for name, e in result["systems"].items():
+        cells = [f"{e['vs'][b]['median']:.2f}x" if b in e["vs"] else "—" for b in bases]
+        lines.append(f"| {name} | {e['median_epoch_seconds']:.3f} s | " + " | ".join(cells) + " |")
+    if result["not_run"]:
+        lines.append("")
+        lines.append("not run: " + "; ".join(f"{k} ({v})" for k, v in result["not_run"].items()))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        sys.exit("usage: python -m fastnet.cli.bench.processes --worker SYSTEM CONFIG ROWS SEED "
+                 "(the coordinator is fastnet bench --processes)")
