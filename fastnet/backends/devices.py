@@ -662,7 +662,9 @@ def get_backend(name="auto", dtype="float32", seed=None, kernels="fused", precis
         raise BackendUnavailableError(f"backend {name!r} is not available: {why}")
     spec = DEVICES[name]
     device = spec.make()
-    kset = kernel_set(spec.kernels, kernels if spec.kernels is not None else "reference")
+    if spec.kernels is None:  # no fused module: the reference table, and said so
+        kernels = "reference"
+    kset = kernel_set(spec.kernels, kernels)
     if hasattr(kset.module, "use_array_module"):
         kset.module.use_array_module(device.xp)
     from fastnet.backends.precision import check as check_precision

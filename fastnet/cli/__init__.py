@@ -406,6 +406,8 @@ def cmd_bench(args):
     for option in ("json", "png"):
         if getattr(args, option):
             _check_destination(f"--{option}", getattr(args, option))
+    if args.processes:  # (each worker loads MNIST itself)
+        return bench_commands.processes(args)
     (X, y), (Xt, yt) = load_mnist_arrays(cache_dir=args.data_dir)
     rows = args.rows or (bench_commands.SWEEP_ROWS if args.sweep else None)
     X, y = X[:rows], y[:rows]
@@ -418,8 +420,6 @@ def cmd_bench(args):
         return bench_commands.sweep(args, X, y)
     if args.inference:
         return bench_commands.inference(args, X, y, Xt)
-    if args.processes:
-        return bench_commands.processes(args)
     systems = bench_systems.available_systems(include_reference=not args.no_reference, include_peers=not args.no_peers)
     print("systems: " + ", ".join(s.name for s in systems))
 

@@ -429,6 +429,10 @@ def test_each_system_trains_in_its_own_process_and_ratios_are_per_round(monkeypa
     fast, scratch = result["systems"]["fastnet"], result["systems"]["numpy-scratch"]
     assert len({fast["pid"], scratch["pid"], os.getpid()}) == 3
     assert len(fast["epoch_seconds"]) == len(scratch["epoch_seconds"]) == 3
+    # interleaved: round r of fastnet, then of numpy-scratch, then round r + 1 (epochs never overlap)
+    starts = [t for pair in zip(fast["epoch_started"], scratch["epoch_started"]) for t in pair]
+    seconds = [t for pair in zip(fast["epoch_seconds"], scratch["epoch_seconds"]) for t in pair]
+    assert all(later - start >= took for start, later, took in zip(starts, starts[1:], seconds))
     ratios = [b / a for a, b in zip(fast["epoch_seconds"], scratch["epoch_seconds"])]
     assert fast["vs"]["numpy-scratch"]["per_round"] == ratios
     assert fast["vs"]["numpy-scratch"]["median"] == sorted(ratios)[1]

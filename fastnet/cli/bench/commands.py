@@ -86,6 +86,7 @@ def processes(args):
     blocks = []
     for config in args.configs or bench_interleaved.CONFIGS:
         result = bench_processes.run(config, rounds=args.rounds or DEFAULT_ROUNDS["processes"], rows=args.rows,
+                                     data_dir=args.data_dir,
                                      progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
         print(bench_processes.format_table(result) + "\n")
         blocks.append(result)

@@ -8,7 +8,8 @@ trains one untimed warm-up epoch (JIT compilation, ``torch.compile``, thread poo
 waits on its stdin.  Each round the coordinator sends every worker in turn the round's
 shuffle seed; the worker trains one epoch on the rows in that order and answers with the
 epoch's seconds (its own clock, around the epoch alone).  The others sleep on a blocking
-read meanwhile, and a pause between epochs lets the last one's spinning threads settle.
+read meanwhile, and the coordinator pauses after each epoch, so the last worker's spinning
+threads settle before the next system starts.
 A round's ratio is ``baseline seconds / system seconds``; the table is the median of
 those per-round ratios, never a ratio of medians.
 
@@ -33,7 +34,7 @@ import numpy as np
 from fastnet.cli.bench import systems as bench_systems
 
 SYSTEMS = ("fastnet", "pytorch", "pytorch-tuned", "torch-compile", "jax", "numpy-scratch")
-#: Seconds a worker waits after an epoch before the next system's epoch starts.
+#: Seconds the coordinator waits after an epoch before the next system's epoch starts.
 SETTLE_SECONDS = 0.3
 _NEEDS = {"pytorch": "torch", "pytorch-tuned": "torch", "torch-compile": "torch", "jax": "optax"}
 
@@ -132,12 +133,12 @@ def _threads():
     return info
 
 
-def worker(name, config_name, rows, seed):
+def worker(name, config_name, rows, seed, data_dir=None):
     """A worker's life: set up, warm up, then one epoch per line read from stdin (the
     round's shuffle seed), answered with one JSON line on stdout; an empty line ends it."""
     from fastnet.cli import load_mnist_arrays
 
-    (X, y), _ = load_mnist_arrays(subset=rows or None)
+    (X, y), _ = load_mnist_arrays(subset=rows or None, cache_dir=data_dir)
     config = bench_systems.CONFIGS[config_name]
     system = make_system(name)
     out = sys.stdout
@@ -153,25 +154,26 @@ def worker(name, config_name, rows, seed):
     import fastnet
 
     versions["fastnet"] = fastnet.__version__
-    print(json.dumps({"ready": name, "pid": os.getpid(), "versions": versions, "threads": _threads()}),
-          file=out, flush=True)
+    print(json.dumps({"ready": name, "pid": os.getpid(), "rows": len(X), "versions": versions,
+                      "threads": _threads()}), file=out, flush=True)
     for line in sys.stdin:
         if not line.strip():
             break
         order = np.random.default_rng(int(line)).permutation(len(X))
         Xo, yo = X[order], y[order]
+        started = time.time()
         t0 = time.perf_counter()
         system.epoch(Xo, yo)
         system.synchronize()
         seconds = time.perf_counter() - t0
-        print(json.dumps({"seconds": seconds}), file=out, flush=True)
-        time.sleep(SETTLE_SECONDS)
+        print(json.dumps({"seconds": seconds, "started": started}), file=out, flush=True)
     accuracy = system.accuracy(X, y)
     print(json.dumps({"accuracy_on_training_rows": accuracy}), file=out, flush=True)
 
 
-def _start(name, config_name, rows, seed, env):
-    cmd = [sys.executable, "-m", "fastnet.cli.bench.processes", "--worker", name, config_name, str(rows or 0), str(seed)]
+def _start(name, config_name, rows, seed, env, data_dir=None):
+    cmd = [sys.executable, "-m", "fastnet.cli.bench.processes", "--worker", name, config_name, str(rows or 0), str(seed),
+           *([data_dir] if data_dir else [])]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -184,7 +186,7 @@ def _read(proc, name):
 
 
 def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", "jax", "numpy-scratch"),
-        rounds=5, rows=None, seed=0, progress=None):
+        rounds=5, rows=None, seed=0, progress=None, data_dir=None):
     """Every system in its own worker process; ``rounds`` interleaved rounds.  Returns a
     JSON-ready dict: per system the epoch seconds of each round and, against each baseline
     present, the per-round ratios and their median."""
@@ -195,16 +197,20 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
     procs, ready = {}, {}
     try:
         for name in names:  # one at a time: the warm-ups never overlap
-            procs[name] = _start(name, config_name, rows, seed, env)
+            procs[name] = _start(name, config_name, rows, seed, env, data_dir)
             ready[name] = _read(procs[name], name)
             if progress:
                 progress(f"{name} ready")
         times = {name: [] for name in names}
+        started = {name: [] for name in names}
         for r in range(rounds):
             for name in names:
                 procs[name].stdin.write(f"{seed * 1000 + r}\n")
                 procs[name].stdin.flush()
-                times[name].append(_read(procs[name], name)["seconds"])
+                answer = _read(procs[name], name)
+                times[name].append(answer["seconds"])
+                started[name].append(answer["started"])
+                time.sleep(SETTLE_SECONDS)
             if progress:
                 progress(f"round {r + 1} of {rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in names))
         accuracy = {}
@@ -221,11 +227,12 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
     from fastnet.backends.precision import cpu_flags
 
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4")))
-    result = {"kind": "processes", "config": config_name, "rows": rows or 60000, "rounds": rounds,
+    result = {"kind": "processes", "config": config_name, "rows": ready[names[0]]["rows"] if names else rows,
+              "rounds": rounds,
               "cpu": cpu_model(), "cpu_flags": flags, "machine": bench_systems.machine_description(),
               "not_run": missing, "systems": {}}
     for name in names:
-        entry = {"pid": ready[name]["pid"], "epoch_seconds": times[name],
+        entry = {"pid": ready[name]["pid"], "epoch_seconds": times[name], "epoch_started": started[name],
                  "median_epoch_seconds": statistics.median(times[name]),
                  "versions": ready[name]["versions"], "threads": ready[name]["threads"],
                  "accuracy_on_training_rows": accuracy[name], "vs": {}}
@@ -254,8 +261,8 @@ def format_table(result):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), *sys.argv[6:])
     else:
-        sys.exit("usage: python -m fastnet.cli.bench.processes --worker SYSTEM CONFIG ROWS SEED "
+        sys.exit("usage: python -m fastnet.cli.bench.processes --worker SYSTEM CONFIG ROWS SEED [DATA_DIR] "
                  "(the coordinator is fastnet bench --processes)")
