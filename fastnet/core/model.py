@@ -133,9 +133,6 @@ class Network(Inference, Picklable):
     optimizer_ : Optimizer
     """
 
-    #: The ``fastnet.train.distributed.DataParallel`` of the data-parallel ``fit`` running now, else
-    #: None: set and cleared by ``fastnet.train.fit``; checkpoints read it (rank 0 writes).
-    _data_parallel: Any = None
     #: The column names of the DataFrame the model was fitted on (as scikit-learn's), set by
     #: ``fit``; absent before the first fit.
     feature_names_in_: list[str] | None

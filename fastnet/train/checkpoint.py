@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 
 from fastnet.core.callbacks import Callback
-from fastnet.train.distributed import is_root
+from fastnet.train.distributed import is_root, running
 from fastnet.core.io import check_classes, check_config, check_entries, finite_or_fail, layers_of
 from fastnet.core.npzfile import (FORMAT_VERSION, META_KEY, Archive, ModelFileError, NotAnArchive, array_digest,  # noqa: F401
                       atomic_write, check_target, checksums, encode_meta, json_type, os_reason, verify_checksums,
@@ -73,7 +73,7 @@ def save_checkpoint(model, path):
         "rng_state": model.backend_.get_rng_state(),
         "history": {"epochs": model.history_.epochs, "history": model.history_.history},
         # the ranks of a data-parallel fit (fastnet.train.distributed), else None
-        "distributed": None if model._data_parallel is None else model._data_parallel.layout,
+        "distributed": getattr(running(model), "layout", None),
         # precision="fp16": the dynamic loss scale (fastnet.backends.precision.LossScaler), else None
         "loss_scaler": None if getattr(model, "loss_scaler_", None) is None else model.loss_scaler_.get_state(),
         "run": _run_settings(model),

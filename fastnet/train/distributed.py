@@ -43,6 +43,7 @@ doctor's warnings come from rank 0.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pickle
 import sys
@@ -294,9 +295,35 @@ def resolve(distributed: Any, backend: Any) -> Communicator | None:
                     f"got {distributed!r}")
 
 
+#: The :class:`DataParallel` step of each model in a data-parallel ``fit`` now, by ``id(model)``:
+#: the run's, not the model's (a model holds no per-run state); :func:`stepping` sets and removes
+#: an entry, :func:`running` reads it.  The model is alive while its entry is: ``fit`` holds it.
+_RUNNING: dict[int, DataParallel] = {}
+
+
+def running(model) -> DataParallel | None:
+    """The data-parallel step of the ``fit`` training ``model`` now (checkpoints record its
+    ``layout``), else None: no fit, or a one-process one."""
+    return _RUNNING.get(id(model))
+
+
+@contextlib.contextmanager
+def stepping(model, run):
+    """``running(model)`` is ``run`` inside the block when ``run`` is data-parallel (it has a
+    communicator); the entry is removed on leaving, also on an error."""
+    if run.comm is None:
+        yield
+        return
+    _RUNNING[id(model)] = run
+    try:
+        yield
+    finally:
+        _RUNNING.pop(id(model), None)
+
+
 def is_root(model) -> bool:
     """True unless ``model`` is training data-parallel as a rank other than 0."""
-    run = getattr(model, "_data_parallel", None)
+    run = running(model)
     return run is None or run.comm.is_root
 
 

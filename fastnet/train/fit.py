@@ -344,14 +344,13 @@ def _exclusive_training(model):
 
 @contextlib.contextmanager
 def _data_parallel(model, run):
-    """``model._data_parallel``: the :class:`~fastnet.train.distributed.DataParallel` of the fit running
-    now (read by checkpoints and callbacks: only rank 0 writes), else None; the backend's
-    dropout row offset put back to 0 at the end."""
-    model._data_parallel = run if run.comm is not None else None
+    """``fastnet.train.distributed.running(model)``: the data-parallel step of this fit (read by
+    checkpoints and callbacks: only rank 0 writes), else None; the backend's dropout row
+    offset put back to 0 at the end."""
     try:
-        yield
+        with data_parallel.stepping(model, run):
+            yield
     finally:
-        model._data_parallel = None
         model.backend_.dropout_row = 0
 
 

@@ -344,9 +344,40 @@ def test_a_rank_s_offsets_and_threads_are_put_back_after_fit():
     assert seen == [16] * 3  # rank 1's rows of each global batch of 32 start at its row 16
     cores = len(os.sched_getaffinity(0))
     assert h.params["threads"] == {"mode": "shared", "threads": max(1, min(cores // 2, blas))}
-    # after the fit: no offset, no data-parallel run, BLAS threads as they were
-    assert model.backend_.dropout_row == 0 and model._data_parallel is None
+    # after the fit: no offset, no data-parallel run (none on the model, none registered for it),
+    # BLAS threads as they were
+    assert model.backend_.dropout_row == 0 and not hasattr(model, "_data_parallel")
+    assert D.running(model) is None and id(model) not in D._RUNNING
     assert threads.blas_threads() == blas
+
+
+class RootMirrorComm(MirrorComm):
+    """Rank 0 of 2 (the rank that writes checkpoints) whose partner is its mirror image."""
+    rank, local_rank = 0, 0
+
+
+def test_a_checkpoint_of_a_data_parallel_fit_records_the_ranks(tmp_path):
+    """The run, not the model, holds the data-parallel step: a checkpoint written during the fit
+    still records the ranks' layout (resume checks it), and the model is left without it."""
+    from fastnet.train.checkpoint import read_checkpoint
+
+    X, y = np.random.default_rng(0).standard_normal((96, 6)).astype(np.float32), np.arange(96) % 2
+    model = fastnet.MLP([6, 8, 2], seed=1, backend="cpu")
+    path = tmp_path / "dp.npz"
+    seen = []
+
+    class During(fastnet.Callback):
+        def on_epoch_end(self, model, epoch, logs):
+            seen.append(D.running(model))
+
+    model.fit(X, y, epochs=2, batch_size=16, distributed=RootMirrorComm(),
+              callbacks=[During(), fastnet.ModelCheckpoint(str(path))])
+    assert len(seen) == 2 and all(isinstance(run, D.DataParallel) for run in seen)
+    assert read_checkpoint(str(path))[0]["distributed"] == {"ranks": 2, "batch_size_per_rank": 16}
+    assert not hasattr(model, "_data_parallel") and D.running(model) is None
+    # a one-process fit records none
+    model.fit(X, y, epochs=1, batch_size=32, callbacks=[fastnet.ModelCheckpoint(str(path))])
+    assert read_checkpoint(str(path))[0]["distributed"] is None
 
 
 def test_shared_cores_split_the_cores_and_put_the_count_back(monkeypatch):
