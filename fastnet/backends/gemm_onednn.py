@@ -48,7 +48,7 @@ import os
 import re
 import sys
 import threading
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -402,11 +402,25 @@ def _prepare(a: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     return a, strides
 
 
+class _Problem(NamedTuple):
+    """What a primitive is made for: ``(m, k) @ (k, n)`` of data type ``dt``, the element strides
+    of ``a``, ``b`` and ``out``, a bias or not, and ``beta``."""
+    m: int
+    k: int
+    n: int
+    dt: int
+    sa: tuple
+    sb: tuple
+    so: tuple
+    bias: bool
+    beta: float
+
+
 class _Gemm:
     """One cached primitive with its memory objects (their data handles are set per call)."""
 
-    def __init__(self, lib: _Lib, m: int, k: int, n: int, dt: int, sa: tuple, sb: tuple,
-                 so: tuple, bias: bool, beta: float):
+    def __init__(self, lib: _Lib, problem: _Problem):
+        m, k, n, dt, sa, sb, so, bias, beta = problem
         dll, vp = lib.dll, ctypes.c_void_p
         self.lib = lib
         self.out_shape = (m, n)
@@ -483,7 +497,7 @@ class _Gemm:
             lib.check(dll.dnnl_stream_wait(lib.stream), "dnnl_stream_wait")
 
 
-_cache: dict[tuple, _Gemm] = {}   # by problem: sizes, data type, strides, bias, beta, threads
+_cache: dict[tuple, _Gemm] = {}   # by (problem, threads): a _Problem and the pool's thread count
 _fast: dict[tuple, tuple[_Gemm, bool]] = {}  # by the arguments' layouts (those used in place):
                                               # the primitive, and whether to view bfloat16 as uint16
 _NO_BIAS = np.zeros(1, np.float32)
@@ -517,10 +531,11 @@ def _setup(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], bias: Option
         bias2 = np.ascontiguousarray(bias, dtype=np.float32)
         if bias2.shape not in ((n,), (1, n)):
             raise ValueError(f"bias must have shape ({n},), not {bias2.shape}")
-    key = (m, k, n, dt, sa, sb, so, bias is not None, float(beta), _threads)
+    problem = _Problem(m, k, n, dt, sa, sb, so, bias is not None, float(beta))
+    key = (problem, _threads)
     gemm = _cache.get(key)
     if gemm is None:
-        gemm = _cache[key] = _Gemm(lib, m, k, n, dt, sa, sb, so, bias is not None, float(beta))
+        gemm = _cache[key] = _Gemm(lib, problem)
     in_place = a2 is a and b2 is b and bias2 is bias
     return gemm, a2, b2, out, bias2, in_place
 

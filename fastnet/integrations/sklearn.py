@@ -41,6 +41,7 @@ import copy
 import numbers
 import threading
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -216,6 +217,21 @@ def _published(method):
     return wrapper
 
 
+@dataclass(frozen=True)
+class _Call:
+    """What one ``fit`` or ``partial_fit`` asks of ``_FastnetMLP._train``: up to ``epochs``;
+    ``seed`` and ``stratify`` (the labels to stratify on, or None) for the validation split;
+    ``incremental`` (``partial_fit``); ``continued`` (the fitted network trains on:
+    ``warm_start``, ``partial_fit``); ``depth``: the estimator's own frames above ``_train``,
+    for the warning's ``stacklevel``."""
+    epochs: int
+    seed: int = 0
+    stratify: np.ndarray | None = None
+    incremental: bool = False
+    continued: bool = False
+    depth: int = 0
+
+
 class _FastnetMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, the network, the training run."""
 
@@ -288,13 +304,14 @@ class _FastnetMLP(BaseEstimator):
         """``fit`` continues the fitted network (``warm_start``), else trains a new one."""
         return check_bool("warm_start", self.warm_start) and hasattr(self, "model_")
 
-    def _train(self, X, target, sample_weight, epochs, seed=0, stratify=None, incremental=False,
-               continued=False, depth=0):
-        """``fit`` (``incremental`` False): up to ``epochs`` with scikit-learn's stopping rule
-        and, with ``early_stopping``, a random (stratified for classes) validation split, a new
-        optimizer; ``partial_fit``: one epoch on all the rows, the optimizer continued, as
+    def _train(self, X, target, sample_weight, call):
+        """``fit`` (``call.incremental`` False): up to ``call.epochs`` with scikit-learn's stopping
+        rule and, with ``early_stopping``, a random (stratified for classes) validation split, a
+        new optimizer; ``partial_fit``: one epoch on all the rows, the optimizer continued, as
         scikit-learn's partial_fit does.  Either continues ``loss_curve_``, the stopping rule's
-        count and best when the network is continued (``warm_start``, ``partial_fit``)."""
+        count and best when the network is continued (``call.continued``: ``warm_start``,
+        ``partial_fit``)."""
+        epochs, seed, incremental, continued = call.epochs, call.seed, call.incremental, call.continued
         alpha = check_real("alpha", self.alpha, low=0)
         n_iter_no_change = check_int("n_iter_no_change", self.n_iter_no_change)
         tol = check_real("tol", self.tol, low=0)
@@ -315,7 +332,7 @@ class _FastnetMLP(BaseEstimator):
                                  f"validation_fraction={self.validation_fraction!r}). Increase 'validation_fraction' "
                                  "or the size of your dataset.")
             try:
-                split = train_test_split(*parts, test_size=fraction, random_state=seed, stratify=stratify)
+                split = train_test_split(*parts, test_size=fraction, random_state=seed, stratify=call.stratify)
             except ValueError:  # a class too rare to stratify on: a plain random split
                 split = train_test_split(*parts, test_size=fraction, random_state=seed)
             X, Xv, target, tv = split[:4]
@@ -372,7 +389,7 @@ class _FastnetMLP(BaseEstimator):
         self._stop_state = (rule.count, self.best_loss_, self.best_validation_score_)
         if not incremental and not rule.stopped and len(this) == epochs:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({epochs}) reached and the optimization "
-                          "hasn't converged yet.", ConvergenceWarning, stacklevel=4 + depth)
+                          "hasn't converged yet.", ConvergenceWarning, stacklevel=4 + call.depth)
         return self
 
     def _layers(self):
@@ -505,7 +522,7 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
             self._set_outputs()
             self.model_ = self._new_network(X.shape[1], len(self.classes_), seed)
         binary = not self._multilabel and len(self.classes_) == 2  # scikit-learn stratifies only then
-        return self._train(X, target, weights, max_iter, seed, target if binary else None, continued=warm)
+        return self._train(X, target, weights, _Call(max_iter, seed, target if binary else None, continued=warm))
 
     def _set_outputs(self):
         """scikit-learn's ``n_outputs_`` and ``out_activation_``: one logistic unit for two
@@ -548,7 +565,8 @@ class MLPClassifier(ClassifierMixin, _FastnetMLP):
             if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
                 raise ValueError(f"classes={list(classes)} differs from the first call's {list(self.classes_)}")
             target = self._targets(y, reset=False)
-        return self._train(X, target, self._weights(y, sample_weight, X), 1, incremental=True, continued=not first)
+        return self._train(X, target, self._weights(y, sample_weight, X),
+                           _Call(1, incremental=True, continued=not first))
 
     def _validation_score(self, Xv, tv, wv, model):
         """Accuracy (of whole rows, multi-label), weighted by the held-out rows' sample weights."""
@@ -616,8 +634,8 @@ class MLPRegressor(RegressorMixin, _FastnetMLP):
             self.model_ = self._new_network(X.shape[1], self.n_outputs_, seed)
         elif y.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {y.shape[1]} outputs, the model {self.n_outputs_}")
-        return self._train(X, y, sample_weight, epochs, seed, incremental=incremental, continued=not reset,
-                           depth=1)
+        return self._train(X, y, sample_weight, _Call(epochs, seed, incremental=incremental, continued=not reset,
+                                                      depth=1))
 
     @_published
     def fit(self, X, y, sample_weight=None):
