@@ -10,12 +10,31 @@ are not used there).
 """
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, asdict, dataclass
 
-def _config(purpose, *, hidden, activation, optimizer, lr, batch_size, epochs=1, schedule="constant", dropout=0.0,
-            weight_decay=0.0, augment=None):
-    return dict(purpose=purpose, hidden=list(hidden), activation=activation, optimizer=optimizer, lr=lr,
-                batch_size=batch_size, epochs=epochs, schedule=schedule, dropout=dropout,
-                weight_decay=weight_decay, augment=augment)
+
+@dataclass(frozen=True)
+class _Config:
+    """The fields of one configuration, each named at the call (``CONFIGS`` holds it as a dict)."""
+    purpose: str
+    _: KW_ONLY
+    hidden: list
+    activation: str
+    optimizer: str
+    lr: float
+    batch_size: int
+    epochs: int = 1
+    schedule: str = "constant"
+    dropout: float = 0.0
+    weight_decay: float = 0.0
+    augment: dict | None = None
+
+
+def _config(purpose, **fields):
+    """``_Config(purpose, **fields)`` as a dict of its own copies (``hidden`` a list)."""
+    row = asdict(_Config(purpose, **fields))
+    row["hidden"] = list(row["hidden"])
+    return row
 
 
 CONFIGS = {
