@@ -350,6 +350,8 @@ class DataParallel(Single):
     """The data-parallel side of one ``fit``: this rank's rows of each global batch, the
     gradient all-reduce and the epoch's sums."""
 
+    comm: Communicator
+
     def __init__(self, comm: Communicator, batch_size: int | None) -> None:
         self.comm = comm
         self.size = comm.size
