@@ -346,7 +346,7 @@ def test_inference_outputs_agree_and_table():
     from fastnet.cli.bench import inference as N
 
     X, y = _tiny(200)
-    result = N.run_inference(X, y, X[:50], hidden=(16, 16), rounds=2, calls=20, latency_rounds=2)
+    result = N.run_inference(X, y, X[:50], N.Settings(hidden=(16, 16), rounds=2, calls=20, latency_rounds=2))
     assert set(result["systems"]) == {"fastnet", "onnxruntime", "pytorch"}
     assert max(result["max_abs_diff_from_fastnet"].values()) < 1e-5
     for name, s in result["systems"].items():
@@ -374,7 +374,7 @@ def test_inference_refuses_to_time_disagreeing_systems(monkeypatch):
     monkeypatch.setattr(N, "make_predictors", broken)
     X, y = _tiny(100)
     with pytest.raises(RuntimeError, match="disagree"):
-        N.run_inference(X, y, X[:20], hidden=(8,), rounds=1, calls=4, latency_rounds=1)
+        N.run_inference(X, y, X[:20], N.Settings(hidden=(8,), rounds=1, calls=4, latency_rounds=1))
 
 
 def test_tta_same_recipe_starts_both_from_the_same_weights(monkeypatch):
@@ -393,7 +393,7 @@ def test_tta_same_recipe_starts_both_from_the_same_weights(monkeypatch):
     monkeypatch.setattr(T, "_copy_into", spy)
     X, y = _tiny(300)
     config = dict(hidden=[16, 16], activation="relu", optimizer="adam", lr=1e-2, batch_size=32)
-    out = T.same_recipe(X, y, X, y, target=0.0, max_epochs=2, config=config)
+    out = T.same_recipe(B.TrainTest(X, y, X, y), target=0.0, max_epochs=2, config=config)
     assert out["fastnet"]["epochs"] == out["pytorch"]["epochs"] == 1
     assert out["ratio"] == out["fastnet"]["seconds"] / out["pytorch"]["seconds"]
     # the PyTorch start equals fastnet's initial weights (seed 0), transposed

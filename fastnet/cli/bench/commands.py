@@ -60,7 +60,8 @@ def inference(args, X, y, Xt):
     from fastnet.cli.bench import interleaved as bench_interleaved
 
     info = bench_interleaved.run_info()
-    result = bench_inference.run_inference(X, y, Xt, rounds=args.rounds or DEFAULT_ROUNDS["inference"], calls=args.calls)
+    result = bench_inference.run_inference(X, y, Xt, bench_inference.Settings(
+        rounds=args.rounds or DEFAULT_ROUNDS["inference"], calls=args.calls))
     print(bench_inference.format_inference(result))
     _write(args.json, {"kind": "inference", **info, **result})
     return 0
@@ -68,11 +69,13 @@ def inference(args, X, y, Xt):
 
 def tta(args, X, y, Xt, yt):
     from fastnet.cli.bench import interleaved as bench_interleaved
+    from fastnet.cli.bench import systems as bench_systems
     from fastnet.cli.bench import tta as bench_tta
 
     info = bench_interleaved.run_info()
-    same = bench_tta.same_recipe(X, y, Xt, yt, target=args.tta)
-    best = bench_tta.best_vs_best(X, y, Xt, yt, RECIPES["default"], target=args.tta)
+    data = bench_systems.TrainTest(X, y, Xt, yt)
+    same = bench_tta.same_recipe(data, target=args.tta)
+    best = bench_tta.best_vs_best(data, RECIPES["default"], target=args.tta)
     print(bench_tta.format_tta(same, best))
     _write(args.json, {"kind": "tta", **info, "same_recipe": same, "best_vs_best": best})
     return 0

@@ -17,6 +17,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -111,19 +112,34 @@ def _latency(predictors, X, calls, rounds):
     return us
 
 
-def run_inference(Xtr, ytr, Xte, hidden=(512, 512), train_epochs=1, rounds=10, calls=2000, latency_rounds=10,
-                  tolerance=1e-4, seed=0):
-    """Build, compare outputs (RuntimeError beyond ``tolerance``), then time throughput and latency."""
-    model = build_model(Xtr, ytr, hidden, train_epochs, seed)
+@dataclass(frozen=True)
+class Settings:
+    """What :func:`run_inference` builds and times: the model (``hidden`` ReLU layers, trained
+    ``train_epochs`` epochs from ``seed``), the throughput ``rounds``, the single-row ``calls``
+    in ``latency_rounds`` rounds, and the ``tolerance`` the outputs must agree within."""
+    hidden: tuple = (512, 512)
+    train_epochs: int = 1
+    rounds: int = 10
+    calls: int = 2000
+    latency_rounds: int = 10
+    tolerance: float = 1e-4
+    seed: int = 0
+
+
+def run_inference(Xtr, ytr, Xte, settings=Settings()):
+    """Build, compare outputs (RuntimeError beyond ``settings.tolerance``), then time throughput
+    and latency."""
+    hidden, rounds = settings.hidden, settings.rounds
+    model = build_model(Xtr, ytr, hidden, settings.train_epochs, settings.seed)
     X = np.ascontiguousarray(Xte, dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         predictors = make_predictors(model, tmp)
         diffs = agreement(predictors, X)
-        if max(diffs.values()) > tolerance:
+        if max(diffs.values()) > settings.tolerance:
             raise RuntimeError(f"the systems' probabilities disagree (max abs diff from fastnet: {diffs})")
         times = _throughput(predictors, X, rounds)
-        lat = _latency(predictors, X, calls, latency_rounds)
-    result = {"model": f"{X.shape[1]}-{'-'.join(map(str, hidden))}-10 relu", "train_epochs": train_epochs,
+        lat = _latency(predictors, X, settings.calls, settings.latency_rounds)
+    result = {"model": f"{X.shape[1]}-{'-'.join(map(str, hidden))}-10 relu", "train_epochs": settings.train_epochs,
               "train_rows": len(Xtr),
               "rows": len(X), "rounds": rounds, "max_abs_diff_from_fastnet": diffs, "systems": {}}
     try:

@@ -192,7 +192,8 @@ def run_interleaved(X, y, configs=CONFIGS, conditions=CONDITIONS, rounds=7, seed
         for cname, config in table.items():
             systems = make_systems()
             with cpu_load(condition) as load:  # before the warm-ups, until the last round
-                times = measure(systems, X, y, config, rounds, rng, seed, progress, f"{cname} [{condition}]")
+                times = measure(systems, X, y, config, rounds, rng, seed,
+                                bench_systems.labelled(progress, f"{cname} [{condition}]"))
             fixed_names = [s.name for s in systems if isinstance(s, FastnetFixedThreads)]
             summary, best = summarize(times, fixed_names=fixed_names)
             tuner = {s.name: s.thread_summaries for s in systems if hasattr(s, "thread_summaries")}

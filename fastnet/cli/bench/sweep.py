@@ -35,7 +35,8 @@ def run_sweep(X, y, widths=WIDTHS, batches=BATCHES, rounds=5, seed=0, make_syste
     cells = []
     for w in widths:
         for b in batches:
-            times = measure(make_systems(), X, y, sweep_config(w, b), rounds, rng, seed, progress, f"w{w} b{b}")
+            times = measure(make_systems(), X, y, sweep_config(w, b), rounds, rng, seed,
+                            bench_systems.labelled(progress, f"w{w} b{b}"))
             ratios = round_ratios(times[BASELINE], times[FASTNET])
             cells.append({"width": w, "batch": b, "epoch_seconds": times, "ratios_per_round": ratios,
                           "ratio": statistics.median(ratios),

@@ -21,9 +21,11 @@ no system pays for another's way of gathering batches.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -265,9 +267,16 @@ def available_systems(include_reference=True, include_peers=True):
     return systems
 
 
-def measure(systems, X, y, config, rounds, rng, seed=0, progress=None, label=""):
+def labelled(progress, label):
+    """``progress(label, system, round, rounds)`` as :func:`measure` calls it, ``(system, round,
+    rounds)``, with ``label`` (a config's name) bound; None stays None."""
+    return None if progress is None else functools.partial(progress, label)
+
+
+def measure(systems, X, y, config, rounds, rng, seed=0, progress=None):
     """Set up every system, one untimed warm-up epoch each, then ``rounds`` interleaved
-    timed epochs (one shuffle per round, outside the timing, shared by all).
+    timed epochs (one shuffle per round, outside the timing, shared by all);
+    ``progress(system, round, rounds)`` after each (:func:`labelled`).
     Returns ``{name: [seconds of round 1, round 2, ...]}``."""
     for s in systems:
         s.setup(X, y, config, seed)
@@ -284,7 +293,7 @@ def measure(systems, X, y, config, rounds, rng, seed=0, progress=None, label="")
             s.synchronize()
             times[s.name].append(time.perf_counter() - t0)
             if progress:
-                progress(label, s.name, r + 1, rounds)
+                progress(s.name, r + 1, rounds)
     return times
 
 
@@ -303,7 +312,7 @@ def run(X, y, configs=None, systems=None, rounds=3, seed=0, progress=None):
         layer_sizes = sizes(config)
         ceiling = gemm_ceiling(layer_sizes, config["batch_size"])
         fps = flops_per_sample(layer_sizes)
-        times = measure(systems, X, y, config, rounds, rng, seed, progress, cname)
+        times = measure(systems, X, y, config, rounds, rng, seed, labelled(progress, cname))
         base = times.get("pytorch")
         for s in systems:
             t = times[s.name]
@@ -346,11 +355,22 @@ def machine_description():
 
 
 # ------------------------------------------------------------ time to accuracy
-def time_to_accuracy(system, X, y, Xt, yt, config, target=0.98, max_epochs=15, seed=0, schedule=None):
-    """Training seconds (evaluation excluded) until test accuracy >= ``target``.
+@dataclass(frozen=True)
+class TrainTest:
+    """The rows trained on (``X``, ``y``) and the test rows accuracy is measured on (``Xt``, ``yt``)."""
+    X: np.ndarray
+    y: np.ndarray
+    Xt: np.ndarray
+    yt: np.ndarray
+
+
+def time_to_accuracy(system, data, config, target=0.98, max_epochs=15, seed=0):
+    """Training seconds (evaluation excluded) until the accuracy on ``data``'s test rows
+    (a :class:`TrainTest`) is >= ``target``.
 
     Returns ``(seconds or None, epochs, accuracies)``.
     """
+    X, y, Xt, yt = data.X, data.y, data.Xt, data.yt
     rng = np.random.default_rng(seed)
     system.setup(X, y, config, seed)
     spent, accs = 0.0, []

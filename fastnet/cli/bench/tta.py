@@ -32,9 +32,11 @@ def _warm_up(systems, X, y, config, seed):
         s.synchronize()
 
 
-def same_recipe(X, y, Xt, yt, target=0.98, max_epochs=15, seed=0, config=None, torch_tuned=False):
-    """PyTorch's recipe on both sides, same initial weights, epochs interleaved.
+def same_recipe(data, target=0.98, max_epochs=15, seed=0, config=None, torch_tuned=False):
+    """PyTorch's recipe on both sides, same initial weights, epochs interleaved, on ``data``
+    (a ``fastnet.cli.bench.systems.TrainTest``).
     Returns ``{"fastnet": {...}, "pytorch": {...}, "ratio", "init", "config"}``."""
+    X, y, Xt, yt = data.X, data.y, data.Xt, data.yt
     config = dict(config or SAME_RECIPE)
     f, t = bench_systems.FastnetSystem("cpu", "fused"), bench_systems.TorchSystem(tuned=torch_tuned)
     _warm_up([bench_systems.FastnetSystem("cpu", "fused"), bench_systems.TorchSystem(tuned=torch_tuned)], X, y, config, seed)
@@ -81,14 +83,17 @@ def _timed_epoch(system, X, y):
     return time.perf_counter() - t0
 
 
-def best_vs_best(X, y, Xt, yt, recipe, target=0.98, seed=0):
-    """fastnet's recipe against PyTorch's: ``{"fastnet": ..., "pytorch": ..., "ratio"}``."""
+def best_vs_best(data, recipe, target=0.98, seed=0):
+    """fastnet's recipe against PyTorch's on ``data`` (a ``fastnet.cli.bench.systems.TrainTest``):
+    ``{"fastnet": ..., "pytorch": ..., "ratio"}``."""
+    X, y, Xt, yt = data.X, data.y, data.Xt, data.yt
     unused = [k for k in ("weight_decay", "augment") if recipe.get(k)]
     if unused:  # fastnet_time_to_accuracy would train without them: the label would be wrong
         raise ValueError(f"best_vs_best: the recipe sets {unused}, which fastnet_time_to_accuracy does not apply")
     fs, fe, fa = bench_systems.fastnet_time_to_accuracy(X, y, Xt, yt, recipe, target, seed=seed)
     _warm_up([bench_systems.TorchSystem()], X, y, SAME_RECIPE, seed)
-    ts, te, ta = bench_systems.time_to_accuracy(bench_systems.TorchSystem(), X, y, Xt, yt, SAME_RECIPE, target=target, seed=seed)
+    ts, te, ta = bench_systems.time_to_accuracy(bench_systems.TorchSystem(), data, SAME_RECIPE, target=target,
+                                                seed=seed)
     return {"fastnet": {"seconds": fs, "epochs": fe if fs else None, "accuracies": fa, "recipe": recipe,
                         "init": INIT_FASTNET},
             "pytorch": {"seconds": ts, "epochs": te if ts else None, "accuracies": ta, "recipe": SAME_RECIPE,
