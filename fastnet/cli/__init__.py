@@ -123,10 +123,13 @@ def build_parser():
     ex.add_argument("output", help="the .onnx file to write")
 
     bench = sub.add_parser("bench", help="MNIST training throughput beside PyTorch, scikit-learn, NumPy")
-    bench.add_argument("--configs", nargs="+", choices=sorted(BENCH_CONFIGS), help="default: all")
+    from fastnet.cli.bench.interleaved import CONFIGS as THREE_CONFIGS
+
+    bench.add_argument("--configs", nargs="+", choices=sorted(BENCH_CONFIGS),
+                       help=f"default: all; --load, --processes, --profile: {', '.join(THREE_CONFIGS)}")
     bench.add_argument("--rounds", type=_positive_int,
-                       help="timed epochs per system (median); default 3, --load 7, --sweep 5, --inference 10, "
-                            "--processes 5")
+                       help="timed epochs per system (median); default 3 (--profile: 3 plain and 3 instrumented), "
+                            "--load 7, --sweep 5, --inference 10, --processes 5")
     bench.add_argument("--no-peers", action="store_true", help="fastnet systems only")
     bench.add_argument("--no-reference", action="store_true", help="skip fastnet with reference kernels")
     mode = bench.add_mutually_exclusive_group()
@@ -142,6 +145,10 @@ def build_parser():
                            "torch.compile, JAX and the tutorials' NumPy (those installed)")
     mode.add_argument("--inference", action="store_true",
                       help="instead: predict_proba throughput and single-row latency vs ONNX Runtime, PyTorch")
+    mode.add_argument("--profile", action="store_true",
+                      help="instead: where a fastnet epoch's time goes (GEMMs and their GFLOP/s, kernels, optimizer, "
+                           "gather, the rest) and the epoch against its GEMM floor (its GEMM FLOPs at the chosen "
+                           "provider's measured speed)")
     bench.add_argument("--fixed-threads", type=_positive_int, nargs="+", metavar="K",
                        help="--load: BLAS thread counts of the fastnet-Kthreads systems (default: 1 and all cores)")
     bench.add_argument("--rows", type=_positive_int, metavar="N",
@@ -420,6 +427,8 @@ def cmd_bench(args):
         return bench_commands.sweep(args, X, y)
     if args.inference:
         return bench_commands.inference(args, X, y, Xt)
+    if args.profile:
+        return bench_commands.profile(args, X, y)
     systems = bench_systems.available_systems(include_reference=not args.no_reference, include_peers=not args.no_peers)
     print("systems: " + ", ".join(s.name for s in systems))
 

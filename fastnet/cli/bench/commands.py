@@ -1,7 +1,7 @@
 """The modes of ``fastnet bench`` beyond the throughput table: ``--load``, ``--sweep``,
-``--inference``, ``--tta``.  Each prints a markdown table and, with ``--json``, writes
-the raw figures (every round) with the run's description (machine, thread
-settings, git commit)."""
+``--inference``, ``--tta``, ``--processes``, ``--profile``.  Each prints a markdown table
+and, with ``--json``, writes the raw figures (every round) with the run's description
+(machine, thread settings, git commit)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import sys
 
 from fastnet.core.recipes import RECIPES
 
-DEFAULT_ROUNDS = {"load": 7, "sweep": 5, "inference": 10, "processes": 5}
+DEFAULT_ROUNDS = {"load": 7, "sweep": 5, "inference": 10, "processes": 5, "profile": 3}
 SWEEP_ROWS = 10_000
 
 
@@ -95,4 +95,23 @@ def processes(args):
         blocks.append(result)
     _write(args.json, {"kind": "processes", **info,
                        "ratio": "baseline seconds / system seconds per round; median over rounds", "blocks": blocks})
+    return 0
+
+
+def profile(args, X, y):
+    from fastnet.backends.gemm_choice import cpu_model
+    from fastnet.cli.bench import interleaved as bench_interleaved
+    from fastnet.cli.bench import profile as bench_profile
+    from fastnet.cli.bench import systems as bench_systems
+
+    info = bench_interleaved.run_info()
+    rounds = args.rounds or DEFAULT_ROUNDS["profile"]
+    results = {}
+    for name in args.configs or bench_interleaved.CONFIGS:
+        results[name] = bench_profile.profile_config(
+            X, y, bench_systems.CONFIGS[name], rounds=rounds,
+            progress=lambda text, name=name: print(f"  {name}: {text}", file=sys.stderr, flush=True))
+        print(bench_profile.format_profile(name, results[name]) + "\n")
+    _write(args.json, {"kind": "profile", **info, "cpu": cpu_model(), "rows": len(X), "rounds": rounds,
+                       "parts": bench_profile.PARTS, "configs": results})
     return 0
