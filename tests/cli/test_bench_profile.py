@@ -150,6 +150,7 @@ def test_cli_profile_table_and_json(tmp_path, monkeypatch, capsys):
     assert data["kind"] == "profile" and data["rows"] == 64 and data["rounds"] == 1
     for key in ("machine", "git_commit", "git_dirty", "threadpool_info", "cpu", "parts"):
         assert key in data
+    assert data["threadpool_info"] and all("/" not in pool.get("filepath", "") for pool in data["threadpool_info"])
     (name, result), = data["configs"].items()
     assert name == "sigmoid128-sgd" and result["gemm_flops"] == 64 * 409_088
     assert result["gemm_choice"]["provider"] == result["provider_gflops"]["provider"]

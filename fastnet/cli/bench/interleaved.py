@@ -256,7 +256,9 @@ def run_info():
     try:
         from threadpoolctl import threadpool_info
 
-        info["threadpool_info"] = threadpool_info()
+        # each library by its file's name: where it is installed on this machine is no figure of the run
+        info["threadpool_info"] = [{**pool, "filepath": os.path.basename(pool["filepath"])} if pool.get("filepath")
+                                   else pool for pool in threadpool_info()]
     except ImportError:
         info["threadpool_info"] = None
     try:
