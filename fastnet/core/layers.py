@@ -8,6 +8,8 @@ write into them with ``out=``).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from fastnet.core.validation import check_bool, check_choice, check_int, check_real
@@ -43,14 +45,22 @@ class Layer:
 
     def __init__(self):
         self.name = None
-        self.backend = None
+        self.backend_ = None  # the Backend object, set by build (as the model's backend_)
         self.n_in = None
         self.n_out = None
+
+    @property
+    def backend(self):
+        """Deprecated: ``backend_``, the ``Backend`` object the layer was built on (named as the
+        model's: ``model.backend`` is the name given, ``model.backend_`` the object)."""
+        warnings.warn("Layer.backend is deprecated: use Layer.backend_ (the Backend object set by "
+                      "build, as Network.backend_)", DeprecationWarning, stacklevel=2)
+        return self.backend_
 
     # -- structure ---------------------------------------------------------
     def build(self, n_in, backend, rng):
         """Create parameters for ``n_in`` inputs on ``backend``; return the output width."""
-        self.backend = backend
+        self.backend_ = backend
         self.n_in = n_in
         self.n_out = n_in
         return self.n_out
@@ -190,14 +200,14 @@ class Dense(Layer):
         return self.n_out
 
     def _bind_kernels(self):
-        k = self.backend.kernels
+        k = self.backend_.kernels
         self._fwd = getattr(k, self.kernel_activation + "_fwd")
         self._bwd = getattr(k, self.kernel_activation + "_bwd")
         # What the backward kernel reads: the activation's output, or (saves="input") its input.
         self._saves_input = ACTIVATIONS[self.kernel_activation].saves == "input"
 
     def allocate(self, max_batch):
-        xp, dt = self.backend.xp, self.backend.dtype
+        xp, dt = self.backend_.xp, self.backend_.dtype
         self.out = xp.empty((max_batch, self.units), dtype=dt)
         self.pre = xp.empty((max_batch, self.units), dtype=dt) if self._saves_input else None
         self.dx = xp.empty((max_batch, self.n_in), dtype=dt) if self.need_dx else None
@@ -217,8 +227,8 @@ class Dense(Layer):
         n = x.shape[0]
         z = self.out[:n]
         # x and W as the GEMMs read them (in bf16, rounded once: backward reads them again)
-        self.x, self._W = self.backend.gemm_operand(x), self.backend.gemm_operand(self.W)
-        self.backend.matmul(self.x, self._W, z)
+        self.x, self._W = self.backend_.gemm_operand(x), self.backend_.gemm_operand(self.W)
+        self.backend_.matmul(self.x, self._W, z)
         if self._saves_input:
             self._fwd(z, self.b, self.pre[:n])
         else:
@@ -226,7 +236,7 @@ class Dense(Layer):
         return z
 
     def infer(self, x):
-        xp = self.backend.xp
+        xp = self.backend_.xp
         z = xp.matmul(x, self.W)  # a new array per call
         if self._saves_input:
             self._fwd(z, self.b, xp.empty_like(z))
@@ -238,12 +248,12 @@ class Dense(Layer):
         """``dy`` is overwritten with the pre-activation gradient (it is a scratch buffer)."""
         n = dy.shape[0]
         self._bwd((self.pre if self._saves_input else self.out)[:n], dy, dy, self.db)
-        dy = self.backend.gemm_operand(dy)
-        self.backend.matmul(self.x.T, dy, self.dW)
+        dy = self.backend_.gemm_operand(dy)
+        self.backend_.matmul(self.x.T, dy, self.dW)
         if not need_dx:
             return None
         dx = self.dx[:n]
-        self.backend.matmul(dy, self._W.T, dx)
+        self.backend_.matmul(dy, self._W.T, dx)
         return dx
 
 
@@ -263,7 +273,7 @@ class Dropout(Layer):
         return {"type": "Dropout", "rate": self.rate}
 
     def allocate(self, max_batch):
-        xp, dt = self.backend.xp, self.backend.dtype
+        xp, dt = self.backend_.xp, self.backend_.dtype
         self.keep = xp.empty((max_batch, self.n_in), dtype=dt)
         self.out = xp.empty((max_batch, self.n_in), dtype=dt)
 
@@ -271,11 +281,11 @@ class Dropout(Layer):
         self.training = training and self.rate > 0
         if not self.training:
             return x
-        xp = self.backend.xp
+        xp = self.backend_.xp
         n = x.shape[0]
         keep, out = self.keep[:n], self.out[:n]
         # 1 / (1 - rate) or 0, from the backend's counter-based generator
-        self.backend.dropout_mask(keep, self.rate)
+        self.backend_.dropout_mask(keep, self.rate)
         xp.multiply(x, keep, out=out)
         return out
 

@@ -1,0 +1,22 @@
+"""A layer's Backend object is ``backend_`` (set by build), as the model's; ``backend``, its old
+name, still reads it, with a DeprecationWarning."""
+import warnings
+
+import numpy as np
+import pytest
+
+import fastnet
+
+
+def test_a_built_layer_names_its_backend_object_as_the_model_does():
+    model = fastnet.MLP([4, 8, 3], seed=0)
+    model.fit(np.random.default_rng(0).standard_normal((40, 4)).astype(np.float32),
+              np.arange(40) % 3, epochs=1, verbose=0)
+    dense = model.layers[0]
+    assert dense.backend_ is model.backend_ and model.backend == model.backend_.name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # nothing in a fit or predict reads the old name
+        model.fit(np.ones((8, 4), np.float32), np.arange(8) % 3, epochs=1, verbose=0)
+        model.predict(np.ones((2, 4), np.float32))
+    with pytest.warns(DeprecationWarning, match="Layer.backend_"):
+        assert dense.backend is model.backend_
