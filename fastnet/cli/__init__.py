@@ -142,13 +142,17 @@ def build_parser():
                       help="instead: hidden width x batch size sweep, fastnet vs pytorch-tuned")
     mode.add_argument("--processes", action="store_true",
                       help="instead: each system in its own process, interleaved rounds, vs pytorch-tuned, "
-                           "torch.compile, JAX and the tutorials' NumPy (those installed)")
+                           "torch.compile, JAX and the tutorials' NumPy (those installed); with --busy-core, "
+                           "one core taken")
     mode.add_argument("--inference", action="store_true",
                       help="instead: predict_proba throughput and single-row latency vs ONNX Runtime, PyTorch")
     mode.add_argument("--profile", action="store_true",
                       help="instead: where a fastnet epoch's time goes (GEMMs and their GFLOP/s, kernels, optimizer, "
                            "gather, the rest) and the epoch against its GEMM floor (its GEMM FLOPs at the chosen "
                            "provider's measured speed)")
+    bench.add_argument("--busy-core", action="store_true",
+                       help="--processes: one core taken by a busy loop (a spinning Python process, as --load core) "
+                            "from after the warm-ups to the last timed round")
     bench.add_argument("--fixed-threads", type=_positive_int, nargs="+", metavar="K",
                        help="--load: BLAS thread counts of the fastnet-Kthreads systems (default: 1 and all cores)")
     bench.add_argument("--rows", type=_positive_int, metavar="N",
@@ -413,6 +417,8 @@ def cmd_bench(args):
     for option in ("json", "png"):
         if getattr(args, option):
             _check_destination(f"--{option}", getattr(args, option))
+    if args.busy_core and not args.processes:
+        raise ValueError("--busy-core goes with --processes (the in-process mode's busy core is --load core)")
     if args.processes:  # (each worker loads MNIST itself)
         return bench_commands.processes(args)
     (X, y), (Xt, yt) = load_mnist_arrays(cache_dir=args.data_dir)

@@ -424,7 +424,7 @@ def test_each_system_trains_in_its_own_process_and_ratios_are_per_round(monkeypa
 
     monkeypatch.setitem(processes._NEEDS, "jax", "no_such_library_here")  # a peer that is not installed
     result = processes.run("sigmoid128-sgd", systems=["fastnet", "numpy-scratch", "jax"],
-                           baselines=("numpy-scratch",), rounds=3, rows=512)
+                           baselines=("numpy-scratch",), settings=processes.Settings(rounds=3, rows=512))
     assert result["not_run"] == {"jax": "no_such_library_here is not installed"}
     fast, scratch = result["systems"]["fastnet"], result["systems"]["numpy-scratch"]
     assert len({fast["pid"], scratch["pid"], os.getpid()}) == 3

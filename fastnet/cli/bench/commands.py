@@ -86,14 +86,15 @@ def processes(args):
     from fastnet.cli.bench import processes as bench_processes
 
     info = bench_interleaved.run_info()
+    settings = bench_processes.Settings(rounds=args.rounds or DEFAULT_ROUNDS["processes"], rows=args.rows,
+                                        data_dir=args.data_dir, load="core" if args.busy_core else "none")
     blocks = []
     for config in args.configs or bench_interleaved.CONFIGS:
-        result = bench_processes.run(config, rounds=args.rounds or DEFAULT_ROUNDS["processes"], rows=args.rows,
-                                     data_dir=args.data_dir,
+        result = bench_processes.run(config, settings=settings,
                                      progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
         print(bench_processes.format_table(result) + "\n")
         blocks.append(result)
-    _write(args.json, {"kind": "processes", **info,
+    _write(args.json, {"kind": "processes", **info, "load": settings.load,
                        "ratio": "baseline seconds / system seconds per round; median over rounds", "blocks": blocks})
     return 0
 

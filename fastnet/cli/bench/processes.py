@@ -13,6 +13,12 @@ threads settle before the next system starts.
 A round's ratio is ``baseline seconds / system seconds``; the table is the median of
 those per-round ratios, never a ratio of medians.
 
+Conditions (``Settings.load``): ``"none"`` (the machine as it is) and ``"core"``: the
+busy loop of ``fastnet bench --load core`` (:func:`fastnet.cli.bench.interleaved.cpu_load`)
+takes one core from after the last warm-up until the last timed round, so the warm-ups
+(compilation, untimed) keep the machine to themselves; it is killed and reaped on an error
+or Ctrl-C too.  Its pid, core, lifetime and CPU seconds are in the result.
+
 Systems: ``fastnet`` (``fit``, one epoch per call, with the thread tuner and the GEMM
 choice on; the doctor off, as it runs once per ``fit`` and every epoch here is a fit),
 ``pytorch``, ``pytorch-tuned`` (fused Adam, flushed denormals), ``torch-compile``
@@ -28,15 +34,30 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from fastnet.cli.bench import interleaved as bench_interleaved
 from fastnet.cli.bench import systems as bench_systems
 
 SYSTEMS = ("fastnet", "pytorch", "pytorch-tuned", "torch-compile", "jax", "numpy-scratch")
 #: Seconds the coordinator waits after an epoch before the next system's epoch starts.
 SETTLE_SECONDS = 0.3
 _NEEDS = {"pytorch": "torch", "pytorch-tuned": "torch", "torch-compile": "torch", "jax": "optax"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How :func:`run` measures: ``rounds`` timed rounds, on the first ``rows`` training images
+    (None: all 60,000), shuffled from ``seed``, MNIST cached in ``data_dir`` (None: the
+    default folder), under the ``load`` condition (``"none"`` or ``"core"``)."""
+
+    rounds: int = 5
+    rows: int | None = None
+    seed: int = 0
+    data_dir: str | None = None
+    load: str = "none"
 
 
 class JaxSystem(bench_systems.System):
@@ -171,10 +192,20 @@ def worker(name, config_name, rows, seed, data_dir=None):
     print(json.dumps({"accuracy_on_training_rows": accuracy}), file=out, flush=True)
 
 
-def _start(name, config_name, rows, seed, env, data_dir=None):
-    cmd = [sys.executable, "-m", "fastnet.cli.bench.processes", "--worker", name, config_name, str(rows or 0), str(seed),
-           *([data_dir] if data_dir else [])]
+def _start(name, config_name, settings, env):
+    cmd = [sys.executable, "-m", "fastnet.cli.bench.processes", "--worker", name, config_name, str(settings.rows or 0),
+           str(settings.seed), *([settings.data_dir] if settings.data_dir else [])]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _send(proc, name, line):
+    try:
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+    except BrokenPipeError:  # (a worker that died: the same message as a missing answer)
+        proc.wait()
+        raise RuntimeError(f"the {name} worker ended (exit {proc.returncode}) before answering: "
+                           "see its output above") from None
 
 
 def _read(proc, name):
@@ -185,39 +216,66 @@ def _read(proc, name):
     return json.loads(line)
 
 
+def _cpu_seconds(pid):
+    """User and system CPU seconds of the live process ``pid`` (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _rounds(procs, settings, progress):
+    """The timed rounds: per system, each epoch's seconds and start time."""
+    times = {name: [] for name in procs}
+    started = {name: [] for name in procs}
+    for r in range(settings.rounds):
+        for name, proc in procs.items():
+            _send(proc, name, str(settings.seed * 1000 + r))
+            answer = _read(proc, name)
+            times[name].append(answer["seconds"])
+            started[name].append(answer["started"])
+            time.sleep(SETTLE_SECONDS)
+        if progress:
+            progress(f"round {r + 1} of {settings.rounds}: "
+                     + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in procs))
+    return times, started
+
+
 def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", "jax", "numpy-scratch"),
-        rounds=5, rows=None, seed=0, progress=None, data_dir=None):
-    """Every system in its own worker process; ``rounds`` interleaved rounds.  Returns a
-    JSON-ready dict: per system the epoch seconds of each round and, against each baseline
-    present, the per-round ratios and their median."""
+        settings=Settings(), progress=None):
+    """Every system in its own worker process; ``settings.rounds`` interleaved rounds, under
+    ``settings.load``.  Returns a JSON-ready dict: per system the epoch seconds of each round
+    and, against each baseline present, the per-round ratios and their median; ``condition``
+    and ``load`` (the busy loop's pid, core, start and stop times, CPU seconds; None without)."""
+    if settings.load not in bench_interleaved.CONDITIONS:  # (before the warm-ups, not after)
+        raise ValueError(f"load must be one of {', '.join(bench_interleaved.CONDITIONS)}, got {settings.load!r}")
     wanted = list(systems or SYSTEMS)
     missing = {s: f"{_NEEDS[s]} is not installed" for s in wanted if not installed(s)}
     names = [s for s in wanted if s not in missing]
     env = dict(os.environ)
-    procs, ready = {}, {}
+    procs, ready, load = {}, {}, None
     try:
         for name in names:  # one at a time: the warm-ups never overlap
-            procs[name] = _start(name, config_name, rows, seed, env, data_dir)
+            procs[name] = _start(name, config_name, settings, env)
             ready[name] = _read(procs[name], name)
             if progress:
                 progress(f"{name} ready")
-        times = {name: [] for name in names}
-        started = {name: [] for name in names}
-        for r in range(rounds):
-            for name in names:
-                procs[name].stdin.write(f"{seed * 1000 + r}\n")
-                procs[name].stdin.flush()
-                answer = _read(procs[name], name)
-                times[name].append(answer["seconds"])
-                started[name].append(answer["started"])
-                time.sleep(SETTLE_SECONDS)
-            if progress:
-                progress(f"round {r + 1} of {rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in names))
+        with bench_interleaved.cpu_load(settings.load) as spinning:  # after the warm-ups, until the last round
+            if spinning is not None:
+                load = {**spinning, "started": time.time()}
+                if progress:
+                    progress(f"one core taken: busy loop pid {load['pid']}")
+            times, started = _rounds(procs, settings, progress)
+            if load is not None:
+                load["cpu_seconds"] = _cpu_seconds(load["pid"])
+        if load is not None:
+            load["stopped"] = time.time()  # (killed and reaped by now)
         accuracy = {}
-        for name in names:
-            procs[name].stdin.write("\n")
-            procs[name].stdin.flush()
-            accuracy[name] = _read(procs[name], name)["accuracy_on_training_rows"]
+        for name, proc in procs.items():
+            _send(proc, name, "")
+            accuracy[name] = _read(proc, name)["accuracy_on_training_rows"]
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -227,8 +285,9 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
     from fastnet.backends.precision import cpu_flags
 
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4")))
-    result = {"kind": "processes", "config": config_name, "rows": ready[names[0]]["rows"] if names else rows,
-              "rounds": rounds,
+    result = {"kind": "processes", "config": config_name,
+              "rows": ready[names[0]]["rows"] if names else settings.rows, "rounds": settings.rounds,
+              "condition": settings.load, "load": load,
               "cpu": cpu_model(), "cpu_flags": flags, "machine": bench_systems.machine_description(),
               "not_run": missing, "systems": {}}
     for name in names:
@@ -247,13 +306,22 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
 def format_table(result):
     bases = sorted({b for e in result["systems"].values() for b in e["vs"]},
                    key=lambda b: SYSTEMS.index(b) if b in SYSTEMS else 99)
-    lines = [f"{result['config']}, {result['rows']} rows, {result['rounds']} rounds, each system in its own process "
-             f"({result['cpu']})", "",
+    busy = ", one core taken by a busy loop" if result.get("condition") == "core" else ""
+    lines = [f"{result['config']}, {result['rows']} rows, {result['rounds']} rounds, each system in its own process"
+             f"{busy} ({result['cpu']})", "",
              "| system | epoch (median) | " + " | ".join(f"vs {b}" for b in bases) + " |",
              "|---|---:|" + "---:|" * len(bases)]
     for name, e in result["systems"].items():
         cells = [f"{e['vs'][b]['median']:.2f}x" if b in e["vs"] else "—" for b in bases]
         lines.append(f"| {name} | {e['median_epoch_seconds']:.3f} s | " + " | ".join(cells) + " |")
+    load = result.get("load")
+    if load:
+        lines.append("")
+        share = ""
+        if load.get("cpu_seconds") is not None and load["stopped"] > load["started"]:
+            share = f", {load['cpu_seconds'] / (load['stopped'] - load['started']):.2f} of a core"
+        where = f"on core {load['core']}" if load["core"] is not None else "not pinned"
+        lines.append(f"busy loop: pid {load['pid']} {where}{share}, from after the warm-ups to the last timed round")
     if result["not_run"]:
         lines.append("")
         lines.append("not run: " + "; ".join(f"{k} ({v})" for k, v in result["not_run"].items()))

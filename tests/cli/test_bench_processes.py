@@ -1,0 +1,201 @@
+"""``fastnet bench --processes --busy-core`` (fastnet/cli/bench/processes.py): one core taken by
+a busy loop while every system trains in its own process.
+
+What is checked is the condition, not the timings (tiny data, a shared machine): the busy
+loop is the one ``--load core`` starts, it spins through every timed epoch of every system
+(started after the warm-ups), it is gone after the run, also when a worker dies or on
+Ctrl-C, a quiet run starts none, and the result, the table and the JSON say which.
+"""
+# Opt-outs kept (issue 27): spies that call through (the busy loop's start and stop, the
+# workers' start), a progress callback that kills a worker or raises KeyboardInterrupt (the
+# failure is the subject), and, for the command's plumbing, a stand-in for the measurement
+# (cost: the options and the JSON are the subject, not the training).
+import json
+import os
+import time
+
+import pytest
+
+from fastnet.cli.bench import interleaved as IL
+from fastnet.cli.bench import processes as P
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table in /proc")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is not "running"
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _ours():
+    """``{pid: command line}`` of this process's children that are bench workers or busy loops
+    (zombies included: a child not reaped is still listed)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and ("fastnet.cli.bench.processes" in cmd or IL.LOAD_CODE in cmd or not cmd):
+            found[int(entry)] = cmd
+    return found
+
+
+def _spy_on_load(monkeypatch):
+    """Each use of ``interleaved.cpu_load``: its condition, the busy loop's pid (None without),
+    and when the block was entered and left (this process's clock)."""
+    spans, real = [], IL.cpu_load
+
+    class Spy:
+        def __init__(self, condition):
+            self.cm, self.span = real(condition), {"condition": condition}
+
+        def __enter__(self):
+            info = self.cm.__enter__()
+            self.span.update(pid=info and info["pid"], entered=time.time())
+            spans.append(self.span)
+            return info
+
+        def __exit__(self, *exc):
+            out = self.cm.__exit__(*exc)
+            self.span["exited"] = time.time()
+            return out
+
+    monkeypatch.setattr(IL, "cpu_load", Spy)
+    return spans
+
+
+@pytest.mark.mnist
+@needs_proc
+def test_busy_loop_spins_through_every_timed_epoch_of_every_system_then_is_gone(monkeypatch):
+    spans, ready_at, at_round_ends = _spy_on_load(monkeypatch), [], []
+
+    def progress(text):
+        if text.endswith(" ready"):
+            ready_at.append(time.time())
+        elif text.startswith("round "):
+            children = _ours()
+            at_round_ends.append((children, [pid for pid, cmd in children.items() if IL.LOAD_CODE in cmd
+                                             and _alive(pid)]))
+
+    result = P.run("sigmoid128-sgd", systems=["fastnet", "numpy-scratch"], baselines=("numpy-scratch",),
+                   settings=P.Settings(rounds=2, rows=256, load="core"), progress=progress)
+    (span,) = spans
+    load = result["load"]
+    assert span["condition"] == "core" and result["condition"] == "core"
+    assert load["pid"] == span["pid"] and load["code"] == IL.LOAD_CODE
+    # started after the last warm-up, before the first timed epoch; stopped after the last one
+    assert len(ready_at) == 2 and max(ready_at) <= span["entered"] <= load["started"]
+    for name, e in result["systems"].items():
+        assert len(e["epoch_started"]) == 2, name
+        for start, seconds in zip(e["epoch_started"], e["epoch_seconds"]):
+            assert span["entered"] <= start and start + seconds <= span["exited"], name
+            assert load["started"] <= start and start + seconds <= load["stopped"], name
+    # at the end of each round the busy loop spins beside the two workers, and no other
+    assert len(at_round_ends) == 2
+    for children, spinning in at_round_ends:
+        assert spinning == [load["pid"]] and len(children) == 3
+    assert load["cpu_seconds"] > 0
+    assert not _alive(load["pid"]) and _ours() == {}  # killed, reaped, and the workers too
+    if hasattr(os, "sched_setaffinity"):
+        assert load["core"] == max(os.sched_getaffinity(0))  # pinned as --load core pins it
+    table = P.format_table(result)
+    assert "each system in its own process, one core taken by a busy loop (" in table.splitlines()[0]
+    assert f"busy loop: pid {load['pid']} on core {load['core']}, " in table and "of a core" in table
+
+
+@pytest.mark.mnist
+@needs_proc
+@pytest.mark.parametrize("failure", ["a worker dies", "ctrl-c"])
+def test_busy_loop_is_gone_when_a_worker_dies_or_on_ctrl_c(monkeypatch, failure):
+    spans, workers, real_start = _spy_on_load(monkeypatch), [], P._start
+
+    def start(*args):
+        workers.append(real_start(*args))
+        return workers[-1]
+
+    monkeypatch.setattr(P, "_start", start)
+
+    def progress(text):
+        if text.startswith("round 1 "):
+            assert _alive(spans[0]["pid"])
+            if failure == "ctrl-c":
+                raise KeyboardInterrupt
+            workers[0].kill()
+            workers[0].wait()
+
+    expected = KeyboardInterrupt if failure == "ctrl-c" else RuntimeError
+    with pytest.raises(expected):
+        P.run("sigmoid128-sgd", systems=["numpy-scratch"], settings=P.Settings(rounds=3, rows=256, load="core"),
+              progress=progress)
+    (span,) = spans
+    assert "exited" in span and not _alive(span["pid"])
+    assert _ours() == {}
+
+
+@pytest.mark.mnist
+@needs_proc
+def test_quiet_run_starts_no_busy_loop(monkeypatch):
+    spans, seen = _spy_on_load(monkeypatch), []
+    result = P.run("sigmoid128-sgd", systems=["numpy-scratch"], settings=P.Settings(rounds=1, rows=256),
+                   progress=lambda text: seen.append(_ours()))
+    assert result["condition"] == "none" and result["load"] is None
+    assert all(s["condition"] == "none" and s["pid"] is None for s in spans)
+    assert seen and not any(IL.LOAD_CODE in cmd for children in seen for cmd in children.values())
+    assert "busy loop" not in P.format_table(result)
+
+
+def test_unknown_load_is_refused_before_any_worker_starts(monkeypatch):
+    monkeypatch.setattr(P, "_start", lambda *args: pytest.fail("a worker started"))
+    with pytest.raises(ValueError, match="load must be one of none, core, got 'socket'"):
+        P.run("sigmoid128-sgd", settings=P.Settings(load="socket"))
+
+
+def _stand_in(calls):
+    def run(config, settings, progress):
+        calls.append(settings)
+        load = {"pid": 4321, "core": 1, "code": IL.LOAD_CODE, "started": 10.0, "stopped": 12.0,
+                "cpu_seconds": 1.9} if settings.load == "core" else None
+        return {"kind": "processes", "config": config, "rows": settings.rows, "rounds": settings.rounds,
+                "condition": settings.load, "load": load, "cpu": "a CPU", "not_run": {},
+                "systems": {"fastnet": {"median_epoch_seconds": 0.5, "vs": {}}}}
+
+    return run
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_cli_busy_core_reaches_the_run_the_title_and_the_json(tmp_path, monkeypatch, capsys, busy):
+    from fastnet import cli
+
+    calls = []
+    monkeypatch.setattr(P, "run", _stand_in(calls))
+    out = tmp_path / "p.json"
+    argv = ["bench", "--processes", "--rounds", "2", "--rows", "300", "--configs", "sigmoid128-sgd",
+            "--json", str(out)]
+    assert cli.main(argv + ["--busy-core"] * busy) == 0
+    (settings,) = calls
+    assert settings.load == ("core" if busy else "none") and settings.rounds == 2 and settings.rows == 300
+    title = capsys.readouterr().out.splitlines()[0]
+    assert title.startswith("sigmoid128-sgd, 300 rows, 2 rounds, each system in its own process")
+    assert ("one core taken by a busy loop" in title) == busy
+    data = json.loads(out.read_text())
+    assert data["load"] == settings.load and data["blocks"][0]["condition"] == settings.load
+    assert (data["blocks"][0]["load"] or {}).get("pid") == (4321 if busy else None)
+
+
+@pytest.mark.parametrize("mode", [[], ["--load", "core"], ["--sweep"]])
+def test_cli_busy_core_needs_processes(monkeypatch, capsys, mode):
+    from fastnet import cli
+
+    monkeypatch.setattr(cli, "load_mnist_arrays", lambda **kw: pytest.fail("MNIST loaded"))
+    assert cli.main(["bench", "--busy-core", *mode]) == 2
+    assert "--busy-core goes with --processes" in capsys.readouterr().err
