@@ -49,11 +49,8 @@ _CACHE = __name__ == "fastnet.kernels.cpu"
 #: module docstring).
 _JIT = dict(cache=_CACHE, error_model="numpy", fastmath={"contract"})
 #: Scalar helpers are ordinary njit functions that LLVM inlines into each
-#: kernel (Numba's IR-level ``inline="always"`` measured the same, compiled
-#: slower and warned, NumbaIRAssumptionWarning, on nested conditional
-#: expressions).  Helpers taking arrays are inlined by Numba: called as
-#: functions they keep reference-count calls per row (a row sum per row of
-#: 1024x10: 21 us called, 2.5 us inlined).
+#: kernel; helpers taking arrays are inlined by Numba (called, they keep
+#: reference-count calls per row: docs/pages/decisions.md, "Helpers inlined").
 _HELPER = dict(error_model="numpy", fastmath={"contract"})
 _HELPER_ARRAYS = dict(_HELPER, inline="always")
 #: Every kernel below is cached in the per-user folder of ``cache.cache_dir()``,
@@ -367,13 +364,11 @@ def gelu_fwd(z, b, x):
 # --------------------------------------------------------------------------
 # Each reads a[i, j] and dy[i, j] before writing dz[i, j], so dz may be dy
 # (fastnet's layers pass the same array) or a.  When dz is dy a separate loop
-# reads and writes dz only: with two pointers to the same memory LLVM's
-# run-time overlap check fails and the loop runs scalar (2.5x slower).
-# The bias gradient is summed in the same pass, row by row (the order of
-# NumPy's dz.sum(axis=0)): in place inside the same inner loop; with a
-# separate dz as a second inner loop over the row of dz while it is in L1,
-# since one loop over four arrays ran 1.6x slower (22.8 vs 13.9 us at
-# 128x512; in place the single loop is the faster, 10.6 vs 12.6 us).
+# reads and writes dz only (two pointers to the same memory keep LLVM's loop
+# scalar).  The bias gradient is summed in the same pass, row by row (the order
+# of NumPy's dz.sum(axis=0)): in place inside the same inner loop, with a
+# separate dz as a second inner loop over the row while it is in L1
+# (docs/pages/decisions.md, "In-place backward loops").
 @njit(**_HELPER_ARRAYS)
 def _same(p, q):
     return p.ctypes.data == q.ctypes.data

@@ -107,10 +107,8 @@ def check_finite(argument, a):
     """Raise ``ValueError`` saying how many NaN/inf values ``a`` has and where the first is."""
     if a.dtype.kind != "f" or a.size == 0:
         return
-    # Fast path: NaN and inf propagate through a sum, which reads 60000 x 784 float32
-    # in one SIMD pass, ~7.5 ms here: the memory's speed (a BLAS row-sum 13-16 ms,
-    # np.isfinite(a).all() ~45; summing in chunks on two threads, 5 ms alone, took 9-10
-    # inside fit, where the BLAS threads of the last GEMMs still spin).
+    # Fast path: NaN and inf propagate through a sum, one pass at the memory's speed
+    # (the fastest of the ways measured: docs/pages/decisions.md, "The finite-values check").
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(a.sum()):
             return
