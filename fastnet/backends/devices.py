@@ -1,7 +1,7 @@
 """Backends: one object per device, carrying the array module and the kernels.
 
 Layers, losses and optimizers are written once against ``backend.xp`` (NumPy
-or CuPy) and ``backend.kernels`` (a :class:`fastnet.kernels.KernelSet`: every
+or CuPy) and ``backend.kernel_set`` (a :class:`fastnet.kernels.KernelSet`: every
 name of ``fastnet.kernels.reference.KERNELS``, fused where the device's module
 fuses it, else the reference version).  Everything device-specific that is
 not a kernel lives in this file; the CuPy part is the ``_CupyDevice`` class.
@@ -32,6 +32,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -465,7 +466,7 @@ register_device(Device("cuda-sim", "cuda", GPU_PRECISIONS, lambda: _simulator_st
 
 
 class Backend:
-    """A device, its array module ``xp``, its ``kernels`` and the random streams.
+    """A device, its array module ``xp``, its ``kernel_set`` and the random streams.
 
     Create one with :func:`get_backend`.  Each call makes a new Backend with
     its own generators, so two models never share random state.
@@ -483,11 +484,12 @@ class Backend:
         ``"cpu"``, ``"cuda"`` or ``"cuda-sim"``.
     xp : module
         ``numpy``, ``cupy`` or (``cuda-sim``) ``fastnet.cuda_sim.contract``.
-    kernels : fastnet.kernels.KernelSet
+    kernel_set : fastnet.kernels.KernelSet
         Every kernel of ``fastnet.kernels.reference.KERNELS``: the device's fused
-        version where there is one, else the reference version.
+        version where there is one, else the reference version (``kernels``, its old
+        name, still reads it with a ``DeprecationWarning``).
     kernels_name : str
-        ``"fused"`` or ``"reference"``.
+        ``"fused"`` or ``"reference"`` (the model's ``kernels`` setting).
     dtype : numpy.dtype
         Floating-point type of parameters and activations.
     rng : numpy.random.Generator
@@ -508,7 +510,7 @@ class Backend:
         self._matmul = device.precision_matmul(precision, np.dtype(dtype))
         self._device = device
         self.xp = device.xp
-        self.kernels = kernels
+        self.kernel_set = kernels  # (a KernelSet; ``model.kernels`` is the setting's name, kernels_name here)
         self.kernels_name = kernels_name
         self.dtype = np.dtype(dtype)
         self.seed = seed
@@ -521,6 +523,13 @@ class Backend:
         self.dropout_counter = 0
         #: First row of this process's batch in the global batch (data-parallel ``fit``).
         self.dropout_row = 0
+
+    @property
+    def kernels(self):
+        """Deprecated: ``kernel_set`` (``model.kernels`` is the setting, ``"fused"`` or ``"reference"``)."""
+        warnings.warn("Backend.kernels is deprecated: use Backend.kernel_set (the KernelSet); the setting's "
+                      "name is Backend.kernels_name, as model.kernels", DeprecationWarning, stacklevel=2)
+        return self.kernel_set
 
     def asarray(self, a, dtype=None):
         """Copy or view ``a`` on this device as a C-contiguous array."""
@@ -590,7 +599,7 @@ class Backend:
         """Fill ``keep`` with ``1 / (1 - rate)`` (kept) or 0 (dropped); advances the stream.
         ``keep``'s rows are rows ``dropout_row, ...`` of the call's mask: a data-parallel
         rank's share of the global batch (``fastnet.train.distributed``), else 0."""
-        self.kernels.dropout_mask(keep, rate, self.dropout_key, self.dropout_counter,
+        self.kernel_set.dropout_mask(keep, rate, self.dropout_key, self.dropout_counter,
                                   self.dropout_row * keep.shape[1])
         self.dropout_counter += 1
 

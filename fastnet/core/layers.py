@@ -200,7 +200,7 @@ class Dense(Layer):
         return self.n_out
 
     def _bind_kernels(self):
-        k = self.backend_.kernels
+        k = self.backend_.kernel_set
         self._fwd = getattr(k, self.kernel_activation + "_fwd")
         self._bwd = getattr(k, self.kernel_activation + "_bwd")
         # What the backward kernel reads: the activation's output, or (saves="input") its input.

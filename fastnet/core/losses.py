@@ -58,9 +58,9 @@ class Loss:
         return "identity" if self.fused_activation else activation
 
     def bind(self, backend, n_outputs=None):
-        self._kernel = getattr(backend.kernels, self.kernel)
+        self._kernel = getattr(backend.kernel_set, self.kernel)
         if self.fused_activation:
-            self._activate = getattr(backend.kernels, self.fused_activation + "_fwd")
+            self._activate = getattr(backend.kernel_set, self.fused_activation + "_fwd")
             self._zero_bias = backend.xp.zeros(n_outputs or 1, dtype=backend.dtype)
         return self
 

@@ -98,7 +98,7 @@ class Optimizer:
         """Allocate state for ``params`` (arrays) whose gradients live in ``grads``."""
         xp = backend.xp
         self._backend = backend
-        self._kernel = getattr(backend.kernels, self.kernel)
+        self._kernel = getattr(backend.kernel_set, self.kernel)
         initial = self.initial_values()
         self.state = [{s: xp.full(p.shape, initial[s], dtype=p.dtype) for s in self.slots} for p in params]
         self.bind(params, grads)

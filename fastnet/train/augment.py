@@ -137,5 +137,5 @@ class _AugmentRun:
     def apply(self, xb, start, m):
         """The batch ``xb`` (rows ``start:start + m`` of the epoch) distorted, in the buffer."""
         out = self.out[:m]
-        self.backend.kernels.affine_warp(xb, self.params[start:start + m], out, *self.shape)
+        self.backend.kernel_set.affine_warp(xb, self.params[start:start + m], out, *self.shape)
         return out

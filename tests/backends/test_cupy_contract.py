@@ -325,9 +325,9 @@ def test_cuda_backend_is_built_on_cupys_module(monkeypatch):
     assert isinstance(b._device, B._CupyDevice) and b.xp is xp
     from fastnet.kernels import cuda as kcuda
 
-    assert b.kernels.module is kcuda and C.ndarray in kcuda._DEVICE_TYPES
-    assert b.kernels.relu_fwd is kcuda.relu_fwd
-    reference = B.get_backend("cuda", kernels="reference").kernels
+    assert b.kernel_set.module is kcuda and C.ndarray in kcuda._DEVICE_TYPES
+    assert b.kernel_set.relu_fwd is kcuda.relu_fwd
+    reference = B.get_backend("cuda", kernels="reference").kernel_set
     assert reference.module is None and not reference.fused
 
 

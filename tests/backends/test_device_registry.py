@@ -102,7 +102,7 @@ def _data(n=60, seed=0):
 
 def test_a_toy_backend_from_two_files_trains_with_the_defaults(toy):
     assert "toy" in fastnet.available_backends()
-    assert fastnet.get_backend("toy").kernels.fused == ("relu_fwd",)
+    assert fastnet.get_backend("toy").kernel_set.fused == ("relu_fwd",)
     X, y = _data()
     model = fastnet.MLP([4, 8, 3], backend="toy", seed=0)
     history = model.fit(X, y, epochs=5)

@@ -65,7 +65,7 @@ def test_fit_with_augmentation_on_cuda_sim_trains_like_cpu():
     curves, weights = {}, {}
     for backend in ("cpu", "cuda-sim"):
         model = fastnet.MLP([64, 8, 3], backend=backend, seed=0)
-        assert "affine_warp" in model.backend_.kernels.fused
+        assert "affine_warp" in model.backend_.kernel_set.fused
         history = model.fit(X, y, epochs=2, batch_size=48, lr=1e-2, augment=aug)
         curves[backend] = history["loss"]
         weights[backend] = list(model.get_weights().values())
@@ -88,6 +88,6 @@ def test_the_reference_kernel_runs_on_the_cupy_contract_like_the_fused_cpu_one()
     losses = []
     for backend, kernels in (("cuda-sim", "reference"), ("cpu", "fused")):
         model = fastnet.MLP([36, 8, 3], backend=backend, kernels=kernels, seed=0)
-        assert (model.backend_.kernels.affine_warp is reference.affine_warp) == (kernels == "reference")
+        assert (model.backend_.kernel_set.affine_warp is reference.affine_warp) == (kernels == "reference")
         losses.append(model.fit(X, y, epochs=2, batch_size=16, augment=aug)["loss"])
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)

@@ -32,7 +32,7 @@ def test_gelu_fused_and_adagrad_reference_train_on_cuda_sim_like_cpu():
     curves = {}
     for backend in ("cpu", "cuda-sim"):
         model = fastnet.MLP([8, 16, 2], activation="gelu", backend=backend, seed=0)
-        kernels = model.backend_.kernels
+        kernels = model.backend_.kernel_set
         assert "gelu_fwd" in kernels.fused and "adagrad_update" in kernels.fallback
         history = model.fit(X, y, epochs=4, batch_size=64, optimizer="adagrad", lr=0.05)
         curves[backend] = history["loss"]

@@ -70,9 +70,9 @@ def test_a_misspelt_override_is_reported():
 def test_backends_run_the_resolved_set():
     b = get_backend("cpu")
     assert isinstance(b.kernels, KernelSet) and b.kernels.module.__name__ == "fastnet.kernels.cpu"
-    assert "adagrad_update" in b.kernels.fallback and "gelu_fwd" in b.kernels.fused
+    assert "adagrad_update" in b.kernel_set.fallback and "gelu_fwd" in b.kernel_set.fused
     r = get_backend("cpu", kernels="reference")
-    assert r.kernels.fused == () and r.kernels.relu_fwd is reference.relu_fwd
+    assert r.kernel_set.fused == () and r.kernel_set.relu_fwd is reference.relu_fwd
 
 
 def test_reference_kernels_conform_to_themselves_through_the_checker():
@@ -127,7 +127,7 @@ def test_an_activation_registered_at_run_time_is_usable():
         reference.register_activation("swish", swish_fwd, swish_bwd)
         model = fastnet.MLP([3, 4, 2], activation="swish", backend="cpu", seed=0)
         model.fit(np.random.default_rng(0).random((8, 3)), np.arange(8) % 2, epochs=1)
-        assert model.backend_.kernels.swish_fwd is swish_fwd and "swish_fwd" in model.backend_.kernels.fallback
+        assert model.backend_.kernel_set.swish_fwd is swish_fwd and "swish_fwd" in model.backend_.kernel_set.fallback
     finally:  # the tables as they were, for the other tests
         for table, before in zip(tables, saved):
             table.clear()

@@ -246,7 +246,7 @@ def test_augmentation_touches_training_rows_only_and_never_validation_or_inferen
     model = fastnet.MLP([36, 16, 3], seed=0)
     model.build(36)
     seen, drawn = [], []
-    real = model.backend_.kernels.affine_warp
+    real = model.backend_.kernel_set.affine_warp
 
     def spy(x, params, out, h, w):
         seen.append(np.array(x))
@@ -254,7 +254,7 @@ def test_augmentation_touches_training_rows_only_and_never_validation_or_inferen
         real(x, params, out, h, w)
         assert not np.array_equal(out, x)  # the rows the model trains on are distorted ones
 
-    monkeypatch.setattr(model.backend_.kernels, "affine_warp", spy)  # a spy: calls the real kernel
+    monkeypatch.setattr(model.backend_.kernel_set, "affine_warp", spy)  # a spy: calls the real kernel
     history = model.fit(X, y, epochs=2, batch_size=32, validation_data=(Xv, yv),
                         augment=Augment(shift=2, rotate=20))
     rows = np.concatenate(seen)
@@ -289,13 +289,13 @@ def test_validation_split_rows_are_not_augmented_and_data_is_left_as_given(monke
     model = fastnet.MLP([36, 8, 3], seed=0)
     model.build(36)
     seen = []
-    real = model.backend_.kernels.affine_warp
+    real = model.backend_.kernel_set.affine_warp
 
     def spy(x, params, out, h, w):
         seen.append(np.array(x))
         real(x, params, out, h, w)
 
-    monkeypatch.setattr(model.backend_.kernels, "affine_warp", spy)  # a spy: calls the real kernel
+    monkeypatch.setattr(model.backend_.kernel_set, "affine_warp", spy)  # a spy: calls the real kernel
     # opt-out kept: shuffle=False, as the rows' order is what this test checks
     model.fit(X, y, epochs=1, batch_size=16, validation_split=0.2, shuffle=False,
               augment=Augment(shift=2))

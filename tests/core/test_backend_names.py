@@ -1,11 +1,13 @@
-"""A layer's Backend object is ``backend_`` (set by build), as the model's; ``backend``, its old
-name, still reads it, with a DeprecationWarning."""
+"""Names: a layer's Backend object is ``backend_`` (set by build), as the model's; a Backend's
+KernelSet is ``kernel_set`` (``kernels`` is the setting's name, ``"fused"`` or ``"reference"``,
+on the model).  The old names still read, with a DeprecationWarning."""
 import warnings
 
 import numpy as np
 import pytest
 
 import fastnet
+import fastnet.kernels.reference
 
 
 def test_a_built_layer_names_its_backend_object_as_the_model_does():
@@ -20,3 +22,13 @@ def test_a_built_layer_names_its_backend_object_as_the_model_does():
         model.predict(np.ones((2, 4), np.float32))
     with pytest.warns(DeprecationWarning, match="Layer.backend_"):
         assert dense.backend is model.backend_
+
+
+def test_the_backends_kernel_table_is_kernel_set_and_kernels_names_the_setting():
+    model = fastnet.MLP([4, 8, 3], kernels="reference", seed=0)
+    model.build(4)
+    b = model.backend_
+    assert model.kernels == b.kernels_name == "reference"
+    assert b.kernel_set.relu_fwd is fastnet.kernels.reference.relu_fwd
+    with pytest.warns(DeprecationWarning, match="Backend.kernel_set"):
+        assert b.kernels is b.kernel_set
