@@ -150,7 +150,8 @@ def fit(model: Network, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size
         :func:`fastnet.diagnose` finds: learning rate too high, overfitting,
         unscaled inputs, exploding/vanishing weights, dead units...
     on_nan : {"raise", "restore", "ignore"}
-        When an epoch's loss is NaN or infinite: ``"raise"`` puts back the
+        When an epoch's loss is NaN or infinite, or its last updates made a
+        weight so (each step's loss is taken before its update): ``"raise"`` puts back the
         weights and optimizer state of the last good epoch and raises
         :class:`TrainingDivergedError` naming the epoch and step;
         ``"restore"`` does the same but stops with a warning instead;
@@ -507,12 +508,14 @@ def _epochs(model, run):
             # The first batch's loss, computed before the first update: the loss before training.
             history.params["initial_loss"] = float(host_losses[0]) * model.loss_.scale(min(bs, n), model.n_outputs_)
             history.params["initial_epoch"] = epoch + 1  # the epoch whose first batch that was
-        if not np.isfinite(loss):
+        # (each step's loss is taken before its update: the epoch's last updates can overflow the
+        # weights while every loss is finite, so the weights are checked too)
+        finite = np.isfinite(loss) and _params_finite(model)
+        if not finite:
             progress.close({"loss": loss}, n)
             if history.diverged is None:  # the first divergence (on_nan="ignore" trains on)
                 history.diverged = model.history_.diverged = {
-                    "epoch": epoch + 1, "loss": loss,
-                    "step": int(np.argmax(~np.isfinite(host_losses))) + 1}
+                    "epoch": epoch + 1, "loss": loss, "step": _first_bad_step(host_losses, steps)}
             if _diverged(model, loss, host_losses, epoch, steps, run.guard, settings.on_nan):
                 break
         logs = {"loss": loss}
@@ -524,7 +527,7 @@ def _epochs(model, run):
         logs["seconds"] = time.perf_counter() - t0
         history.append(epoch + 1, logs)
         model.history_.append(epoch + 1, logs)
-        if np.isfinite(loss):
+        if finite:
             progress.close(logs, n)
         for cb in settings.callbacks:
             cb.on_epoch_end(model, epoch + 1, logs)
@@ -532,14 +535,31 @@ def _epochs(model, run):
             break
 
 
+def _params_finite(model) -> bool:
+    """Whether every parameter is finite: a float64 sum per array on the device (NaN and inf
+    propagate), read back at once."""
+    b = model.backend_
+    sums = [b.xp.sum(a, dtype=np.float64) for layer in model.layers for _, a in layer.params()]
+    return not sums or bool(np.isfinite(b.to_host(b.xp.stack(sums)).sum()))
+
+
+def _first_bad_step(step_losses, steps):
+    """The first step whose loss is not finite; the epoch's last step when all are (the weights
+    overflowed in its last updates)."""
+    bad = ~np.isfinite(step_losses)
+    return int(np.argmax(bad)) + 1 if bad.any() else steps
+
+
 def _diverged(model, loss, step_losses, epoch, steps, guard, on_nan):
-    """Handle a non-finite epoch loss; True when training must stop."""
+    """Handle a non-finite epoch loss or weights; True when training must stop."""
     if on_nan == "ignore":
         return False
-    step = int(np.argmax(~np.isfinite(step_losses))) + 1
+    step = _first_bad_step(step_losses, steps)
     guard.restore()
     where = f"epoch {epoch + 1}, step {step} of {steps}"
-    msg = (f"the training loss became {loss} at {where}; the weights and optimizer state were "
+    what = (f"the training loss became {loss}" if not np.isfinite(loss) else
+            f"the weights became infinite or NaN (the loss, {loss:.3g}, was still finite)")
+    msg = (f"{what} at {where}; the weights and optimizer state were "
            f"restored to the end of epoch {epoch} ({'the initial weights' if epoch == 0 else 'last good epoch'}). "
            f"Usual causes: a learning rate too high (lr={model.optimizer_.lr}), unscaled inputs, "
            "or an exploding gradient")

@@ -134,6 +134,19 @@ def test_nan_loss_raises_names_epoch_and_step_and_restores():
     assert m.n_iter_ == 2 and all(np.isfinite(m.history_["loss"]))
 
 
+def test_weights_that_overflow_in_the_last_update_are_a_divergence_though_every_loss_was_finite():
+    """A step's loss is taken before its update: one full-batch step per epoch whose update sends
+    the weights past float32's range leaves every recorded loss finite."""
+    Xb, yb = datasets.make_blobs(n_samples=60, seed=0)
+    m = fastnet.MLP([2, 8, 3], backend="cpu", seed=0)
+    with pytest.raises(fastnet.TrainingDivergedError, match=r"weights became infinite or NaN .* at epoch 1, step 1 "
+                       r"of 1; .*restored") as info:
+        m.fit(Xb * 100, yb, epochs=1, optimizer="sgd", lr=3e38, batch_size=60)
+    assert info.value.epoch == 1 and info.value.step == 1
+    assert all(np.all(np.isfinite(w)) for w in m.get_weights().values())  # the initial weights, put back
+    assert np.isfinite(m.predict_proba(Xb)).all()
+
+
 def test_nan_restore_mode_warns_and_stops():
     Xb, yb = datasets.make_blobs(n_samples=300, seed=0)
     m = fastnet.MLP([2, 32, 3], backend="cpu", seed=0)
