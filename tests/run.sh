@@ -2,18 +2,21 @@
 # README's test command: the test groups, each in its own pytest process.
 #   1. tests/backends    the backend layer (devices, precisions, GEMM providers, the CuPy
 #                        contract, the GPU install contract);
-#   2. tests/            the rest of the library on the CPU (and on CUDA when a GPU is usable);
-#   3. tests/cuda_sim    every numba.cuda kernel under NUMBA_ENABLE_CUDASIM=1 (set before
+#   2. core              tests/core, kernels, doctor, plots, datasets: the network, its kernels and
+#                        what reads it;
+#   3. library           the rest of tests/ (training runs, integrations, the CLI, the project's
+#                        files) on the CPU, and on CUDA when a GPU is usable;
+#   4. tests/cuda_sim    every numba.cuda kernel under NUMBA_ENABLE_CUDASIM=1 (set before
 #                        numba is imported, hence its own process), and the cuda-sim backend
 #                        (the CUDA backend's code on the CuPy contract) feature by feature;
-#   4. tests/cuda_compile  every CUDA kernel compiled to PTX for sm_90/sm_80 and checked by ptxas.
+#   5. tests/cuda_compile  every CUDA kernel compiled to PTX for sm_90/sm_80 and checked by ptxas.
 # The groups are independent and run side by side when the machine has more than one core
 # (FASTNET_TEST_JOBS=1 runs them one after the other); each group's output is printed whole
 # when it ends.
 # With FASTNET_COVERAGE=1 (CI sets it) the groups that run the CUDA glue (fastnet/backends/devices.py,
 # gemm_cublas.py, kernels/cuda.py) run under coverage.py: backends, cuda simulator and cuda
 # compile; their line coverage of the glue must be >= 95%, and the report lists the lines no
-# group ran.  The library group runs untraced: coverage.py's tracer sees every Python call, not
+# group ran.  The core and library groups run untraced: coverage.py's tracer sees every Python call, not
 # only those into the traced files, and slowed it by about 40% (measured: 10.6 -> 15.0 CPU
 # seconds for tests/doctor, tests/train/test_exact_values.py and tests/core/test_pickling.py).
 # FASTNET_COVERAGE_DATA=FILE (set by the README test for its run of this script inside a fresh
@@ -62,7 +65,9 @@ run_group() {
     fi
 }
 
+core=(tests/core tests/kernels tests/doctor tests/plots tests/datasets)
 others=(--ignore=tests/backends --ignore=tests/cuda_sim --ignore=tests/cuda_compile)
+for folder in "${core[@]}"; do others+=(--ignore="$folder"); done
 if [ "${FASTNET_CI_SPLIT:-0}" = "1" ]; then
     # CI's outer run: the README test (which runs the rest of the suite in a fresh clone) is
     # the longest; it runs beside the library's other outer tests, not after them.
@@ -70,6 +75,7 @@ if [ "${FASTNET_CI_SPLIT:-0}" = "1" ]; then
     others+=(--ignore=tests/test_readme_commands.py)
 fi
 run_group "backends" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests/backends -q "$@"
+run_group "core" env -u NUMBA_ENABLE_CUDASIM "${plain[@]}" "${core[@]}" -q "$@"
 run_group "library" env -u NUMBA_ENABLE_CUDASIM "${plain[@]}" tests "${others[@]}" -q "$@"
 run_group "cuda simulator" env NUMBA_ENABLE_CUDASIM=1 "${runner[@]}" tests/cuda_sim -q "$@"
 run_group "cuda compile" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests/cuda_compile -q "$@"

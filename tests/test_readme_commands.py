@@ -109,7 +109,7 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
     assert "FAILED" not in log, summary(log)
     # each group ran its tests here (with FASTNET_CI_SPLIT=1 the outer run skipped them: a
     # nested run that skipped them too would pass having tested nothing)
-    for group in ("backends", "library", "cuda simulator", "cuda compile"):
+    for group in ("backends", "core", "library", "cuda simulator", "cuda compile"):
         part = log.rsplit(f"=== {group}: ", 1)[-1].split("\n=== ", 1)[0]  # its output, printed whole at its end
         ran = re.search(r"(\d+) passed", part)
         assert ran and int(ran.group(1)) > 0, f"{group}: no test passed in the README's run\n{summary(log)}"

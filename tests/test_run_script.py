@@ -12,6 +12,6 @@ def test_a_group_without_tests_fails_the_run():
     run = subprocess.run(["bash", "tests/run.sh", "-k", "no_test_has_this_name_xyz", "-p", "no:cacheprovider"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode != 0, run.stdout[-3000:]
-    for group in ("backends", "library", "cuda simulator", "cuda compile"):
+    for group in ("backends", "core", "library", "cuda simulator", "cuda compile"):
         assert f"=== {group}: no tests collected (pytest exit 5)" in run.stdout, run.stdout[-3000:]
         assert f"=== {group}: FAILED (exit 5)" in run.stdout, run.stdout[-3000:]
