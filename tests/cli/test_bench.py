@@ -150,6 +150,7 @@ import time  # noqa: E402
 
 from fastnet.cli.bench import interleaved as IL  # noqa: E402
 from fastnet.cli.bench import sweep as S  # noqa: E402
+from process_table import alive as _alive  # noqa: E402 (tests/process_table.py)
 
 
 class Sleeper(B.System):
@@ -204,15 +205,6 @@ def test_round_ratios_and_best_fixed_by_hand():
     assert out["fastnet-fused"]["vs_best_fixed"] == {"per_round": [2.0, 2.0, 2.0], "median": 2.0}
     assert out["fastnet-fused"]["vs"]["numpy-scratch"] == {"per_round": [2.0, 1.0, 4.0], "median": 2.0}
     assert out["fastnet-1thread"]["median_epoch_seconds"] == 3.0
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is not "running"
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")

@@ -18,17 +18,9 @@ import pytest
 
 from fastnet.cli.bench import interleaved as IL
 from fastnet.cli.bench import processes as P
+from process_table import alive as _alive  # (tests/process_table.py)
 
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table in /proc")
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is not "running"
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _ours():
