@@ -21,15 +21,12 @@ GFLOP/s and the fastest wins.  On a quiet machine that takes well under a second
 one slows the steps measured, and the measurement with them).
 
 The decision is kept in the process (the same key always gets the same answer: two fits
-of one model compute with one library) and, when the measurement ran undisturbed, on disk, in ``gemm-choice.json`` under
+of one model compute with one library) and on disk, in ``gemm-choice.json`` under
 fastnet's cache folder (``$XDG_CACHE_HOME/fastnet`` or ``~/.cache/fastnet``; the file
 ``FASTNET_GEMM_CACHE`` names, or ``off``), keyed by the CPU model (``/proc/cpuinfo``'s
 ``model name``), the versions of fastnet, NumPy, NumPy's BLAS, oneDNN and MKL, the thread
 count and the GEMM shapes: a new CPU, library version, thread count or model measures
-again; the same one does not.  A measurement during which the measuring thread got less
-than ``QUIET_SHARE`` of a core (its CPU time over the wall time: other processes had the
-cores) is used by this process but not written, so the next process measures again rather
-than keep, for good, a decision a busy moment made.
+again; the same one does not.
 
 ``FASTNET_CPU_GEMM`` overrides the choice: ``numpy``, ``onednn`` or ``mkl`` (``openblas``:
 the old name of ``numpy``).  The choice, its source (``measured``, ``cache``, the
@@ -62,8 +59,6 @@ MIN_REPS = 2             # ... this many steps, ...
 MAX_REPS = 40            # ... at most this many
 PASSES = 2               # passes over the providers, in alternating order (the best step counts) ...
 SECOND_PASS_BEFORE = 0.3  # ... the second one only when the first took less than this (seconds)
-QUIET_SHARE = 0.8        # the measuring thread's CPU seconds per wall second below which the machine was busy
-QUIET_MIN_SECONDS = 0.005  # (a shorter measurement is not judged: the clocks' ratio means nothing there)
 
 #: The install line of each optional provider.
 INSTALL = {"onednn": 'pip install ".[bf16]" in fastnet\'s clone (oneDNN: the onednn-cpu-gomp wheel)',
@@ -232,7 +227,6 @@ class Choice:
     cpu: str = ""
     versions: dict = field(default_factory=dict)
     seconds: float = 0.0                          # time taken to decide (measuring included)
-    cpu_share: Optional[float] = None             # the measuring thread's CPU seconds per wall second
 
     def reason(self) -> str:
         """Why this provider: ``"measured 210 vs numpy 180, mkl 150 GFLOP/s on 784-512-512-10 at batch
@@ -246,18 +240,10 @@ class Choice:
             text = f"measured {rate} GFLOP/s" + (f" vs {others}" if others else "") + f" {where}"
             if self.source == "cache":
                 text += " (cached decision)"
-            elif self.busy:
-                text += (f" (busy machine: the measuring thread had {self.cpu_share:.0%} of a core; "
-                         "not cached, measured again by the next process)")
             return text
         if self.source == "setting":
             return f"{CPU_GEMM_ENV}={self.provider} (not measured) {where}"
         return f"{self.source} {where}"
-
-    @property
-    def busy(self) -> bool:
-        """Measured while other processes had the cores (see ``QUIET_SHARE``): not cached on disk."""
-        return self.cpu_share is not None and self.cpu_share < QUIET_SHARE
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -267,7 +253,6 @@ class Choice:
 
 
 _memory: dict[str, Choice] = {}
-_wall_clock, _cpu_clock = time.perf_counter, time.thread_time  # (whether the machine was busy; tests simulate)
 
 
 def cache_path() -> Optional[Path]:
@@ -356,19 +341,15 @@ def choose(batch: int, weight_shapes, threads: int, setting: Optional[str] = Non
                         problems, threads, cpu, vers, time.perf_counter() - t0)
     else:
         rates: dict[str, list[float]] = {p: [] for p in ready}
-        wall0, cpu0 = _wall_clock(), _cpu_clock()
         for i in range(PASSES):
             if i and time.perf_counter() - t0 > SECOND_PASS_BEFORE:
                 break  # large steps (or a busy machine): one pass keeps the decision well under a second
             for p in (ready if i % 2 == 0 else ready[::-1]):
                 rates[p].append(float(measure(p, problems, threads)))
-        wall, cpu_time = _wall_clock() - wall0, _cpu_clock() - cpu0
         gflops = {p: max(r) for p, r in rates.items()}
         best = max(ready, key=lambda p: (gflops[p], -ready.index(p)))
         choice = Choice(best, "measured", gflops, unavailable, problems, threads, cpu, vers,
-                        time.perf_counter() - t0,
-                        cpu_share=round(cpu_time / wall, 3) if wall >= QUIET_MIN_SECONDS else None)
-        if not choice.busy:
-            _write_cache(path, key, choice)
+                        time.perf_counter() - t0)
+        _write_cache(path, key, choice)
     _memory[key] = choice
     return choice

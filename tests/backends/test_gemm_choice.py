@@ -83,43 +83,6 @@ def test_the_decision_is_cached_in_the_process_and_on_disk(monkeypatch):
     assert entry["provider"] == "onednn" and entry["cpu"] == "Simulated CPU 9000" and entry["threads"] == 2
 
 
-def timed_machine(monkeypatch, rates, working):
-    """``machine(rates)`` whose every measurement takes 10 ms of wall time on simulated clocks:
-    all of it on the core (``working``: a quiet machine) or none of it (the measuring thread
-    off the core, as when other processes have the cores)."""
-    inner, clock = machine(rates), {"wall": 0.0, "cpu": 0.0}
-    monkeypatch.setattr(gc, "_wall_clock", lambda: clock["wall"])
-    monkeypatch.setattr(gc, "_cpu_clock", lambda: clock["cpu"])
-
-    def measure(provider, problems, threads):
-        clock["wall"] += 0.01
-        clock["cpu"] += 0.01 if working else 0.002
-        return inner(provider, problems, threads)
-
-    measure.calls = inner.calls
-    return measure
-
-
-@pytest.mark.parametrize("working", [True, False], ids=["quiet", "busy"])
-def test_a_measurement_on_a_busy_machine_is_used_but_not_cached(monkeypatch, working):
-    rates = {"numpy": 1.0, "onednn": 2.0, "mkl": 1.5}
-    first = gc.choose(128, SHAPES, 2, "auto", measure=timed_machine(monkeypatch, rates, working), providers=ALL)
-    assert first.provider == "onednn" and first.source == "measured"
-    assert first.cpu_share == (1.0 if working else 0.2) and first.busy is (not working)
-    assert ("busy machine" in first.reason()) is (not working)
-    # in this process the answer stays the same either way
-    assert gc.choose(128, SHAPES, 2, "auto", measure=machine(rates), providers=ALL) is first
-    # the next process: a quiet measurement is read from the file, a busy one is measured again
-    monkeypatch.setattr(gc, "_memory", {})
-    other = machine({"numpy": 9.0, "onednn": 1.0, "mkl": 1.0})
-    again = gc.choose(128, SHAPES, 2, "auto", measure=other, providers=ALL)
-    if working:
-        assert (again.provider, again.source) == ("onednn", "cache") and not other.calls
-    else:
-        assert (again.provider, again.source) == ("numpy", "measured") and other.calls
-        assert not (gc.cache_path().exists() and gc.cached_decisions()[0]["provider"] == "onednn")
-
-
 @pytest.mark.parametrize("change", ["cpu", "versions", "threads", "shapes", "batch"])
 def test_a_new_cpu_library_version_thread_count_or_shape_measures_again(monkeypatch, change):
     gc.choose(128, SHAPES, 2, "auto", measure=machine({"numpy": 1.0, "onednn": 2.0, "mkl": 1.5}), providers=ALL)
