@@ -531,6 +531,12 @@ class Backend:
                       "name is Backend.kernels_name, as model.kernels", DeprecationWarning, stacklevel=2)
         return self.kernel_set
 
+    @kernels.setter
+    def kernels(self, value):
+        warnings.warn("Backend.kernels is deprecated: use Backend.kernel_set (the KernelSet)",
+                      DeprecationWarning, stacklevel=2)
+        self.kernel_set = value
+
     def asarray(self, a, dtype=None):
         """Copy or view ``a`` on this device as a C-contiguous array."""
         return self._device.asarray(a, dtype=dtype)

@@ -57,6 +57,12 @@ class Layer:
                       "build, as Network.backend_)", DeprecationWarning, stacklevel=2)
         return self.backend_
 
+    @backend.setter
+    def backend(self, value):
+        warnings.warn("Layer.backend is deprecated: use Layer.backend_ (the Backend object set by "
+                      "build, as Network.backend_)", DeprecationWarning, stacklevel=2)
+        self.backend_ = value
+
     # -- structure ---------------------------------------------------------
     def build(self, n_in, backend, rng):
         """Create parameters for ``n_in`` inputs on ``backend``; return the output width."""

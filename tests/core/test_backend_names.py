@@ -22,6 +22,9 @@ def test_a_built_layer_names_its_backend_object_as_the_model_does():
         model.predict(np.ones((2, 4), np.float32))
     with pytest.warns(DeprecationWarning, match="Layer.backend_"):
         assert dense.backend is model.backend_
+    with pytest.warns(DeprecationWarning, match="Layer.backend_"):  # a custom layer's build setting it
+        dense.backend = model.backend_
+    assert dense.backend_ is model.backend_ and "backend" not in vars(dense)
 
 
 def test_the_backends_kernel_table_is_kernel_set_and_kernels_names_the_setting():
@@ -32,3 +35,7 @@ def test_the_backends_kernel_table_is_kernel_set_and_kernels_names_the_setting()
     assert b.kernel_set.relu_fwd is fastnet.kernels.reference.relu_fwd
     with pytest.warns(DeprecationWarning, match="Backend.kernel_set"):
         assert b.kernels is b.kernel_set
+    table = b.kernel_set
+    with pytest.warns(DeprecationWarning, match="Backend.kernel_set"):
+        b.kernels = table
+    assert b.kernel_set is table and "kernels" not in vars(b)

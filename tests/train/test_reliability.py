@@ -147,6 +147,14 @@ def test_weights_that_overflow_in_the_last_update_are_a_divergence_though_every_
     assert np.isfinite(m.predict_proba(Xb)).all()
 
 
+def test_the_step_named_is_the_first_non_finite_loss_or_the_last_step():
+    from fastnet.train.fit import _first_bad_step
+
+    assert _first_bad_step(np.array([1.0, np.inf, np.nan, 2.0]), 4) == 2
+    assert _first_bad_step(np.array([np.nan, 1.0]), 2) == 1
+    assert _first_bad_step(np.ones(5), 5) == 5  # all finite: the weights overflowed in the last update
+
+
 def test_nan_restore_mode_warns_and_stops():
     Xb, yb = datasets.make_blobs(n_samples=300, seed=0)
     m = fastnet.MLP([2, 32, 3], backend="cpu", seed=0)
