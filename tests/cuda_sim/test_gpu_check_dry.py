@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from fastnet.kernels import reference
+from gpu_contract import clean_env, run_checks  # tests/gpu_contract.py
 
 
 pytestmark = pytest.mark.processes
@@ -150,6 +151,18 @@ def test_exits_zero_after_making_its_own_environment(dry_run, bare_machine):
     # nothing went into the system Python: its site-packages is as ensurepip left it
     _, python, _, before = bare_machine
     assert site_packages(python) == before
+
+
+def test_its_environment_passes_the_cuda13_install_contract(dry_run, tmp_path):
+    # The checks of tests/backends/test_gpu_install_contract.py (every NVIDIA library the GPU
+    # path loads found in the environment itself, NVRTC and numba-cuda compiling, cuBLAS's
+    # binding, cuda_status with the oldest CUDA 13 driver), run by the Python of the
+    # environment the script made: fastnet-mlp[cuda13,mpi] from a bare machine.
+    _, tmp = dry_run
+    python = tmp / "gpu-check-venv" / "bin" / "python"
+    assert python.is_file(), python
+    why = run_checks(python, "cuda13", tmp_path, clean_env())
+    assert why is None, why
 
 
 def test_mnist_was_downloaded_into_the_empty_cache(dry_run):
