@@ -153,6 +153,9 @@ def build_parser():
     bench.add_argument("--busy-core", action="store_true",
                        help="--processes: one core taken by a busy loop (a spinning Python process, as --load core) "
                             "from after the warm-ups to the last timed round")
+    bench.add_argument("--bf16", action="store_true",
+                       help="--processes: bfloat16 training instead, fastnet precision='bf16' vs PyTorch's bf16 "
+                            "autocast (tuned), with fastnet in float32 for the accuracy")
     bench.add_argument("--fixed-threads", type=_positive_int, nargs="+", metavar="K",
                        help="--load: BLAS thread counts of the fastnet-Kthreads systems (default: 1 and all cores)")
     bench.add_argument("--rows", type=_positive_int, metavar="N",
@@ -417,6 +420,8 @@ def cmd_bench(args):
     for option in ("json", "png"):
         if getattr(args, option):
             _check_destination(f"--{option}", getattr(args, option))
+    if args.bf16 and not args.processes:
+        raise ValueError("--bf16 goes with --processes")
     if args.busy_core and not args.processes:
         raise ValueError("--busy-core goes with --processes (the in-process mode's busy core is --load core)")
     if args.processes:  # (each worker loads MNIST itself)

@@ -191,3 +191,58 @@ def test_cli_busy_core_needs_processes(monkeypatch, capsys, mode):
     monkeypatch.setattr(cli, "load_mnist_arrays", lambda **kw: pytest.fail("MNIST loaded"))
     assert cli.main(["bench", "--busy-core", *mode]) == 2
     assert "--busy-core goes with --processes" in capsys.readouterr().err
+
+
+def test_cli_bf16_runs_the_bf16_systems_against_pytorch_autocast(tmp_path, monkeypatch, capsys):
+    from fastnet import cli
+
+    calls = []
+
+    def run(config, settings, progress, systems=None, baselines=None):
+        calls.append((systems, baselines))
+        return {"kind": "processes", "config": config, "rows": settings.rows, "rounds": settings.rounds,
+                "condition": settings.load, "load": None, "cpu": "a CPU", "not_run": {},
+                "systems": {"fastnet-bf16": {"median_epoch_seconds": 0.5, "vs": {},
+                                             "accuracy_on_training_rows": 0.91}}}
+
+    monkeypatch.setattr(P, "run", run)
+    out = tmp_path / "p.json"
+    assert cli.main(["bench", "--processes", "--bf16", "--configs", "relu512x2-adam", "relu512x2-adam-b1024",
+                     "--json", str(out)]) == 0
+    assert calls == [(P.BF16_SYSTEMS, P.BF16_BASELINES)] * 2
+    assert P.BF16_SYSTEMS[:2] == ("fastnet-bf16", "pytorch-autocast-tuned") and "fastnet" in P.BF16_SYSTEMS
+    assert "accuracy on the training rows after 6 epochs: fastnet-bf16 0.9100" in capsys.readouterr().out
+    assert json.loads(out.read_text())["bf16"] is True
+
+
+def test_cli_bf16_needs_processes(monkeypatch, capsys):
+    from fastnet import cli
+
+    monkeypatch.setattr(cli, "load_mnist_arrays", lambda **kw: pytest.fail("MNIST loaded"))
+    assert cli.main(["bench", "--bf16"]) == 2
+    assert "--bf16 goes with --processes" in capsys.readouterr().err
+
+
+@pytest.mark.mnist
+def test_bf16_workers_train_in_bf16_and_the_float32_one_does_not():
+    # each worker reports what it ran with: fastnet-bf16 on oneDNN's bfloat16 GEMMs, fastnet in
+    # float32 (the accuracy reference); PyTorch's autocast worker where PyTorch is installed
+    from fastnet.backends import precision
+
+    why = precision.bf16_problem()
+    if why is not None and not os.environ.get("CI"):
+        pytest.skip(f"bf16 unavailable: {why}")
+    systems = ["fastnet-bf16", "fastnet"] + (["pytorch-autocast-tuned"] if P.installed("pytorch-autocast-tuned") else [])
+    result = P.run("sigmoid128-sgd", systems=systems, baselines=P.BF16_BASELINES,
+                   settings=P.Settings(rounds=1, rows=512))
+    bf16, f32 = result["systems"]["fastnet-bf16"], result["systems"]["fastnet"]
+    assert bf16["details"] == {"precision": "bf16", "gemm_provider": "onednn",
+                               "gemm_source": "precision='bf16' runs on oneDNN only"}
+    assert f32["details"]["precision"] == "float32" and f32["details"]["gemm_provider"] in ("numpy", "onednn", "mkl")
+    assert set(bf16["vs"]) == {"fastnet"} | ({"pytorch-autocast-tuned"} if len(systems) == 3 else set())
+    # two epochs on 512 rows (about 0.26 of them right): bfloat16 GEMM inputs train as float32 does
+    assert abs(bf16["accuracy_on_training_rows"] - f32["accuracy_on_training_rows"]) <= 0.05, (bf16, f32)
+    if len(systems) == 3:
+        assert result["systems"]["pytorch-autocast-tuned"]["details"]["precision"] == "bf16 autocast"
+    else:
+        assert result["not_run"] == {} or "pytorch-autocast-tuned" not in result["systems"]

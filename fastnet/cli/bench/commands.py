@@ -88,13 +88,15 @@ def processes(args):
     info = bench_interleaved.run_info()
     settings = bench_processes.Settings(rounds=args.rounds or DEFAULT_ROUNDS["processes"], rows=args.rows,
                                         data_dir=args.data_dir, load="core" if args.busy_core else "none")
+    which = (dict(systems=bench_processes.BF16_SYSTEMS, baselines=bench_processes.BF16_BASELINES)
+             if args.bf16 else {})
     blocks = []
     for config in args.configs or bench_interleaved.CONFIGS:
-        result = bench_processes.run(config, settings=settings,
+        result = bench_processes.run(config, settings=settings, **which,
                                      progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
         print(bench_processes.format_table(result) + "\n")
         blocks.append(result)
-    _write(args.json, {"kind": "processes", **info, "load": settings.load,
+    _write(args.json, {"kind": "processes", **info, "load": settings.load, "bf16": bool(args.bf16),
                        "ratio": "baseline seconds / system seconds per round; median over rounds", "blocks": blocks})
     return 0
 

@@ -24,7 +24,11 @@ choice on; the doctor off, as it runs once per ``fit`` and every epoch here is a
 ``pytorch``, ``pytorch-tuned`` (fused Adam, flushed denormals), ``torch-compile``
 (``torch.compile`` of the tuned network), ``jax`` (a ``jax.jit`` step with optax), and
 ``numpy-scratch`` (the tutorials' loop); peers that are not installed are left out and
-named in the result.
+named in the result.  bfloat16 (``fastnet bench --processes --bf16``, ``BF16_SYSTEMS``):
+``fastnet-bf16`` (``precision="bf16"``: oneDNN's bfloat16 GEMMs, float32 weights),
+``pytorch-autocast-tuned`` (the tuned loop, forward and loss under
+``torch.autocast("cpu", dtype=torch.bfloat16)``) and ``fastnet`` in float32, whose
+accuracy is the bf16 runs' reference.
 """
 from __future__ import annotations
 
@@ -42,9 +46,13 @@ from fastnet.cli.bench import interleaved as bench_interleaved
 from fastnet.cli.bench import systems as bench_systems
 
 SYSTEMS = ("fastnet", "pytorch", "pytorch-tuned", "torch-compile", "jax", "numpy-scratch")
+#: ``--bf16``: the systems, and the baselines of their ratios.
+BF16_SYSTEMS = ("fastnet-bf16", "pytorch-autocast-tuned", "fastnet")
+BF16_BASELINES = ("pytorch-autocast-tuned", "fastnet")
 #: Seconds the coordinator waits after an epoch before the next system's epoch starts.
 SETTLE_SECONDS = 0.3
-_NEEDS = {"pytorch": "torch", "pytorch-tuned": "torch", "torch-compile": "torch", "jax": "optax"}
+_NEEDS = {"pytorch": "torch", "pytorch-tuned": "torch", "torch-compile": "torch", "jax": "optax",
+          "pytorch-autocast-tuned": "torch"}
 
 
 @dataclass(frozen=True)
@@ -121,15 +129,19 @@ class TorchCompileSystem(bench_systems.TorchSystem):
 def make_system(name):
     if name == "fastnet":
         return bench_systems.FastnetSystem("cpu", "fused")
+    if name == "fastnet-bf16":
+        return bench_systems.FastnetSystem("cpu", "fused", precision="bf16")
     if name in ("pytorch", "pytorch-tuned"):
         return bench_systems.TorchSystem(tuned=name == "pytorch-tuned")
+    if name == "pytorch-autocast-tuned":
+        return bench_systems.TorchSystem(tuned=True, autocast=True)
     if name == "torch-compile":
         return TorchCompileSystem()
     if name == "jax":
         return JaxSystem()
     if name == "numpy-scratch":
         return bench_systems.NumpyScratchSystem()
-    raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, got {name!r}")
+    raise ValueError(f"system must be one of {', '.join(SYSTEMS + BF16_SYSTEMS[:2])}, got {name!r}")
 
 
 def installed(name):
@@ -176,7 +188,7 @@ def worker(name, config_name, rows, seed, data_dir=None):
 
     versions["fastnet"] = fastnet.__version__
     print(json.dumps({"ready": name, "pid": os.getpid(), "rows": len(X), "versions": versions,
-                      "threads": _threads()}), file=out, flush=True)
+                      "threads": _threads(), "details": system.details()}), file=out, flush=True)
     for line in sys.stdin:
         if not line.strip():
             break
@@ -294,6 +306,7 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
         entry = {"pid": ready[name]["pid"], "epoch_seconds": times[name], "epoch_started": started[name],
                  "median_epoch_seconds": statistics.median(times[name]),
                  "versions": ready[name]["versions"], "threads": ready[name]["threads"],
+                 "details": ready[name].get("details", {}),
                  "accuracy_on_training_rows": accuracy[name], "vs": {}}
         for base in baselines:
             if base in times and base != name:
@@ -304,8 +317,9 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
 
 
 def format_table(result):
+    order = BF16_BASELINES + SYSTEMS
     bases = sorted({b for e in result["systems"].values() for b in e["vs"]},
-                   key=lambda b: SYSTEMS.index(b) if b in SYSTEMS else 99)
+                   key=lambda b: order.index(b) if b in order else 99)
     busy = ", one core taken by a busy loop" if result.get("condition") == "core" else ""
     lines = [f"{result['config']}, {result['rows']} rows, {result['rounds']} rounds, each system in its own process"
              f"{busy} ({result['cpu']})", "",
@@ -314,6 +328,12 @@ def format_table(result):
     for name, e in result["systems"].items():
         cells = [f"{e['vs'][b]['median']:.2f}x" if b in e["vs"] else "—" for b in bases]
         lines.append(f"| {name} | {e['median_epoch_seconds']:.3f} s | " + " | ".join(cells) + " |")
+    accuracy = {n: e["accuracy_on_training_rows"] for n, e in result["systems"].items()
+                if e.get("accuracy_on_training_rows") is not None}
+    if accuracy:
+        lines.append("")
+        lines.append(f"accuracy on the training rows after {result['rounds'] + 1} epochs: "
+                     + ", ".join(f"{n} {a:.4f}" for n, a in accuracy.items()))
     load = result.get("load")
     if load:
         lines.append("")

@@ -91,6 +91,10 @@ class System:
     def accuracy(self, X, y):
         return None
 
+    def details(self):
+        """What the system ran with, for the result (precision, GEMM library): a JSON-ready dict."""
+        return {}
+
 
 class FastnetSystem(System):
     def __init__(self, backend="cpu", kernels="fused", precision="float32"):
@@ -115,6 +119,11 @@ class FastnetSystem(System):
 
     def accuracy(self, X, y):
         return self.model.score(X, y)
+
+    def details(self):
+        gemm = self.model.history_.params.get("gemm") or {}
+        return {"precision": self.model.precision, "gemm_provider": gemm.get("provider"),
+                "gemm_source": gemm.get("source")}
 
 
 class TorchSystem(System):
@@ -166,6 +175,10 @@ class TorchSystem(System):
         with self.torch.no_grad():
             out = self.net(self.torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
         return float((out.argmax(1).numpy() == y).mean())
+
+    def details(self):
+        return {"precision": "bf16 autocast" if self.autocast else "float32", "fused_adam": self.tuned,
+                "flush_denormal": self.tuned}
 
 
 class SklearnSystem(System):
