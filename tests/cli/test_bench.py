@@ -333,13 +333,13 @@ def test_sweep_real_systems_one_small_cell():
 
 
 def test_inference_outputs_agree_and_table():
-    pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     from fastnet.cli.bench import inference as N
 
     X, y = _tiny(200)
     result = N.run_inference(X, y, X[:50], N.Settings(hidden=(16, 16), rounds=2, calls=20, latency_rounds=2))
-    assert set(result["systems"]) == {"fastnet", "onnxruntime", "pytorch"}
+    ran = {"fastnet", "onnxruntime"} | ({"pytorch"} if N.installed("pytorch") else set())
+    assert set(result["systems"]) == ran and set(result["not_run"]) == set(N.SYSTEMS) - ran
     assert max(result["max_abs_diff_from_fastnet"].values()) < 1e-5
     for name, s in result["systems"].items():
         assert len(s["seconds"]) == 2 and s["latency_calls"] == 20
@@ -348,25 +348,51 @@ def test_inference_outputs_agree_and_table():
                                                                          result["systems"]["fastnet"]["seconds"])]
         assert s["latency_us_p90"] >= s["latency_us_median"] > 0
     assert result["systems"]["fastnet"]["fastnet_speedup"] == 1.0
-    assert "| onnxruntime |" in N.format_inference(result)
+    table = N.format_inference(result)
+    assert "| onnxruntime |" in table and "each system in its own process" in table
 
 
-def test_inference_refuses_to_time_disagreeing_systems(monkeypatch):
-    pytest.importorskip("torch")
+def test_inference_runs_each_system_in_its_own_process(monkeypatch):
+    # the workers are other processes, and they are gone after the run
     pytest.importorskip("onnxruntime")
     from fastnet.cli.bench import inference as N
 
-    real = N.make_predictors
+    started, real = [], N.subprocess.Popen
 
-    def broken(model, workdir):
-        p = real(model, workdir)
-        p["pytorch"] = lambda X: np.zeros((len(X), 10), np.float32)
-        return p
+    def popen(cmd, **kw):
+        started.append(real(cmd, **kw))
+        return started[-1]
 
-    monkeypatch.setattr(N, "make_predictors", broken)
+    monkeypatch.setattr(N.subprocess, "Popen", popen)
+    X, y = _tiny(100)
+    N.run_inference(X, y, X[:20], N.Settings(hidden=(8,), rounds=1, calls=4, latency_rounds=1),
+                    systems=("fastnet", "onnxruntime"))
+    assert [p.args[-2] for p in started] == ["fastnet", "onnxruntime"]
+    assert len({p.pid for p in started} | {os.getpid()}) == 3
+    assert all(p.returncode == 0 for p in started)
+
+
+def test_inference_refuses_to_time_disagreeing_systems(monkeypatch):
+    # a worker whose outputs differ from fastnet's (the ONNX file of another model): refused
+    # before anything is timed, and the workers are ended
+    pytest.importorskip("onnxruntime")
+    import fastnet
+    from fastnet.cli.bench import inference as N
+
+    real = fastnet.MLP.to_onnx
+
+    def other_weights(self, path=None):
+        other = fastnet.MLP(self.sizes, backend="cpu", seed=123)
+        other.build(self.sizes[0])
+        return real(other, path)
+
+    monkeypatch.setattr(fastnet.MLP, "to_onnx", other_weights)
+    monkeypatch.setattr(N, "_ask", lambda proc, name, line, real=N._ask: (
+        pytest.fail("timed before the outputs were compared") if line == "batch" else real(proc, name, line)))
     X, y = _tiny(100)
     with pytest.raises(RuntimeError, match="disagree"):
-        N.run_inference(X, y, X[:20], N.Settings(hidden=(8,), rounds=1, calls=4, latency_rounds=1))
+        N.run_inference(X, y, X[:20], N.Settings(hidden=(8,), rounds=1, calls=4, latency_rounds=1),
+                        systems=("fastnet", "onnxruntime"))
 
 
 def test_tta_same_recipe_starts_both_from_the_same_weights(monkeypatch):

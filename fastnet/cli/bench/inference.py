@@ -1,10 +1,12 @@
 """Inference: fastnet's ``predict_proba`` beside ONNX Runtime and PyTorch (``fastnet bench --inference``).
 
 One set of weights for all three: the fastnet model (784-512-512-10 ReLU, trained
-``train_epochs`` epochs or left at its initial weights) is exported with
+``train_epochs`` epochs or left at its initial weights) is saved, exported with
 ``to_onnx`` for ONNX Runtime (CPU provider, default threads) and copied into a
 ``torch.nn.Sequential`` (PyTorch's default threads, ``torch.inference_mode()``,
-softmax).  The outputs are compared before anything is timed.
+softmax).  Each system runs in a worker process of its own (in one process, one library's
+thread pool spins while another's works), started once and warmed up; the coordinator
+asks each in turn.  The outputs are compared before anything is timed.
 
 * throughput: the whole test set in one call, interleaved rounds; rows/s from the
   median call, ratios = median over rounds of ``other seconds / fastnet seconds``;
@@ -13,8 +15,11 @@ softmax).  The outputs are compared before anything is timed.
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 SYSTEMS = ("fastnet", "onnxruntime", "pytorch")
+#: Single-row calls of each worker's warm-up.
+WARM_ROWS = 20
+#: Seconds the coordinator waits after a system's turn before the next one's.
+SETTLE_SECONDS = 0.2
 
 
 def build_model(X, y, hidden=(512, 512), train_epochs=1, seed=0):
@@ -57,59 +66,89 @@ def torch_copy(model):
     return torch.nn.Sequential(*layers).eval()
 
 
-def make_predictors(model, workdir):
-    """``{name: f(X) -> probabilities}`` for fastnet, ONNX Runtime and PyTorch, same weights."""
-    import onnxruntime as ort
-    import torch
+def make_predictor(name, workdir):
+    """``f(X) -> probabilities`` of system ``name``, from the files in ``workdir`` (``model.npz``,
+    and ``model.onnx`` for ONNX Runtime): fastnet's ``predict_proba``, an ONNX Runtime session
+    (CPU provider, default threads), or the weights copied into PyTorch (``torch_copy``,
+    ``torch.inference_mode()``, softmax, PyTorch's default threads)."""
+    import fastnet
 
-    path = os.path.join(workdir, "model.onnx")
-    model.to_onnx(path)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    net = torch_copy(model)
+    if name == "fastnet":
+        return fastnet.load(os.path.join(workdir, "model.npz"), backend="cpu").predict_proba
+    if name == "onnxruntime":
+        import onnxruntime as ort
 
-    def torch_predict(X):
-        with torch.inference_mode():
-            return torch.softmax(net(torch.from_numpy(X)), dim=1).numpy()
+        sess = ort.InferenceSession(os.path.join(workdir, "model.onnx"), providers=["CPUExecutionProvider"])
+        return lambda X: sess.run(None, {"X": X})[0]
+    if name == "pytorch":
+        import torch
 
-    return {"fastnet": model.predict_proba,
-            "onnxruntime": lambda X: sess.run(None, {"X": X})[0],
-            "pytorch": torch_predict}
+        net = torch_copy(fastnet.load(os.path.join(workdir, "model.npz"), backend="cpu"))
+
+        def predict(X):
+            with torch.inference_mode():
+                return torch.softmax(net(torch.from_numpy(X)), dim=1).numpy()
+
+        return predict
+    raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, got {name!r}")
 
 
-def agreement(predictors, X):
-    """Largest absolute difference of each system's probabilities from fastnet's."""
-    ref = predictors["fastnet"](X)
-    return {name: float(np.abs(np.asarray(f(X)) - ref).max()) for name, f in predictors.items()}
-
-
-def _throughput(predictors, X, rounds):
-    for f in predictors.values():  # warm-up
-        f(X)
-    times = {n: [] for n in predictors}
-    for _ in range(rounds):
-        for name, f in predictors.items():
+def worker(name, workdir):
+    """A worker's life: load the system and the rows (``workdir/X.npy``), warm up (a whole-batch
+    call, ``WARM_ROWS`` single-row calls), say ready, then one JSON answer per command read
+    from stdin: ``outputs`` (the probabilities saved as ``out-NAME.npy``), ``batch`` (one
+    whole-batch call timed), ``rows START COUNT`` (``COUNT`` single-row calls from row
+    ``START`` on, each timed alone, in microseconds); an empty line ends it."""
+    predict = make_predictor(name, workdir)
+    X = np.load(os.path.join(workdir, "X.npy"))
+    out = sys.stdout
+    sys.stdout = sys.stderr  # (libraries' prints stay off the answer channel)
+    predict(X)
+    for i in range(WARM_ROWS):
+        predict(X[i % len(X):i % len(X) + 1])
+    print(json.dumps({"ready": name, "pid": os.getpid()}), file=out, flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if not command:
+            break
+        if command[0] == "outputs":
+            np.save(os.path.join(workdir, f"out-{name}.npy"), np.asarray(predict(X)))
+            answer = {"saved": True}
+        elif command[0] == "batch":
             t0 = time.perf_counter()
-            f(X)
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
-def _latency(predictors, X, calls, rounds):
-    per_round = max(1, calls // rounds)
-    rows = [X[i % len(X):i % len(X) + 1] for i in range(per_round * rounds)]
-    for f in predictors.values():  # warm-up
-        for r in rows[:20]:
-            f(r)
-    us = {n: [] for n in predictors}
-    for k in range(rounds):
-        chunk = rows[k * per_round:(k + 1) * per_round]
-        for name, f in predictors.items():
-            out = us[name]
-            for r in chunk:
+            predict(X)
+            answer = {"seconds": time.perf_counter() - t0}
+        else:
+            start, count = int(command[1]), int(command[2])
+            us = []
+            for i in range(start, start + count):
+                row = X[i % len(X):i % len(X) + 1]
                 t0 = time.perf_counter_ns()
-                f(r)
-                out.append((time.perf_counter_ns() - t0) / 1e3)
-    return us
+                predict(row)
+                us.append((time.perf_counter_ns() - t0) / 1e3)
+            answer = {"us": us}
+        print(json.dumps(answer), file=out, flush=True)
+
+
+def _ask(proc, name, line):
+    try:
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+    except BrokenPipeError:  # (a worker that died: the same message as a missing answer)
+        pass
+    answer = proc.stdout.readline()
+    if not answer:
+        proc.wait()
+        raise RuntimeError(f"the {name} worker ended (exit {proc.returncode}) before answering: see its output above")
+    return json.loads(answer)
+
+
+def installed(name):
+    """Whether ``name``'s library imports here (without importing it)."""
+    import importlib.util
+
+    need = {"onnxruntime": "onnxruntime", "pytorch": "torch"}.get(name)
+    return need is None or importlib.util.find_spec(need) is not None
 
 
 @dataclass(frozen=True)
@@ -126,29 +165,66 @@ class Settings:
     seed: int = 0
 
 
-def run_inference(Xtr, ytr, Xte, settings=Settings()):
-    """Build, compare outputs (RuntimeError beyond ``settings.tolerance``), then time throughput
-    and latency."""
+def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
+    """Build the model and write it (``model.npz``, ``model.onnx``), start one worker process
+    per system (one at a time: the warm-ups never overlap), compare their outputs
+    (RuntimeError beyond ``settings.tolerance``), then time throughput and latency in
+    interleaved rounds.  Systems whose library is not installed are left out and named."""
     hidden, rounds = settings.hidden, settings.rounds
     model = build_model(Xtr, ytr, hidden, settings.train_epochs, settings.seed)
     X = np.ascontiguousarray(Xte, dtype=np.float32)
+    missing = {n: f"{'torch' if n == 'pytorch' else n} is not installed" for n in systems if not installed(n)}
+    names = [n for n in systems if n not in missing]
+    if "fastnet" not in names:
+        raise ValueError(f"systems must include 'fastnet' (the reference), got {list(systems)!r}")
+    per_round = max(1, settings.calls // settings.latency_rounds)
+    times = {n: [] for n in names}
+    lat: dict[str, list] = {n: [] for n in names}
+    procs: dict[str, subprocess.Popen] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        predictors = make_predictors(model, tmp)
-        diffs = agreement(predictors, X)
-        if max(diffs.values()) > settings.tolerance:
-            raise RuntimeError(f"the systems' probabilities disagree (max abs diff from fastnet: {diffs})")
-        times = _throughput(predictors, X, rounds)
-        lat = _latency(predictors, X, settings.calls, settings.latency_rounds)
+        model.save(os.path.join(tmp, "model.npz"))
+        if "onnxruntime" in names:
+            model.to_onnx(os.path.join(tmp, "model.onnx"))
+        np.save(os.path.join(tmp, "X.npy"), X)
+        try:
+            for name in names:
+                procs[name] = subprocess.Popen([sys.executable, "-m", "fastnet.cli.bench.inference", "--worker",
+                                                name, tmp], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                ready = procs[name].stdout.readline()
+                if not ready:
+                    procs[name].wait()
+                    raise RuntimeError(f"the {name} worker ended (exit {procs[name].returncode}) before it was "
+                                       "ready: see its output above")
+            for name in names:
+                _ask(procs[name], name, "outputs")
+            ref = np.load(os.path.join(tmp, "out-fastnet.npy"))
+            diffs = {name: float(np.abs(np.load(os.path.join(tmp, f"out-{name}.npy")) - ref).max())
+                     for name in names}
+            if max(diffs.values()) > settings.tolerance:
+                raise RuntimeError(f"the systems' probabilities disagree (max abs diff from fastnet: {diffs})")
+            for _ in range(rounds):
+                for name in names:
+                    times[name].append(_ask(procs[name], name, "batch")["seconds"])
+                    time.sleep(SETTLE_SECONDS)
+            for k in range(settings.latency_rounds):
+                for name in names:
+                    lat[name].extend(_ask(procs[name], name, f"rows {k * per_round} {per_round}")["us"])
+                    time.sleep(SETTLE_SECONDS)
+        finally:
+            for proc in procs.values():  # end of input ends a worker; one that hangs is killed
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
     result = {"model": f"{X.shape[1]}-{'-'.join(map(str, hidden))}-10 relu", "train_epochs": settings.train_epochs,
-              "train_rows": len(Xtr),
-              "rows": len(X), "rounds": rounds, "max_abs_diff_from_fastnet": diffs, "systems": {}}
-    try:
-        import torch
-
-        result["torch_threads"] = torch.get_num_threads()
-    except ImportError:  # pragma: no cover
-        pass
-    for name in predictors:
+              "train_rows": len(Xtr), "rows": len(X), "rounds": rounds, "processes": "each system in its own",
+              "max_abs_diff_from_fastnet": diffs, "not_run": missing, "systems": {}}
+    for name in names:
         t = times[name]
         ratio = [a / b for a, b in zip(t, times["fastnet"])]  # this system's seconds / fastnet's
         lu = np.asarray(lat[name])
@@ -170,6 +246,16 @@ def format_inference(result):
                      f"{s['latency_us_median']:.1f} | {s['latency_us_p90']:.1f} | "
                      f"{result['max_abs_diff_from_fastnet'][name]:.1e} |")
     lines.append(f"\nmodel {result['model']}, trained {result['train_epochs']} epoch(s) on {result['train_rows']:,} "
-                 f"rows; speed-up = median over {result['rounds']} rounds of (this system's seconds / fastnet's) "
-                 "on the whole batch")
+                 f"rows; each system in its own process; speed-up = median over {result['rounds']} rounds of "
+                 "(this system's seconds / fastnet's) on the whole batch")
+    if result.get("not_run"):
+        lines.append("not run: " + "; ".join(f"{k} ({v})" for k, v in result["not_run"].items()))
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit("usage: python -m fastnet.cli.bench.inference --worker SYSTEM WORKDIR "
+                 "(the coordinator is fastnet bench --inference)")
