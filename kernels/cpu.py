@@ -548,6 +548,37 @@ def _flat(a, i0, i1):
     return block.reshape(block.size)
 
 
+@njit(**_JIT)
+def softmax_fwd(z, b):
+    # The output activation at inference (predict_proba): per row the max of z + b, the
+    # shifted values; per block one flat exp loop (as softmax_xent); per row the sum and
+    # the division.  One call instead of the reference's five NumPy passes (1 row: ~13 us
+    # of NumPy calls).
+    _prefer_512bit_vectors()
+    n, k = z.shape
+    rows = max(1, _BLOCK // max(k, 1))
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        for i in range(i0, i1):
+            x = z[i]
+            for j in range(k):
+                x[j] = x[j] + b[j]
+            mx = x[0]
+            for j in range(1, k):
+                if x[j] > mx:  # (a NaN makes the row's sum NaN whatever the max is, as in NumPy)
+                    mx = x[j]
+            for j in range(k):
+                x[j] = x[j] - mx
+        e = _flat(z, i0, i1)
+        for t in range(e.size):
+            e[t] = _exp(e[t])
+        for i in range(i0, i1):
+            x = z[i]
+            s = _rowsum(x)
+            for j in range(k):
+                x[j] = x[j] / s
+
+
 # The loss kernels sweep blocks of rows: element-wise work as one flat loop over
 # the block (a row of 10 classes is too short to vectorise on its own), row
 # sums with independent partial sums.  Every array is read from memory once.

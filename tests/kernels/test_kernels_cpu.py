@@ -374,3 +374,39 @@ def test_optimizer_hypothesis(name, size, dtype, seed):
     rng = np.random.default_rng(seed)
     w, g, state = optimizer_arrays(name, rng, (size,), dtype)
     check_optimizer(name, w, g, state, HYPER[name])
+
+
+# --------------------------------------------------------------------------
+# the output activation: softmax (predict_proba's last step)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_fwd_hand_worked_extremes_and_nan_rows(dtype):
+    ln2, ln3 = np.log(2.0), np.log(3.0)
+    z = np.array([[0.0, ln2 - 1, ln3],           # + b: (0, ln 2, ln 3): 1/6, 2/6, 3/6
+                  [1000.0, 0.0, -1000.0],        # exp would overflow without the max subtracted
+                  [-1000.0, -1000.0, -1001.0],   # ... and underflow to 0 / 0
+                  [np.nan, 0.0, 1.0],            # a NaN row stays NaN ...
+                  [5.0, 4.0 + ln2, 5.0 + ln2]], dtype)  # ... and the rows around it do not
+    b = np.array([0.0, 1.0, 0.0], dtype)
+    got = z.copy()
+    cpu.softmax_fwd(got, b)
+    want = np.array([[1 / 6, 2 / 6, 3 / 6],
+                     [1.0, 0.0, 0.0],                                        # (1000, 1, -1000)
+                     np.array([1, np.e, 1 / np.e]) / (1 + np.e + 1 / np.e),  # -1000 + (0, 1, -1)
+                     [np.nan] * 3,
+                     [0.2, 0.4, 0.4]])                                       # 5 + (0, ln 2, ln 2)
+    assert np.isnan(got[3]).all()
+    keep = [0, 1, 2, 4]
+    assert_close(got[keep], want[keep], dtype, atol=4 * EPS[dtype], what="softmax_fwd")
+    assert np.allclose(got[keep].sum(axis=1), 1.0, rtol=0, atol=8 * EPS[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 10), (127, 10), (1000, 10), (3, 5000)])
+def test_softmax_fwd_conforms(shape, dtype, rng):
+    z, b = activation_inputs(rng, shape, dtype, scale=10.0)
+    got = z.copy()
+    cpu.softmax_fwd(got, b)
+    want = z.astype(np.float64)
+    reference.softmax_fwd(want, b.astype(np.float64))
+    assert_close(got, want, dtype, atol=4 * EPS[dtype], what="softmax_fwd")
