@@ -131,16 +131,11 @@ def worker(name, workdir):
 
 
 def _ask(proc, name, line):
-    try:
-        proc.stdin.write(line + "\n")
-        proc.stdin.flush()
-    except BrokenPipeError:  # (a worker that died: the same message as a missing answer)
-        pass
-    answer = proc.stdout.readline()
-    if not answer:
-        proc.wait()
-        raise RuntimeError(f"the {name} worker ended (exit {proc.returncode}) before answering: see its output above")
-    return json.loads(answer)
+    """Send ``line`` to a worker and return its JSON answer (the training workers' protocol)."""
+    from fastnet.cli.bench import processes as bench_processes
+
+    bench_processes._send(proc, name, line)
+    return bench_processes._read(proc, name)
 
 
 def installed(name):
@@ -170,6 +165,8 @@ def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
     per system (one at a time: the warm-ups never overlap), compare their outputs
     (RuntimeError beyond ``settings.tolerance``), then time throughput and latency in
     interleaved rounds.  Systems whose library is not installed are left out and named."""
+    from fastnet.cli.bench import processes as bench_processes
+
     hidden, rounds = settings.hidden, settings.rounds
     model = build_model(Xtr, ytr, hidden, settings.train_epochs, settings.seed)
     X = np.ascontiguousarray(Xte, dtype=np.float32)
@@ -190,11 +187,7 @@ def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
             for name in names:
                 procs[name] = subprocess.Popen([sys.executable, "-m", "fastnet.cli.bench.inference", "--worker",
                                                 name, tmp], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                ready = procs[name].stdout.readline()
-                if not ready:
-                    procs[name].wait()
-                    raise RuntimeError(f"the {name} worker ended (exit {procs[name].returncode}) before it was "
-                                       "ready: see its output above")
+                bench_processes._read(procs[name], name)  # ready: loaded and warmed up
             for name in names:
                 _ask(procs[name], name, "outputs")
             ref = np.load(os.path.join(tmp, "out-fastnet.npy"))
