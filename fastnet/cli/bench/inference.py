@@ -176,8 +176,8 @@ def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
         raise ValueError(f"systems must include 'fastnet' (the reference), got {list(systems)!r}")
     per_round = max(1, settings.calls // settings.latency_rounds)
     times = {n: [] for n in names}
-    lat: dict[str, list] = {n: [] for n in names}
-    procs: dict[str, subprocess.Popen] = {}
+    lat = {n: [] for n in names}
+    procs = {}
     with tempfile.TemporaryDirectory() as tmp:
         model.save(os.path.join(tmp, "model.npz"))
         if "onnxruntime" in names:
