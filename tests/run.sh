@@ -71,7 +71,8 @@ for folder in "${core[@]}"; do others+=(--ignore="$folder"); done
 if [ "${FASTNET_CI_SPLIT:-0}" = "1" ]; then
     # CI's outer run: the README test (which runs the rest of the suite in a fresh clone) is
     # the longest; it runs beside the library's other outer tests, not after them.
-    run_group "readme" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests/test_readme_commands.py -q "$@"
+    # (-rP: its output, with the nested run's groups and their times, is printed though it passes)
+    run_group "readme" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests/test_readme_commands.py -q -rP "$@"
     others+=(--ignore=tests/test_readme_commands.py)
 fi
 run_group "backends" env -u NUMBA_ENABLE_CUDASIM "${runner[@]}" tests/backends -q "$@"

@@ -105,6 +105,10 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
         assert rc == 0 and "Traceback" not in log, f"{command} from the clone's root:\n{log[-3000:]}"
 
     rc, log = run_block(second, clone, env, timeout=1500)
+    # each group's command and result line (its tests and seconds), for CI's log (-rP)
+    print("README's second command, its groups:\n" + "\n".join(
+        line for line in log.splitlines()
+        if re.match(r"=== [a-z ]+: (?!started)", line) or re.search(r"\d+ (passed|failed).* in [\d.]+s", line)))
     assert rc == 0, summary(log)
     assert "FAILED" not in log, summary(log)
     # each group ran its tests here (with FASTNET_CI_SPLIT=1 the outer run skipped them: a
