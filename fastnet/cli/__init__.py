@@ -422,6 +422,12 @@ def cmd_bench(args):
             _check_destination(f"--{option}", getattr(args, option))
     if args.bf16 and not args.processes:
         raise ValueError("--bf16 goes with --processes")
+    if args.bf16:  # (before any worker starts: the bf16 one would fail after the others' warm-ups)
+        from fastnet.backends.precision import bf16_problem
+
+        why = bf16_problem()
+        if why is not None:
+            raise ValueError(f"--bf16: precision='bf16' is not available here: {why}")
     if args.busy_core and not args.processes:
         raise ValueError("--busy-core goes with --processes (the in-process mode's busy core is --load core)")
     if args.processes:  # (each worker loads MNIST itself)

@@ -223,6 +223,16 @@ def test_cli_bf16_needs_processes(monkeypatch, capsys):
     assert "--bf16 goes with --processes" in capsys.readouterr().err
 
 
+def test_cli_bf16_on_a_cpu_without_bf16_is_refused_before_any_worker(monkeypatch, capsys):
+    from fastnet import cli
+
+    monkeypatch.setenv("FASTNET_CPU_FEATURES_OFF", "avx512_bf16,amx_bf16")
+    monkeypatch.setattr(P, "run", lambda *a, **k: pytest.fail("the run started"))
+    assert cli.main(["bench", "--processes", "--bf16"]) == 2
+    err = capsys.readouterr().err
+    assert "--bf16: precision='bf16' is not available here: it needs a CPU with bfloat16" in err
+
+
 @pytest.mark.mnist
 def test_bf16_workers_train_in_bf16_and_the_float32_one_does_not():
     # each worker reports what it ran with: fastnet-bf16 on oneDNN's bfloat16 GEMMs, fastnet in
