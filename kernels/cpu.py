@@ -542,6 +542,17 @@ _BLOCK = 2048
 
 
 @njit(**_HELPER_ARRAYS)
+def _rowmax(a):
+    """Largest element of a 1-D array (its first element when every comparison is False:
+    with a NaN in the row, the row's sum is NaN whatever the max is, as in NumPy)."""
+    mx = a[0]
+    for j in range(1, a.size):
+        if a[j] > mx:
+            mx = a[j]
+    return mx
+
+
+@njit(**_HELPER_ARRAYS)
 def _flat(a, i0, i1):
     """Rows ``i0:i1`` of a C-contiguous array as one flat view."""
     block = a[i0:i1]
@@ -563,10 +574,7 @@ def softmax_fwd(z, b):
             x = z[i]
             for j in range(k):
                 x[j] = x[j] + b[j]
-            mx = x[0]
-            for j in range(1, k):
-                if x[j] > mx:  # (a NaN makes the row's sum NaN whatever the max is, as in NumPy)
-                    mx = x[j]
+            mx = _rowmax(x)
             for j in range(k):
                 x[j] = x[j] - mx
         e = _flat(z, i0, i1)
@@ -597,12 +605,7 @@ def softmax_xent(logits, y, loss, grad, scale):
         for i in range(i0, i1):
             x = logits[i]
             g = grad[i]
-            mx = x[0]
-            for j in range(1, k):
-                # A NaN anywhere makes the sum NaN, so the row is NaN whatever
-                # the max is, as in NumPy.
-                if x[j] > mx:
-                    mx = x[j]
+            mx = _rowmax(x)
             for j in range(k):
                 g[j] = x[j] - mx
             loss[i] = g[y[i]]
