@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 SYSTEMS = ("fastnet", "onnxruntime", "pytorch")
+#: The module each peer needs (fastnet needs none beyond fastnet).
+_NEEDS = {"onnxruntime": "onnxruntime", "pytorch": "torch"}
 #: Single-row calls of each worker's warm-up.
 WARM_ROWS = 20
 #: Seconds the coordinator waits after a system's turn before the next one's.
@@ -140,10 +142,9 @@ def _ask(proc, name, line):
 
 def installed(name):
     """Whether ``name``'s library imports here (without importing it)."""
-    import importlib.util
+    from fastnet.cli.bench import processes as bench_processes
 
-    need = {"onnxruntime": "onnxruntime", "pytorch": "torch"}.get(name)
-    return need is None or importlib.util.find_spec(need) is not None
+    return bench_processes.installed(name, _NEEDS)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
     hidden, rounds = settings.hidden, settings.rounds
     model = build_model(Xtr, ytr, hidden, settings.train_epochs, settings.seed)
     X = np.ascontiguousarray(Xte, dtype=np.float32)
-    missing = {n: f"{'torch' if n == 'pytorch' else n} is not installed" for n in systems if not installed(n)}
+    missing = {n: f"{_NEEDS[n]} is not installed" for n in systems if not installed(n)}
     names = [n for n in systems if n not in missing]
     if "fastnet" not in names:
         raise ValueError(f"systems must include 'fastnet' (the reference), got {list(systems)!r}")

@@ -144,11 +144,12 @@ def make_system(name):
     raise ValueError(f"system must be one of {', '.join(SYSTEMS + BF16_SYSTEMS[:2])}, got {name!r}")
 
 
-def installed(name):
-    """Whether ``name``'s library imports here (without importing it)."""
+def installed(name, needs=None):
+    """Whether ``name``'s library (``needs``: system -> module, default ``_NEEDS``) imports here,
+    without importing it."""
     import importlib.util
 
-    need = _NEEDS.get(name)
+    need = (_NEEDS if needs is None else needs).get(name)
     return need is None or importlib.util.find_spec(need) is not None
 
 
