@@ -179,16 +179,33 @@ def _pool(provider: str):
     return matmul.pool if matmul is not None else ("blas", threads.blas_threads, threads.set_blas_threads)
 
 
-def measure(provider: str, problems, threads: int, clock=time.perf_counter) -> float:
+def measure(provider: str, problems, threads: int, clock=time.perf_counter, precision: str = "float32") -> float:
     """``provider``'s GFLOP/s on one step of ``problems`` at ``threads`` threads: the best of
-    timed steps after an untimed one (see the module docstring)."""
-    matmul = matmul_for(provider)
-    call: Callable = (lambda a, b, out: np.matmul(a, b, out=out)) if matmul is None else matmul
+    timed steps after an untimed one (see the module docstring).
+
+    ``precision="bf16"`` (provider ``"onednn"``, the one bfloat16 provider) times oneDNN's
+    bfloat16 GEMMs on operands already rounded to bfloat16: the GEMMs alone, without the
+    rounding a training step does before them."""
+    rounded: Optional[Callable] = None
+    if precision == "bf16":
+        if provider != "onednn":
+            raise ValueError(f"precision='bf16' runs on provider 'onednn' only, got provider={provider!r}")
+        from fastnet.backends import gemm_onednn
+
+        call: Callable = gemm_onednn.matmul
+        rounded = gemm_onednn.to_bf16_bits
+    elif precision == "float32":
+        matmul = matmul_for(provider)
+        call = (lambda a, b, out: np.matmul(a, b, out=out)) if matmul is None else matmul
+    else:
+        raise ValueError(f"precision must be 'float32' or 'bf16', got {precision!r}")
     rng = np.random.default_rng(0)
     ops = []
     for m, k, n, ta, tb in problems:
         a = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
         b = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
+        if rounded is not None:
+            a, b = rounded(a), rounded(b)
         ops.append((a.T if ta else a, b.T if tb else b, np.empty((m, n), np.float32)))
     _, get, apply = _pool(provider)
     before = get()

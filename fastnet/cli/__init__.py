@@ -155,7 +155,8 @@ def build_parser():
                             "from after the warm-ups to the last timed round")
     bench.add_argument("--bf16", action="store_true",
                        help="--processes: bfloat16 training instead, fastnet precision='bf16' vs PyTorch's bf16 "
-                            "autocast (tuned), with fastnet in float32 for the accuracy")
+                            "autocast (tuned), with fastnet in float32 for the accuracy; --profile: the "
+                            "precision='bf16' epoch against its bfloat16 GEMMs' floor")
     bench.add_argument("--fixed-threads", type=_positive_int, nargs="+", metavar="K",
                        help="--load: BLAS thread counts of the fastnet-Kthreads systems (default: 1 and all cores)")
     bench.add_argument("--rows", type=_positive_int, metavar="N",
@@ -420,8 +421,8 @@ def cmd_bench(args):
     for option in ("json", "png"):
         if getattr(args, option):
             _check_destination(f"--{option}", getattr(args, option))
-    if args.bf16 and not args.processes:
-        raise ValueError("--bf16 goes with --processes")
+    if args.bf16 and not (args.processes or args.profile):
+        raise ValueError("--bf16 goes with --processes or --profile")
     if args.bf16:  # (before any worker starts: the bf16 one would fail after the others' warm-ups)
         from fastnet.backends.precision import bf16_problem
 

@@ -215,12 +215,12 @@ def test_cli_bf16_runs_the_bf16_systems_against_pytorch_autocast(tmp_path, monke
     assert json.loads(out.read_text())["bf16"] is True
 
 
-def test_cli_bf16_needs_processes(monkeypatch, capsys):
+def test_cli_bf16_needs_processes_or_profile(monkeypatch, capsys):
     from fastnet import cli
 
     monkeypatch.setattr(cli, "load_mnist_arrays", lambda **kw: pytest.fail("MNIST loaded"))
     assert cli.main(["bench", "--bf16"]) == 2
-    assert "--bf16 goes with --processes" in capsys.readouterr().err
+    assert "--bf16 goes with --processes or --profile" in capsys.readouterr().err
 
 
 def test_cli_bf16_on_a_cpu_without_bf16_is_refused_before_any_worker(monkeypatch, capsys):

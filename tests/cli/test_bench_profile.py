@@ -9,6 +9,7 @@ calling through and leaving the model as it was, and the command's options and J
 # timings are not repeatable) and, for the command, small arrays instead of MNIST (cost: the
 # command's output is the subject, not the training).
 import json
+import os
 
 import numpy as np
 import pytest
@@ -90,9 +91,11 @@ def test_gemm_flops_calls_and_parts_of_an_epoch(name, per_row):
         np.median(result["epoch_seconds"]) / result["gemm_floor_seconds"], rel=1e-12)
     table = P.format_profile(name, result).splitlines()
     body = [line for line in table if line.startswith("| ") and not line.startswith("| part")]
-    assert len(body) == len(P.PARTS) + 2
-    shares = [float(line.split("|")[3].strip().rstrip("%")) for line in body[:len(P.PARTS)]]
-    assert sum(shares) == pytest.approx(100, abs=0.1 * len(P.PARTS))
+    shown = P.shown_parts(result)
+    assert "rounding" not in shown and len(shown) == len(P.PARTS) - 1  # float32: no bf16 rounding row
+    assert len(body) == len(shown) + 2 and not any("rounding" in line for line in body)
+    shares = [float(line.split("|")[3].strip().rstrip("%")) for line in body[:len(shown)]]
+    assert sum(shares) == pytest.approx(100, abs=0.1 * len(shown))
     assert any(line.startswith("plain epoch / GEMM floor = ") for line in table)
 
 
@@ -190,3 +193,101 @@ def test_format_says_whether_the_goal_is_met():
     result.update(median_epoch_seconds=1.4, epoch_over_floor=1.4)
     text = P.format_profile("x", result)
     assert "= 1.40x (goal <= 1.3x: not met)" in text and "largest other part: optimizer (16.0%)" in text
+
+
+def _need_bf16():
+    from fastnet.backends import precision
+
+    why = precision.bf16_problem()
+    if why is not None and not os.environ.get("CI"):
+        pytest.skip(f"bf16 unavailable: {why}")
+
+
+def test_bf16_profile_counts_the_rounding_apart_and_its_floor_is_bfloat16_gemms(monkeypatch):
+    """precision='bf16': each step rounds a dense layer's x, W and dy once (3 per layer, timed
+    as "rounding", not inside the GEMM or forward parts), and the floor is the FLOPs at the
+    speed of oneDNN's bfloat16 GEMMs (measured with precision='bf16', not float32's)."""
+    _need_bf16()
+    from fastnet.backends import gemm_choice
+
+    asked = []
+    real = gemm_choice.measure
+
+    def measure(provider, problems, threads, clock=None, precision="float32"):
+        asked.append((provider, precision))
+        return real(provider, problems, threads, precision=precision)
+
+    monkeypatch.setattr(gemm_choice, "measure", measure)
+    rows, batch = 80, 32  # 3 steps
+    config = dict(B.CONFIGS["sigmoid128-sgd"], batch_size=batch)
+    X, y = _tiny(rows)
+    result = P.profile_config(X, y, config, rounds=2, precision="bf16")
+    steps, dense = 3, 2
+    assert result["precision"] == "bf16" and result["gemm_choice"]["provider"] == "onednn"
+    assert asked == [("onednn", "bf16")] * P.GEMM_REPEATS
+    for epoch in result["instrumented"]:
+        assert epoch["calls"]["rounding"] == steps * 3 * dense
+        assert epoch["parts"]["rounding"] > 0
+        assert sum(epoch["parts"].values()) == pytest.approx(epoch["seconds"], rel=1e-12)
+    assert result["gemm_floor_seconds"] == pytest.approx(
+        result["gemm_flops"] / result["provider_gflops"]["best"] / 1e9, rel=1e-12)
+    table = P.format_profile("sigmoid128-sgd", result)
+    assert "bf16 GEMMs, provider onednn" in table
+    assert f"| bf16 rounding of the GEMMs' operands (precision='bf16'), {steps * 3 * dense} calls |" in table
+
+
+def test_bf16_wrapping_leaves_the_rounding_kernel_as_it_was():
+    _need_bf16()
+    import fastnet
+
+    X, y = _tiny(64)
+    model = fastnet.MLP([784, 16, 10], seed=0, precision="bf16")
+    model.fit(X, y, epochs=1, batch_size=32, verbose=0)
+    matmul = model.backend_._matmul
+    kernel = matmul._round
+    rec = P.Recorder()
+    with P.instrumented(model, rec):
+        assert matmul._round is not kernel
+        model.fit(X, y, epochs=1, batch_size=32, verbose=0)
+    assert matmul._round is kernel and rec.calls["rounding"] == 2 * 3 * 2
+
+
+def test_bf16_measure_times_gemms_on_bfloat16_operands(monkeypatch):
+    """gemm_choice.measure(precision="bf16") hands oneDNN bfloat16 bits (uint16), already
+    rounded: the GEMMs alone; other providers and precisions are refused by name."""
+    _need_bf16()
+    from fastnet.backends import gemm_choice, gemm_onednn
+
+    seen = []
+    real = gemm_onednn.matmul
+
+    def matmul(a, b, out=None, **kwargs):
+        seen.append((a.dtype, b.dtype, out.dtype))
+        return real(a, b, out, **kwargs)
+
+    monkeypatch.setattr(gemm_onednn, "matmul", matmul)
+    problems = [(32, 64, 16, False, False), (64, 32, 16, True, False), (32, 16, 64, False, True)]
+    assert gemm_choice.measure("onednn", problems, 1, precision="bf16") > 0
+    assert seen and set(seen) == {(np.dtype(np.uint16), np.dtype(np.uint16), np.dtype(np.float32))}
+    with pytest.raises(ValueError, match="precision='bf16' runs on provider 'onednn' only, got provider='numpy'"):
+        gemm_choice.measure("numpy", problems, 1, precision="bf16")
+    with pytest.raises(ValueError, match="precision must be 'float32' or 'bf16', got 'fp16'"):
+        gemm_choice.measure("onednn", problems, 1, precision="fp16")
+
+
+def test_cli_profile_bf16_json_and_refusal(tmp_path, monkeypatch, capsys):
+    from fastnet import cli
+
+    X, y = _tiny(256)
+    monkeypatch.setattr(cli, "load_mnist_arrays", lambda **kw: ((X, y), (X[:16], y[:16])))
+    monkeypatch.setenv("FASTNET_CPU_FEATURES_OFF", "avx512_bf16,amx_bf16")
+    assert cli.main(["bench", "--profile", "--bf16", "--configs", "sigmoid128-sgd", "--rows", "64"]) == 2
+    assert "--bf16: precision='bf16' is not available here" in capsys.readouterr().err
+    monkeypatch.delenv("FASTNET_CPU_FEATURES_OFF")
+    _need_bf16()
+    out = tmp_path / "profile.json"
+    assert cli.main(["bench", "--profile", "--bf16", "--configs", "sigmoid128-sgd", "--rounds", "1", "--rows", "64",
+                     "--json", str(out)]) == 0
+    assert "| bf16 rounding of the GEMMs' operands (precision='bf16'), 6 calls |" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["precision"] == "bf16" and data["configs"]["sigmoid128-sgd"]["precision"] == "bf16"

@@ -112,9 +112,9 @@ def profile(args, X, y):
     results = {}
     for name in args.configs or bench_interleaved.CONFIGS:
         results[name] = bench_profile.profile_config(
-            X, y, bench_systems.CONFIGS[name], rounds=rounds,
+            X, y, bench_systems.CONFIGS[name], rounds=rounds, precision="bf16" if args.bf16 else "float32",
             progress=lambda text, name=name: print(f"  {name}: {text}", file=sys.stderr, flush=True))
         print(bench_profile.format_profile(name, results[name]) + "\n")
     _write(args.json, {"kind": "profile", **info, "cpu": cpu_model(), "rows": len(X), "rounds": rounds,
-                       "parts": bench_profile.PARTS, "configs": results})
+                       "precision": "bf16" if args.bf16 else "float32", "parts": bench_profile.PARTS, "configs": results})
     return 0

@@ -24,10 +24,17 @@ The GEMM floor is the epoch's GEMM FLOPs (2 m n k per ``backend.matmul`` call, c
 from the operands' shapes) at that speed: the epoch's time were it nothing but its
 GEMMs, each as fast as the provider's best measured step.  ``epoch / floor`` is the
 figure to hold to 1.3x.
+
+``precision="bf16"`` (``fastnet bench --profile --bf16``) profiles the same model training
+in bfloat16 (``fastnet.backends.precision``): its GEMMs are oneDNN's bfloat16 ones, the
+rounding of their float32 operands to bfloat16 is a part of its own ("rounding", taken out
+of the GEMM and forward parts it happens in), and the floor is the epoch's FLOPs at
+oneDNN's bfloat16 speed on operands already rounded.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import statistics
 import time
 
@@ -42,6 +49,7 @@ PARTS = {
     "backward": "backward, not GEMM (activation derivative + bias gradient kernels)",
     "optimizer": "optimizer step",
     "correct": "correct count (model._correct)",
+    "rounding": "bf16 rounding of the GEMMs' operands (precision='bf16')",
     "gather": "batch gather (backend.gather)",
     "shuffle": "the epoch's permutation (backend.permutation)",
     "tuner": "thread tuner (step_done, mark)",
@@ -146,7 +154,10 @@ def instrumented(model, recorder):
     block: instance attributes that shadow the methods, put back as they were on exit."""
     b, opt = model.backend_, model.optimizer_
     tuner = b.thread_tuner
-    patches = [(b, "matmul", recorder.gemm(b.matmul)),
+    # precision="bf16": the float32 -> bfloat16 rounding inside the GEMM and gemm_operand calls
+    rounding = getattr(b._matmul, "_round", None)
+    patches = [(b._matmul, "_round", recorder.timed("rounding", rounding))] if rounding is not None else []
+    patches += [(b, "matmul", recorder.gemm(b.matmul)),
                (b, "gather", recorder.timed("gather", b.gather)),
                (b, "permutation", recorder.timed("shuffle", b.permutation)),
                (b, "thread_tuner", lambda *args, **kwargs: _TimedTuner(tuner(*args, **kwargs), recorder)),
@@ -199,17 +210,18 @@ def provider_speed(choice, problems, threads, repeats=GEMM_REPEATS, measure=None
             "best": max(measured + ([recorded] if recorded else []))}
 
 
-def profile_config(X, y, config, rounds=3, seed=0, progress=None):
+def profile_config(X, y, config, rounds=3, seed=0, progress=None, precision="float32"):
     """Profile one bench configuration (``fastnet.core.recipes``: hidden, activation,
-    optimizer, lr, batch_size) on ``X, y``; returns the figures as a dict (see the module
-    docstring)."""
+    optimizer, lr, batch_size) on ``X, y``, its training GEMMs in ``precision`` (``"float32"``
+    or ``"bf16"``); returns the figures as a dict (see the module docstring)."""
     import fastnet
     from fastnet.backends import gemm_choice
     from fastnet.backends import threads as blas
 
     say = progress or (lambda text: None)
     layer_sizes = bench_systems.sizes(config, n_in=X.shape[1])
-    model = fastnet.MLP(layer_sizes, activation=config["activation"], backend="cpu", seed=seed)
+    model = fastnet.MLP(layer_sizes, activation=config["activation"], backend="cpu", seed=seed,
+                        precision=precision)
     # verbose=0: no progress bar (output, not training); diagnose=False: the doctor runs after the
     # last epoch, outside every figure here
     fit = dict(batch_size=config["batch_size"], optimizer=config["optimizer"], lr=config["lr"], verbose=0,
@@ -228,9 +240,11 @@ def profile_config(X, y, config, rounds=3, seed=0, progress=None):
     batch = min(config["batch_size"], len(X))
     problems = ([tuple(p) for p in choice["problems"]] if choice.get("problems")
                 else gemm_choice.step_problems(batch, [a.shape for _, a in model.parameters()]))
-    threads = choice.get("threads") or blas.blas_threads() or 1
+    pool = getattr(model.backend_._matmul, "pool", None)  # (bf16: oneDNN's; its choice records no count)
+    threads = choice.get("threads") or (pool[1]() if pool else blas.blas_threads()) or 1
     say("the GEMM provider's speed")
-    speed = provider_speed(choice, problems, threads)
+    speed = provider_speed(choice, problems, threads,
+                           measure=functools.partial(gemm_choice.measure, precision=precision))
     epochs = keep.epochs
     parts = _mean_parts(epochs)
     flops = epochs[0]["gemm_flops"]
@@ -238,7 +252,7 @@ def profile_config(X, y, config, rounds=3, seed=0, progress=None):
     instrumented_epoch = statistics.median(e["seconds"] for e in epochs)
     floor = flops / (speed["best"] * 1e9)
     return {
-        "config": config, "layer_sizes": layer_sizes, "rows": len(X), "batch_size": config["batch_size"],
+        "config": config, "precision": precision, "layer_sizes": layer_sizes, "rows": len(X), "batch_size": config["batch_size"],
         "steps": plain.params["steps"], "rounds": rounds, "seed": seed,
         "epoch_seconds": list(plain["seconds"]), "median_epoch_seconds": epoch,
         "instrumented": epochs, "parts_mean_seconds": parts,
@@ -253,6 +267,13 @@ def profile_config(X, y, config, rounds=3, seed=0, progress=None):
     }
 
 
+def shown_parts(result):
+    """The parts a profile's table shows: every one, but the bf16 rounding only where the
+    GEMMs were bfloat16."""
+    bf16 = result.get("precision", "float32") == "bf16"
+    return {p: label for p, label in PARTS.items() if p != "rounding" or bf16}
+
+
 def format_profile(name, result):
     """Markdown: one row per part (seconds per epoch, share, GFLOP/s for the GEMMs), the
     plain epoch, the GEMM floor and the ratio to it."""
@@ -263,10 +284,10 @@ def format_profile(name, result):
     steps = f"{result['steps']} step{'s' * (result['steps'] != 1)}"
     head = (f"{name}: {'-'.join(map(str, result['layer_sizes']))} {c['activation']}, {c['optimizer']} "
             f"lr {c['lr']:g}, batch {result['batch_size']}, {result['rows']:,} rows ({steps}); "
-            f"CPU {result['cpu']}; GEMM provider {speed['provider']} "
+            f"CPU {result['cpu']}; {result.get('precision', 'float32')} GEMMs, provider {speed['provider']} "
             f"({result['gemm_choice'].get('source', 'not chosen')}), {result['gemm_threads']} threads")
     lines = [head, "", "| part | s per epoch | share | GFLOP/s |", "|---|---:|---:|---:|"]
-    for part, label in PARTS.items():
+    for part, label in shown_parts(result).items():
         rate = f"{result['gemm_gflops_in_epoch']:.0f}" if part == "gemm" and result["gemm_gflops_in_epoch"] else ""
         count = f", {calls[part]:,} call{'s' * (calls[part] != 1)}" if part in calls else ""
         lines.append(f"| {label}{count} | {parts[part]:.4f} | {100 * parts[part] / total:.1f}% | {rate} |")
