@@ -726,15 +726,15 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     g1 = g.reshape(g.size)
     m1 = m.reshape(m.size)
     v1 = v.reshape(v.size)
-    lr_ = _cast(w, lr)
     b1 = _cast(w, beta1)
     b2 = _cast(w, beta2)
     omb1 = _cast(w, 1 - beta1)
     omb2 = _cast(w, 1 - beta2)
     eps_ = _cast(w, eps)
     wd = _cast(w, weight_decay)
-    c1 = _cast(w, bc1)
-    c2 = _cast(w, bc2)
+    # reference.adam_update's arrangement: lr / bc1 and 1 / sqrt(bc2) once, in double
+    step = _cast(w, lr / bc1)
+    scale = _cast(w, 1.0 / np.sqrt(bc2))
     for i in range(w1.size):
         wi = w1[i]
         gd = g1[i] + wd * wi
@@ -742,7 +742,7 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
         vi = v1[i] * b2 + omb2 * (gd * gd)
         m1[i] = mi
         v1[i] = vi
-        w1[i] = wi - lr_ * (mi / c1) / (np.sqrt(vi / c2) + eps_)
+        w1[i] = wi - step * mi / (np.sqrt(vi) * scale + eps_)
 
 
 @njit(**_JIT)
@@ -752,15 +752,14 @@ def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     g1 = g.reshape(g.size)
     m1 = m.reshape(m.size)
     v1 = v.reshape(v.size)
-    lr_ = _cast(w, lr)
     b1 = _cast(w, beta1)
     b2 = _cast(w, beta2)
     omb1 = _cast(w, 1 - beta1)
     omb2 = _cast(w, 1 - beta2)
     eps_ = _cast(w, eps)
-    wd = _cast(w, weight_decay)
-    c1 = _cast(w, bc1)
-    c2 = _cast(w, bc2)
+    lrwd = _cast(w, lr * weight_decay)
+    step = _cast(w, lr / bc1)
+    scale = _cast(w, 1.0 / np.sqrt(bc2))
     for i in range(w1.size):
         wi = w1[i]
         gi = g1[i]
@@ -768,7 +767,7 @@ def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
         vi = v1[i] * b2 + omb2 * (gi * gi)
         m1[i] = mi
         v1[i] = vi
-        w1[i] = wi - lr_ * ((mi / c1) / (np.sqrt(vi / c2) + eps_) + wd * wi)
+        w1[i] = wi - (step * mi / (np.sqrt(vi) * scale + eps_) + lrwd * wi)
 
 
 @njit(**_JIT)

@@ -118,7 +118,7 @@ try:  # NVIDIA's numba-cuda keeps its own config; numba's built-in numba.cuda us
 except ImportError:  # numba's built-in numba.cuda
     from numba.core import config as _numba_config
 
-from .reference import GELU_A, GELU_C, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
+from .reference import GELU_A, GELU_C, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, adam_scalars, dropout_params
 
 #: The module's functions that are not kernels.
 API = ("set_launch_config", "use_array_module")
@@ -825,8 +825,9 @@ def _k_nesterov_update(w, g, v, lr, mu, wd):
 
 
 @cuda.jit(cache=True)
-def _k_adam_update(w, g, m, v, lr, beta1, c1, beta2, c2, eps, wd, bc1, bc2):
-    # c1 = 1 - beta1 and c2 = 1 - beta2, rounded once on the host as in reference
+def _k_adam_update(w, g, m, v, step, beta1, c1, beta2, c2, eps, wd, scale):
+    # c1 = 1 - beta1 and c2 = 1 - beta2, rounded once on the host as in reference;
+    # step = lr / bc1 and scale = 1 / sqrt(bc2) (reference.adam_update's arrangement)
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         wi = w[i]
         gd = g[i] + wd * wi
@@ -834,11 +835,12 @@ def _k_adam_update(w, g, m, v, lr, beta1, c1, beta2, c2, eps, wd, bc1, bc2):
         vi = beta2 * v[i] + c2 * (gd * gd)
         m[i] = mi
         v[i] = vi
-        w[i] = wi - lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
+        w[i] = wi - step * mi / (math.sqrt(vi) * scale + eps)
 
 
 @cuda.jit(cache=True)
-def _k_adamw_update(w, g, m, v, lr, beta1, c1, beta2, c2, eps, wd, bc1, bc2):
+def _k_adamw_update(w, g, m, v, step, beta1, c1, beta2, c2, eps, lrwd, scale):
+    # lrwd = lr * weight_decay
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         wi = w[i]
         gi = g[i]
@@ -846,7 +848,7 @@ def _k_adamw_update(w, g, m, v, lr, beta1, c1, beta2, c2, eps, wd, bc1, bc2):
         vi = beta2 * v[i] + c2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        w[i] = wi - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + wd * wi)
+        w[i] = wi - (step * mi / (math.sqrt(vi) * scale + eps) + lrwd * wi)
 
 
 @cuda.jit(cache=True)
@@ -890,21 +892,23 @@ def nesterov_update(w, g, v, lr, mu, weight_decay):
 
 def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     """Adam with L2 weight decay added to the gradient (see ``reference``)."""
+    step, scale = adam_scalars(lr, bc1, bc2)
     _update(
         _k_adam_update,
         w,
         [("w", w), ("g", g), ("m", m), ("v", v)],
-        (lr, beta1, 1 - beta1, beta2, 1 - beta2, eps, weight_decay, bc1, bc2),
+        (step, beta1, 1 - beta1, beta2, 1 - beta2, eps, weight_decay, scale),
     )
 
 
 def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     """AdamW: Adam with decoupled weight decay ``w -= lr * wd * w``."""
+    step, scale = adam_scalars(lr, bc1, bc2)
     _update(
         _k_adamw_update,
         w,
         [("w", w), ("g", g), ("m", m), ("v", v)],
-        (lr, beta1, 1 - beta1, beta2, 1 - beta2, eps, weight_decay, bc1, bc2),
+        (step, beta1, 1 - beta1, beta2, 1 - beta2, eps, lr * weight_decay, scale),
     )
 
 
@@ -1039,8 +1043,8 @@ SIGNATURES = {
     "_k_sgd_update": _sig_update(2, 2),
     "_k_momentum_update": _sig_update(3, 3),
     "_k_nesterov_update": _sig_update(3, 3),
-    "_k_adam_update": _sig_update(4, 9),
-    "_k_adamw_update": _sig_update(4, 9),
+    "_k_adam_update": _sig_update(4, 8),
+    "_k_adamw_update": _sig_update(4, 8),
     "_k_rmsprop_update": _sig_update(3, 5),
     "_k_dropout_mask": lambda f: [(f[::1], f, f, f, types.uint64, types.uint64, types.uint64)],
     "_k_affine_warp": lambda f: [(f[:, ::1], f[:, ::1], f[:, ::1], types.int64, types.int64)],

@@ -37,6 +37,7 @@ define it below and register it: :func:`kernel` (losses, updates, ...) or
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -348,31 +349,42 @@ def nesterov_update(w, g, v, lr, mu, weight_decay):
     w += mu * v - lr * gd
 
 
+def adam_scalars(lr, bc1, bc2):
+    """Adam's host scalars for step ``t``: ``lr / bc1`` and ``1 / sqrt(bc2)`` (in double)."""
+    return lr / bc1, 1.0 / math.sqrt(bc2)
+
+
 @kernel("update")
 def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     """Adam with L2 weight decay added to the gradient.
 
     ``bc1 = 1 - beta1**t`` and ``bc2 = 1 - beta2**t`` are the bias corrections
-    for step ``t`` (computed once per step by the caller, on the host).
+    for step ``t`` (computed once per step by the caller, on the host).  The update is
+    ``w -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)``, PyTorch's arrangement of
+    ``lr * (m / bc1) / (sqrt(v / bc2) + eps)``: the bias corrections folded into two host
+    scalars (``lr / bc1`` and ``1 / sqrt(bc2)``), one square root and one division per element.
     """
     xp = _xp(w)
+    step, scale = adam_scalars(lr, bc1, bc2)
     gd = g + weight_decay * w
     m *= beta1
     m += (1 - beta1) * gd
     v *= beta2
     v += (1 - beta2) * (gd * gd)
-    w -= lr * (m / bc1) / (xp.sqrt(v / bc2) + eps)
+    w -= step * m / (xp.sqrt(v) * scale + eps)
 
 
 @kernel("update")
 def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
-    """AdamW: Adam with decoupled weight decay ``w -= lr * wd * w``."""
+    """AdamW: Adam with decoupled weight decay ``w -= lr * wd * w`` (the Adam step arranged
+    as in :func:`adam_update`)."""
     xp = _xp(w)
+    step, scale = adam_scalars(lr, bc1, bc2)
     m *= beta1
     m += (1 - beta1) * g
     v *= beta2
     v += (1 - beta2) * (g * g)
-    w -= lr * ((m / bc1) / (xp.sqrt(v / bc2) + eps) + weight_decay * w)
+    w -= step * m / (xp.sqrt(v) * scale + eps) + (lr * weight_decay) * w
 
 
 @kernel("update")
