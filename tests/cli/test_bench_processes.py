@@ -256,3 +256,24 @@ def test_bf16_workers_train_in_bf16_and_the_float32_one_does_not():
         assert result["systems"]["pytorch-autocast-tuned"]["details"]["precision"] == "bf16 autocast"
     else:
         assert result["not_run"] == {} or "pytorch-autocast-tuned" not in result["systems"]
+
+
+@pytest.mark.mnist
+def test_fastnet_reports_its_thread_counts_for_each_round(monkeypatch):
+    # the thread tuner on, as users run fastnet (the suite's conftest fixes the count): each round's
+    # answer carries that epoch's steps per BLAS thread count (4 steps: not a running total)
+    monkeypatch.setenv("FASTNET_THREADS", "auto")
+    result = P.run("sigmoid128-sgd", systems=["fastnet", "numpy-scratch"], baselines=("numpy-scratch",),
+                   settings=P.Settings(rounds=3, rows=512))
+    rounds = result["systems"]["fastnet"]["epoch_details"]
+    assert len(rounds) == 3
+    for d in rounds:  # 512 rows at batch 128: 4 steps an epoch
+        counts = d["steps_with_threads"]
+        assert sum(counts.values()) == 4 and set(counts) <= {"1", "2", str(os.cpu_count())}, counts
+    assert result["systems"]["numpy-scratch"]["epoch_details"] == [None, None, None]
+    line, = [x for x in P.format_table(result).splitlines() if x.startswith("fastnet, steps per BLAS thread")]
+    segments = line.split(": ", 1)[1].split("; ")
+    assert len(segments) == 3
+    for segment, d in zip(segments, rounds):
+        shown = {k: v for k, v in d["steps_with_threads"].items() if v}
+        assert segment == ", ".join(f"{k} thread{'s' * (k != '1')}: {v}" for k, v in shown.items())

@@ -7,7 +7,9 @@ is a worker process of its own, started once: it loads the data, builds its netw
 trains one untimed warm-up epoch (JIT compilation, ``torch.compile``, thread pools), then
 waits on its stdin.  Each round the coordinator sends every worker in turn the round's
 shuffle seed; the worker trains one epoch on the rows in that order and answers with the
-epoch's seconds (its own clock, around the epoch alone).  The others sleep on a blocking
+epoch's seconds (its own clock, around the epoch alone) and what the epoch ran with where
+that can change between epochs (``epoch_details``: fastnet's steps per BLAS thread count,
+the thread tuner's choices).  The others sleep on a blocking
 read meanwhile, and the coordinator pauses after each epoch, so the last worker's spinning
 threads settle before the next system starts.
 A round's ratio is ``baseline seconds / system seconds``; the table is the median of
@@ -200,7 +202,8 @@ def worker(name, config_name, rows, seed, data_dir=None):
         system.epoch(Xo, yo)
         system.synchronize()
         seconds = time.perf_counter() - t0
-        print(json.dumps({"seconds": seconds, "started": started}), file=out, flush=True)
+        print(json.dumps({"seconds": seconds, "started": started, "details": system.epoch_details()}), file=out,
+              flush=True)
     accuracy = system.accuracy(X, y)
     print(json.dumps({"accuracy_on_training_rows": accuracy}), file=out, flush=True)
 
@@ -240,20 +243,23 @@ def _cpu_seconds(pid):
 
 
 def _rounds(procs, settings, progress):
-    """The timed rounds: per system, each epoch's seconds and start time."""
+    """The timed rounds: per system, each epoch's seconds, start time and details (None, or
+    what the system says its epoch ran with: fastnet's thread counts)."""
     times = {name: [] for name in procs}
     started = {name: [] for name in procs}
+    details = {name: [] for name in procs}
     for r in range(settings.rounds):
         for name, proc in procs.items():
             _send(proc, name, str(settings.seed * 1000 + r))
             answer = _read(proc, name)
             times[name].append(answer["seconds"])
             started[name].append(answer["started"])
+            details[name].append(answer.get("details"))
             time.sleep(SETTLE_SECONDS)
         if progress:
             progress(f"round {r + 1} of {settings.rounds}: "
                      + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in procs))
-    return times, started
+    return times, started, details
 
 
 def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", "jax", "numpy-scratch"),
@@ -280,7 +286,7 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
                 load = {**spinning, "started": time.time()}
                 if progress:
                     progress(f"one core taken: busy loop pid {load['pid']}")
-            times, started = _rounds(procs, settings, progress)
+            times, started, details = _rounds(procs, settings, progress)
             if load is not None:
                 load["cpu_seconds"] = _cpu_seconds(load["pid"])
         if load is not None:
@@ -307,7 +313,7 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
         entry = {"pid": ready[name]["pid"], "epoch_seconds": times[name], "epoch_started": started[name],
                  "median_epoch_seconds": statistics.median(times[name]),
                  "versions": ready[name]["versions"], "threads": ready[name]["threads"],
-                 "details": ready[name].get("details", {}),
+                 "details": ready[name].get("details", {}), "epoch_details": details[name],
                  "accuracy_on_training_rows": accuracy[name], "vs": {}}
         for base in baselines:
             if base in times and base != name:
@@ -335,6 +341,13 @@ def format_table(result):
         lines.append("")
         lines.append(f"accuracy on the training rows after {result['rounds'] + 1} epochs: "
                      + ", ".join(f"{n} {a:.4f}" for n, a in accuracy.items()))
+    threads = {n: e["epoch_details"] for n, e in result["systems"].items()
+               if any(d and d.get("steps_with_threads") for d in e.get("epoch_details") or ())}
+    for name, rounds in threads.items():
+        lines.append("")
+        lines.append(f"{name}, steps per BLAS thread count in each round: " + "; ".join(
+            ", ".join(f"{k} thread{'s' * (k != '1')}: {v}" for k, v in d["steps_with_threads"].items() if v)
+            if d and d.get("steps_with_threads") else "-" for d in rounds))
     load = result.get("load")
     if load:
         lines.append("")

@@ -95,6 +95,11 @@ class System:
         """What the system ran with, for the result (precision, GEMM library): a JSON-ready dict."""
         return {}
 
+    def epoch_details(self):
+        """What the last epoch ran with that can change from one epoch to the next (fastnet's
+        BLAS thread counts), a JSON-ready dict; None where nothing does."""
+        return None
+
 
 class FastnetSystem(System):
     def __init__(self, backend="cpu", kernels="fused", precision="float32"):
@@ -124,6 +129,12 @@ class FastnetSystem(System):
         gemm = self.model.history_.params.get("gemm") or {}
         return {"precision": self.model.precision, "gemm_provider": gemm.get("provider"),
                 "gemm_source": gemm.get("source")}
+
+    def epoch_details(self):
+        # the thread tuner's steps per BLAS thread count in this epoch's fit (None when it is off)
+        tuner = self.model.history_.params.get("threads") or {}
+        steps = tuner.get("steps_with")
+        return {"steps_with_threads": dict(steps)} if steps else None
 
 
 class TorchSystem(System):
