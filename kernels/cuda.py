@@ -118,7 +118,16 @@ try:  # NVIDIA's numba-cuda keeps its own config; numba's built-in numba.cuda us
 except ImportError:  # numba's built-in numba.cuda
     from numba.core import config as _numba_config
 
-from .reference import GELU_A, GELU_C, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, adam_scalars, dropout_params
+from .reference import (
+    GELU_A,
+    GELU_C,
+    LEAKY_SLOPE,
+    SPLITMIX_GAMMA,
+    SPLITMIX_M1,
+    SPLITMIX_M2,
+    adam_scalars,
+    dropout_params,
+)
 
 #: The module's functions that are not kernels.
 API = ("set_launch_config", "use_array_module")

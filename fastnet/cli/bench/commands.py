@@ -116,5 +116,6 @@ def profile(args, X, y):
             progress=lambda text, name=name: print(f"  {name}: {text}", file=sys.stderr, flush=True))
         print(bench_profile.format_profile(name, results[name]) + "\n")
     _write(args.json, {"kind": "profile", **info, "cpu": cpu_model(), "rows": len(X), "rounds": rounds,
-                       "precision": "bf16" if args.bf16 else "float32", "parts": bench_profile.PARTS, "configs": results})
+                       "precision": "bf16" if args.bf16 else "float32", "parts": bench_profile.PARTS,
+                       "configs": results})
     return 0

@@ -252,7 +252,8 @@ def profile_config(X, y, config, rounds=3, seed=0, progress=None, precision="flo
     instrumented_epoch = statistics.median(e["seconds"] for e in epochs)
     floor = flops / (speed["best"] * 1e9)
     return {
-        "config": config, "precision": precision, "layer_sizes": layer_sizes, "rows": len(X), "batch_size": config["batch_size"],
+        "config": config, "precision": precision, "layer_sizes": layer_sizes, "rows": len(X),
+        "batch_size": config["batch_size"],
         "steps": plain.params["steps"], "rounds": rounds, "seed": seed,
         "epoch_seconds": list(plain["seconds"]), "median_epoch_seconds": epoch,
         "instrumented": epochs, "parts_mean_seconds": parts,
