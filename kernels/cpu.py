@@ -20,11 +20,17 @@ vectorisable float32 ``exp``/``tanh``/``sigmoid``/``log1p`` of our own (full-pre
 ``error_model="numpy"``, no ``parallel=True``, 512-bit vectors, and loops that index
 whole rows from 0: each was measured, and "CPU kernels" in docs/pages/decisions.md
 gives the figures.
+
+The Adam and AdamW updates and the bfloat16 rounding of GEMM operands can also run on
+the threads of oneDNN's OpenMP pool, where the step's GEMMs run (:class:`PoolUpdate`,
+:class:`PoolRound`: one C callback per thread, each running the same loop on its share);
+"Work on the GEMMs' own pool" in docs/pages/decisions.md.
 """
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -35,6 +41,10 @@ from numba.extending import intrinsic, overload
 from . import cache as _cache
 
 from .reference import GELU_A, GELU_C, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
+
+
+#: Public names that are not kernels of the table (``fastnet.kernels.overrides``).
+API = ("PoolUpdate", "pool_update", "PoolRound", "round_bf16_bits")
 
 
 # --------------------------------------------------------------------------
@@ -675,15 +685,18 @@ def squared_error(pred, y, loss, grad, scale):
 # serve every shape and keeps the index a plain 0..size-1 counter.  The
 # arithmetic follows reference's order of operations (and its float32
 # constants: NumPy casts a Python float to the array dtype, so does _cast).
+@njit(**_HELPER_ARRAYS)
+def _sgd_range(w1, g1, lo, hi, lr_, wd):
+    """SGD on elements ``lo:hi`` of flat float arrays (the scalars already in their dtype)."""
+    for i in range(lo, hi):
+        w1[i] -= lr_ * (g1[i] + wd * w1[i])
+
+
 @njit(**_JIT)
 def sgd_update(w, g, lr, weight_decay):
     _prefer_512bit_vectors()
     w1 = w.reshape(w.size)
-    g1 = g.reshape(g.size)
-    lr_ = _cast(w, lr)
-    wd = _cast(w, weight_decay)
-    for i in range(w1.size):
-        w1[i] -= lr_ * (g1[i] + wd * w1[i])
+    _sgd_range(w1, g.reshape(g.size), 0, w1.size, _cast(w, lr), _cast(w, weight_decay))
 
 
 @njit(**_JIT)
@@ -719,23 +732,10 @@ def nesterov_update(w, g, v, lr, mu, weight_decay):
         w1[i] = wi + (mu_ * vi - lr_ * gd)
 
 
-@njit(**_JIT)
-def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
-    _prefer_512bit_vectors()
-    w1 = w.reshape(w.size)
-    g1 = g.reshape(g.size)
-    m1 = m.reshape(m.size)
-    v1 = v.reshape(v.size)
-    b1 = _cast(w, beta1)
-    b2 = _cast(w, beta2)
-    omb1 = _cast(w, 1 - beta1)
-    omb2 = _cast(w, 1 - beta2)
-    eps_ = _cast(w, eps)
-    wd = _cast(w, weight_decay)
-    # reference.adam_update's arrangement: lr / bc1 and 1 / sqrt(bc2) once, in double
-    step = _cast(w, lr / bc1)
-    scale = _cast(w, 1.0 / np.sqrt(bc2))
-    for i in range(w1.size):
+@njit(**_HELPER_ARRAYS)
+def _adam_range(w1, g1, m1, v1, lo, hi, b1, b2, omb1, omb2, eps_, wd, step, scale):
+    """Adam on elements ``lo:hi`` of flat float arrays (the scalars already in their dtype)."""
+    for i in range(lo, hi):
         wi = w1[i]
         gd = g1[i] + wd * wi
         mi = m1[i] * b1 + omb1 * gd
@@ -745,22 +745,10 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
         w1[i] = wi - step * mi / (np.sqrt(vi) * scale + eps_)
 
 
-@njit(**_JIT)
-def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
-    _prefer_512bit_vectors()
-    w1 = w.reshape(w.size)
-    g1 = g.reshape(g.size)
-    m1 = m.reshape(m.size)
-    v1 = v.reshape(v.size)
-    b1 = _cast(w, beta1)
-    b2 = _cast(w, beta2)
-    omb1 = _cast(w, 1 - beta1)
-    omb2 = _cast(w, 1 - beta2)
-    eps_ = _cast(w, eps)
-    lrwd = _cast(w, lr * weight_decay)
-    step = _cast(w, lr / bc1)
-    scale = _cast(w, 1.0 / np.sqrt(bc2))
-    for i in range(w1.size):
+@njit(**_HELPER_ARRAYS)
+def _adamw_range(w1, g1, m1, v1, lo, hi, b1, b2, omb1, omb2, eps_, lrwd, step, scale):
+    """AdamW on elements ``lo:hi`` of flat float arrays (the scalars already in their dtype)."""
+    for i in range(lo, hi):
         wi = w1[i]
         gi = g1[i]
         mi = m1[i] * b1 + omb1 * gi
@@ -768,6 +756,25 @@ def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
         m1[i] = mi
         v1[i] = vi
         w1[i] = wi - (step * mi / (np.sqrt(vi) * scale + eps_) + lrwd * wi)
+
+
+@njit(**_JIT)
+def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    _prefer_512bit_vectors()
+    w1 = w.reshape(w.size)
+    # reference.adam_update's arrangement: lr / bc1 and 1 / sqrt(bc2) once, in double
+    _adam_range(w1, g.reshape(g.size), m.reshape(m.size), v.reshape(v.size), 0, w1.size,
+                _cast(w, beta1), _cast(w, beta2), _cast(w, 1 - beta1), _cast(w, 1 - beta2),
+                _cast(w, eps), _cast(w, weight_decay), _cast(w, lr / bc1), _cast(w, 1.0 / np.sqrt(bc2)))
+
+
+@njit(**_JIT)
+def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    _prefer_512bit_vectors()
+    w1 = w.reshape(w.size)
+    _adamw_range(w1, g.reshape(g.size), m.reshape(m.size), v.reshape(v.size), 0, w1.size,
+                 _cast(w, beta1), _cast(w, beta2), _cast(w, 1 - beta1), _cast(w, 1 - beta2),
+                 _cast(w, eps), _cast(w, lr * weight_decay), _cast(w, lr / bc1), _cast(w, 1.0 / np.sqrt(bc2)))
 
 
 @njit(**_JIT)
@@ -864,6 +871,203 @@ def affine_warp(x, params, out, h, w):
                         if x0 + 1 < w:
                             total += fx * fy * img[(y0 + 1) * w + x0 + 1]
                 dst[v * w + u] = total
+
+
+# --------------------------------------------------------------------------
+# Adam, AdamW and the bfloat16 rounding across the threads of an OpenMP pool
+# --------------------------------------------------------------------------
+@intrinsic
+def _pointer(typingctx, address):
+    """The integer ``address`` as a ``void *`` (for ``numba.carray``)."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+
+    return types.voidptr(address), codegen
+
+
+@intrinsic
+def _call_int(typingctx, address):
+    """Call the C function ``int f(void)`` at ``address`` (``omp_get_thread_num`` ...)."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [])
+
+    return types.int32(address), codegen
+
+
+@njit(**_HELPER_ARRAYS)
+def _round_bf16_range(src, dst, lo, hi):
+    """Elements ``lo:hi`` of float32 bits ``src`` (uint32) rounded to bfloat16 bits ``dst``
+    (uint16): nearest even; a NaN stays a quiet NaN."""
+    for i in range(lo, hi):
+        x = src[i]
+        if (x & np.uint32(0x7F800000)) == np.uint32(0x7F800000) and (x & np.uint32(0x7FFFFF)) != 0:
+            dst[i] = np.uint16((x >> np.uint32(16)) | np.uint32(0x40))
+        else:
+            dst[i] = np.uint16((x + np.uint32(0x7FFF) + ((x >> np.uint32(16)) & np.uint32(1)))
+                               >> np.uint32(16))
+
+
+@njit(nogil=True, **_JIT)
+def round_bf16_bits(src, dst):
+    """Float32 bits ``src`` (flat uint32) rounded to bfloat16 bits ``dst`` (flat uint16), on
+    the calling thread (``precision="bf16"``'s GEMM operands,
+    ``fastnet.backends.gemm_onednn.Bf16Matmul``)."""
+    _round_bf16_range(src, dst, 0, src.size)
+
+
+#: A pool body's table: the header's length, then five entries per tensor.
+_HEAD, _ENTRY = 5, 5
+#: Each thread's share starts on a multiple of 32 elements (a 64-byte boundary of the
+#: 16-bit output of the rounding, two of float32): no cache line is written by two threads.
+_ALIGN = 32
+
+
+def _pool_update_body(data):  # pragma: no cover - compiled (a C callback)
+    """One thread's share of a :class:`PoolUpdate` or :class:`PoolRound`: ``data`` is its
+    table (uint64): addresses of ``omp_get_thread_num`` and ``omp_get_num_threads``, the
+    kind (0 Adam, 1 AdamW, 2 bfloat16 rounding, 3 SGD), the number of tensors, the address
+    of the 8 float32 scalars, then per tensor the addresses of ``w``, ``g``, ``m``, ``v``
+    and its size (SGD: 0 for ``m`` and ``v``; the rounding: ``src``, ``dst``, 0, 0, size).  The tensors are one range of
+    elements end to end; thread ``t`` of ``T`` takes its ``T``-th of it."""
+    _prefer_512bit_vectors()
+    head = numba.carray(data, _HEAD, np.uint64)
+    t = np.uint64(_call_int(head[0]))
+    threads = np.uint64(_call_int(head[1]))
+    kind, n = head[2], head[3]
+    sc = numba.carray(_pointer(head[4]), 8, np.float32)
+    table = numba.carray(data, _HEAD + _ENTRY * n, np.uint64)
+    total = np.uint64(0)
+    for k in range(n):
+        total += table[_HEAD + _ENTRY * k + 4]
+    mask = ~np.uint64(_ALIGN - 1)
+    lo = (total * t // threads) & mask
+    hi = total if t + 1 == threads else (total * (t + 1) // threads) & mask
+    base = np.uint64(0)
+    for k in range(n):
+        e = _HEAD + _ENTRY * k
+        size = table[e + 4]
+        a = max(lo, base)
+        b = min(hi, base + size)
+        if a < b and kind == 2:
+            _round_bf16_range(numba.carray(_pointer(table[e]), size, np.uint32),
+                              numba.carray(_pointer(table[e + 1]), size, np.uint16), a - base, b - base)
+        elif a < b and kind == 3:
+            _sgd_range(numba.carray(_pointer(table[e]), size, np.float32),
+                       numba.carray(_pointer(table[e + 1]), size, np.float32), a - base, b - base, sc[0], sc[1])
+        elif a < b:
+            w1 = numba.carray(_pointer(table[e]), size, np.float32)
+            g1 = numba.carray(_pointer(table[e + 1]), size, np.float32)
+            m1 = numba.carray(_pointer(table[e + 2]), size, np.float32)
+            v1 = numba.carray(_pointer(table[e + 3]), size, np.float32)
+            if kind == 0:
+                _adam_range(w1, g1, m1, v1, a - base, b - base,
+                            sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7])
+            else:
+                _adamw_range(w1, g1, m1, v1, a - base, b - base,
+                             sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7])
+        base += size
+
+
+_POOL_BODY = None
+
+
+def _pool_body_address():
+    """The address of :func:`_pool_update_body` compiled as a C callback ``void(void *)``
+    (once per process; cached on disk with the kernels)."""
+    global _POOL_BODY
+    if _POOL_BODY is None:
+        previous = _cache.redirect(_numba_config)
+        try:
+            _POOL_BODY = numba.cfunc(types.void(types.voidptr), **_JIT)(_pool_update_body)
+        finally:
+            _cache.restore(_numba_config, previous)
+    return _POOL_BODY.address
+
+
+class PoolUpdate:
+    """One SGD, Adam or AdamW step of a model's float32 parameters, run by every thread of an
+    OpenMP pool at once (oneDNN's, whose threads run the step's GEMMs): the parameters'
+    elements, end to end, split in equal shares.  Each element is computed as
+    :func:`sgd_update`, :func:`adam_update` or :func:`adamw_update` computes it (the same
+    loop): the results are bit for bit those of the one-thread kernels.
+
+    ``kernel``: a name of ``KINDS``; ``tensors``: ``(w, g, [state...])`` flat C-contiguous
+    float32 arrays (Adam's state: ``m``, ``v``; SGD has none), kept alive here (the table
+    holds their addresses); ``thread_functions``: the addresses of the pool's
+    ``omp_get_thread_num`` and ``omp_get_num_threads``.  :meth:`set` takes one step's
+    scalars; the pool then calls ``body(data)`` on each thread (``GOMP_parallel``)."""
+
+    KINDS = {"adam_update": 0, "adamw_update": 1, "sgd_update": 3}
+    SLOTS = {"adam_update": 2, "adamw_update": 2, "sgd_update": 0}
+
+    def __init__(self, kernel, tensors, thread_functions):
+        self.kind = self.KINDS[kernel]
+        self.tensors = [(w, g, tuple(st)) for w, g, st in tensors]
+        for w, g, st in self.tensors:
+            if len(st) != self.SLOTS[kernel]:
+                raise ValueError(f"{kernel} keeps {self.SLOTS[kernel]} state arrays per parameter, got {len(st)}")
+            for a in (w, g, *st):
+                if a.dtype != np.float32 or a.ndim != 1 or not a.flags.c_contiguous or a.size != w.size:
+                    raise ValueError("PoolUpdate takes flat C-contiguous float32 arrays of one size per "
+                                     f"parameter, got {a.dtype} {a.shape}")
+        self.scalars = np.zeros(8, np.float32)
+        table = [*thread_functions, self.kind, len(self.tensors), self.scalars.ctypes.data]
+        for w, g, st in self.tensors:
+            m, v = st if st else (w, w)   # (SGD: not read)
+            table += [w.ctypes.data, g.ctypes.data, m.ctypes.data, v.ctypes.data, w.size]
+        self.table = np.array(table, dtype=np.uint64)
+        self.data = self.table.ctypes.data
+        self.body = _pool_body_address()
+
+    def set(self, *args):
+        """This step's scalars: the kernel's arguments after its arrays (``lr, weight_decay``;
+        Adam's ``lr, beta1, beta2, eps, weight_decay, bc1, bc2``), computed in double and
+        rounded to float32 as the one-thread kernels compute them."""
+        if self.kind == 3:
+            lr, weight_decay = args
+            self.scalars[:2] = (lr, weight_decay)
+            return
+        lr, beta1, beta2, eps, weight_decay, bc1, bc2 = args
+        decay = weight_decay if self.kind == 0 else lr * weight_decay
+        self.scalars[:] = (beta1, beta2, 1 - beta1, 1 - beta2, eps, decay, lr / bc1, 1.0 / math.sqrt(bc2))
+
+
+def pool_update(kernel, tensors, thread_functions):
+    """A :class:`PoolUpdate` for optimizer kernel ``kernel``, or None where it has none
+    (SGD, Adam and AdamW do) or the tensors are not float32."""
+    if kernel not in PoolUpdate.KINDS or any(w.dtype != np.float32 for w, _, _ in tensors):
+        return None
+    return PoolUpdate(kernel, tensors, thread_functions)
+
+
+class PoolRound:
+    """:func:`round_bf16_bits` run by every thread of an OpenMP pool at once, each on its
+    share of the elements (the same loop: the same bits).  ``thread_functions`` as for
+    :class:`PoolUpdate`; :meth:`__call__` rounds one array, through ``run(body, data)``
+    (``fastnet.backends.gemm_onednn.PoolRunner.run``)."""
+
+    def __init__(self, thread_functions, run):
+        self._run = run
+        self.table = np.zeros(_HEAD + _ENTRY, dtype=np.uint64)
+        self.table[:_HEAD] = (*thread_functions, 2, 1, 0)
+        self._data = self.table.ctypes.data
+        self._body = _pool_body_address()
+
+    def __call__(self, src, dst):
+        """``src`` (flat uint32, C-contiguous) rounded into ``dst`` (flat uint16, as many)."""
+        if src.dtype != np.uint32 or dst.dtype != np.uint16 or src.size != dst.size \
+                or not (src.flags.c_contiguous and dst.flags.c_contiguous):
+            raise ValueError(f"PoolRound takes flat uint32 and uint16 arrays of one size, got "
+                             f"{src.dtype} {src.shape} and {dst.dtype} {dst.shape}")
+        self.table[_HEAD:] = (src.ctypes.data, dst.ctypes.data, 0, 0, src.size)
+        self._run(self._body, self._data)
 
 
 _cache.restore(_numba_config, _previous_cache_dir)

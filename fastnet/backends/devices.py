@@ -569,6 +569,13 @@ class Backend:
         """The collectives of data-parallel training on this device, given MPI's (``host``)."""
         return self._device.collective(host)
 
+    def pool_runner(self):
+        """What runs work of a step on the threads of its GEMMs' pool, where that pool is
+        OpenMP's (oneDNN's: ``precision="bf16"``, or float32 where :meth:`choose_gemm` chose
+        it; :class:`fastnet.backends.gemm_onednn.PoolRunner`), else None (NumPy's BLAS, MKL,
+        a GPU): the optimizer's update then runs on the calling thread."""
+        return getattr(self._matmul, "pool_runner", None)
+
     def permutation(self, n):
         """A random permutation of ``range(n)`` from the host generator, on the device."""
         return self._device.order_to_device(self.rng.permutation(n))

@@ -48,11 +48,12 @@ import os
 import re
 import sys
 import threading
+import time
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["available", "load", "matmul", "implementation", "version", "runtime",
+__all__ = ["available", "load", "matmul", "implementation", "version", "runtime", "pool_runner", "PoolRunner",
            "library_path", "set_num_threads", "get_num_threads", "set_verbose",
            "to_bf16_bits", "OneDNNUnavailable", "OneDNNError"]
 
@@ -364,6 +365,86 @@ def set_num_threads(n: int) -> bool:
 POOL = ("onednn", get_num_threads, set_num_threads)
 
 
+class PoolRunner:
+    """Runs a C callback ``void body(void *data)`` on every thread of oneDNN's OpenMP pool
+    at once (``GOMP_parallel``: the calling thread is one of them), for the work of a
+    training step that is not a GEMM (the optimizer's update,
+    ``fastnet.kernels.cpu.PoolUpdate``).  The threads are the ones that run the step's
+    GEMMs, already awake: no second pool spins beside them.  The body asks OpenMP which
+    thread it is (``thread_functions``: the addresses of ``omp_get_thread_num`` and
+    ``omp_get_num_threads``) and takes its share.  Only where oneDNN's runtime is OpenMP."""
+
+    def __init__(self, omp: ctypes.CDLL) -> None:
+        address = lambda f: int(ctypes.cast(f, ctypes.c_void_p).value or 0)
+        self.thread_functions = (address(omp.omp_get_thread_num), address(omp.omp_get_num_threads))
+        self._parallel = omp.GOMP_parallel
+        self._parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        self._parallel.restype = None
+
+    @staticmethod
+    def threads() -> int:
+        """The pool's thread count as last set here (:func:`set_num_threads`)."""
+        return _threads or 1
+
+    @staticmethod
+    def faster_of() -> "FasterOf":
+        """A new :class:`FasterOf`: where a user of the pool measures which way is faster."""
+        return FasterOf()
+
+    def run(self, body: int, data: int) -> None:
+        """``body(data)`` on each of the pool's threads (its current count); returns when
+        all are done.  The GIL is released meanwhile (a ctypes call)."""
+        self._parallel(body, data, 0, 0)
+
+
+class FasterOf:
+    """Of two ways to do the same work (on the calling thread, or shared by the pool's
+    threads), the one measured faster here, per ``key`` (a size, a thread count): each
+    way is timed on its first ``TRIES`` calls of a key (alternating), then the one with the
+    lower best time runs, for ``KEEP`` calls, when the key is measured again (a load that
+    came or went since).  Waking the pool costs a few microseconds on any CPU; how much
+    work pays for it depends on the CPU's speed and memory, so it is measured, not set."""
+
+    TRIES = 4
+    KEEP = 1000
+
+    def __init__(self) -> None:
+        self.chosen: dict[Any, str] = {}
+        self._times: dict[Any, tuple[list[float], list[float]]] = {}
+        self._calls: dict[Any, int] = {}
+
+    def __call__(self, key: Any, here: Any, pool: Any, *args: Any) -> None:
+        choice = self.chosen.get(key)
+        if choice is not None:
+            calls = self._calls[key] = self._calls[key] + 1
+            if calls >= self.KEEP:
+                del self.chosen[key]
+            (pool if choice == "pool" else here)(*args)
+            return
+        times = self._times.setdefault(key, ([], []))
+        i = 0 if len(times[0]) <= len(times[1]) else 1
+        start = time.perf_counter()
+        (here, pool)[i](*args)
+        times[i].append(time.perf_counter() - start)
+        if len(times[1]) >= self.TRIES:
+            self.chosen[key] = "pool" if min(times[1]) < min(times[0]) else "here"
+            self._calls[key] = 0
+            del self._times[key]
+
+
+_runner: Optional[PoolRunner] = None
+
+
+def pool_runner() -> Optional[PoolRunner]:
+    """The :class:`PoolRunner` of oneDNN's OpenMP pool, or None where the runtime is not
+    OpenMP (the SYCL build) or its ``GOMP_parallel`` is not found."""
+    global _runner
+    lib = load()
+    if _runner is None and lib.omp is not None and hasattr(lib.omp, "GOMP_parallel"):
+        _runner = PoolRunner(lib.omp)
+    return _runner
+
+
 # -- operands ---------------------------------------------------------------------------------
 
 def _dtype_code(a: np.ndarray) -> int:
@@ -609,29 +690,11 @@ def to_bf16_bits(x: np.ndarray) -> np.ndarray:
 
 
 def _round_bf16_kernel():
-    """The Numba loop rounding float32 bits to bfloat16 bits (nearest even; NaN stays a quiet
-    NaN), compiled once per process (cached on disk with fastnet's kernels)."""
-    global _ROUND_BF16
-    if _ROUND_BF16 is None:
-        import numba
+    """The Numba loop rounding float32 bits to bfloat16 bits on the calling thread (nearest
+    even; NaN stays a quiet NaN): ``fastnet.kernels.cpu.round_bf16_bits``."""
+    from fastnet.kernels import cpu
 
-        import fastnet.kernels  # noqa: F401  (points Numba's cache at fastnet's kernel cache)
-
-        @numba.njit(cache=True, nogil=True)
-        def round_bf16(src, dst):  # pragma: no cover - compiled
-            for i in range(src.size):
-                x = src[i]
-                if (x & np.uint32(0x7F800000)) == np.uint32(0x7F800000) and (x & np.uint32(0x7FFFFF)) != 0:
-                    dst[i] = np.uint16((x >> np.uint32(16)) | np.uint32(0x40))
-                else:
-                    dst[i] = np.uint16((x + np.uint32(0x7FFF) + ((x >> np.uint32(16)) & np.uint32(1)))
-                                       >> np.uint32(16))
-
-        _ROUND_BF16 = round_bf16
-    return _ROUND_BF16
-
-
-_ROUND_BF16: Any = None
+    return cpu.round_bf16_bits
 
 
 class Bf16Matmul:
@@ -651,10 +714,30 @@ class Bf16Matmul:
 
     def __init__(self) -> None:
         load()
-        self._round = _round_bf16_kernel()
         self._buffers: dict[tuple, np.ndarray] = {}
-        #: The GEMMs' thread pool, for fit's thread tuner.
+        #: The GEMMs' thread pool, for fit's thread tuner; what runs other work on it.
         self.pool = POOL
+        self.pool_runner = runner = pool_runner()
+        self._round_here = _round_bf16_kernel()
+        self._round_on_pool = None
+        if runner is not None:
+            from fastnet.kernels import cpu
+
+            self._round_on_pool = cpu.PoolRound(runner.thread_functions, runner.run)
+        #: Per size and thread count, where rounding was measured faster (:class:`FasterOf`).
+        self.where = FasterOf()
+        #: What rounds an operand (``fastnet bench --profile`` times it as a part of its own).
+        self._round = self._round_bits
+
+    def _round_bits(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """``src`` (float32 bits) rounded into ``dst``: on this thread, or shared by the
+        pool's threads where it has more than one and that was measured faster for arrays
+        of this size (:class:`FasterOf`).  The same bits either way."""
+        threads = PoolRunner.threads()
+        if self._round_on_pool is None or threads < 2:
+            self._round_here(src, dst)
+        else:
+            self.where((src.size, threads), self._round_here, self._round_on_pool, src, dst)
 
     def _bits(self, x: np.ndarray, key: Any) -> np.ndarray:
         transposed = not x.flags.c_contiguous
@@ -689,8 +772,9 @@ class F32Matmul:
 
     def __init__(self) -> None:
         load()
-        #: The GEMMs' thread pool, for fit's thread tuner.
+        #: The GEMMs' thread pool, for fit's thread tuner; what runs other work on it.
         self.pool = POOL
+        self.pool_runner = pool_runner()
 
     def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         return matmul(a, b, out=out)

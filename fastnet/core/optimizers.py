@@ -2,7 +2,9 @@
 
 State arrays are allocated once in :meth:`Optimizer.setup`; a step allocates
 nothing.  Kernels receive flat views (``reshape(-1)`` of C-contiguous arrays),
-so every update is one pass over contiguous memory.
+so every update is one pass over contiguous memory.  Adam and AdamW on a CPU whose
+step GEMMs run on oneDNN's OpenMP pool update every tensor in one call shared by the
+pool's threads instead, where that was measured faster (the same results, bit for bit).
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ class Optimizer:
 
     A subclass sets ``name`` (which registers it: ``fit(optimizer=name)``, the CLI),
     ``kernel`` (the name of its update kernel in the kernel table), ``slots`` (its
-    per-parameter state arrays, with ``initial`` values when not 0) and ``_update``.
+    per-parameter state arrays, with ``initial`` values when not 0) and ``_scalars`` (the
+    kernel's arguments after the arrays: ``kernel(w, g, *slots, *scalars)``).
     Its state leaves and comes back through one pair of methods, :meth:`get_state`
     and :meth:`set_state` (checkpoints, ``model.to``, the NaN guard).
     """
@@ -145,15 +148,43 @@ class Optimizer:
             (flat(p), flat(g), [flat(st[s]) for s in self.slots])
             for p, g, st in zip(params, grads, self.state)
         ]
+        self._pool_update = None  # made on the first step on an OpenMP pool (False: none)
 
     def step(self, lr):
-        """Update every parameter in place from its gradient buffer, at learning rate ``lr``."""
+        """Update every parameter in place from its gradient buffer, at learning rate ``lr``.
+
+        Where the step's GEMMs run on an OpenMP pool of more than one thread (oneDNN's) and
+        the kernel has a pool version (``KernelSet.pool_update``: SGD, Adam, AdamW), those
+        threads share the update: the same loop, bit for bit the same result.  Which way is
+        faster depends on the model's size and the CPU: measured on the first steps at each
+        thread count (``gemm_onednn.FasterOf``), then kept."""
+        runner = self._backend.pool_runner()
+        if runner is not None and runner.threads() > 1:
+            if self._pool_update is None:
+                self._pool_update = self._backend.kernel_set.pool_update(
+                    self.kernel, self._flat, runner.thread_functions) or False
+                self._where = runner.faster_of()
+            if self._pool_update:
+                self._where(runner.threads(), self._step_here, self._step_on_pool, lr, runner)
+                return
+        self._step_here(lr)
+
+    def _step_here(self, lr, runner=None):
         self.t += 1
         for w, g, st in self._flat:
             self._update(w, g, st, lr)
 
-    def _update(self, w, g, st, lr):
+    def _step_on_pool(self, lr, runner):
+        self.t += 1
+        self._pool_update.set(*self._scalars(lr))
+        runner.run(self._pool_update.body, self._pool_update.data)
+
+    def _scalars(self, lr):
+        """The kernel's arguments after its arrays, for this step at learning rate ``lr``."""
         raise NotImplementedError
+
+    def _update(self, w, g, st, lr):
+        self._kernel(w, g, *st, *self._scalars(lr))
 
 
 class SGD(Optimizer):
@@ -163,8 +194,8 @@ class SGD(Optimizer):
     kernel = "sgd_update"
     default_lr = 0.1
 
-    def _update(self, w, g, st, lr):
-        self._kernel(w, g, lr, self.weight_decay)
+    def _scalars(self, lr):
+        return lr, self.weight_decay
 
 
 class Momentum(Optimizer):
@@ -183,8 +214,8 @@ class Momentum(Optimizer):
     def hyperparameters(self):
         return {**super().hyperparameters(), "momentum": self.momentum}
 
-    def _update(self, w, g, st, lr):
-        self._kernel(w, g, st[0], lr, self.momentum, self.weight_decay)
+    def _scalars(self, lr):
+        return lr, self.momentum, self.weight_decay
 
 
 class Nesterov(Momentum):
@@ -220,9 +251,8 @@ class Adam(Optimizer):
         self._bc2 = 1.0 - self.beta2**t
         super().step(lr)
 
-    def _update(self, w, g, st, lr):
-        self._kernel(w, g, st[0], st[1], lr, self.beta1, self.beta2, self.eps,
-                     self.weight_decay, self._bc1, self._bc2)
+    def _scalars(self, lr):
+        return lr, self.beta1, self.beta2, self.eps, self.weight_decay, self._bc1, self._bc2
 
 
 class AdamW(Adam):
@@ -254,8 +284,8 @@ class RMSprop(Optimizer):
     def hyperparameters(self):
         return {**super().hyperparameters(), "rho": self.rho, "eps": self.eps}
 
-    def _update(self, w, g, st, lr):
-        self._kernel(w, g, st[0], lr, self.rho, self.eps, self.weight_decay)
+    def _scalars(self, lr):
+        return lr, self.rho, self.eps, self.weight_decay
 
 
 class Adagrad(Optimizer):
@@ -282,8 +312,8 @@ class Adagrad(Optimizer):
     def initial_values(self):
         return {"s": self.initial_accumulator_value}
 
-    def _update(self, w, g, st, lr):
-        self._kernel(w, g, st[0], lr, self.eps, self.weight_decay)
+    def _scalars(self, lr):
+        return lr, self.eps, self.weight_decay
 
 
 def get_optimizer(optimizer: str | Optimizer = "sgd", lr: float | None = None,

@@ -265,7 +265,22 @@ def profile_config(X, y, config, rounds=3, seed=0, progress=None, precision="flo
         "provider_gflops": speed, "gemm_floor_seconds": floor, "epoch_over_floor": epoch / floor,
         "goal": GOAL, "threads": {"plain": plain.params.get("threads"), "warm_up": warm.params.get("threads")},
         "cpu": gemm_choice.cpu_model(),
+        "on_pool": on_pool(model),
     }
+
+
+def on_pool(model):
+    """Where the work that may share the GEMMs' OpenMP pool ran, as measured during the fit
+    (``fastnet.backends.gemm_onednn.FasterOf``): ``{"optimizer": {threads: "pool" or "here"},
+    "rounding": {"<elements> x <threads>": ...}}``, empty where the pool was not used."""
+    found = {}
+    optimizer = getattr(getattr(model.optimizer_, "_where", None), "chosen", None)
+    if optimizer:
+        found["optimizer"] = {str(k): v for k, v in optimizer.items()}
+    rounding = getattr(getattr(model.backend_._matmul, "where", None), "chosen", None)
+    if rounding:
+        found["rounding"] = {f"{n} x {t}": v for (n, t), v in sorted(rounding.items())}
+    return found
 
 
 def shown_parts(result):
@@ -308,6 +323,10 @@ def format_profile(name, result):
               f"{parts['gemm'] / result['gemm_floor_seconds']:.2f}x; largest other part: {gap} "
               f"({100 * parts[gap] / total:.1f}%); instrumentation overhead "
               f"{100 * result['instrumentation_overhead']:+.1f}%"]
+    for part, where in (result.get("on_pool") or {}).items():
+        label = "elements x threads" if part == "rounding" else "threads"
+        lines.append(f"{part} on the GEMMs' OpenMP pool (measured faster) or the calling thread, by "
+                     f"{label}: " + ", ".join(f"{k}: {v}" for k, v in where.items()))
     tuner = result["threads"]["plain"]
     if tuner and tuner.get("steps_with"):
         steps = ", ".join(f"{k} thread{'s' * (k != '1')}: {v}" for k, v in tuner["steps_with"].items() if v)

@@ -1,0 +1,184 @@
+"""Work of a training step shared by the threads of oneDNN's OpenMP pool (the threads that
+run the step's GEMMs): SGD's, Adam's and AdamW's update, and ``precision="bf16"``'s
+rounding of the GEMMs' operands.  Each must give the same bits as the one-thread kernel, whatever the
+share boundaries; each runs where it was measured faster (``gemm_onednn.FasterOf``).
+
+CI installs oneDNN (the ``bf16`` extra): there a missing one fails instead of skipping.
+"""
+import os
+import time
+
+import numpy as np
+import pytest
+
+import fastnet
+from fastnet.backends import gemm_onednn as g
+from fastnet.kernels import cpu, reference
+
+try:
+    g.load()
+    UNAVAILABLE = None if g.pool_runner() is not None else "oneDNN's runtime is not OpenMP"
+except g.OneDNNUnavailable as e:
+    UNAVAILABLE = str(e)
+pytestmark = pytest.mark.skipif(bool(UNAVAILABLE) and not os.environ.get("CI"), reason=str(UNAVAILABLE))
+
+# Sizes whose sum (and most of them) is not a multiple of the 32-element share alignment:
+# share boundaries fall inside tensors and the last share is short.
+SIZES = (784 * 37, 37, 1, 5 * 13, 4096 + 3)
+
+
+@pytest.fixture
+def threads():
+    """oneDNN's pool at ``n`` threads for the test, put back afterwards."""
+    before = g.get_num_threads()
+    yield lambda n: g.set_num_threads(n)
+    g.set_num_threads(before)
+
+
+def tensors(seed=0, sizes=SIZES, slots=2):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32),
+             [rng.standard_normal(n).astype(np.float32) * 0.1, rng.random(n).astype(np.float32) * 0.01][:slots])
+            for n in sizes]
+
+
+#: Each kernel's scalars at step t (every one a different value, so a swapped pair shows).
+SCALARS = {
+    "adam_update": lambda t: (3e-3, 0.85, 0.995, 1e-7, 0.02, 1 - 0.85**t, 1 - 0.995**t),
+    "adamw_update": lambda t: (3e-3, 0.85, 0.995, 1e-7, 0.02, 1 - 0.85**t, 1 - 0.995**t),
+    "sgd_update": lambda t: (0.1 / t, 0.003),
+}
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("kernel", ["adam_update", "adamw_update", "sgd_update"])
+def test_the_update_on_the_pool_is_the_one_thread_kernel_bit_for_bit(kernel, n_threads, threads):
+    threads(n_threads)
+    runner = g.pool_runner()
+    slots = 0 if kernel == "sgd_update" else 2
+    mine, theirs, ref = (tensors(slots=slots) for _ in range(3))
+    update = cpu.pool_update(kernel, mine, runner.thread_functions)
+    for t in (1, 2, 3):
+        update.set(*SCALARS[kernel](t))
+        runner.run(update.body, update.data)
+        for w, gr, st in theirs:
+            getattr(cpu, kernel)(w, gr, *st, *SCALARS[kernel](t))
+        # ... and that is the optimizer: the reference formula (NumPy, float64 scalars)
+        for w, gr, st in ref:
+            getattr(reference, kernel)(w, gr, *st, *SCALARS[kernel](t))
+    for (w, _, st), (w2, _, st2), (w3, _, _) in zip(mine, theirs, ref):
+        assert np.array_equal(w, w2) and all(np.array_equal(a, b) for a, b in zip(st, st2))
+        np.testing.assert_allclose(w, w3, rtol=1e-6, atol=1e-6)
+
+
+def test_only_sgd_adam_and_float32_go_to_the_pool():
+    ts = tensors(sizes=(40,))
+    assert cpu.pool_update("rmsprop_update", ts, (0, 0)) is None
+    with pytest.raises(ValueError, match="sgd_update keeps 0 state arrays"):
+        cpu.pool_update("sgd_update", ts, (0, 0))
+    as64 = [(w.astype(np.float64), gr.astype(np.float64), [s.astype(np.float64) for s in st]) for w, gr, st in ts]
+    assert cpu.pool_update("adam_update", as64, (0, 0)) is None
+    with pytest.raises(ValueError, match="flat C-contiguous float32"):
+        cpu.PoolUpdate("adam_update", [(ts[0][0], ts[0][1][:20], ts[0][2])], (0, 0))
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_rounding_on_the_pool_is_ml_dtypes_rounding(n_threads, threads):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    threads(n_threads)
+    runner = g.pool_runner()
+    rounding = cpu.PoolRound(runner.thread_functions, runner.run)
+    rng = np.random.default_rng(1)
+    for n in (1, 31, 33, 4097, 100_003):
+        x = (rng.standard_normal(n) * 10.0 ** rng.integers(-30, 30, n)).astype(np.float32)
+        x[::7] = np.float32(1.0) + np.float32(2.0**-8)   # a tie: to even (down)
+        x[3::11] = np.float32(1.0) + np.float32(3 * 2.0**-8)   # a tie: to even (up)
+        x[5::13] = np.inf
+        x[6::17] = np.nan
+        bits = np.empty(n, np.uint16)
+        rounding(x.view(np.uint32), bits)
+        want = x.astype(ml_dtypes.bfloat16).view(np.uint16)
+        finite = ~np.isnan(x)
+        assert np.array_equal(bits[finite], want[finite])
+        got_nan = bits[~finite]
+        assert np.all((got_nan & 0x7F80) == 0x7F80) and np.all(got_nan & 0x0040)   # quiet NaNs
+        here = np.empty(n, np.uint16)
+        cpu.round_bf16_bits(x.view(np.uint32), here)
+        assert np.array_equal(bits, here)
+    with pytest.raises(ValueError, match="flat uint32 and uint16"):
+        rounding(np.zeros(4, np.uint32), np.zeros(3, np.uint16))
+
+
+def test_faster_of_runs_the_way_measured_faster_and_measures_again(monkeypatch):
+    monkeypatch.setattr(g.FasterOf, "KEEP", 10)
+    calls = []
+
+    def way(name, seconds):
+        def run(*args):
+            calls.append(name)
+            time.sleep(seconds)
+        return run
+
+    where = g.FasterOf()
+    slow_here, fast_pool = way("here", 0.004), way("pool", 0.0)
+    for _ in range(2 * g.FasterOf.TRIES):
+        where("k", slow_here, fast_pool)
+    assert calls.count("here") == calls.count("pool") == g.FasterOf.TRIES   # alternated while measuring
+    assert where.chosen == {"k": "pool"}
+    calls.clear()
+    for _ in range(5):
+        where("k", slow_here, fast_pool)
+    assert calls == ["pool"] * 5
+    # another key is measured on its own; the other way round it keeps the calling thread
+    where("other", way("here", 0.0), way("pool", 0.004))
+    for _ in range(2 * g.FasterOf.TRIES):
+        where("other", way("here", 0.0), way("pool", 0.004))
+    assert where.chosen["other"] == "here"
+    # after KEEP calls a choice is measured again: the load may have changed
+    calls.clear()
+    for _ in range(5 + 2 * g.FasterOf.TRIES):
+        where("k", way("here", 0.0), way("pool", 0.004))
+    assert where.chosen["k"] == "here" and "here" in calls
+
+
+def fit_weights(monkeypatch, precision, pool, optimizer="adam"):
+    """Weights after a short fit at oneDNN's 2 threads (fixed: the tuner's choices depend on
+    timing), with or without the pool's share of the work; the number of pool runs."""
+    monkeypatch.setenv("FASTNET_THREADS", "fixed")
+    if precision == "float32":
+        monkeypatch.setenv("FASTNET_CPU_GEMM", "onednn")
+    g.set_num_threads(2)
+    runs = []
+    real_run = g.PoolRunner.run
+    monkeypatch.setattr(g.PoolRunner, "run", lambda self, body, data: (runs.append(body), real_run(self, body, data)))
+    if not pool:
+        monkeypatch.setattr(g.PoolRunner, "threads", staticmethod(lambda: 1))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1200, 300)).astype(np.float32)
+    y = (X[:, :3].sum(1) > 0).astype(int) + (X[:, 3] > 0.5)
+    m = fastnet.MLP([300, 256, 256, 3], seed=0, backend="cpu", precision=precision)
+    m.fit(X, y, epochs=2, batch_size=128, optimizer=optimizer, weight_decay=1e-4, diagnose=False, verbose=0)
+    monkeypatch.undo()
+    return m, len(runs)
+
+
+@pytest.mark.parametrize("precision,optimizer", [("float32", "adam"), ("float32", "sgd"), ("bf16", "adamw")])
+def test_fit_shares_its_update_with_the_gemms_pool_and_trains_the_same(monkeypatch, threads, precision, optimizer):
+    if precision == "bf16":
+        from fastnet.backends import precision as P
+
+        if P.bf16_problem() is not None and not os.environ.get("CI"):
+            pytest.skip(P.bf16_problem())
+    from fastnet.cli.bench.profile import on_pool
+
+    model, runs = fit_weights(monkeypatch, precision, True, optimizer)
+    model_without, runs_without = fit_weights(monkeypatch, precision, False, optimizer)
+    # 20 steps: the update's ways are measured on the first ones, each run at least TRIES times
+    assert runs >= g.FasterOf.TRIES and runs_without == 0
+    with_pool, without = model.get_weights(), model_without.get_weights()
+    for name in with_pool:
+        assert np.array_equal(with_pool[name], without[name]), name
+    # the profile says where the work ran (bench --profile's JSON and table)
+    where = on_pool(model)
+    assert set(where["optimizer"]) == {"2"} and set(where["optimizer"].values()) <= {"pool", "here"}
+    assert ("rounding" in where) == (precision == "bf16") and on_pool(model_without) == {}
