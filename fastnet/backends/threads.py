@@ -19,7 +19,10 @@ runners, a second job) are the usual case, so no fixed count is right.
   times at least 80 ms: a thread just woken runs on the scheduler's credit for
   a while, so a shorter window would flatter the larger count on a shared core.
   The count with the lowest *mean* step time wins (the slow steps are the cost)
-  if it is at least 8% faster than the running one (noise does not flip it);
+  if it is at least 8% faster than the running one (noise does not flip it).  A window
+  whose timed steps run 1.5x slower than the best seen (an earlier window of the probe,
+  or, in probes after the first, the running count's last 16 steps) stops after three:
+  probing one thread of a small model would otherwise cost 80 ms of slow steps each time;
 * **run** with the winner; probe again after a while (0.5 s of training,
   doubling up to 8 s while the answer stays the same, back to 0.5 s when it
   changes), and at once when the mean of the last 16 steps grows past 1.5x the
@@ -218,6 +221,11 @@ class ThreadTuner:
 
     def _start_probe(self, windows=1):
         self.probing = True
+        # The running count's last steps, as they are now (a drift included): a window whose
+        # steps are already far slower than these gives up early (GIVE_UP, HOPELESS), as it
+        # would against an earlier window of the same probe.  The first probe has none.
+        recent = getattr(self, "_recent", None)
+        self._reference = (self.threads, statistics.fmean(recent)) if recent else None
         # fewest threads first: a window never follows one with more (whose threads spin on)
         self._windows = sorted(self.options) * windows
         self._times = {t: [] for t in self.options}
@@ -264,6 +272,8 @@ class ThreadTuner:
         self._steps_in_window += 1
         # the mean, not the median: on a shared core the slow steps are the cost
         others = [statistics.fmean(v) for t, v in self._times.items() if v and t != self._window]
+        if self._reference is not None and self._reference[0] != self._window:
+            others.append(self._reference[1])
         best = min(others) if others else None
         whole = (self._last - self._opened) / self._steps_in_window
         hopeless = best is not None and whole > HOPELESS * best

@@ -426,3 +426,27 @@ def test_gemm_threads_without_onednn_pins_the_blas_only(monkeypatch):
     assert counts == [4, 1, 4]
     threads.set_gemm_threads(2)
     assert counts[-1] == 2
+
+
+class SmallSteps(Machine):
+    """A small model on a quiet machine: 0.4 ms steps with 2 threads, 0.7 ms with one."""
+
+    def step_seconds(self):
+        return {1: 0.7e-3, 2: 0.4e-3}[self.threads]
+
+
+def test_a_later_probe_gives_up_a_count_far_slower_than_the_running_one():
+    # Probes after the first have the running count's recent steps to compare with: a window
+    # 1.75x slower than those stops after its settling steps and 3 timed ones (GIVE_UP)
+    # instead of timing PROBE_SECONDS of steps at the slower count every probe.
+    m = SmallSteps()
+    t = tuner_on(m)
+    m.train(t, 2000)  # the first probe: no comparison yet, every window full
+    assert t.decisions == [2]
+    first = t.steps_with[1]
+    m.train(t, 20000)  # 8 s: later probes (every 0.5 s, doubling)
+    later = t.steps_with[1] - first
+    probes = len(t.decisions) - 1
+    assert probes >= 3 and set(t.decisions) == {2}
+    settling = threads.SETTLE_SECONDS / 0.7e-3
+    assert later / probes <= settling + 6, (later, probes)  # without it: ~ (30 + 80 ms) / 0.7 ms = 157
