@@ -30,6 +30,11 @@ in bfloat16 (``fastnet.backends.precision``): its GEMMs are oneDNN's bfloat16 on
 rounding of their float32 operands to bfloat16 is a part of its own ("rounding", taken out
 of the GEMM and forward parts it happens in), and the floor is the epoch's FLOPs at
 oneDNN's bfloat16 speed on operands already rounded.
+
+Where the step's GEMMs run on oneDNN's OpenMP pool, the optimizer's update and the bf16
+rounding may run on that pool's threads too (``fastnet.kernels.cpu.PoolUpdate``,
+``PoolRound``), each where it was measured faster: ``on_pool`` in the result (and a line
+under the table) says which ran where, per thread count (and operand size).
 """
 from __future__ import annotations
 
