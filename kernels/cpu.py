@@ -733,8 +733,10 @@ def nesterov_update(w, g, v, lr, mu, weight_decay):
 
 
 @njit(**_HELPER_ARRAYS)
-def _adam_range(w1, g1, m1, v1, lo, hi, b1, b2, omb1, omb2, eps_, wd, step, scale):
-    """Adam on elements ``lo:hi`` of flat float arrays (the scalars already in their dtype)."""
+def _adam_range(w1, g1, m1, v1, lo, hi, b1, b2, omb1, omb2, eps_, wd, lrwd, step, scale):
+    """Adam on elements ``lo:hi`` of flat float arrays (the scalars already in their dtype):
+    L2 decay ``wd`` added to the gradient (Adam), decoupled decay ``lrwd = lr * weight_decay``
+    taken from the weight (AdamW); the other one is 0 (adding ``0 * w`` changes no finite value)."""
     for i in range(lo, hi):
         wi = w1[i]
         gd = g1[i] + wd * wi
@@ -742,39 +744,27 @@ def _adam_range(w1, g1, m1, v1, lo, hi, b1, b2, omb1, omb2, eps_, wd, step, scal
         vi = v1[i] * b2 + omb2 * (gd * gd)
         m1[i] = mi
         v1[i] = vi
-        w1[i] = wi - step * mi / (np.sqrt(vi) * scale + eps_)
-
-
-@njit(**_HELPER_ARRAYS)
-def _adamw_range(w1, g1, m1, v1, lo, hi, b1, b2, omb1, omb2, eps_, lrwd, step, scale):
-    """AdamW on elements ``lo:hi`` of flat float arrays (the scalars already in their dtype)."""
-    for i in range(lo, hi):
-        wi = w1[i]
-        gi = g1[i]
-        mi = m1[i] * b1 + omb1 * gi
-        vi = v1[i] * b2 + omb2 * (gi * gi)
-        m1[i] = mi
-        v1[i] = vi
         w1[i] = wi - (step * mi / (np.sqrt(vi) * scale + eps_) + lrwd * wi)
 
 
 @njit(**_JIT)
-def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+def _adam(w, g, m, v, lr, beta1, beta2, eps, wd, lrwd, bc1, bc2):
     _prefer_512bit_vectors()
     w1 = w.reshape(w.size)
     # reference.adam_update's arrangement: lr / bc1 and 1 / sqrt(bc2) once, in double
     _adam_range(w1, g.reshape(g.size), m.reshape(m.size), v.reshape(v.size), 0, w1.size,
                 _cast(w, beta1), _cast(w, beta2), _cast(w, 1 - beta1), _cast(w, 1 - beta2),
-                _cast(w, eps), _cast(w, weight_decay), _cast(w, lr / bc1), _cast(w, 1.0 / np.sqrt(bc2)))
+                _cast(w, eps), _cast(w, wd), _cast(w, lrwd), _cast(w, lr / bc1), _cast(w, 1.0 / np.sqrt(bc2)))
+
+
+@njit(**_JIT)
+def adam_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    _adam(w, g, m, v, lr, beta1, beta2, eps, weight_decay, 0.0, bc1, bc2)
 
 
 @njit(**_JIT)
 def adamw_update(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
-    _prefer_512bit_vectors()
-    w1 = w.reshape(w.size)
-    _adamw_range(w1, g.reshape(g.size), m.reshape(m.size), v.reshape(v.size), 0, w1.size,
-                 _cast(w, beta1), _cast(w, beta2), _cast(w, 1 - beta1), _cast(w, 1 - beta2),
-                 _cast(w, eps), _cast(w, lr * weight_decay), _cast(w, lr / bc1), _cast(w, 1.0 / np.sqrt(bc2)))
+    _adam(w, g, m, v, lr, beta1, beta2, eps, 0.0, lr * weight_decay, bc1, bc2)
 
 
 @njit(**_JIT)
@@ -933,7 +923,7 @@ def _pool_update_body(data):  # pragma: no cover - compiled (a C callback)
     """One thread's share of a :class:`PoolUpdate` or :class:`PoolRound`: ``data`` is its
     table (uint64): addresses of ``omp_get_thread_num`` and ``omp_get_num_threads``, the
     kind (0 Adam, 1 AdamW, 2 bfloat16 rounding, 3 SGD), the number of tensors, the address
-    of the 8 float32 scalars, then per tensor the addresses of ``w``, ``g``, ``m``, ``v``
+    of the 9 float32 scalars, then per tensor the addresses of ``w``, ``g``, ``m``, ``v``
     and its size (SGD: 0 for ``m`` and ``v``; the rounding: ``src``, ``dst``, 0, 0, size).  The tensors are one range of
     elements end to end; thread ``t`` of ``T`` takes its ``T``-th of it."""
     _prefer_512bit_vectors()
@@ -941,7 +931,7 @@ def _pool_update_body(data):  # pragma: no cover - compiled (a C callback)
     t = np.uint64(_call_int(head[0]))
     threads = np.uint64(_call_int(head[1]))
     kind, n = head[2], head[3]
-    sc = numba.carray(_pointer(head[4]), 8, np.float32)
+    sc = numba.carray(_pointer(head[4]), 9, np.float32)
     table = numba.carray(data, _HEAD + _ENTRY * n, np.uint64)
     total = np.uint64(0)
     for k in range(n):
@@ -966,12 +956,8 @@ def _pool_update_body(data):  # pragma: no cover - compiled (a C callback)
             g1 = numba.carray(_pointer(table[e + 1]), size, np.float32)
             m1 = numba.carray(_pointer(table[e + 2]), size, np.float32)
             v1 = numba.carray(_pointer(table[e + 3]), size, np.float32)
-            if kind == 0:
-                _adam_range(w1, g1, m1, v1, a - base, b - base,
-                            sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7])
-            else:
-                _adamw_range(w1, g1, m1, v1, a - base, b - base,
-                             sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7])
+            _adam_range(w1, g1, m1, v1, a - base, b - base,
+                        sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8])
         base += size
 
 
@@ -1017,7 +1003,7 @@ class PoolUpdate:
                 if a.dtype != np.float32 or a.ndim != 1 or not a.flags.c_contiguous or a.size != w.size:
                     raise ValueError("PoolUpdate takes flat C-contiguous float32 arrays of one size per "
                                      f"parameter, got {a.dtype} {a.shape}")
-        self.scalars = np.zeros(8, np.float32)
+        self.scalars = np.zeros(9, np.float32)
         table = [*thread_functions, self.kind, len(self.tensors), self.scalars.ctypes.data]
         for w, g, st in self.tensors:
             m, v = st if st else (w, w)   # (SGD: not read)
@@ -1035,8 +1021,8 @@ class PoolUpdate:
             self.scalars[:2] = (lr, weight_decay)
             return
         lr, beta1, beta2, eps, weight_decay, bc1, bc2 = args
-        decay = weight_decay if self.kind == 0 else lr * weight_decay
-        self.scalars[:] = (beta1, beta2, 1 - beta1, 1 - beta2, eps, decay, lr / bc1, 1.0 / math.sqrt(bc2))
+        wd, lrwd = (weight_decay, 0.0) if self.kind == 0 else (0.0, lr * weight_decay)
+        self.scalars[:] = (beta1, beta2, 1 - beta1, 1 - beta2, eps, wd, lrwd, lr / bc1, 1.0 / math.sqrt(bc2))
 
 
 def pool_update(kernel, tensors, thread_functions):
