@@ -2,7 +2,7 @@
 
 State arrays are allocated once in :meth:`Optimizer.setup`; a step allocates
 nothing.  Kernels receive flat views (``reshape(-1)`` of C-contiguous arrays),
-so every update is one pass over contiguous memory.  Adam and AdamW on a CPU whose
+so every update is one pass over contiguous memory.  SGD, Adam and AdamW on a CPU whose
 step GEMMs run on oneDNN's OpenMP pool update every tensor in one call shared by the
 pool's threads instead, where that was measured faster (the same results, bit for bit).
 """
@@ -161,7 +161,9 @@ class Optimizer:
         runner = self._backend.pool_runner()
         if runner is not None and runner.threads() > 1:
             if self._pool_update is None:
-                self._pool_update = self._backend.kernel_set.pool_update(
+                # (a subclass with an update of its own keeps it: the pool runs the kernel's loop)
+                own = type(self)._update is not Optimizer._update
+                self._pool_update = not own and self._backend.kernel_set.pool_update(
                     self.kernel, self._flat, runner.thread_functions) or False
                 self._where = runner.faster_of()
             if self._pool_update:

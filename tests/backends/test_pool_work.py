@@ -182,3 +182,23 @@ def test_fit_shares_its_update_with_the_gemms_pool_and_trains_the_same(monkeypat
     where = on_pool(model)
     assert set(where["optimizer"]) == {"2"} and set(where["optimizer"].values()) <= {"pool", "here"}
     assert ("rounding" in where) == (precision == "bf16") and on_pool(model_without) == {}
+
+
+def test_a_subclass_with_an_update_of_its_own_keeps_it(monkeypatch, threads):
+    class Clipped(fastnet.Adam):
+        name = None  # (not registered)
+        calls = 0
+
+        def _update(self, w, g, st, lr):
+            Clipped.calls += 1
+            np.clip(g, -1, 1, out=g)
+            super()._update(w, g, st, lr)
+
+    monkeypatch.setenv("FASTNET_THREADS", "fixed")
+    monkeypatch.setenv("FASTNET_CPU_GEMM", "onednn")
+    g.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 20)).astype(np.float32)
+    m = fastnet.MLP([20, 64, 3], seed=0, backend="cpu")
+    m.fit(X, rng.integers(0, 3, 256), epochs=1, batch_size=64, optimizer=Clipped(), diagnose=False, verbose=0)
+    assert Clipped.calls == 4 * 4  # every step, every tensor, through its own _update
