@@ -40,6 +40,10 @@ alternating the two pools is 15x slower than either alone ("oneDNN and OpenBLAS
 in one step" in docs/pages/decisions.md): a step's GEMMs run all here or all in
 NumPy, not both.  The SYCL build runs
 CPU work on TBB threads (dynamic scheduling); their count is not set from here.
+
+**Other work on the same threads.**  :class:`PoolRunner` runs a compiled C callback on
+every thread of the OpenMP pool (the optimizer's update, the bf16 rounding: the step's
+other parallel work, where :class:`FasterOf` measured it faster than one thread).
 """
 from __future__ import annotations
 
@@ -369,7 +373,8 @@ class PoolRunner:
     """Runs a C callback ``void body(void *data)`` on every thread of oneDNN's OpenMP pool
     at once (``GOMP_parallel``: the calling thread is one of them), for the work of a
     training step that is not a GEMM (the optimizer's update,
-    ``fastnet.kernels.cpu.PoolUpdate``).  The threads are the ones that run the step's
+    ``fastnet.kernels.cpu.PoolUpdate``; the bf16 rounding of GEMM operands,
+    ``fastnet.kernels.cpu.PoolRound``).  The threads are the ones that run the step's
     GEMMs, already awake: no second pool spins beside them.  The body asks OpenMP which
     thread it is (``thread_functions``: the addresses of ``omp_get_thread_num`` and
     ``omp_get_num_threads``) and takes its share.  Only where oneDNN's runtime is OpenMP."""
