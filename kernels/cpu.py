@@ -40,7 +40,8 @@ from numba.extending import intrinsic, overload
 
 from . import cache as _cache
 
-from .reference import GELU_A, GELU_C, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, dropout_params
+from .reference import (GELU_A, GELU_C, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, adam_scalars,
+                        dropout_params)
 
 
 #: Public names that are not kernels of the table (``fastnet.kernels.overrides``).
@@ -1022,7 +1023,7 @@ class PoolUpdate:
             return
         lr, beta1, beta2, eps, weight_decay, bc1, bc2 = args
         wd, lrwd = (weight_decay, 0.0) if self.kind == 0 else (0.0, lr * weight_decay)
-        self.scalars[:] = (beta1, beta2, 1 - beta1, 1 - beta2, eps, wd, lrwd, lr / bc1, 1.0 / math.sqrt(bc2))
+        self.scalars[:] = (beta1, beta2, 1 - beta1, 1 - beta2, eps, wd, lrwd, *adam_scalars(lr, bc1, bc2))
 
 
 def pool_update(kernel, tensors, thread_functions):

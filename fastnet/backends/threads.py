@@ -219,13 +219,13 @@ class ThreadTuner:
             self.apply(n)
             self.threads = n
 
-    def _start_probe(self, windows=1):
+    def _start_probe(self, windows=1, reference=None):
+        """``reference``: ``(count, mean step seconds)`` of the running count's last steps, as
+        they are now (a drift included): a window whose steps are already far slower than
+        these gives up early (GIVE_UP, HOPELESS), as it would against an earlier window of
+        the same probe.  None for a run's first probe and one restarted mid-probe."""
         self.probing = True
-        # The running count's last steps, as they are now (a drift included): a window whose
-        # steps are already far slower than these gives up early (GIVE_UP, HOPELESS), as it
-        # would against an earlier window of the same probe.  The first probe has none.
-        recent = getattr(self, "_recent", None)
-        self._reference = (self.threads, statistics.fmean(recent)) if recent else None
+        self._reference = reference
         # fewest threads first: a window never follows one with more (whose threads spin on)
         self._windows = sorted(self.options) * windows
         self._times = {t: [] for t in self.options}
@@ -327,7 +327,7 @@ class ThreadTuner:
         drifted = (self._baseline is not None and len(self._recent) == RECENT
                    and statistics.fmean(self._recent) > DRIFT * self._baseline)
         if drifted or now >= self._run_until:
-            self._start_probe()
+            self._start_probe(reference=(self.threads, statistics.fmean(self._recent)) if self._recent else None)
 
     def mark(self):
         """Steps start now (after an evaluation, callbacks or another run, which are not steps):

@@ -202,3 +202,18 @@ def test_a_subclass_with_an_update_of_its_own_keeps_it(monkeypatch, threads):
     m = fastnet.MLP([20, 64, 3], seed=0, backend="cpu")
     m.fit(X, rng.integers(0, 3, 256), epochs=1, batch_size=64, optimizer=Clipped(), diagnose=False, verbose=0)
     assert Clipped.calls == 4 * 4  # every step, every tensor, through its own _update
+
+
+def test_reference_kernels_never_run_on_the_pool(monkeypatch, threads):
+    # kernels="reference" is the oracle: its update stays the NumPy formula, never the fused loop
+    runs = []
+    real_run = g.PoolRunner.run
+    monkeypatch.setattr(g.PoolRunner, "run", lambda self, body, data: (runs.append(body), real_run(self, body, data)))
+    monkeypatch.setenv("FASTNET_THREADS", "fixed")
+    monkeypatch.setenv("FASTNET_CPU_GEMM", "onednn")
+    g.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 20)).astype(np.float32)
+    m = fastnet.MLP([20, 64, 3], seed=0, backend="cpu", kernels="reference")
+    m.fit(X, rng.integers(0, 3, 256), epochs=1, batch_size=64, diagnose=False, verbose=0)
+    assert runs == [] and m.optimizer_._pool_update is False
