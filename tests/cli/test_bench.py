@@ -90,16 +90,6 @@ def test_gemm_ceiling_and_machine_description():
     assert "cores" in text and "NumPy" in text
 
 
-def test_fastnet_time_to_accuracy_tiny():
-    X, y = _tiny(300)
-    recipe = dict(hidden=[16], activation="relu", optimizer="adam", lr=1e-2, batch_size=32, epochs=3,
-                  schedule="constant", dropout=0.0)
-    seconds, epochs, accs = B.fastnet_time_to_accuracy(X, y, X, y, recipe, target=0.0)
-    assert seconds is not None and seconds >= 0 and epochs == 1 and len(accs) == 1
-    seconds, epochs, accs = B.fastnet_time_to_accuracy(X, y, X, y, recipe, target=1.01)
-    assert seconds is None and epochs == 3 and len(accs) == 3
-
-
 # ------------------------------------------------------------------ bench/bench_kernels.py
 @pytest.fixture(scope="module")
 def bench_kernels():
@@ -422,33 +412,98 @@ def test_inference_refuses_to_time_disagreeing_systems(monkeypatch):
                         systems=("fastnet", "onnxruntime"))
 
 
-def test_tta_same_recipe_starts_both_from_the_same_weights(monkeypatch):
+_TTA_SAME = dict(hidden=[16, 16], activation="relu", optimizer="adam", lr=1e-2, batch_size=32)
+_TTA_RECIPE = dict(hidden=[16], activation="relu", optimizer="adam", lr=1e-2, batch_size=32, epochs=3,
+                   schedule="onecycle", dropout=0.0)
+
+
+def _tta(monkeypatch, systems, target, max_epochs):
+    """run_tta on tiny data, recording the worker processes it starts."""
+    from fastnet.cli.bench import tta as T
+
+    started, real = [], T.subprocess.Popen
+
+    def popen(cmd, **kw):
+        started.append(real(cmd, **kw))
+        return started[-1]
+
+    monkeypatch.setattr(T.subprocess, "Popen", popen)
+    X, y = _tiny(300)
+    result = T.run_tta(B.TrainTest(X, y, X, y), target=target, recipe=_TTA_RECIPE, systems=systems,
+                       max_epochs=max_epochs, same_config=_TTA_SAME)
+    return result, started
+
+
+def test_tta_runs_each_system_in_a_process_of_its_own_and_stops_it_at_the_target(monkeypatch):
+    result, started = _tta(monkeypatch, ("fastnet-same", "fastnet-best"), target=0.0, max_epochs=4)
+    assert [p.args[-2] for p in started] == ["fastnet-same", "fastnet-best"]
+    assert len({p.pid for p in started} | {os.getpid()}) == 3 and all(p.returncode == 0 for p in started)
+    for comparison in ("same_recipe", "best_vs_best"):
+        r = result[comparison]["fastnet"]
+        # any accuracy reaches 0.0: one epoch each, its own seconds
+        assert r["epochs"] == 1 and len(r["epoch_seconds"]) == 1 and r["seconds"] == r["epoch_seconds"][0] > 0
+        assert "pytorch" not in result[comparison] and result[comparison]["ratio"] is None
+    assert {p.pid for p in started} == {result[c]["fastnet"]["pid"] for c in ("same_recipe", "best_vs_best")}
+    assert result["cpu"] and result["not_run"] == {}
+    text = T_format(result)
+    assert "| same recipe | fastnet |" in text and "| best recipe vs best recipe | fastnet |" in text
+    assert "each system in its own process" in text and "He-normal" in text
+
+
+def T_format(result):
+    from fastnet.cli.bench import tta as T
+
+    return T.format_tta(result.get("same_recipe"), result.get("best_vs_best"))
+
+
+def test_tta_a_target_not_reached_trains_max_epochs_or_the_recipe_s_epochs(monkeypatch):
+    from fastnet.cli.bench import tta as T
+
+    # the coordinator waits 1 s after each turn: an epoch's seconds (of a tiny model) that
+    # counted the wait for the other system's turn would exceed it
+    monkeypatch.setattr(T, "SETTLE_SECONDS", 1.0)
+    result, _ = _tta(monkeypatch, ("fastnet-same", "fastnet-best"), target=1.01, max_epochs=4)
+    same, best = result["same_recipe"]["fastnet"], result["best_vs_best"]["fastnet"]
+    assert all(0 < s < 1.0 for s in same["epoch_seconds"] + best["epoch_seconds"])
+    assert same["seconds"] is None and same["epochs"] is None and len(same["accuracies"]) == 4
+    # fastnet's recipe is one fit of 3 epochs (its schedule): it ends there, short of max_epochs
+    assert best["seconds"] is None and len(best["accuracies"]) == len(best["epoch_seconds"]) == 3
+    assert "not reached in 4" in T_format(result) and "not reached in 3" in T_format(result)
+
+
+def test_tta_same_recipe_starts_both_from_fastnet_s_weights(monkeypatch):
     pytest.importorskip("torch")
-    import torch
+    import fastnet
+    from fastnet.cli.bench import tta as T
+
+    result, _ = _tta(monkeypatch, T.SYSTEMS, target=0.0, max_epochs=2)
+    m = fastnet.MLP([784, 16, 16, 10], activation="relu", seed=0).build(784)
+    want = T.initial_weights_sha(m.get_weights().values())
+    same, best = result["same_recipe"], result["best_vs_best"]
+    assert same["fastnet"]["init_sha"] == same["pytorch"]["init_sha"] == want
+    assert best["pytorch"]["init_sha"] != want   # PyTorch's own initialisation
+    assert same["ratio"] == same["fastnet"]["seconds"] / same["pytorch"]["seconds"]
+    assert best["ratio"] == best["fastnet"]["seconds"] / best["pytorch"]["seconds"]
+
+
+def test_tta_refuses_a_same_recipe_pair_that_starts_apart():
+    from fastnet.cli.bench import tta as T
+
+    T.check_same_start({"fastnet-same": {"init_sha": "a"}, "pytorch-same": {"init_sha": "a"},
+                        "pytorch-best": {"init_sha": "b"}})
+    T.check_same_start({"fastnet-same": {"init_sha": "a"}})
+    with pytest.raises(RuntimeError, match="do not start from the same weights"):
+        T.check_same_start({"fastnet-same": {"init_sha": "a"}, "pytorch-same": {"init_sha": "b"}})
+
+
+def test_tta_initial_weights_sha_is_of_float32_in_fastnet_s_layout():
+    import hashlib
 
     from fastnet.cli.bench import tta as T
 
-    starts = []
-    real = T._copy_into
-
-    def spy(net, source):
-        real(net, source)
-        starts.append([p.detach().clone() for p in net.parameters()])
-
-    monkeypatch.setattr(T, "_copy_into", spy)
-    X, y = _tiny(300)
-    config = dict(hidden=[16, 16], activation="relu", optimizer="adam", lr=1e-2, batch_size=32)
-    out = T.same_recipe(B.TrainTest(X, y, X, y), target=0.0, max_epochs=2, config=config)
-    assert out["fastnet"]["epochs"] == out["pytorch"]["epochs"] == 1
-    assert out["ratio"] == out["fastnet"]["seconds"] / out["pytorch"]["seconds"]
-    # the PyTorch start equals fastnet's initial weights (seed 0), transposed
-    import fastnet
-
-    m = fastnet.MLP([784, 16, 16, 10], activation="relu", seed=0).build(784)
-    want = [torch.from_numpy(a.T.copy() if a.ndim == 2 else a) for a in m.get_weights().values()]
-    assert all(torch.equal(a, b.to(a.dtype)) for a, b in zip(starts[0], want))
-    text = T.format_tta(out, None)
-    assert "| same recipe | fastnet |" in text and "He-normal" in text
+    W, b = np.arange(6, dtype=np.float64).reshape(2, 3), np.ones(3)
+    want = hashlib.sha256(W.astype(np.float32).tobytes() + b.astype(np.float32).tobytes()).hexdigest()
+    assert T.initial_weights_sha([W, b]) == want != T.initial_weights_sha([W.T, b])
 
 
 def test_bench_modes_are_exclusive(capsys):

@@ -74,10 +74,12 @@ def tta(args, X, y, Xt, yt):
 
     info = bench_interleaved.run_info()
     data = bench_systems.TrainTest(X, y, Xt, yt)
-    same = bench_tta.same_recipe(data, target=args.tta)
-    best = bench_tta.best_vs_best(data, RECIPES["default"], target=args.tta)
-    print(bench_tta.format_tta(same, best))
-    _write(args.json, {"kind": "tta", **info, "same_recipe": same, "best_vs_best": best})
+    result = bench_tta.run_tta(data, target=args.tta, recipe=RECIPES["default"],
+                               progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+    print(bench_tta.format_tta(result.get("same_recipe"), result.get("best_vs_best")))
+    if result["not_run"]:
+        print("not run: " + "; ".join(f"{k} ({v})" for k, v in result["not_run"].items()))
+    _write(args.json, {"kind": "tta", **info, **result})
     return 0
 
 
