@@ -21,12 +21,15 @@ runners, a second job) are the usual case, so no fixed count is right.
   The count with the lowest *mean* step time wins (the slow steps are the cost)
   if it is at least 8% faster than the running one (noise does not flip it).  A window
   whose timed steps run 1.5x slower than the best seen (an earlier window of the probe,
-  or, in probes after the first, the running count's last 16 steps) stops after three:
-  probing one thread of a small model would otherwise cost 80 ms of slow steps each time;
+  or, in probes after the first, the running count's last 16 steps less their two
+  slowest) stops after three: probing one thread of a small model would otherwise
+  cost 80 ms of slow steps each time;
 * **run** with the winner; probe again after a while (0.5 s of training,
   doubling up to 8 s while the answer stays the same, back to 0.5 s when it
-  changes), and at once when the mean of the last 16 steps grows past 1.5x the
-  mean in the probe (a load that starts mid-epoch);
+  changes), and at once when the mean of the last 16 steps, less their two
+  slowest, grows past 1.5x the mean in the probe (a load that starts mid-epoch;
+  a one-off slow step, such as the first after a pause between epochs, is not
+  one: counted, it started a probe nearly every epoch of a ``fit`` per epoch);
 * ``fit`` called again on the same work (once per epoch, say) continues the
   same tuner: its choice, its probe schedule, a probe under way;
 * at the end of ``fit`` the BLAS thread count is put back as it was.
@@ -66,7 +69,10 @@ HOPELESS = 3.0         # ... or once its steps, settling ones included, average 
 FIRST_PERIOD = 0.5     # seconds of training between probes, at first
 LONGEST_PERIOD = 8.0   # ... doubling up to this while the choice holds
 DRIFT = 1.5            # probe again when recent steps are this much slower than after the probe
-RECENT = 16            # steps in the running median that watches for drift
+RECENT = 16            # the running count's last steps, whose mean watches for drift ...
+HICCUPS = 2            # ... less their slowest ones: one-off hiccups (the first step after a pause
+                       # between epochs, a page fault) are not a load, which slows one step in four
+                       # or more (the busy-core measurement in the module docstring)
 SWITCH = 1.08          # another count must be this much faster than the running one to replace it
 
 _controllers = None
@@ -323,11 +329,17 @@ class ThreadTuner:
             if len(self._recent) > RECENT:
                 del self._recent[0]
             if self._baseline is None and len(self._recent) == RECENT:
-                self._baseline = statistics.fmean(self._recent)
+                self._baseline = self._recent_mean()
         drifted = (self._baseline is not None and len(self._recent) == RECENT
-                   and statistics.fmean(self._recent) > DRIFT * self._baseline)
+                   and self._recent_mean() > DRIFT * self._baseline)
         if drifted or now >= self._run_until:
-            self._start_probe(reference=(self.threads, statistics.fmean(self._recent)) if self._recent else None)
+            self._start_probe(reference=(self.threads, self._recent_mean()) if self._recent else None)
+
+    def _recent_mean(self):
+        """The mean of the running count's recent steps less their ``HICCUPS`` slowest (all of
+        them while there are no more than that)."""
+        recent = self._recent
+        return statistics.fmean(sorted(recent)[:len(recent) - HICCUPS] if len(recent) > HICCUPS else recent)
 
     def mark(self):
         """Steps start now (after an evaluation, callbacks or another run, which are not steps):
