@@ -15,8 +15,10 @@ What each detector needs, and what it looks for:
 code                       needs                  fires when
 =========================  =====================  ==============================================
 lr_too_high                history                the loss became NaN/inf; or the first epoch's
-                                                  loss is 1.2x the initial loss (or 2.5x a blind
-                                                  guess's when that is unknown); or the loss
+                                                  loss is 1.2x the initial loss (the first
+                                                  batch's of an untrained model) or 2.5x a blind
+                                                  guess's when that is unknown (a fit that
+                                                  continues training); or the loss
                                                   jumps, rises or oscillates (batches > 8)
 noisy_batches              history.params         batches of <= 8 samples and a jagged loss curve
 overfitting                val_loss               validation loss rose after its best epoch while

@@ -129,6 +129,28 @@ def test_lr_too_high_loss_blows_up_without_nan(spiral_data):
     assert d.evidence["chance_loss"] == pytest.approx(math.log(3))
 
 
+def test_a_fit_that_continues_training_is_not_flagged_for_an_easy_first_batch():
+    # A trained model's batches differ far more from their epoch's mean than a fresh one's:
+    # here the first 64 rows (shuffle=False: the first batch) are clean and a third of the
+    # rest carry random labels.  Taken as "the loss before training", that batch's loss made
+    # the default Adam look too fast on the second fit; only an untrained model's first batch
+    # is that, and a continued fit is held to the blind-guess loss.
+    X, y = fastnet.datasets.make_blobs(n_samples=2000, seed=0)
+    y = y.copy()
+    rng = np.random.default_rng(0)
+    noisy = 64 + rng.choice(len(y) - 64, size=(len(y) - 64) // 3, replace=False)
+    y[noisy] = rng.integers(0, 3, len(noisy))
+    model = fastnet.MLP([2, 32, 3], backend="cpu", seed=0)
+    first = model.fit(X, y, epochs=3, batch_size=64, optimizer="adam", verbose=0, diagnose=False)
+    assert "initial_loss" in first.params  # an untrained model's first batch: kept
+    easy = model.evaluate(X[:64], y[:64])[0]
+    again = model.fit(X, y, epochs=1, batch_size=64, shuffle=False, optimizer="adam", verbose=0,
+                      diagnose=False)
+    assert again["loss"][0] > 1.5 * easy  # the case: the epoch 1.5x its first batch (the bar: 1.2x)
+    assert "initial_loss" not in again.params
+    assert "lr_too_high" not in codes(again, model, X)
+
+
 def test_lr_too_high_not_flagged_at_a_sane_rate(spiral_data):
     (X, y), val = spiral_data
     model, history = train([2, 64, 64, 3], X, y, val, optimizer="adam", lr=0.01, epochs=10)
