@@ -205,16 +205,7 @@ def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
                     lat[name].extend(_ask(procs[name], name, f"rows {k * per_round} {per_round}")["us"])
                     time.sleep(SETTLE_SECONDS)
         finally:
-            for proc in procs.values():  # end of input ends a worker; one that hangs is killed
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            bench_processes.end_workers(procs)
     result = {"model": f"{X.shape[1]}-{'-'.join(map(str, hidden))}-10 relu", "train_epochs": settings.train_epochs,
               "train_rows": len(Xtr), "rows": len(X), "rounds": rounds, "processes": "each system in its own",
               "max_abs_diff_from_fastnet": diffs, "not_run": missing, "systems": {}}

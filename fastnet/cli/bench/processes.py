@@ -232,6 +232,29 @@ def _read(proc, name):
     return json.loads(line)
 
 
+def end_workers(procs, timeout=10):
+    """End each worker of ``procs`` (name -> process) by closing its input; one that has not
+    exited ``timeout`` seconds later is killed."""
+    for proc in procs.values():
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cpu_description():
+    """``(CPU model, its vector flags)``: the avx*, amx*, fma* and sse4* flags, sorted."""
+    from fastnet.backends.gemm_choice import cpu_model
+    from fastnet.backends.precision import cpu_flags
+
+    return cpu_model(), sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4")))
+
+
 def _cpu_seconds(pid):
     """User and system CPU seconds of the live process ``pid`` (Linux), else None."""
     try:
@@ -300,14 +323,11 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    from fastnet.backends.gemm_choice import cpu_model
-    from fastnet.backends.precision import cpu_flags
-
-    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4")))
+    cpu, flags = cpu_description()
     result = {"kind": "processes", "config": config_name,
               "rows": ready[names[0]]["rows"] if names else settings.rows, "rounds": settings.rounds,
               "condition": settings.load, "load": load,
-              "cpu": cpu_model(), "cpu_flags": flags, "machine": bench_systems.machine_description(),
+              "cpu": cpu, "cpu_flags": flags, "machine": bench_systems.machine_description(),
               "not_run": missing, "systems": {}}
     for name in names:
         entry = {"pid": ready[name]["pid"], "epoch_seconds": times[name], "epoch_started": started[name],

@@ -260,21 +260,9 @@ def run_tta(data, target=0.98, recipe=None, systems=SYSTEMS, max_epochs=15, seed
                 if not active:
                     break
         finally:
-            for name, proc in procs.items():  # end of input ends a worker; one that hangs is killed
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    from fastnet.backends.gemm_choice import cpu_model
-    from fastnet.backends.precision import cpu_flags
-
-    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4")))
-    result = {"processes": "each system in its own", "cpu": cpu_model(), "cpu_flags": flags,
+            bench_processes.end_workers(procs, timeout=30)
+    cpu, flags = bench_processes.cpu_description()
+    result = {"processes": "each system in its own", "cpu": cpu, "cpu_flags": flags,
               "machine": bench_systems.machine_description(), "not_run": missing, "target": target}
     for comparison, (fast, torch) in COMPARISONS.items():
         if fast not in runs and torch not in runs:
