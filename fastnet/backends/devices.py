@@ -310,6 +310,17 @@ class _HostDevice:
             backend._matmul = gemm_choice.matmul_for(choice.provider)
         return choice.as_dict()
 
+    def evaluation_matmul(self, backend):
+        """The float32 GEMM of fit's validation: the training GEMMs' library where it is not
+        NumPy's (oneDNN for ``precision="bf16"``), else None (NumPy's, as ``predict``)."""
+        if backend._matmul is None or backend.dtype != np.float32:
+            return None
+        if backend.precision == "float32":
+            return backend._matmul
+        from fastnet.backends import gemm_onednn
+
+        return gemm_onednn.F32Matmul()
+
     def compute_capability(self):
         return None
 
@@ -352,6 +363,10 @@ class _CupyDevice:
             self._order = self.xp.empty(order.shape, dtype=order.dtype)
         self._order.set(order)
         return self._order
+
+    def evaluation_matmul(self, backend):
+        """The GEMM of fit's validation: CuPy's (None); one library on the GPU."""
+        return None
 
     def precision_matmul(self, precision, dtype):
         """The GEMM of a training step in ``precision`` (None: CuPy's)."""
@@ -556,6 +571,17 @@ class Backend:
         if self._matmul is None:
             return self.xp.matmul(a, b, out=out)
         return self._matmul(a, b, out)
+
+    def evaluation_matmul(self):
+        """The float32 GEMM that fit's per-epoch validation runs (None: the array module's, as
+        ``predict``): on the CPU the training GEMMs' library where that is not NumPy's BLAS
+        (oneDNN or MKL; oneDNN's float32 GEMM for ``precision="bf16"``), so that no other
+        thread pool runs between two steps.  A pool's idle threads spin for a while after
+        their work (OpenBLAS's about 0.13 s), and oneDNN's GEMMs run many times slower
+        beside them: validating in NumPy cost the next steps 0.08 s an epoch (784-512-512-10,
+        batch 128, Intel Xeon).  The validation figures differ from ``evaluate``'s in the
+        last bits (another library's sums), as any two GEMM libraries do."""
+        return self._device.evaluation_matmul(self)
 
     def gemm_operand(self, a):
         """``a`` as this backend's training GEMMs read it, for :meth:`matmul` (and its

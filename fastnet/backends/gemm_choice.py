@@ -14,11 +14,16 @@ in docs/pages/decisions.md).  No fixed default is right everywhere, so at
 a model's first ``fit`` (``FASTNET_CPU_GEMM=auto``, the default) :func:`choose` times
 each provider that loads on the step's own GEMMs (each dense layer's ``x @ W``,
 ``x.T @ dy`` and, past the first layer, ``dy @ W.T``, at the fit's batch size and
-NumPy's BLAS thread count): one untimed step, then timed steps for at least
+NumPy's BLAS thread count): ``WARM_STEPS`` untimed steps (the first makes oneDNN's
+primitives, the second compiles its fast call), then timed steps for at least
 ``MEASURE_SECONDS`` (``MIN_REPS`` to ``MAX_REPS``), twice in alternating order (once when
 the first pass took over ``SECOND_PASS_BEFORE``); each provider's best step gives its
-GFLOP/s and the fastest wins.  On a quiet machine that takes well under a second (a busy
-one slows the steps measured, and the measurement with them).
+GFLOP/s and the fastest wins.  Before each provider's steps :func:`settle` waits until the
+process's other threads are idle: the threads a pool lets go spin on for a while (OpenBLAS's
+for about 0.13 s, measured on an Intel Xeon), and a provider timed beside them runs up to
+30x slower than alone (that made oneDNN, 1.3x faster than OpenBLAS there, measure at 3
+GFLOP/s).  On a quiet machine deciding takes well under a second (a busy one slows the
+steps measured, and the measurement with them).
 
 The decision is kept in the process (the same key always gets the same answer: two fits
 of one model compute with one library) and on disk, in ``gemm-choice.json`` under
@@ -31,7 +36,8 @@ again; the same one does not.
 ``FASTNET_CPU_GEMM`` overrides the choice: ``numpy``, ``onednn`` or ``mkl`` (``openblas``:
 the old name of ``numpy``).  The choice, its source (``measured``, ``cache``, the
 setting) and each candidate's GFLOP/s are in ``history.params["gemm"]`` and in ``fastnet
-info``.  Inference (``predict``, ``evaluate``) always runs NumPy's BLAS; ``float64`` models
+info``.  Inference (``predict``, ``evaluate``) always runs NumPy's BLAS (fit's validation runs
+on the training GEMMs' library: :meth:`fastnet.backends.devices.Backend.evaluation_matmul`); ``float64`` models
 and GPU backends have no choice to make; ``precision="bf16"`` runs oneDNN (the one
 bfloat16 provider).
 """
@@ -54,11 +60,15 @@ CPU_GEMM_ENV = "FASTNET_CPU_GEMM"  # (fastnet.backends.precision.CPU_GEMM: the s
 CACHE_FILE = "gemm-choice.json"
 MAX_ENTRIES = 256       # decisions kept on disk (the oldest dropped first)
 
+WARM_STEPS = 2           # untimed steps before a provider's timed ones
 MEASURE_SECONDS = 0.015  # timed per provider and pass, at least ...
 MIN_REPS = 2             # ... this many steps, ...
 MAX_REPS = 40            # ... at most this many
 PASSES = 2               # passes over the providers, in alternating order (the best step counts) ...
 SECOND_PASS_BEFORE = 0.3  # ... the second one only when the first took less than this (seconds)
+SETTLE_LIMIT = 0.3      # seconds waited at most for the process's other threads to go idle, ...
+QUIET_SHARE = 0.2       # ... idle: together they used under this share of one core ...
+QUIET_SECONDS = 0.005   # ... over this long
 
 #: The install line of each optional provider.
 INSTALL = {"onednn": 'pip install ".[bf16]" in fastnet\'s clone (oneDNN: the onednn-cpu-gomp wheel)',
@@ -179,9 +189,26 @@ def _pool(provider: str):
     return matmul.pool if matmul is not None else ("blas", threads.blas_threads, threads.set_blas_threads)
 
 
+def settle(limit: float = SETTLE_LIMIT, clock=time.perf_counter, cpu=time.process_time, sleep=time.sleep) -> float:
+    """Wait (at most ``limit`` seconds) until the other threads of this process are idle: until,
+    over ``QUIET_SECONDS`` of this thread sleeping, the process used under ``QUIET_SHARE`` of
+    one core.  Returns the seconds waited.
+
+    A thread pool's threads spin for a while after their work (OpenBLAS's about 0.13 s,
+    oneDNN's libgomp a few ms, measured on an Intel Xeon); GEMMs of another pool timed meanwhile
+    measure its contention, not its speed."""
+    start = clock()
+    while True:
+        t, c = clock(), cpu()
+        sleep(QUIET_SECONDS)
+        t2, c2 = clock(), cpu()
+        if c2 - c < QUIET_SHARE * (t2 - t) or t2 - start >= limit:
+            return t2 - start
+
+
 def measure(provider: str, problems, threads: int, clock=time.perf_counter, precision: str = "float32") -> float:
     """``provider``'s GFLOP/s on one step of ``problems`` at ``threads`` threads: the best of
-    timed steps after an untimed one (see the module docstring).
+    timed steps after :func:`settle` and ``WARM_STEPS`` untimed ones (see the module docstring).
 
     ``precision="bf16"`` (provider ``"onednn"``, the one bfloat16 provider) times oneDNN's
     bfloat16 GEMMs on operands already rounded to bfloat16: the GEMMs alone, without the
@@ -216,7 +243,9 @@ def measure(provider: str, problems, threads: int, clock=time.perf_counter, prec
             for a, b, out in ops:
                 call(a, b, out)
 
-        step()  # primitives made, threads woken (another pool's may still spin)
+        settle()  # (another pool's threads, still spinning, would be timed with this one)
+        for _ in range(WARM_STEPS):  # primitives made, fast calls compiled, threads woken
+            step()
         times: list[float] = []
         start = clock()
         while len(times) < MAX_REPS and (len(times) < MIN_REPS or clock() - start < MEASURE_SECONDS):

@@ -41,7 +41,7 @@ class Inference:
         def _prepare_y(self, y: ArrayLike, argument: str = "y", fitting: bool = False,
                        classes: Any = None) -> np.ndarray: ...
         def _to_device(self, X: np.ndarray, y: np.ndarray | None = None) -> tuple[Any, Any]: ...
-        def _infer(self, x: Any) -> Any: ...
+        def _infer(self, x: Any, matmul: Any = None) -> Any: ...
         def _correct(self, out: Any, y: Any, into: Any, buffers: Any = None) -> Any: ...
         def _accuracy_denominator(self, n: int) -> int: ...
         def _y_tail(self) -> tuple[int, ...]: ...
@@ -52,8 +52,10 @@ class Inference:
         # batch size of fit (nor, beyond a call of one or two rows, on the call's rows).
         return INFERENCE_CHUNK
 
-    def _evaluate_device(self, Xd, Yd):
-        """Loss and accuracy on device arrays, with buffers of this call's own (thread-safe)."""
+    def _evaluate_device(self, Xd, Yd, matmul=None):
+        """Loss and accuracy on device arrays, with buffers of this call's own (thread-safe).
+        ``matmul``: the GEMM (None: the array module's; fit's validation passes
+        ``backend_.evaluation_matmul()``)."""
         xp, dt = self.backend_.xp, self.backend_.dtype
         n = Xd.shape[0]
         chunk = min(self._chunk(), max(n, 1))
@@ -68,7 +70,7 @@ class Inference:
             start = i * chunk
             xb, yb = Xd[start:start + chunk], Yd[start:start + chunk]
             m = xb.shape[0]
-            out = self._infer(xb)
+            out = self._infer(xb, matmul)
             rows = loss_rows[:m]
             self.loss_(out, yb, rows, grad[:m])
             rows.sum(axis=0, out=losses[i:i + 1], keepdims=True)

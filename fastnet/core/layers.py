@@ -96,9 +96,10 @@ class Layer:
     def backward(self, dy, need_dx):
         raise NotImplementedError
 
-    def infer(self, x):
+    def infer(self, x, matmul=None):
         """Inference forward into new arrays: no shared buffer, so any number of threads
-        may run it on one model at once."""
+        may run it on one model at once.  ``matmul(a, b, out)``: the GEMM to run (None: the
+        array module's; fit's validation passes its training GEMMs' library)."""
         return x
 
 
@@ -241,9 +242,13 @@ class Dense(Layer):
             self._fwd(z, self.b)
         return z
 
-    def infer(self, x):
+    def infer(self, x, matmul=None):
         xp = self.backend_.xp
-        z = xp.matmul(x, self.W)  # a new array per call
+        if matmul is None:
+            z = xp.matmul(x, self.W)  # a new array per call
+        else:
+            z = xp.empty((x.shape[0], self.W.shape[1]), dtype=self.W.dtype)
+            matmul(x, self.W, z)
         if self._saves_input:
             self._fwd(z, self.b, xp.empty_like(z))
         else:

@@ -309,10 +309,11 @@ class Network(Inference, Picklable):
             x = layer.forward(x, training)
         return x
 
-    def _infer(self, x):
-        """Inference forward with new arrays per call: safe from any number of threads."""
+    def _infer(self, x, matmul=None):
+        """Inference forward with new arrays per call: safe from any number of threads.
+        ``matmul``: the GEMM (None: the array module's, as ``predict`` runs)."""
         for layer in self.layers:
-            x = layer.infer(x)
+            x = layer.infer(x) if matmul is None else layer.infer(x, matmul=matmul)
         return x
 
     def _backward(self, grad):

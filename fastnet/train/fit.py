@@ -525,7 +525,9 @@ def _epochs(model, run):
         if model.loss_.is_classifier:
             logs["accuracy"] = correct / model._accuracy_denominator(n)
         if run.Xv is not None:
-            logs.update({f"val_{k}": v for k, v in model._evaluate_device(run.Xv, run.Yv).items()})
+            # (on the training GEMMs' thread pool: a switch to NumPy's BLAS and back slows the next steps)
+            logs.update({f"val_{k}": v for k, v in
+                         model._evaluate_device(run.Xv, run.Yv, model.backend_.evaluation_matmul()).items()})
         logs["lr"] = lr
         logs["seconds"] = time.perf_counter() - t0
         history.append(epoch + 1, logs)

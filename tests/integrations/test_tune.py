@@ -113,7 +113,10 @@ def _check_checkpoint(result):
         evaluated = model.evaluate(X_val, y_val, return_dict=True)
     assert accuracy == metrics["val_accuracy"]
     assert evaluated["accuracy"] == metrics["val_accuracy"]
-    assert evaluated["loss"] == pytest.approx(metrics["val_loss"], rel=1e-9)
+    # (the trial validated on its training GEMMs' library, oneDNN where measured fastest, and
+    # evaluate runs NumPy's: the same loss but for the last bits, 3e-9 relative measured; a
+    # checkpoint of another epoch is off by far more)
+    assert evaluated["loss"] == pytest.approx(metrics["val_loss"], rel=1e-6)
 
 
 def test_the_best_checkpoint_restores_a_model_with_the_reported_accuracy(sweep):
