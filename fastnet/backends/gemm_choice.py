@@ -30,8 +30,8 @@ of one model compute with one library) and on disk, in ``gemm-choice.json`` unde
 fastnet's cache folder (``$XDG_CACHE_HOME/fastnet`` or ``~/.cache/fastnet``; the file
 ``FASTNET_GEMM_CACHE`` names, or ``off``), keyed by the CPU model (``/proc/cpuinfo``'s
 ``model name``), the versions of fastnet, NumPy, NumPy's BLAS, oneDNN and MKL, the thread
-count and the GEMM shapes: a new CPU, library version, thread count or model measures
-again; the same one does not.
+count, the GEMM shapes and the measurement's ``METHOD``: a new CPU, library version, thread
+count, model or method measures again; the same one does not.
 
 ``FASTNET_CPU_GEMM`` overrides the choice: ``numpy``, ``onednn`` or ``mkl`` (``openblas``:
 the old name of ``numpy``).  The choice, its source (``measured``, ``cache``, the
@@ -59,6 +59,9 @@ CACHE_ENV = "FASTNET_GEMM_CACHE"
 CPU_GEMM_ENV = "FASTNET_CPU_GEMM"  # (fastnet.backends.precision.CPU_GEMM: the setting)
 CACHE_FILE = "gemm-choice.json"
 MAX_ENTRIES = 256       # decisions kept on disk (the oldest dropped first)
+#: The measurement's version, in the cache key: decisions of an earlier method are made again
+#: (2: each provider timed after :func:`settle`; the decisions of 1 favoured NumPy's BLAS).
+METHOD = 2
 
 WARM_STEPS = 2           # untimed steps before a provider's timed ones
 MEASURE_SECONDS = 0.015  # timed per provider and pass, at least ...
@@ -342,7 +345,8 @@ def _write_cache(path: Optional[Path], key: str, choice: Choice) -> None:
 def cache_key(cpu: str, versions_: dict, threads: int, problems) -> str:
     """The decision's key: a digest of the CPU model, library versions, thread count and shapes."""
     text = json.dumps({"cpu": cpu, "versions": versions_, "threads": int(threads),
-                       "problems": [list(p) for p in problems], "dtype": "float32"}, sort_keys=True)
+                       "problems": [list(p) for p in problems], "dtype": "float32", "method": METHOD},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

@@ -113,6 +113,15 @@ def test_the_cache_key_names_cpu_versions_threads_and_shapes():
                 gc.cache_key("CPU A", {"numpy": "1"}, 2, problems[:2])}) == 5
 
 
+def test_decisions_of_an_earlier_measurement_method_are_made_again(monkeypatch):
+    # (method 1 timed oneDNN beside OpenBLAS's spinning threads: its cached "numpy" stays wrong)
+    gc.choose(128, SHAPES, 2, "auto", measure=machine({"numpy": 2.0, "onednn": 1.0, "mkl": 1.0}), providers=ALL)
+    monkeypatch.setattr(gc, "_memory", {})
+    monkeypatch.setattr(gc, "METHOD", gc.METHOD + 1)
+    again = machine({"numpy": 1.0, "onednn": 2.0, "mkl": 1.0})
+    assert gc.choose(128, SHAPES, 2, "auto", measure=again, providers=ALL).provider == "onednn" and again.calls
+
+
 @pytest.mark.parametrize("setting", ["numpy", "onednn", "mkl"])
 def test_FASTNET_CPU_GEMM_overrides_the_measurement(monkeypatch, setting):
     measure = machine({"numpy": 1.0, "onednn": 1.0, "mkl": 1.0})
