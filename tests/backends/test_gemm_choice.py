@@ -281,7 +281,7 @@ def test_settle_counts_the_process_cpu_time_while_it_sleeps():
 
 def test_each_provider_is_timed_after_settle_and_its_untimed_steps(monkeypatch):
     # OpenBLAS's idle threads spin for about 0.13 s after NumPy's GEMMs; oneDNN timed meanwhile
-    # measured 0.67-0.83x its speed alone (five fresh processes, Intel Xeon; 3 GFLOP/s instead
+    # measured 0.67-0.76x its speed alone (five fresh processes, Intel Xeon; 3 GFLOP/s instead
     # of 300 in one), and its first steps in a process include primitives made and a compile
     log = []
     monkeypatch.setattr(gc, "settle", lambda: log.append("settle"))
