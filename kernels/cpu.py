@@ -45,7 +45,7 @@ from .reference import (GELU_A, GELU_C, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1
 
 
 #: Public names that are not kernels of the table (``fastnet.kernels.overrides``).
-API = ("PoolUpdate", "pool_update", "PoolRound", "round_bf16_bits")
+API = ("PoolUpdate", "pool_update", "PoolRound", "round_bf16_bits", "PoolForward", "FORWARD_ACTIVATIONS")
 
 
 # --------------------------------------------------------------------------
@@ -1055,6 +1055,235 @@ class PoolRound:
                              f"{src.dtype} {src.shape} and {dst.dtype} {dst.shape}")
         self.table[_HEAD:] = (src.ctypes.data, dst.ctypes.data, 0, 0, src.size)
         self._run(self._body, self._data)
+
+
+
+# --------------------------------------------------------------------------
+# A forward pass of a few rows across the threads of an OpenMP pool
+# --------------------------------------------------------------------------
+#: The forward body's table: the header's length, then seven entries per layer.
+_FWD_HEAD, _FWD_ENTRY = 9, 7
+#: Activation codes of the forward body: the kernels it applies (a layer whose activation is
+#: not here has no :class:`PoolForward`).
+FORWARD_ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "leaky_relu": 4, "gelu": 5}
+
+
+@intrinsic
+def _call_void(typingctx, address):
+    """Call the C function ``void f(void)`` at ``address`` (``GOMP_barrier``)."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.VoidType(), [])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [])
+        return context.get_dummy_value()
+
+    return types.none(address), codegen
+
+
+@njit(**_HELPER_ARRAYS)
+def _partial_rows(x, W, acc, k0, k1):
+    """``acc = x[:, k0:k1] @ W[k0:k1]``: rows ``k0:k1`` of ``W`` (contiguous memory) read
+    four at a time, each used for every row of ``x`` while it is in L1."""
+    n, N = acc.shape
+    zero = _cast(acc, 0.0)
+    for r in range(n):
+        ar = acc[r]
+        for j in range(N):
+            ar[j] = zero
+    k = k0
+    while k + 4 <= k1:
+        w0, w1, w2, w3 = W[k], W[k + 1], W[k + 2], W[k + 3]
+        for r in range(n):
+            xr, ar = x[r], acc[r]
+            a0, a1, a2, a3 = xr[k], xr[k + 1], xr[k + 2], xr[k + 3]
+            for j in range(N):
+                ar[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j]
+        k += 4
+    while k < k1:
+        w0 = W[k]
+        for r in range(n):
+            a0, ar = x[r, k], acc[r]
+            for j in range(N):
+                ar[j] += a0 * w0[j]
+        k += 1
+
+
+def _forward_body(data):  # pragma: no cover - compiled (a C callback)
+    """One thread's share of a :class:`PoolForward` call.  ``data`` is its table (uint64):
+    the addresses of ``omp_get_thread_num``, ``omp_get_num_threads`` and ``GOMP_barrier``,
+    the number of layers, the rows, the input's address, the scratch's address, the bytes
+    between two blocks' scratch, the number of blocks ``P``, then per layer the addresses of
+    ``W``, ``b``, its output and its pre-activation buffer (GELU's), its inputs, its outputs
+    and its activation code.  Called outside a parallel region it runs the whole pass on
+    the calling thread (one thread, and ``GOMP_barrier`` returns at once).
+
+    Each layer: ``W``'s rows are cut into ``P`` blocks (contiguous: a block uses all of a
+    cache's sets); thread ``t`` of ``T`` takes blocks ``t, t + T, ...`` and multiplies the
+    rows by each into scratch of its own (the same blocks on every call, so they stay in
+    that core's L2 cache).  After a barrier it sums the ``P`` partial results, in block
+    order, over the output columns that make up the same blocks of the next layer's input,
+    adds the bias and applies the activation: the next layer's blocks read only what their
+    own thread wrote, so no second barrier is needed, and two banks of scratch alternate
+    between layers so that one layer's partial sums are not written over while another
+    thread still reads the last layer's.  The sums do not depend on ``T``."""
+    _prefer_512bit_vectors()
+    head = numba.carray(data, _FWD_HEAD, np.uint64)
+    t = np.int64(_call_int(head[0]))
+    threads = np.int64(_call_int(head[1]))
+    barrier = head[2]
+    layers, rows = np.int64(head[3]), np.int64(head[4])
+    x_at, scratch, stride, parts = np.int64(head[5]), np.int64(head[6]), np.int64(head[7]), np.int64(head[8])
+    table = numba.carray(data, _FWD_HEAD + _FWD_ENTRY * layers, np.uint64)
+    for layer in range(layers):
+        e = _FWD_HEAD + _FWD_ENTRY * layer
+        K, N, act = np.int64(table[e + 4]), np.int64(table[e + 5]), np.int64(table[e + 6])
+        W = numba.carray(_pointer(table[e]), (K, N), np.float32)
+        x = numba.carray(_pointer(x_at), (rows, K), np.float32)
+        bank = scratch + (layer % 2) * parts * stride
+        for p in range(t, parts, threads):
+            block = numba.carray(_pointer(bank + p * stride), (rows, N), np.float32)
+            _partial_rows(x, W, block, K * p // parts, K * (p + 1) // parts)
+        _call_void(barrier)
+        out_at = np.int64(table[e + 2])
+        for p in range(t, parts, threads):
+            c0, c1 = N * p // parts, N * (p + 1) // parts
+            m = c1 - c0
+            if m == 0:
+                continue
+            b = numba.carray(_pointer(np.int64(table[e + 1]) + 4 * c0), m, np.float32)
+            for r in range(rows):
+                z = numba.carray(_pointer(out_at + 4 * (r * N + c0)), (1, m), np.float32)
+                zr = z[0]
+                for u in range(parts):
+                    part = numba.carray(_pointer(bank + u * stride + 4 * (r * N + c0)), m, np.float32)
+                    if u == 0:
+                        for j in range(m):
+                            zr[j] = part[j]
+                    else:
+                        for j in range(m):
+                            zr[j] += part[j]
+                if act == 0:
+                    identity_fwd(z, b)
+                elif act == 1:
+                    relu_fwd(z, b)
+                elif act == 2:
+                    sigmoid_fwd(z, b)
+                elif act == 3:
+                    tanh_fwd(z, b)
+                elif act == 4:
+                    leaky_relu_fwd(z, b)
+                else:
+                    pre = numba.carray(_pointer(np.int64(table[e + 3]) + 4 * (r * N + c0)), (1, m), np.float32)
+                    gelu_fwd(z, b, pre)
+        x_at = out_at
+
+
+_FORWARD_BODY = None
+
+
+def _forward_body_address():
+    """The address of :func:`_forward_body` compiled as a C callback ``void(void *)``
+    (once per process; cached on disk with the kernels)."""
+    global _FORWARD_BODY
+    if _FORWARD_BODY is None:
+        previous = _cache.redirect(_numba_config)
+        try:
+            _FORWARD_BODY = numba.cfunc(types.void(types.voidptr), **_JIT)(_forward_body)
+        finally:
+            _cache.restore(_numba_config, previous)
+    return _FORWARD_BODY.address
+
+
+def _aligned(n, align=4096):
+    """``n`` float32 zeros starting on a multiple of ``align`` bytes."""
+    raw = np.zeros(n + align // 4, dtype=np.float32)
+    skip = (-raw.ctypes.data % align) // 4
+    return raw[skip:skip + n]
+
+
+class PoolForward:
+    """The forward pass of a float32 network of dense layers on up to ``max_rows`` rows, on
+    one or more threads of an OpenMP pool (:func:`_forward_body`).  What a call of a row or
+    two spends is the time to read the weights, and a core reads its own L2 cache about
+    twice as fast as the shared L3: with the weights cut into ``parts`` blocks, each thread
+    reads its own blocks, the same ones on every call.  The sums are those of a GEMM split
+    into ``parts`` along ``K`` (each output a sum of ``parts`` partial dot products, in
+    block order): the same bits on any number of threads, for a row whatever the other
+    rows of the call; they differ from a BLAS's in the last bits.
+
+    ``layers``: ``(W, b, activation)`` per layer (``W`` (K, N) and ``b`` (N,) C-contiguous
+    float32, read where they are: the caller builds another when they are other arrays);
+    ``functions``: the addresses of the pool's ``omp_get_thread_num``,
+    ``omp_get_num_threads`` and ``GOMP_barrier``; ``run(body, data, threads)`` runs
+    ``body(data)`` on ``threads`` threads of the pool
+    (``fastnet.backends.gemm_onednn.PoolRunner.run``).  Each Python thread calling it has
+    buffers of its own."""
+
+    def __init__(self, layers, max_rows, parts, functions, run):
+        import ctypes
+        import threading
+
+        self.layers = [(W, b, act) for W, b, act in layers]
+        for i, (W, b, act) in enumerate(self.layers):
+            if W.dtype != np.float32 or b.dtype != np.float32 or W.ndim != 2 or b.shape != W.shape[1:] \
+                    or not (W.flags.c_contiguous and b.flags.c_contiguous):
+                raise ValueError(f"PoolForward takes C-contiguous float32 W (K, N) and b (N,), got layer {i}: "
+                                 f"W {W.dtype} {W.shape}, b {b.dtype} {b.shape}")
+            if act not in FORWARD_ACTIVATIONS:
+                raise ValueError(f"PoolForward applies {', '.join(FORWARD_ACTIVATIONS)}, not {act!r} (layer {i})")
+            if i and W.shape[0] != self.layers[i - 1][0].shape[1]:
+                raise ValueError(f"layer {i} takes {W.shape[0]} inputs, layer {i - 1} gives "
+                                 f"{self.layers[i - 1][0].shape[1]}")
+        if not 1 <= parts <= self.layers[0][0].shape[0]:
+            raise ValueError(f"parts must be 1 to {self.layers[0][0].shape[0]} (the first layer's inputs), "
+                             f"got {parts!r}")
+        self.max_rows, self.parts, self._functions, self._run = max_rows, parts, functions, run
+        self._local = threading.local()
+        self._body = _forward_body_address()
+        self._here = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self._body)
+
+    def _buffers(self):
+        """This Python thread's buffers and table (made on its first call)."""
+        mine = getattr(self._local, "buffers", None)
+        if mine is None:
+            widest = max(W.shape[1] for W, _, _ in self.layers)
+            # each block's partial sums on pages of their own: no cache line written by two cores
+            stride = -(-self.max_rows * widest * 4 // 4096) * 4096
+            scratch = _aligned(stride // 4 * self.parts * 2)  # two banks
+            x = _aligned(self.max_rows * self.layers[0][0].shape[0], 64)
+            outs = [_aligned(self.max_rows * W.shape[1], 64) for W, _, _ in self.layers]
+            pres = [_aligned(self.max_rows * W.shape[1], 64) if act == "gelu" else out
+                    for (W, _, act), out in zip(self.layers, outs)]
+            table = [*self._functions, len(self.layers), 0, x.ctypes.data, scratch.ctypes.data, stride, self.parts]
+            for (W, b, act), out, pre in zip(self.layers, outs, pres):
+                table += [W.ctypes.data, b.ctypes.data, out.ctypes.data, pre.ctypes.data, W.shape[0], W.shape[1],
+                          FORWARD_ACTIVATIONS[act]]
+            table = np.array(table, dtype=np.uint64)
+            k, n = self.layers[0][0].shape[0], self.layers[-1][0].shape[1]
+            # per row count: the rows of the input buffer and of the last output
+            views = [None] + [(x[:r * k].reshape(r, k), outs[-1][:r * n].reshape(r, n))
+                              for r in range(1, self.max_rows + 1)]
+            mine = self._local.buffers = (views, table, table.ctypes.data, (scratch, outs, pres))
+        return mine
+
+    def __call__(self, x, threads):
+        """The last layer's outputs (a new (rows, N) array) for ``x`` (rows, K): on the
+        calling thread (``threads=1``) or on ``threads`` threads of the pool."""
+        rows = x.shape[0]
+        if not 0 < rows <= self.max_rows or not 0 < threads <= self.parts:
+            raise ValueError(f"PoolForward runs 1 to {self.max_rows} rows on 1 to {self.parts} threads, "
+                             f"got {rows} rows, {threads} threads")
+        views, table, data, _ = self._buffers()
+        xbuf, out = views[rows]
+        xbuf[...] = x
+        table[4] = rows
+        if threads == 1:
+            self._here(data)
+        else:
+            self._run(self._body, data, threads)
+        return out.copy()
 
 
 _cache.restore(_numba_config, _previous_cache_dir)

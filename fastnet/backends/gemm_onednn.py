@@ -382,6 +382,8 @@ class PoolRunner:
     def __init__(self, omp: ctypes.CDLL) -> None:
         address = lambda f: int(ctypes.cast(f, ctypes.c_void_p).value or 0)
         self.thread_functions = (address(omp.omp_get_thread_num), address(omp.omp_get_num_threads))
+        #: ``GOMP_barrier``: a body calls it where every thread must wait for the others.
+        self.barrier = address(omp.GOMP_barrier)
         self._parallel = omp.GOMP_parallel
         self._parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
         self._parallel.restype = None
@@ -396,10 +398,10 @@ class PoolRunner:
         """A new :class:`FasterOf`: where a user of the pool measures which way is faster."""
         return FasterOf()
 
-    def run(self, body: int, data: int) -> None:
-        """``body(data)`` on each of the pool's threads (its current count); returns when
-        all are done.  The GIL is released meanwhile (a ctypes call)."""
-        self._parallel(body, data, 0, 0)
+    def run(self, body: int, data: int, threads: int = 0) -> None:
+        """``body(data)`` on each of ``threads`` threads of the pool (0: its current count);
+        returns when all are done.  The GIL is released meanwhile (a ctypes call)."""
+        self._parallel(body, data, threads, 0)
 
 
 class FasterOf:

@@ -3,10 +3,13 @@
 A base class of :class:`fastnet.core.model.Network`: every call works through
 ``Layer.infer`` with arrays of its own (no shared buffer), in fixed chunks of
 rows, so any number of threads may predict with one model at once, and a
-prediction does not depend on how many rows came with it, except in a call of
-very few rows, which the BLAS may run through another kernel (OpenBLAS 0.3.31 on
-an AMD EPYC: one or two rows, probabilities of a 784-512-512-10 model 1.5e-7
-from the same row among 1,024).  The output
+prediction does not depend on how many rows came with it, except that on the CPU
+a call of at most ``fastnet.backends.small_batch.MAX_ROWS`` rows runs through a
+kernel of its own (the weights read from each core's L2 cache:
+:mod:`fastnet.backends.small_batch`), whose sums differ from the BLAS's in the
+last bits (probabilities of a 784-512-512-10 model within 1e-6 of those of
+the same row among 1,024); it gives the same bits for a row whatever the call's
+other rows and thread count.  The output
 activation is the loss's (``Loss.outputs``); class labels come back through
 ``classes_``.
 """
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fastnet.backends import small_batch
 from fastnet.core import validation
 
 if TYPE_CHECKING:
@@ -125,6 +129,11 @@ class Inference:
         X = self._prepare_X(X, one_sample=True)
         b = self.backend_
         n = X.shape[0]
+        if n <= small_batch.MAX_ROWS and b.name == "cpu":
+            out = small_batch.outputs(self, X.astype(b.dtype, copy=False))
+            if out is not None:
+                out = self.loss_.outputs(out)
+                return out if each is None else each(out)
         chunk = self._chunk()
         # Peak memory: the result (on the host, filled chunk by chunk) and one chunk's arrays; X is
         # converted to the model's dtype and moved to the device a chunk at a time, never whole.

@@ -103,15 +103,26 @@ def as_array(argument, value):
         raise TypeError(f"{argument} could not be converted to an array: {exc}") from None
 
 
+#: Arrays of at most this many values are checked with ``np.isfinite(a).all()``, without
+#: ``np.errstate`` (entering it costs about 1 µs): float32, Intel Xeon with AMX, 784 values
+#: 0.96 µs against 2.05 for the sum, 4,096 1.21/2.56, 65,536 5.85/12.27.  The sum stays
+#: for larger arrays, where it was measured fastest (it allocates nothing).
+SMALL_CHECK = 65536
+
+
 def check_finite(argument, a):
     """Raise ``ValueError`` saying how many NaN/inf values ``a`` has and where the first is."""
     if a.dtype.kind != "f" or a.size == 0:
         return
-    # Fast path: NaN and inf propagate through a sum, one pass at the memory's speed
-    # (the fastest of the ways measured: docs/pages/decisions.md, "The finite-values check").
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(a.sum()):
+    if a.size <= SMALL_CHECK:
+        if np.isfinite(a).all():
             return
+    else:
+        # Fast path: NaN and inf propagate through a sum, one pass at the memory's speed
+        # (the fastest of the ways measured: docs/pages/decisions.md, "The finite-values check").
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(a.sum()):
+                return
     bad = ~np.isfinite(a)
     count = int(bad.sum())
     if count:  # (else a row sum overflowed: large but finite values)
@@ -181,6 +192,8 @@ def check_columns(X, argument="X"):
 def check_range(argument, a, dtype):
     """Values of ``a`` beyond the finite range of ``dtype`` (float64 data for a float32 model:
     they would become infinite) raise ``ValueError`` naming the first."""
+    if a.dtype == dtype:  # (the common case, before the finfo lookups)
+        return
     dtype = np.dtype(dtype)
     if a.dtype.kind != "f" or dtype.kind != "f" or np.finfo(a.dtype).max <= np.finfo(dtype).max or a.size == 0:
         return
@@ -202,6 +215,11 @@ def check_X(X, n_features=None, argument="X", one_sample=False, dtype=None):
     a 2-D array holding exactly ``n_features`` values in another layout (one ``28 x 28``
     image for 784 features) is ambiguous, and its error says how to pass it as one.
     ``dtype``: the model's; values beyond its range are refused (:func:`check_range`)."""
+    if (type(X) is np.ndarray and X.ndim == 2 and X.dtype == dtype and X.shape[0]
+            and X.shape[1] == n_features and X.dtype.kind == "f"):
+        # the common case in a few steps (predict on a row: 4.5 µs of 28 went to this check)
+        check_finite(argument, X)
+        return X
     check_columns(X, argument)
     a = as_array(argument, X)
     if a.dtype.kind in "bOUSVcMm":

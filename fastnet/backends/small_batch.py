@@ -1,0 +1,212 @@
+"""Predictions of a few rows on the CPU: the forward pass on one or more OpenMP threads.
+
+A call of one row (a request served one at a time) spends its time reading the weights:
+three GEMVs through NumPy's BLAS read the 2.6 MB of a 784-512-512-10 network from the
+shared L3 cache on one core (69 µs measured, Intel Xeon with AMX, 2 cores).  Here the
+weights are cut into one block of rows per thread of an OpenMP pool and each thread
+reads its own blocks, which stay in its core's L2 cache from call to call
+(``fastnet.kernels.cpu.PoolForward``; 20.7 µs for the same three layers on that
+machine, both cores).  Whether that pays, and on how many threads, depends on the CPU,
+its caches and the model: each way (the calling thread alone, or 2, 4, ... threads of
+the pool) is timed on the first calls of each row count, then the fastest runs
+(:class:`Fastest`).  Every way computes the same sums, so which one runs never changes
+a result.
+
+The pool is the process's ``libgomp.so.1`` (oneDNN's OpenMP runtime where fastnet loads
+oneDNN: the same library), loaded with ctypes; without it, or for a model this cannot
+run (a layer other than ``Dense`` and ``Dropout``, an activation the kernel does not
+apply, float64), :func:`outputs` returns None and ``predict`` runs as for many rows.
+``FASTNET_SMALL_BATCH=0`` turns it off.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+import weakref
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+#: Calls of at most this many rows run here; more rows run through the BLAS's GEMMs (whose
+#: kernels reuse each weight across rows, which the one-row kernel does not).
+MAX_ROWS = 16
+
+_runner: Any = None
+_runner_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # libgomp's threads do not survive a fork, and its first parallel region in the child of
+    # a process that ran one waits for them forever: a forked child predicts through the BLAS
+    global _runner
+    if _runner:
+        _runner = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def runner() -> Any:
+    """A :class:`fastnet.backends.gemm_onednn.PoolRunner` on the process's ``libgomp.so.1``,
+    or None where it does not load (or ``FASTNET_SMALL_BATCH=0``)."""
+    global _runner
+    if os.environ.get("FASTNET_SMALL_BATCH", "1").strip() == "0":
+        return None
+    if _runner is None:
+        with _runner_lock:
+            if _runner is None:
+                from fastnet.backends.gemm_onednn import PoolRunner
+
+                try:
+                    omp = ctypes.CDLL("libgomp.so.1")
+                    _runner = PoolRunner(omp)
+                except (OSError, AttributeError):
+                    _runner = False
+    return _runner or None
+
+
+class Fastest:
+    """Of several ways to do the same work, the one measured fastest here, per ``key`` (a
+    row count): each way runs ``TRIES`` times, in turn, on the first calls of a key; then
+    the one with the lowest best time runs for a while, and the key is measured again (a
+    load that came or went since).  The while is ``KEEP_FIRST`` calls after a decision
+    that changed the way, twice as long after each one that kept it, up to ``KEEP_MOST``:
+    a way chosen under a passing load (another library's threads still spinning after a
+    large call: fastnet's 2-thread way measured 75 µs there, 20 µs after) is soon measured
+    again, a steady choice seldom."""
+
+    TRIES = 4
+    KEEP_FIRST = 64
+    KEEP_MOST = 4096
+
+    def __init__(self, ways: list[Any]) -> None:
+        self.ways = list(ways)
+        self.chosen: dict[Any, Any] = {}
+        self._last: dict[Any, tuple[Any, int]] = {}   # key -> (way, calls it is kept)
+        self._times: dict[Any, list[list[float]]] = {}
+        self._calls: dict[Any, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: Any, run: Callable[[Any], Any]) -> Any:
+        """``run(way)`` with the way chosen for ``key`` (or the next one to time)."""
+        way = self.chosen.get(key)
+        if way is not None:
+            calls = self._calls[key] = self._calls.get(key, 0) + 1
+            if calls >= self._last[key][1]:
+                with self._lock:
+                    self.chosen.pop(key, None)
+            return run(way)
+        with self._lock:
+            times = self._times.setdefault(key, [[] for _ in self.ways])
+            i = min(range(len(self.ways)), key=lambda j: len(times[j]))
+        start = time.perf_counter()
+        result = run(self.ways[i])
+        elapsed = time.perf_counter() - start
+        with self._lock:
+            times[i].append(elapsed)
+            if key not in self.chosen and all(len(t) >= self.TRIES for t in times):
+                best = self.ways[min(range(len(self.ways)), key=lambda j: min(times[j]))]
+                last, keep = self._last.get(key, (None, 0))
+                keep = min(2 * keep, self.KEEP_MOST) if best == last else self.KEEP_FIRST
+                self._last[key] = (best, keep)
+                self.chosen[key], self._calls[key] = best, 0
+                del self._times[key]
+        return result
+
+
+def thread_counts(parts: int) -> list[int]:
+    """The ways timed: 1 (the calling thread), 2, 4, ... threads, and ``parts`` (one block each)."""
+    counts, t = [1], 2
+    while t < parts:
+        counts.append(t)
+        t *= 2
+    return counts + [parts] if parts > 1 else counts
+
+
+class _Entry:
+    """A model's :class:`fastnet.kernels.cpu.PoolForward` (None where the kernel cannot run
+    it) and its :class:`Fastest`, for the layers and arrays it was built on."""
+
+    def __init__(self, model: Any, forward: Any) -> None:
+        self.backend = model.backend_
+        self.layers = list(model.layers)
+        self.arrays = [(layer, layer.W, layer.b) for layer in self.layers if hasattr(layer, "W")]
+        self.forward = forward
+        self.fastest: Optional[Fastest] = Fastest(thread_counts(forward.parts)) if forward is not None else None
+
+    def current(self, model: Any) -> bool:
+        """Whether ``model`` still has the backend, layers and arrays this was built on."""
+        if model.backend_ is not self.backend or model.layers != self.layers:
+            return False
+        for layer, W, b in self.arrays:
+            if layer.W is not W or layer.b is not b:
+                return False
+        return True
+
+
+_entries: "weakref.WeakKeyDictionary[Any, _Entry]" = weakref.WeakKeyDictionary()
+_entries_lock = threading.Lock()
+
+
+def _cores() -> int:
+    """The cores this process may run on: one block of the weights per core."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _plan(model: Any) -> Optional[list[tuple[Any, Any, str]]]:
+    """``(W, b, activation)`` per Dense layer of ``model``, or None where the kernel cannot run it."""
+    from fastnet.core.layers import Dense, Dropout
+    from fastnet.kernels import cpu
+
+    backend = model.backend_
+    if backend.name != "cpu" or backend.dtype != np.float32:
+        return None
+    plan = []
+    for layer in model.layers:
+        if isinstance(layer, Dropout):
+            continue  # identity at inference
+        if type(layer) is not Dense or layer.kernel_activation not in cpu.FORWARD_ACTIVATIONS:
+            return None
+        plan.append((layer.W, layer.b, layer.kernel_activation))
+    return plan or None
+
+
+def _entry(model: Any, pool: Any) -> _Entry:
+    """``model``'s entry, made again where its layers or arrays are not those it was made on."""
+    entry = _entries.get(model)
+    if entry is None or not entry.current(model):
+        from fastnet.kernels import cpu
+
+        plan = _plan(model)
+        forward = None if plan is None else cpu.PoolForward(
+            plan, MAX_ROWS, min(_cores(), plan[0][0].shape[0]), (*pool.thread_functions, pool.barrier), pool.run)
+        entry = _Entry(model, forward)
+        with _entries_lock:
+            _entries[model] = entry
+    return entry
+
+
+def outputs(model: Any, X: np.ndarray) -> Optional[np.ndarray]:
+    """The last layer's outputs (before the loss's activation) for the rows of ``X`` (a
+    float32 host array of at most :data:`MAX_ROWS` rows), or None where this does not run
+    (see the module docstring)."""
+    if not 0 < X.shape[0] <= MAX_ROWS or X.dtype != np.float32:
+        return None
+    pool = _runner if _runner is not None else runner()
+    if not pool:
+        return None
+    entry = _entry(model, pool)
+    forward, fastest = entry.forward, entry.fastest
+    if forward is None or fastest is None:
+        return None
+    x = np.ascontiguousarray(X)
+    return fastest(x.shape[0], lambda threads: forward(x, threads))
+
+
+def choices(model: Any) -> dict[int, int]:
+    """The thread count chosen so far per row count, for ``model`` (empty before any call)."""
+    entry = _entries.get(model)
+    return {} if entry is None or entry.fastest is None else dict(entry.fastest.chosen)

@@ -1,0 +1,254 @@
+"""Predictions of a few rows through the OpenMP forward kernel (fastnet.backends.small_batch,
+fastnet.kernels.cpu.PoolForward): the outputs against NumPy in float64 for every activation the
+kernel applies, the same bits on any thread count and beside any other rows, the fastest way
+chosen by measurement, the model's live weights read (after fit, after a layer's array is
+replaced), the fallbacks, and a forked child that does not hang."""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import fastnet
+from fastnet import datasets
+from fastnet.backends import small_batch
+from fastnet.kernels import cpu
+
+pytestmark = pytest.mark.skipif(small_batch.runner() is None, reason="libgomp.so.1 does not load here")
+
+GELU_C, GELU_A, LEAKY = 0.7978845608028654, 0.044715, 0.01
+# Independent float64 activations (the textbook formulas, not fastnet's kernels)
+ACT = {
+    "identity": lambda v: v,
+    "relu": lambda v: np.maximum(v, 0),
+    "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+    "tanh": np.tanh,
+    "leaky_relu": lambda v: np.where(v > 0, v, LEAKY * v),
+    "gelu": lambda v: 0.5 * v * (1 + np.tanh(GELU_C * (v + GELU_A * v ** 3))),
+}
+
+
+def layers(sizes, activations, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for (k, n), act in zip(zip(sizes[:-1], sizes[1:]), activations):
+        W = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32) * 0.1
+        out.append((W, b, act))
+    return out
+
+
+def reference(x, plan):
+    a = x.astype(np.float64)
+    for W, b, act in plan:
+        a = ACT[act](a @ W.astype(np.float64) + b)
+    return a
+
+
+def forward(plan, parts):
+    pool = small_batch.runner()
+    return cpu.PoolForward(plan, small_batch.MAX_ROWS, parts, (*pool.thread_functions, pool.barrier), pool.run)
+
+
+@pytest.mark.parametrize("act", sorted(cpu.FORWARD_ACTIVATIONS))
+def test_each_activation_against_numpy_in_float64(act):
+    # odd sizes: K not a multiple of 4 (the kernel's tail), N below one vector, blocks of unequal size
+    plan = layers([37, 50, 33, 7], [act, act, "identity"])
+    x = np.random.default_rng(1).standard_normal((5, 37)).astype(np.float32)
+    want = reference(x, plan)
+    for parts in (1, 2, 3):
+        for threads in range(1, parts + 1):
+            got = forward(plan, parts)(x, threads)
+            np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=f"{act}, {parts} parts, {threads} threads")
+
+
+def test_the_same_bits_on_any_thread_count_and_beside_any_other_rows():
+    plan = layers([61, 40, 29, 5], ["relu", "tanh", "identity"])
+    X = np.random.default_rng(2).standard_normal((16, 61)).astype(np.float32)
+    f = forward(plan, 3)
+    whole = f(X, 3)
+    for threads in (1, 2, 3):
+        assert np.array_equal(f(X, threads), whole), threads
+    for i in range(16):
+        assert np.array_equal(f(X[i:i + 1], 2), whole[i:i + 1]), i
+    assert np.array_equal(f(X[3:9], 1), whole[3:9])
+
+
+def test_calls_from_several_python_threads_each_get_their_own_rows():
+    plan = layers([64, 48, 6], ["relu", "identity"])
+    f = forward(plan, 2)
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal((1 + i % 4, 64)).astype(np.float32) for i in range(8)]
+    wanted = [f(x, 1) for x in inputs]
+    bad = []
+
+    def work(i):
+        for _ in range(200):
+            if not np.array_equal(f(inputs[i], 2), wanted[i]):
+                bad.append(i)
+                return
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_pool_forward_refuses_what_it_cannot_run():
+    plan = layers([8, 4], ["relu"])
+    with pytest.raises(ValueError, match="applies .* not 'swish'"):
+        forward([(plan[0][0], plan[0][1], "swish")], 2)
+    with pytest.raises(ValueError, match="float32"):
+        forward([(plan[0][0].astype(np.float64), plan[0][1], "relu")], 2)
+    with pytest.raises(ValueError, match="1 to 16 rows"):
+        forward(plan, 2)(np.zeros((17, 8), np.float32), 1)
+    with pytest.raises(ValueError, match="1 to 2 threads"):
+        forward(plan, 2)(np.zeros((1, 8), np.float32), 3)
+
+
+class Clock:
+    """A fake time.perf_counter: each way costs what ``cost`` says."""
+
+    def __init__(self, cost):
+        self.now, self.cost = 0.0, cost
+
+    def perf_counter(self):
+        return self.now
+
+    def run(self, way):
+        self.now += self.cost[way]
+        return way
+
+
+def test_fastest_runs_the_way_measured_fastest_and_measures_again(monkeypatch):
+    clock = Clock({1: 5.0, 2: 2.0, 4: 3.0})
+    monkeypatch.setattr(small_batch, "time", clock)
+    f = small_batch.Fastest([1, 2, 4])
+    ran = [f(1, clock.run) for _ in range(3 * f.TRIES)]
+    assert sorted(ran) == sorted([1, 2, 4] * f.TRIES)  # each way timed TRIES times
+    assert f.chosen == {1: 2}
+    assert [f(1, clock.run) for _ in range(f.KEEP_FIRST - 1)] == [2] * (f.KEEP_FIRST - 1)
+    f(1, clock.run)
+    assert 1 not in f.chosen  # kept KEEP_FIRST calls, then measured again
+    clock.cost[2] = 9.0  # a load came: 4 threads now fastest
+    for _ in range(3 * f.TRIES):
+        f(1, clock.run)
+    assert f.chosen == {1: 4}
+
+
+def test_a_steady_choice_is_kept_twice_as_long_each_time(monkeypatch):
+    clock = Clock({1: 5.0, 2: 2.0})
+    monkeypatch.setattr(small_batch, "time", clock)
+    f = small_batch.Fastest([1, 2])
+    kept = []
+    for _ in range(4):
+        for _ in range(2 * f.TRIES):
+            f(1, clock.run)
+        n = 0
+        while 1 in f.chosen:
+            f(1, clock.run)
+            n += 1
+        kept.append(n)
+    assert kept == [f.KEEP_FIRST, 2 * f.KEEP_FIRST, 4 * f.KEEP_FIRST, 8 * f.KEEP_FIRST]
+
+
+def test_thread_counts():
+    assert small_batch.thread_counts(1) == [1]
+    assert small_batch.thread_counts(2) == [1, 2]
+    assert small_batch.thread_counts(6) == [1, 2, 4, 6]
+    assert small_batch.thread_counts(8) == [1, 2, 4, 8]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 40)).astype(np.float32)
+    y = np.argmax(X[:, :5] + 0.3 * rng.standard_normal((2000, 5)), axis=1)
+    model = fastnet.MLP([40, 96, 64, 5], backend="cpu", seed=0)
+    model.fit(X, y, epochs=2, batch_size=64, verbose=0)
+    return model, X, y
+
+
+def test_predict_of_a_few_rows_runs_the_kernel_and_agrees_with_many_rows(fitted):
+    model, X, _ = fitted
+    many = model.predict_proba(X[:1024])  # the BLAS's GEMMs, one chunk
+    for n in (1, 2, 7, 16):
+        few = model.predict_proba(X[:n])
+        np.testing.assert_allclose(few, many[:n], rtol=0, atol=1e-6)
+    assert set(small_batch.choices(model)) <= set(range(1, 17))
+    assert small_batch._entries[model].forward is not None
+    assert np.array_equal(model.predict(X[:5]), np.argmax(many[:5], axis=1))
+
+
+def test_predict_reads_the_weights_that_fit_changed_and_a_replaced_array(fitted):
+    model, X, y = fitted
+    model.predict_proba(X[:1])
+    model.fit(X, y, epochs=1, batch_size=64, verbose=0)  # weights change in place
+    np.testing.assert_allclose(model.predict_proba(X[:3]), model.predict_proba(X[:1024])[:3], atol=1e-6)
+    layer = model.layers[1]
+    layer.W = model.backend_.parameter(np.asarray(layer.W) * 0.5)  # another array
+    np.testing.assert_allclose(model.predict_proba(X[:3]), model.predict_proba(X[:1024])[:3], atol=1e-6)
+
+
+def test_weights_start_on_a_cache_line(fitted):
+    model, _, _ = fitted
+    for layer in model.layers:
+        assert layer.W.ctypes.data % 64 == 0 and layer.b.ctypes.data % 64 == 0, layer.name
+
+
+def test_models_the_kernel_cannot_run_predict_as_before(fitted, monkeypatch):
+    X, y = datasets.make_blobs(n_samples=300, seed=0)
+    m64 = fastnet.MLP([2, 16, 3], backend="cpu", seed=0, dtype="float64")
+    m64.fit(X, y, epochs=1, verbose=0)
+    np.testing.assert_allclose(m64.predict_proba(X[:2]), m64.predict_proba(X)[:2], rtol=1e-12)
+    assert small_batch.choices(m64) == {}
+    model, Xf, _ = fitted
+    monkeypatch.setenv("FASTNET_SMALL_BATCH", "0")
+    monkeypatch.setattr(small_batch, "_runner", None)
+    assert small_batch.runner() is None
+    before = dict(small_batch.choices(model))
+    blas = model.loss_.outputs(model._infer(np.ascontiguousarray(Xf[:2])))  # NumPy's GEMMs on these rows
+    assert np.array_equal(model.predict_proba(Xf[:2]), blas)
+    assert small_batch.choices(model) == before
+
+
+def test_a_forked_child_predicts_without_waiting_for_its_parents_threads(tmp_path):
+    script = textwrap.dedent("""
+        import os, sys
+        import numpy as np
+        import fastnet
+        from fastnet.backends import small_batch
+        m = fastnet.MLP([64, 256, 10], backend="cpu", seed=0)
+        m.build(64)
+        x = np.ones((1, 64), np.float32)
+        small_batch._entries.clear()
+        for _ in range(40):
+            m.predict_proba(x)
+        small_batch._entries[m].forward(x, 2)  # the parent has run an OpenMP team
+        pid = os.fork()
+        if pid == 0:
+            m.predict_proba(x)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], timeout=60, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked child's predict waited for threads that did not survive the fork")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_non_finite_row_is_still_refused_by_name(fitted):
+    model, X, _ = fitted
+    row = X[:1].copy()
+    row[0, 3] = np.nan
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value; the first is X\[0, 3\] = nan"):
+        model.predict_proba(row)
