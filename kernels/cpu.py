@@ -1063,9 +1063,6 @@ class PoolRound:
 # --------------------------------------------------------------------------
 #: The forward body's table: the header's length, then seven entries per layer.
 _FWD_HEAD, _FWD_ENTRY = 9, 7
-#: Activation codes of the forward body: the kernels it applies (a layer whose activation is
-#: not here has no :class:`PoolForward`).
-FORWARD_ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "leaky_relu": 4, "gelu": 5}
 
 
 @intrinsic
@@ -1164,7 +1161,7 @@ def _forward_body(data):  # pragma: no cover - compiled (a C callback)
                     else:
                         for j in range(m):
                             zr[j] += part[j]
-                if act == 0:
+                if act == 0:  # (the codes of _FORWARD_KERNELS)
                     identity_fwd(z, b)
                 elif act == 1:
                     relu_fwd(z, b)
@@ -1179,6 +1176,12 @@ def _forward_body(data):  # pragma: no cover - compiled (a C callback)
                     gelu_fwd(z, b, pre)
         x_at = out_at
 
+
+#: The activation kernels the forward body applies, in the order of its codes (a layer whose
+#: activation is not among them predicts through the BLAS: no :class:`PoolForward`).
+_FORWARD_KERNELS = (identity_fwd, relu_fwd, sigmoid_fwd, tanh_fwd, leaky_relu_fwd, gelu_fwd)
+#: Activation name -> code.
+FORWARD_ACTIVATIONS = {f.__name__[:-len("_fwd")]: code for code, f in enumerate(_FORWARD_KERNELS)}
 
 _FORWARD_BODY = None
 

@@ -200,7 +200,7 @@ class Dense(Layer):
         self.W = backend.parameter(self._initial_weights(n_in, rng), dtype=dt)
         # Without a bias the kernels still add a zero vector: one signature
         # for every kernel is worth one read of `units` zeros.
-        self.b = backend.parameter(np.zeros(self.units), dtype=dt)
+        self.b = backend.xp.zeros(self.units, dtype=dt)
         self.dW = backend.xp.zeros_like(self.W)
         self.db = backend.xp.zeros_like(self.b)
         self._bind_kernels()
