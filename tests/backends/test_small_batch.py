@@ -254,3 +254,13 @@ def test_a_non_finite_row_is_still_refused_by_name(fitted):
     row[0, 3] = np.nan
     with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value; the first is X\[0, 3\] = nan"):
         model.predict_proba(row)
+
+
+def test_large_finite_rows_are_data_and_a_single_inf_is_not(fitted):
+    from fastnet.core import validation
+
+    big = np.full((1, 40), 3e19, np.float32)  # its sum of squares overflows: the exact count decides
+    validation.check_finite("X", big)
+    big[0, 7] = -np.inf
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value; the first is X\[0, 7\] = -inf"):
+        validation.check_finite("X", big)

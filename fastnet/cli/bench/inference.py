@@ -129,6 +129,10 @@ def worker(name, workdir):
                 predict(row)
                 us.append((time.perf_counter_ns() - t0) / 1e3)
             answer = {"us": us}
+            if name == "fastnet":  # the thread count its few-row kernel runs on, per row count
+                from fastnet.backends import small_batch
+
+                answer["threads"] = {str(k): v for k, v in small_batch.choices(predict.__self__).items()}
         print(json.dumps(answer), file=out, flush=True)
 
 
@@ -178,6 +182,8 @@ def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
     per_round = max(1, settings.calls // settings.latency_rounds)
     times = {n: [] for n in names}
     lat = {n: [] for n in names}
+    round_medians = {n: [] for n in names}
+    threads_seen = []
     procs = {}
     with tempfile.TemporaryDirectory() as tmp:
         model.save(os.path.join(tmp, "model.npz"))
@@ -202,7 +208,11 @@ def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
                     time.sleep(SETTLE_SECONDS)
             for k in range(settings.latency_rounds):
                 for name in names:
-                    lat[name].extend(_ask(procs[name], name, f"rows {k * per_round} {per_round}")["us"])
+                    answer = _ask(procs[name], name, f"rows {k * per_round} {per_round}")
+                    lat[name].extend(answer["us"])
+                    round_medians[name].append(float(np.median(answer["us"])))
+                    if "threads" in answer:
+                        threads_seen.append(answer["threads"])
                     time.sleep(SETTLE_SECONDS)
         finally:
             bench_processes.end_workers(procs)
@@ -217,8 +227,10 @@ def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
             "seconds": t, "rows_per_s": len(X) / statistics.median(t),
             "fastnet_speedup_per_round": ratio, "fastnet_speedup": statistics.median(ratio),
             "latency_us_median": float(np.median(lu)), "latency_us_p90": float(np.percentile(lu, 90)),
-            "latency_calls": len(lu),
+            "latency_calls": len(lu), "latency_us_median_per_round": round_medians[name],
         }
+    # fastnet's few-row kernel: its thread count per row count after each latency round
+    result["systems"]["fastnet"]["small_batch_threads_per_round"] = threads_seen
     return result
 
 
