@@ -3,9 +3,9 @@
 A call of one row (a request served one at a time) spends its time reading the weights:
 three GEMVs through NumPy's BLAS read the 2.6 MB of a 784-512-512-10 network from the
 shared L3 cache on one core (69 µs measured, Intel Xeon with AMX, 2 cores).  Here the
-weights are cut into one block of rows per thread of an OpenMP pool and each thread
+weights are cut into one block of rows per core and each thread of an OpenMP team
 reads its own blocks, which stay in its core's L2 cache from call to call
-(``fastnet.kernels.cpu.PoolForward``; 20.7 µs for the same three layers on that
+(``fastnet.kernels.cpu.PoolForward``; 17.5 µs for the same three layers on that
 machine, both cores).  Whether that pays, and on how many threads, depends on the CPU,
 its caches and the model: each way (the calling thread alone, or 2, 4, ... threads of
 the pool) is timed on the first calls of each row count, then the fastest runs
