@@ -23,6 +23,7 @@ def precision_lines() -> list[str]:
     lines.append(f"float32 GEMMs of cpu training: {provider} "
                  f"({CPU_GEMM}={os.environ.get(CPU_GEMM, 'auto')}: {how}; inference: NumPy's BLAS)")
     lines.extend(gemm_choice_lines(provider))
+    lines.append(small_batch_line())
     for name in [n for n, device in DEVICES.items() if device.gpu]:
         if backend_status(name)[0]:
             try:
@@ -133,3 +134,16 @@ def report():
     lines.extend(kernel_lines())
     lines.append(f"kernel cache: {numba_cache_dir()}  (set FASTNET_KERNEL_CACHE to move it)")
     return "\n".join(lines)
+
+
+def small_batch_line() -> str:
+    """Where CPU ``predict`` of a few rows runs (fastnet.backends.small_batch)."""
+    from fastnet.backends import small_batch
+
+    if os.environ.get("FASTNET_SMALL_BATCH", "1").strip() == "0":
+        return "predict of 1-16 rows (cpu, float32): NumPy's BLAS (FASTNET_SMALL_BATCH=0)"
+    if small_batch.runner() is None:
+        return "predict of 1-16 rows (cpu, float32): NumPy's BLAS (libgomp.so.1 does not load here)"
+    return (f"predict of 1-{small_batch.MAX_ROWS} rows (cpu, float32): the forward kernel on OpenMP threads "
+            f"(the weights in {small_batch._cores()} blocks, one per core; the thread count measured per "
+            "row count; FASTNET_SMALL_BATCH=0 turns it off)")

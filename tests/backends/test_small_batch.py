@@ -264,3 +264,11 @@ def test_large_finite_rows_are_data_and_a_single_inf_is_not(fitted):
     big[0, 7] = -np.inf
     with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value; the first is X\[0, 7\] = -inf"):
         validation.check_finite("X", big)
+
+
+def test_fastnet_info_says_where_a_few_rows_run(monkeypatch):
+    from fastnet.cli import info
+
+    assert "the forward kernel on OpenMP threads" in info.small_batch_line()
+    monkeypatch.setenv("FASTNET_SMALL_BATCH", "0")
+    assert info.small_batch_line().endswith("NumPy's BLAS (FASTNET_SMALL_BATCH=0)")
