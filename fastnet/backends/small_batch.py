@@ -7,10 +7,12 @@ weights are cut into one block of rows per core and each thread of an OpenMP tea
 reads its own blocks, which stay in its core's L2 cache from call to call
 (``fastnet.kernels.cpu.PoolForward``; 17.5 µs for the same three layers on that
 machine, both cores).  Whether that pays, and on how many threads, depends on the CPU,
-its caches and the model: each way (the calling thread alone, or 2, 4, ... threads of
-the pool) is timed on the first calls of each row count, then the fastest runs
-(:class:`Fastest`).  Every way computes the same sums, so which one runs never changes
-a result.
+its caches and the model.  At the first call of each row count the kernel (on each thread
+count) is timed against NumPy's GEMMs, once (:func:`_kernel_wins`), and where NumPy's are
+faster those calls keep running through them; else each thread count (the calling thread
+alone, or 2, 4, ... threads of the pool) is timed on the first calls, then the fastest runs
+(:class:`Fastest`).  Every thread count computes the same sums, so which one runs never
+changes a result.
 
 The pool is the process's ``libgomp.so.1`` (oneDNN's OpenMP runtime where fastnet loads
 oneDNN: the same library), loaded with ctypes; without it, or for a model this cannot
@@ -21,6 +23,7 @@ apply, float64), :func:`outputs` returns None and ``predict`` runs as for many r
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 import time
@@ -136,6 +139,9 @@ class _Entry:
         self.arrays = [(layer, layer.W, layer.b) for layer in self.layers if hasattr(layer, "W")]
         self.forward = forward
         self.fastest: Optional[Fastest] = Fastest(thread_counts(forward.parts)) if forward is not None else None
+        #: per row count: whether the kernel beat NumPy's GEMMs (:func:`_kernel_wins`)
+        self.gate: dict[int, bool] = {}
+        self.gate_lock = threading.Lock()
 
     def current(self, model: Any) -> bool:
         """Whether ``model`` still has the backend, layers and arrays this was built on."""
@@ -189,6 +195,41 @@ def _entry(model: Any, pool: Any) -> _Entry:
     return entry
 
 
+#: Timed calls of each way when the kernel is weighed against NumPy's GEMMs.
+GATE_TRIES = 5
+
+
+def best_way(ways: dict[Any, Callable[[], Any]], tries: int = GATE_TRIES) -> Any:
+    """The key of ``ways`` whose best of ``tries`` timed calls (in turn, after one untimed
+    call of each) is the lowest."""
+    for run in ways.values():
+        run()
+    best = {key: float("inf") for key in ways}
+    for _ in range(tries):
+        for key, run in ways.items():
+            start = time.perf_counter()
+            run()
+            best[key] = min(best[key], time.perf_counter() - start)
+    return min(best, key=lambda key: best[key])
+
+
+def _kernel_wins(model: Any, entry: _Entry, rows: int) -> bool:
+    """Whether the kernel, on its fastest thread count, beats NumPy's GEMMs on calls of
+    ``rows`` rows here: timed once per row count on rows of ones, after the process's
+    other threads have gone idle (a BLAS's threads spin for a while after a large call,
+    and a kernel timed beside them measures the contention).  Decided once, so that a
+    row's outputs do not change from call to call: the kernel's sums are not the BLAS's."""
+    from fastnet.backends import gemm_choice
+
+    forward = entry.forward
+    x = np.ones((rows, forward.layers[0][0].shape[0]), dtype=np.float32)
+    ways: dict[Any, Callable[[], Any]] = {"numpy": lambda: model._infer(x)}
+    for threads in thread_counts(forward.parts):
+        ways[threads] = functools.partial(forward, x, threads)
+    gemm_choice.settle()
+    return best_way(ways) != "numpy"
+
+
 def outputs(model: Any, X: np.ndarray) -> Optional[np.ndarray]:
     """The last layer's outputs (before the loss's activation) for the rows of ``X`` (a
     float32 host array of at most :data:`MAX_ROWS` rows), or None where this does not run
@@ -202,11 +243,25 @@ def outputs(model: Any, X: np.ndarray) -> Optional[np.ndarray]:
     forward, fastest = entry.forward, entry.fastest
     if forward is None or fastest is None:
         return None
+    rows = X.shape[0]
+    wins = entry.gate.get(rows)
+    if wins is None:
+        with entry.gate_lock:  # decided once, by one thread
+            wins = entry.gate.get(rows)
+            if wins is None:
+                wins = entry.gate[rows] = _kernel_wins(model, entry, rows)
+    if not wins:
+        return None
     x = np.ascontiguousarray(X)
     return fastest(x.shape[0], lambda threads: forward(x, threads))
 
 
-def choices(model: Any) -> dict[int, int]:
-    """The thread count chosen so far per row count, for ``model`` (empty before any call)."""
+def choices(model: Any) -> dict[int, Any]:
+    """Per row count seen so far: the kernel's thread count chosen, or ``"numpy"`` where
+    NumPy's GEMMs were faster (empty before any call, and for a model the kernel cannot run)."""
     entry = _entries.get(model)
-    return {} if entry is None or entry.fastest is None else dict(entry.fastest.chosen)
+    if entry is None or entry.fastest is None:
+        return {}
+    chosen: dict[int, Any] = {rows: "numpy" for rows, wins in entry.gate.items() if not wins}
+    chosen.update(entry.fastest.chosen)
+    return chosen

@@ -272,3 +272,39 @@ def test_fastnet_info_says_where_a_few_rows_run(monkeypatch):
     assert "the forward kernel on OpenMP threads" in info.small_batch_line()
     monkeypatch.setenv("FASTNET_SMALL_BATCH", "0")
     assert info.small_batch_line().endswith("NumPy's BLAS (FASTNET_SMALL_BATCH=0)")
+
+
+def test_best_way_times_each_way_after_an_untimed_call(monkeypatch):
+    clock = Clock({"numpy": 3.0, 1: 4.0, 2: 2.5})
+    monkeypatch.setattr(small_batch, "time", clock)
+    calls = []
+    ways = {k: (lambda k=k: calls.append(clock.run(k))) for k in clock.cost}
+    assert small_batch.best_way(ways, tries=3) == 2
+    assert sorted(calls, key=str) == sorted([k for k in clock.cost for _ in range(4)], key=str)
+    clock.cost[2] = 3.5
+    assert small_batch.best_way(ways, tries=3) == "numpy"
+
+
+def fresh(model):
+    """``model`` without its few-row decisions (as if never called)."""
+    small_batch._entries.pop(model, None)
+
+
+def test_where_numpys_gemms_win_a_few_rows_keep_running_through_them(fitted, monkeypatch):
+    model, X, _ = fitted
+    fresh(model)
+    order = []
+    monkeypatch.setattr(small_batch, "best_way", lambda ways: order.append("measured") or "numpy")
+    monkeypatch.setattr("fastnet.backends.gemm_choice.settle", lambda: order.append("settled"))
+    x = np.ascontiguousarray(X[:3])
+    blas = model.loss_.outputs(model._infer(x))
+    assert np.array_equal(model.predict_proba(x), blas)
+    assert np.array_equal(model.predict_proba(x), blas)
+    assert small_batch.choices(model) == {3: "numpy"}
+    assert order == ["settled", "measured"]  # other threads idle first; decided once per row count
+    monkeypatch.setattr(small_batch, "best_way", lambda ways: 2)
+    fresh(model)
+    few = model.predict_proba(x)
+    assert not np.array_equal(few, blas)  # the kernel's sums, not the BLAS's
+    np.testing.assert_allclose(few, blas, atol=1e-6)
+    fresh(model)
