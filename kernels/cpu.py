@@ -1121,7 +1121,8 @@ def _forward_body(data):  # pragma: no cover - compiled (a C callback)
     rows by each into scratch of its own (the same blocks on every call, so they stay in
     that core's L2 cache).  After a barrier it sums the ``P`` partial results, in block
     order, over the output columns that make up the same blocks of the next layer's input,
-    adds the bias and applies the activation: the next layer's blocks read only what their
+    adds the bias and applies the activation (softmax, on the last layer: whole rows, by
+    thread 0): the next layer's blocks read only what their
     own thread wrote, so no second barrier is needed, and two banks of scratch alternate
     between layers so that one layer's partial sums are not written over while another
     thread still reads the last layer's.  The sums do not depend on ``T``."""
@@ -1144,8 +1145,9 @@ def _forward_body(data):  # pragma: no cover - compiled (a C callback)
             _partial_rows(x, W, block, K * p // parts, K * (p + 1) // parts)
         _call_void(barrier)
         out_at = np.int64(table[e + 2])
-        for p in range(t, parts, threads):
-            c0, c1 = N * p // parts, N * (p + 1) // parts
+        whole = act == 6  # softmax: whole rows, on thread 0 (the last layer only)
+        for p in range(t, 1 if whole else parts, threads):
+            c0, c1 = (0, N) if whole else (N * p // parts, N * (p + 1) // parts)
             m = c1 - c0
             if m == 0:
                 continue
@@ -1171,6 +1173,8 @@ def _forward_body(data):  # pragma: no cover - compiled (a C callback)
                     tanh_fwd(z, b)
                 elif act == 4:
                     leaky_relu_fwd(z, b)
+                elif act == 6:
+                    softmax_fwd(z, b)
                 else:
                     pre = numba.carray(_pointer(np.int64(table[e + 3]) + 4 * (r * N + c0)), (1, m), np.float32)
                     gelu_fwd(z, b, pre)
@@ -1179,7 +1183,7 @@ def _forward_body(data):  # pragma: no cover - compiled (a C callback)
 
 #: The activation kernels the forward body applies, in the order of its codes (a layer whose
 #: activation is not among them predicts through the BLAS: no :class:`PoolForward`).
-_FORWARD_KERNELS = (identity_fwd, relu_fwd, sigmoid_fwd, tanh_fwd, leaky_relu_fwd, gelu_fwd)
+_FORWARD_KERNELS = (identity_fwd, relu_fwd, sigmoid_fwd, tanh_fwd, leaky_relu_fwd, gelu_fwd, softmax_fwd)
 #: Activation name -> code.
 FORWARD_ACTIVATIONS = {f.__name__[:-len("_fwd")]: code for code, f in enumerate(_FORWARD_KERNELS)}
 
@@ -1236,6 +1240,8 @@ class PoolForward:
                                  f"W {W.dtype} {W.shape}, b {b.dtype} {b.shape}")
             if act not in FORWARD_ACTIVATIONS:
                 raise ValueError(f"PoolForward applies {', '.join(FORWARD_ACTIVATIONS)}, not {act!r} (layer {i})")
+            if act == "softmax" and i + 1 < len(self.layers):
+                raise ValueError(f"PoolForward applies softmax on the last layer only, got it on layer {i}")
             if i and W.shape[0] != self.layers[i - 1][0].shape[1]:
                 raise ValueError(f"layer {i} takes {W.shape[0]} inputs, layer {i - 1} gives "
                                  f"{self.layers[i - 1][0].shape[1]}")

@@ -17,7 +17,8 @@ changes a result.
 The pool is the process's ``libgomp.so.1`` (oneDNN's OpenMP runtime where fastnet loads
 oneDNN: the same library), loaded with ctypes; without it, or for a model this cannot
 run (a layer other than ``Dense`` and ``Dropout``, an activation the kernel does not
-apply, float64), :func:`outputs` returns None and ``predict`` runs as for many rows.
+apply, float64, ``kernels="reference"``), :func:`outputs` returns None and ``predict``
+runs as for many rows.
 ``FASTNET_SMALL_BATCH=0`` turns it off.
 """
 from __future__ import annotations
@@ -163,13 +164,15 @@ def _cores() -> int:
 
 
 def _plan(model: Any) -> Optional[list[tuple[Any, Any, str]]]:
-    """``(W, b, activation)`` per Dense layer of ``model``, or None where the kernel cannot run it."""
+    """``(W, b, activation)`` per Dense layer of ``model`` (the last one's the loss's output
+    activation where the kernel applies it: probabilities out), or None where the kernel
+    cannot run it."""
     from fastnet.core.layers import Dense, Dropout
     from fastnet.kernels import cpu
 
     backend = model.backend_
-    if backend.name != "cpu" or backend.dtype != np.float32:
-        return None
+    if backend.name != "cpu" or backend.dtype != np.float32 or backend.kernels_name != "fused":
+        return None  # (kernels="reference": the table's plain NumPy versions, as asked)
     plan = []
     for layer in model.layers:
         if isinstance(layer, Dropout):
@@ -177,6 +180,12 @@ def _plan(model: Any) -> Optional[list[tuple[Any, Any, str]]]:
         if type(layer) is not Dense or layer.kernel_activation not in cpu.FORWARD_ACTIVATIONS:
             return None
         plan.append((layer.W, layer.b, layer.kernel_activation))
+    fused = getattr(model.loss_, "fused_activation", None)
+    if plan and fused is not None:
+        W, b, act = plan[-1]
+        if act != "identity" or fused not in cpu.FORWARD_ACTIVATIONS:
+            return None
+        plan[-1] = (W, b, fused)
     return plan or None
 
 
@@ -231,9 +240,10 @@ def _kernel_wins(model: Any, entry: _Entry, rows: int) -> bool:
 
 
 def outputs(model: Any, X: np.ndarray) -> Optional[np.ndarray]:
-    """The last layer's outputs (before the loss's activation) for the rows of ``X`` (a
-    float32 host array of at most :data:`MAX_ROWS` rows), or None where this does not run
-    (see the module docstring)."""
+    """The network's outputs after the loss's output activation (the probabilities of a
+    classifier, as ``model.loss_.outputs`` makes them) for the rows of ``X`` (a float32
+    host array of at most :data:`MAX_ROWS` rows), or None where this does not run (see the
+    module docstring)."""
     if not 0 < X.shape[0] <= MAX_ROWS or X.dtype != np.float32:
         return None
     pool = _runner if _runner is not None else runner()

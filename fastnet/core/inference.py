@@ -130,9 +130,8 @@ class Inference:
         b = self.backend_
         n = X.shape[0]
         if n <= small_batch.MAX_ROWS and b.name == "cpu":
-            out = small_batch.outputs(self, X.astype(b.dtype, copy=False))
+            out = small_batch.outputs(self, X.astype(b.dtype, copy=False))  # (the loss's activation applied)
             if out is not None:
-                out = self.loss_.outputs(out)
                 return out if each is None else each(out)
         chunk = self._chunk()
         # Peak memory: the result (on the host, filled chunk by chunk) and one chunk's arrays; X is
