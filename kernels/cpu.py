@@ -29,6 +29,7 @@ the threads of oneDNN's OpenMP pool, where the step's GEMMs run (:class:`PoolUpd
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
@@ -1188,18 +1189,20 @@ _FORWARD_KERNELS = (identity_fwd, relu_fwd, sigmoid_fwd, tanh_fwd, leaky_relu_fw
 FORWARD_ACTIVATIONS = {f.__name__[:-len("_fwd")]: code for code, f in enumerate(_FORWARD_KERNELS)}
 
 _FORWARD_BODY = None
+_FORWARD_LOCK = threading.Lock()
 
 
 def _forward_body_address():
     """The address of :func:`_forward_body` compiled as a C callback ``void(void *)``
     (once per process; cached on disk with the kernels)."""
     global _FORWARD_BODY
-    if _FORWARD_BODY is None:
-        previous = _cache.redirect(_numba_config)
-        try:
-            _FORWARD_BODY = numba.cfunc(types.void(types.voidptr), **_JIT)(_forward_body)
-        finally:
-            _cache.restore(_numba_config, previous)
+    with _FORWARD_LOCK:  # (two threads' first predictions: one compilation, one cache setting)
+        if _FORWARD_BODY is None:
+            previous = _cache.redirect(_numba_config)
+            try:
+                _FORWARD_BODY = numba.cfunc(types.void(types.voidptr), **_JIT)(_forward_body)
+            finally:
+                _cache.restore(_numba_config, previous)
     return _FORWARD_BODY.address
 
 
@@ -1230,7 +1233,6 @@ class PoolForward:
 
     def __init__(self, layers, max_rows, parts, functions, run):
         import ctypes
-        import threading
 
         self.layers = [(W, b, act) for W, b, act in layers]
         for i, (W, b, act) in enumerate(self.layers):

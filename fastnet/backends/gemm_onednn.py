@@ -370,20 +370,24 @@ POOL = ("onednn", get_num_threads, set_num_threads)
 
 
 class PoolRunner:
-    """Runs a C callback ``void body(void *data)`` on every thread of oneDNN's OpenMP pool
-    at once (``GOMP_parallel``: the calling thread is one of them), for the work of a
-    training step that is not a GEMM (the optimizer's update,
+    """Runs a C callback ``void body(void *data)`` on the threads of an OpenMP pool at once
+    (``GOMP_parallel``: the calling thread is one of them).  On oneDNN's pool, for the work
+    of a training step that is not a GEMM (the optimizer's update,
     ``fastnet.kernels.cpu.PoolUpdate``; the bf16 rounding of GEMM operands,
-    ``fastnet.kernels.cpu.PoolRound``).  The threads are the ones that run the step's
-    GEMMs, already awake: no second pool spins beside them.  The body asks OpenMP which
-    thread it is (``thread_functions``: the addresses of ``omp_get_thread_num`` and
-    ``omp_get_num_threads``) and takes its share.  Only where oneDNN's runtime is OpenMP."""
+    ``fastnet.kernels.cpu.PoolRound``): the threads are the ones that run the step's
+    GEMMs, already awake, so no second pool spins beside them (only where oneDNN's runtime
+    is OpenMP).  On the process's ``libgomp`` for the forward pass of a few rows
+    (``fastnet.backends.small_batch``), on a given number of threads, from any Python
+    thread (each is the master of a team of its own).  The body asks OpenMP which thread it
+    is (``thread_functions``: the addresses of ``omp_get_thread_num`` and
+    ``omp_get_num_threads``) and takes its share."""
 
     def __init__(self, omp: ctypes.CDLL) -> None:
         address = lambda f: int(ctypes.cast(f, ctypes.c_void_p).value or 0)
         self.thread_functions = (address(omp.omp_get_thread_num), address(omp.omp_get_num_threads))
         #: ``GOMP_barrier``: a body calls it where every thread must wait for the others.
         self.barrier = address(omp.GOMP_barrier)
+        self._omp = omp
         self._parallel = omp.GOMP_parallel
         self._parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
         self._parallel.restype = None
@@ -397,6 +401,11 @@ class PoolRunner:
     def faster_of() -> "FasterOf":
         """A new :class:`FasterOf`: where a user of the pool measures which way is faster."""
         return FasterOf()
+
+    def max_threads(self) -> int:
+        """OpenMP's thread count for the next parallel region (``omp_get_max_threads``:
+        ``OMP_NUM_THREADS``, or what ``omp_set_num_threads`` set)."""
+        return int(self._omp.omp_get_max_threads())
 
     def run(self, body: int, data: int, threads: int = 0) -> None:
         """``body(data)`` on each of ``threads`` threads of the pool (0: its current count);

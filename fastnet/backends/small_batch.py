@@ -41,11 +41,21 @@ _runner: Any = None
 _runner_lock = threading.Lock()
 
 
+def _gomp_loaded() -> bool:
+    """Whether ``libgomp.so.1`` is in the process (loaded by anyone: oneDNN, fastnet, a BLAS)."""
+    try:
+        ctypes.CDLL("libgomp.so.1", mode=getattr(os, "RTLD_NOLOAD", 4) | ctypes.RTLD_GLOBAL)
+        return True
+    except OSError:
+        return False
+
+
 def _after_fork_in_child() -> None:
     # libgomp's threads do not survive a fork, and its first parallel region in the child of
-    # a process that ran one waits for them forever: a forked child predicts through the BLAS
+    # a process that ran one (fastnet's, or oneDNN's while training) waits for them forever:
+    # where libgomp was loaded before the fork, the child predicts through the BLAS
     global _runner
-    if _runner:
+    if _runner or (_runner is None and _gomp_loaded()):
         _runner = False
 
 
@@ -55,7 +65,8 @@ if hasattr(os, "register_at_fork"):
 
 def runner() -> Any:
     """A :class:`fastnet.backends.gemm_onednn.PoolRunner` on the process's ``libgomp.so.1``,
-    or None where it does not load (or ``FASTNET_SMALL_BATCH=0``)."""
+    or None where it does not load, in a process forked after libgomp was loaded, or with
+    ``FASTNET_SMALL_BATCH=0`` (read until the first few-row ``predict`` makes the runner)."""
     global _runner
     if os.environ.get("FASTNET_SMALL_BATCH", "1").strip() == "0":
         return None
@@ -98,7 +109,7 @@ class Fastest:
         """``run(way)`` with the way chosen for ``key`` (or the next one to time)."""
         way = self.chosen.get(key)
         if way is not None:
-            calls = self._calls[key] = self._calls.get(key, 0) + 1
+            calls = self._calls[key] = self._calls.get(key, 0) + 1  # (a count lost to a race: harmless)
             if calls >= self._last[key][1]:
                 with self._lock:
                     self.chosen.pop(key, None)
@@ -110,6 +121,8 @@ class Fastest:
         result = run(self.ways[i])
         elapsed = time.perf_counter() - start
         with self._lock:
+            if self._times.get(key) is not times:  # decided meanwhile by another thread
+                return result
             times[i].append(elapsed)
             if key not in self.chosen and all(len(t) >= self.TRIES for t in times):
                 best = self.ways[min(range(len(self.ways)), key=lambda j: min(times[j]))]
@@ -134,15 +147,19 @@ class _Entry:
     """A model's :class:`fastnet.kernels.cpu.PoolForward` (None where the kernel cannot run
     it) and its :class:`Fastest`, for the layers and arrays it was built on."""
 
-    def __init__(self, model: Any, forward: Any) -> None:
+    def __init__(self, model: Any, forward: Any, threads: int) -> None:
         self.backend = model.backend_
         self.layers = list(model.layers)
         self.arrays = [(layer, layer.W, layer.b) for layer in self.layers if hasattr(layer, "W")]
         self.forward = forward
-        self.fastest: Optional[Fastest] = Fastest(thread_counts(forward.parts)) if forward is not None else None
-        #: per row count: whether the kernel beat NumPy's GEMMs (:func:`_kernel_wins`)
-        self.gate: dict[int, bool] = {}
-        self.gate_lock = threading.Lock()
+        #: the thread counts timed: up to the blocks, and up to OpenMP's count (``OMP_NUM_THREADS``,
+        #: ``omp_set_num_threads``: whoever pinned the process's threads)
+        self.ways = [t for t in thread_counts(forward.parts) if t <= max(1, threads)] if forward is not None else []
+        self.fastest: Optional[Fastest] = Fastest(self.ways) if forward is not None else None
+        #: what the weighing against NumPy's GEMMs is kept by (:func:`_kernel_wins`): the layers'
+        #: shapes and activations, the blocks and the thread counts
+        self.shapes = None if forward is None else (
+            tuple((W.shape, act) for W, _, act in forward.layers), forward.parts, tuple(self.ways))
 
     def current(self, model: Any) -> bool:
         """Whether ``model`` still has the backend, layers and arrays this was built on."""
@@ -163,6 +180,12 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def blocks(inputs: int) -> int:
+    """The weights' blocks for a first layer of ``inputs`` inputs: one per core, at most one
+    per input."""
+    return min(_cores(), inputs)
+
+
 def _plan(model: Any) -> Optional[list[tuple[Any, Any, str]]]:
     """``(W, b, activation)`` per Dense layer of ``model`` (the last one's the loss's output
     activation where the kernel applies it: probabilities out), or None where the kernel
@@ -179,7 +202,10 @@ def _plan(model: Any) -> Optional[list[tuple[Any, Any, str]]]:
             continue  # identity at inference
         if type(layer) is not Dense or layer.kernel_activation not in cpu.FORWARD_ACTIVATIONS:
             return None
-        plan.append((layer.W, layer.b, layer.kernel_activation))
+        W, b = layer.W, layer.b
+        if not all(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous for a in (W, b)):
+            return None  # (a layer's arrays replaced by others: the kernel reads C-contiguous float32)
+        plan.append((W, b, layer.kernel_activation))
     fused = getattr(model.loss_, "fused_activation", None)
     if plan and fused is not None:
         W, b, act = plan[-1]
@@ -197,8 +223,8 @@ def _entry(model: Any, pool: Any) -> _Entry:
 
         plan = _plan(model)
         forward = None if plan is None else cpu.PoolForward(
-            plan, MAX_ROWS, min(_cores(), plan[0][0].shape[0]), (*pool.thread_functions, pool.barrier), pool.run)
-        entry = _Entry(model, forward)
+            plan, MAX_ROWS, blocks(plan[0][0].shape[0]), (*pool.thread_functions, pool.barrier), pool.run)
+        entry = _Entry(model, forward, pool.max_threads())
         with _entries_lock:
             _entries[model] = entry
     return entry
@@ -222,18 +248,26 @@ def best_way(ways: dict[Any, Callable[[], Any]], tries: int = GATE_TRIES) -> Any
     return min(best, key=lambda key: best[key])
 
 
+#: Per (layers' shapes and activations, blocks, thread counts) and row count: whether the
+#: kernel beat NumPy's GEMMs (:func:`_kernel_wins`), for every model of those shapes in this
+#: process (scikit-learn's estimators make a new network per fit).
+_gates: dict[Any, bool] = {}
+_gates_lock = threading.Lock()
+
+
 def _kernel_wins(model: Any, entry: _Entry, rows: int) -> bool:
     """Whether the kernel, on its fastest thread count, beats NumPy's GEMMs on calls of
-    ``rows`` rows here: timed once per row count on rows of ones, after the process's
-    other threads have gone idle (a BLAS's threads spin for a while after a large call,
-    and a kernel timed beside them measures the contention).  Decided once, so that a
-    row's outputs do not change from call to call: the kernel's sums are not the BLAS's."""
+    ``rows`` rows here: timed once per process, shapes and row count, on rows of ones, after
+    the process's other threads have gone idle (a BLAS's threads spin for a while after a
+    large call, and a kernel timed beside them measures the contention).  Decided once, so
+    that a row's outputs do not change from call to call: the kernel's sums are not the
+    BLAS's."""
     from fastnet.backends import gemm_choice
 
     forward = entry.forward
     x = np.ones((rows, forward.layers[0][0].shape[0]), dtype=np.float32)
     ways: dict[Any, Callable[[], Any]] = {"numpy": lambda: model._infer(x)}
-    for threads in thread_counts(forward.parts):
+    for threads in entry.ways:
         ways[threads] = functools.partial(forward, x, threads)
     gemm_choice.settle()
     return best_way(ways) != "numpy"
@@ -254,12 +288,13 @@ def outputs(model: Any, X: np.ndarray) -> Optional[np.ndarray]:
     if forward is None or fastest is None:
         return None
     rows = X.shape[0]
-    wins = entry.gate.get(rows)
+    key = (entry.shapes, rows)
+    wins = _gates.get(key)
     if wins is None:
-        with entry.gate_lock:  # decided once, by one thread
-            wins = entry.gate.get(rows)
+        with _gates_lock:  # decided once, by one thread
+            wins = _gates.get(key)
             if wins is None:
-                wins = entry.gate[rows] = _kernel_wins(model, entry, rows)
+                wins = _gates[key] = _kernel_wins(model, entry, rows)
     if not wins:
         return None
     x = np.ascontiguousarray(X)
@@ -272,6 +307,7 @@ def choices(model: Any) -> dict[int, Any]:
     entry = _entries.get(model)
     if entry is None or entry.fastest is None:
         return {}
-    chosen: dict[int, Any] = {rows: "numpy" for rows, wins in entry.gate.items() if not wins}
+    chosen: dict[int, Any] = {rows: "numpy" for (shapes, rows), wins in _gates.items()
+                              if shapes == entry.shapes and not wins}
     chosen.update(entry.fastest.chosen)
     return chosen

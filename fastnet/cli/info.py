@@ -145,5 +145,6 @@ def small_batch_line() -> str:
     if small_batch.runner() is None:
         return "predict of 1-16 rows (cpu, float32): NumPy's BLAS (libgomp.so.1 does not load here)"
     return (f"predict of 1-{small_batch.MAX_ROWS} rows (cpu, float32): the forward kernel on OpenMP threads "
-            f"(the weights in {small_batch._cores()} blocks, one per core; the thread count measured per "
-            "row count; FASTNET_SMALL_BATCH=0 turns it off)")
+            f"where it is measured faster than NumPy's GEMMs, once per model shape and row count (the weights "
+            f"in up to {small_batch._cores()} blocks, one per core; its thread count measured; "
+            "FASTNET_SMALL_BATCH=0 turns it off)")

@@ -3,13 +3,15 @@
 A base class of :class:`fastnet.core.model.Network`: every call works through
 ``Layer.infer`` with arrays of its own (no shared buffer), in fixed chunks of
 rows, so any number of threads may predict with one model at once, and a
-prediction does not depend on how many rows came with it, except that on the CPU
-a call of at most ``fastnet.backends.small_batch.MAX_ROWS`` rows runs through a
-kernel of its own (the weights read from each core's L2 cache:
-:mod:`fastnet.backends.small_batch`), whose sums differ from the BLAS's in the
-last bits (probabilities of a 784-512-512-10 model within 1e-6 of those of
-the same row among 1,024); it gives the same bits for a row whatever the call's
-other rows and thread count.  The output
+prediction does not depend on how many rows came with it, with two exceptions in
+the last bits: a call of very few rows, which the BLAS may run through another
+kernel, and on the CPU a call of at most ``fastnet.backends.small_batch.MAX_ROWS``
+rows, which runs through a kernel of its own where that was measured faster than
+the BLAS for calls of its size (the weights read from each core's L2 cache:
+:mod:`fastnet.backends.small_batch`).  Its sums differ from the BLAS's in the last
+bits (probabilities of a 784-512-512-10 model within 1e-6 of those of the same row
+among 1,024), and are the same for a row whatever the call's other rows and thread
+count; in one process a call's size always takes the same way.  The output
 activation is the loss's (``Loss.outputs``); class labels come back through
 ``classes_``.
 """
@@ -53,7 +55,8 @@ class Inference:
     def _chunk(self):
         # A fixed chunk, whatever the training batch was: GEMM results can differ in
         # the last bit with the number of rows, and predictions must not depend on the
-        # batch size of fit (nor, beyond a call of one or two rows, on the call's rows).
+        # batch size of fit (nor, beyond the few-row calls of the module docstring, on the
+        # call's rows).
         return INFERENCE_CHUNK
 
     def _evaluate_device(self, Xd, Yd, matmul=None):

@@ -290,14 +290,15 @@ def test_best_way_times_each_way_after_an_untimed_call(monkeypatch):
     assert small_batch.best_way(ways, tries=3) == "numpy"
 
 
-def fresh(model):
-    """``model`` without its few-row decisions (as if never called)."""
+def fresh(model, monkeypatch):
+    """``model`` without its few-row decisions, and none for its shapes (as if never called)."""
     small_batch._entries.pop(model, None)
+    monkeypatch.setattr(small_batch, "_gates", {})
 
 
 def test_where_numpys_gemms_win_a_few_rows_keep_running_through_them(fitted, monkeypatch):
     model, X, _ = fitted
-    fresh(model)
+    fresh(model, monkeypatch)
     order = []
     monkeypatch.setattr(small_batch, "best_way", lambda ways: order.append("measured") or "numpy")
     monkeypatch.setattr("fastnet.backends.gemm_choice.settle", lambda: order.append("settled"))
@@ -308,11 +309,11 @@ def test_where_numpys_gemms_win_a_few_rows_keep_running_through_them(fitted, mon
     assert small_batch.choices(model) == {3: "numpy"}
     assert order == ["settled", "measured"]  # other threads idle first; decided once per row count
     monkeypatch.setattr(small_batch, "best_way", lambda ways: 2)
-    fresh(model)
+    fresh(model, monkeypatch)
     few = model.predict_proba(x)
     assert not np.array_equal(few, blas)  # the kernel's sums, not the BLAS's
     np.testing.assert_allclose(few, blas, atol=1e-6)
-    fresh(model)
+    small_batch._entries.pop(model, None)
 
 
 # (the mse case: the doctor compares the first batch's loss, 1.8, with the first epoch's mean,
@@ -321,6 +322,7 @@ def test_where_numpys_gemms_win_a_few_rows_keep_running_through_them(fitted, mon
 @pytest.mark.parametrize("kind", ["softmax", "sigmoid", "mse"])
 def test_the_kernel_applies_the_losss_output_activation_once(kind, monkeypatch):
     monkeypatch.setattr(small_batch, "best_way", lambda ways: 1)  # the kernel, on the calling thread
+    monkeypatch.setattr(small_batch, "_gates", {})
     rng = np.random.default_rng(5)
     X = rng.standard_normal((400, 12)).astype(np.float32)
     if kind == "softmax":
@@ -332,7 +334,7 @@ def test_the_kernel_applies_the_losss_output_activation_once(kind, monkeypatch):
     m.fit(X, y, epochs=2, verbose=0)
     few = m.predict_proba(X[:3]) if kind != "mse" else m.predict(X[:3])
     many = m.predict_proba(X)[:3] if kind != "mse" else m.predict(X)[:3]
-    assert small_batch._entries[m].gate == {3: True}  # the kernel ran
+    assert small_batch._gates == {(small_batch._entries[m].shapes, 3): True}  # the kernel ran
     np.testing.assert_allclose(few, many, rtol=1e-5, atol=1e-6)
 
 
@@ -340,4 +342,64 @@ def test_reference_kernels_predict_through_the_tables_numpy_versions():
     m = fastnet.MLP([12, 32, 4], backend="cpu", seed=0, kernels="reference")
     m.build(12)
     m.predict_proba(np.ones((2, 12), np.float32))
+    assert small_batch._entries[m].forward is None
+
+
+def test_a_child_forked_after_another_librarys_openmp_team_predicts_through_numpy():
+    # the parent ran an OpenMP team of its own (as oneDNN does while training) and never
+    # predicted a few rows: small_batch had made no runner of its own before the fork
+    script = textwrap.dedent("""
+        import ctypes, os, sys
+        import numpy as np
+        import fastnet
+        from fastnet.backends import small_batch
+        from fastnet.backends.gemm_onednn import PoolRunner
+        from fastnet.kernels import cpu
+        m = fastnet.MLP([64, 256, 10], backend="cpu", seed=0)
+        m.build(64)
+        omp = ctypes.CDLL("libgomp.so.1")
+        plan = [(m.layers[0].W, m.layers[0].b, "relu"), (m.layers[1].W, m.layers[1].b, "identity")]
+        other = PoolRunner(omp)
+        cpu.PoolForward(plan, 16, 2, (*other.thread_functions, other.barrier), other.run)(np.ones((1, 64), np.float32), 2)
+        assert small_batch._runner is None
+        pid = os.fork()
+        if pid == 0:
+            small_batch.best_way = lambda ways: 2  # the kernel "wins": its thread counts are then tried
+            for _ in range(6):
+                m.predict_proba(np.ones((1, 64), np.float32))
+            os._exit(0 if small_batch._runner is False else 3)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    if not hasattr(os, "fork") or small_batch._cores() < 2:
+        pytest.skip("needs fork and two cores")
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], timeout=30, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked child's predict waited for threads that did not survive the fork")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_thread_counts_stay_within_openmps_count(fitted, monkeypatch):
+    model, X, _ = fitted
+    pool = small_batch.runner()
+    before = pool.max_threads()
+    fresh(model, monkeypatch)
+    pool._omp.omp_set_num_threads(1)  # as OMP_NUM_THREADS=1 or fastnet's fixed thread count
+    try:
+        model.predict_proba(X[:1])
+        assert small_batch._entries[model].ways == [1]
+    finally:
+        pool._omp.omp_set_num_threads(before)
+    small_batch._entries.pop(model, None)
+
+
+def test_a_layer_given_fortran_ordered_weights_predicts_through_numpy(monkeypatch):
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((50, 12)).astype(np.float32)
+    m = fastnet.MLP([12, 16, 3], backend="cpu", seed=0)
+    m.build(12)
+    m.layers[0].W = np.asfortranarray(m.layers[0].W)
+    x = X[:2]
+    assert np.array_equal(m.predict_proba(x), m.loss_.outputs(m._infer(x)))
     assert small_batch._entries[m].forward is None
