@@ -963,20 +963,27 @@ def _pool_update_body(data):  # pragma: no cover - compiled (a C callback)
         base += size
 
 
-_POOL_BODY = None
+_CALLBACKS: dict = {}
+_CALLBACKS_LOCK = threading.Lock()
+
+
+def _callback_address(body):
+    """The address of ``body`` compiled as a C callback ``void(void *)`` (once per process,
+    whichever threads ask at once; cached on disk with the kernels)."""
+    with _CALLBACKS_LOCK:
+        compiled = _CALLBACKS.get(body)
+        if compiled is None:
+            previous = _cache.redirect(_numba_config)
+            try:
+                compiled = _CALLBACKS[body] = numba.cfunc(types.void(types.voidptr), **_JIT)(body)
+            finally:
+                _cache.restore(_numba_config, previous)
+    return compiled.address
 
 
 def _pool_body_address():
-    """The address of :func:`_pool_update_body` compiled as a C callback ``void(void *)``
-    (once per process; cached on disk with the kernels)."""
-    global _POOL_BODY
-    if _POOL_BODY is None:
-        previous = _cache.redirect(_numba_config)
-        try:
-            _POOL_BODY = numba.cfunc(types.void(types.voidptr), **_JIT)(_pool_update_body)
-        finally:
-            _cache.restore(_numba_config, previous)
-    return _POOL_BODY.address
+    """The address of :func:`_pool_update_body` as a C callback."""
+    return _callback_address(_pool_update_body)
 
 
 class PoolUpdate:
@@ -1188,22 +1195,11 @@ _FORWARD_KERNELS = (identity_fwd, relu_fwd, sigmoid_fwd, tanh_fwd, leaky_relu_fw
 #: Activation name -> code.
 FORWARD_ACTIVATIONS = {f.__name__[:-len("_fwd")]: code for code, f in enumerate(_FORWARD_KERNELS)}
 
-_FORWARD_BODY = None
-_FORWARD_LOCK = threading.Lock()
 
 
 def _forward_body_address():
-    """The address of :func:`_forward_body` compiled as a C callback ``void(void *)``
-    (once per process; cached on disk with the kernels)."""
-    global _FORWARD_BODY
-    with _FORWARD_LOCK:  # (two threads' first predictions: one compilation, one cache setting)
-        if _FORWARD_BODY is None:
-            previous = _cache.redirect(_numba_config)
-            try:
-                _FORWARD_BODY = numba.cfunc(types.void(types.voidptr), **_JIT)(_forward_body)
-            finally:
-                _cache.restore(_numba_config, previous)
-    return _FORWARD_BODY.address
+    """The address of :func:`_forward_body` as a C callback."""
+    return _callback_address(_forward_body)
 
 
 def _aligned(n, align=4096):

@@ -222,7 +222,19 @@ def test_models_the_kernel_cannot_run_predict_as_before(fitted, monkeypatch):
     assert small_batch.choices(model) == before
 
 
-def test_a_forked_child_predicts_without_waiting_for_its_parents_threads(tmp_path):
+def run_forked(script):
+    """Run ``script`` (which forks a child that predicts) in a process of its own: a child that
+    waits for threads that did not survive the fork never ends."""
+    if not hasattr(os, "fork") or small_batch._cores() < 2:
+        pytest.skip("needs fork and two cores")
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], timeout=30, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked child's predict waited for threads that did not survive the fork")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_forked_child_predicts_without_waiting_for_its_parents_threads():
     script = textwrap.dedent("""
         import os, sys
         import numpy as np
@@ -244,13 +256,7 @@ def test_a_forked_child_predicts_without_waiting_for_its_parents_threads(tmp_pat
         _, status = os.waitpid(pid, 0)
         sys.exit(os.waitstatus_to_exitcode(status))
     """)
-    if not hasattr(os, "fork"):
-        pytest.skip("no fork here")
-    try:
-        proc = subprocess.run([sys.executable, "-c", script], timeout=30, capture_output=True, text=True)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the forked child's predict waited for threads that did not survive the fork")
-    assert proc.returncode == 0, proc.stderr
+    run_forked(script)
 
 
 def test_a_non_finite_row_is_still_refused_by_name(fitted):
@@ -371,13 +377,7 @@ def test_a_child_forked_after_another_librarys_openmp_team_predicts_through_nump
         _, status = os.waitpid(pid, 0)
         sys.exit(os.waitstatus_to_exitcode(status))
     """)
-    if not hasattr(os, "fork") or small_batch._cores() < 2:
-        pytest.skip("needs fork and two cores")
-    try:
-        proc = subprocess.run([sys.executable, "-c", script], timeout=30, capture_output=True, text=True)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the forked child's predict waited for threads that did not survive the fork")
-    assert proc.returncode == 0, proc.stderr
+    run_forked(script)
 
 
 def test_the_thread_counts_stay_within_openmps_count(fitted, monkeypatch):
