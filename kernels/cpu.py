@@ -1090,7 +1090,8 @@ def _call_void(typingctx, address):
 @njit(**_HELPER_ARRAYS)
 def _partial_rows(x, W, acc, k0, k1):
     """``acc = x[:, k0:k1] @ W[k0:k1]``: rows ``k0:k1`` of ``W`` (contiguous memory) read
-    four at a time, each used for every row of ``x`` while it is in L1."""
+    four at a time, each used for every row of ``x`` while it is in L1, two rows of ``x``
+    per load of its values (each row's sums in the same order as alone: the same bits)."""
     n, N = acc.shape
     zero = _cast(acc, 0.0)
     for r in range(n):
@@ -1100,11 +1101,21 @@ def _partial_rows(x, W, acc, k0, k1):
     k = k0
     while k + 4 <= k1:
         w0, w1, w2, w3 = W[k], W[k + 1], W[k + 2], W[k + 3]
-        for r in range(n):
-            xr, ar = x[r], acc[r]
-            a0, a1, a2, a3 = xr[k], xr[k + 1], xr[k + 2], xr[k + 3]
+        r = 0
+        while r + 2 <= n:
+            xa, xb, aa, ab = x[r], x[r + 1], acc[r], acc[r + 1]
+            a0, a1, a2, a3 = xa[k], xa[k + 1], xa[k + 2], xa[k + 3]
+            b0, b1, b2, b3 = xb[k], xb[k + 1], xb[k + 2], xb[k + 3]
             for j in range(N):
-                ar[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j]
+                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                aa[j] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
+                ab[j] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
+            r += 2
+        if r < n:
+            xa, aa = x[r], acc[r]
+            a0, a1, a2, a3 = xa[k], xa[k + 1], xa[k + 2], xa[k + 3]
+            for j in range(N):
+                aa[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j]
         k += 4
     while k < k1:
         w0 = W[k]

@@ -234,9 +234,9 @@ def _entry(model: Any, pool: Any) -> _Entry:
 GATE_TRIES = 5
 
 
-def best_way(ways: dict[Any, Callable[[], Any]], tries: int = GATE_TRIES) -> Any:
+def best_way(ways: dict[Any, Callable[[], Any]], tries: int = GATE_TRIES) -> tuple[Any, float]:
     """The key of ``ways`` whose best of ``tries`` timed calls (in turn, after one untimed
-    call of each) is the lowest."""
+    call of each) is the lowest, and that best time."""
     for run in ways.values():
         run()
     best = {key: float("inf") for key in ways}
@@ -245,7 +245,8 @@ def best_way(ways: dict[Any, Callable[[], Any]], tries: int = GATE_TRIES) -> Any
             start = time.perf_counter()
             run()
             best[key] = min(best[key], time.perf_counter() - start)
-    return min(best, key=lambda key: best[key])
+    key = min(best, key=lambda k: best[k])
+    return key, best[key]
 
 
 #: Per (layers' shapes and activations, blocks, thread counts) and row count: whether the
@@ -259,18 +260,20 @@ def _kernel_wins(model: Any, entry: _Entry, rows: int) -> bool:
     """Whether the kernel, on its fastest thread count, beats NumPy's GEMMs on calls of
     ``rows`` rows here: timed once per process, shapes and row count, on rows of ones, after
     the process's other threads have gone idle (a BLAS's threads spin for a while after a
-    large call, and a kernel timed beside them measures the contention).  Decided once, so
-    that a row's outputs do not change from call to call: the kernel's sums are not the
-    BLAS's."""
+    large call, and a kernel timed beside them measures the contention): first the kernel's
+    thread counts, in turn, then, once its own threads have gone idle, NumPy's GEMMs (the two
+    pools are not interleaved: on 48 rows, NumPy's GEMMs timed between the kernel's calls
+    lost to it, yet took 356 µs against its 395 when each ran alone).  Decided once, so that
+    a row's outputs do not change from call to call: the kernel's sums are not the BLAS's."""
     from fastnet.backends import gemm_choice
 
     forward = entry.forward
     x = np.ones((rows, forward.layers[0][0].shape[0]), dtype=np.float32)
-    ways: dict[Any, Callable[[], Any]] = {"numpy": lambda: model._infer(x)}
-    for threads in entry.ways:
-        ways[threads] = functools.partial(forward, x, threads)
     gemm_choice.settle()
-    return best_way(ways) != "numpy"
+    _, kernel = best_way({threads: functools.partial(forward, x, threads) for threads in entry.ways})
+    gemm_choice.settle()
+    _, blas = best_way({"numpy": lambda: model._infer(x)})
+    return kernel < blas
 
 
 def outputs(model: Any, X: np.ndarray) -> Optional[np.ndarray]:

@@ -290,10 +290,10 @@ def test_best_way_times_each_way_after_an_untimed_call(monkeypatch):
     monkeypatch.setattr(small_batch, "time", clock)
     calls = []
     ways = {k: (lambda k=k: calls.append(clock.run(k))) for k in clock.cost}
-    assert small_batch.best_way(ways, tries=3) == 2
+    assert small_batch.best_way(ways, tries=3) == (2, 2.5)
     assert sorted(calls, key=str) == sorted([k for k in clock.cost for _ in range(4)], key=str)
     clock.cost[2] = 3.5
-    assert small_batch.best_way(ways, tries=3) == "numpy"
+    assert small_batch.best_way(ways, tries=3) == ("numpy", 3.0)
 
 
 def fresh(model, monkeypatch):
@@ -306,15 +306,21 @@ def test_where_numpys_gemms_win_a_few_rows_keep_running_through_them(fitted, mon
     model, X, _ = fitted
     fresh(model, monkeypatch)
     order = []
-    monkeypatch.setattr(small_batch, "best_way", lambda ways: order.append("measured") or "numpy")
+
+    def timed(ways):  # NumPy's GEMMs 1 s, the kernel 2 s
+        order.append(sorted(ways, key=str))
+        return ("numpy", 1.0) if "numpy" in ways else (2, 2.0)
+
+    monkeypatch.setattr(small_batch, "best_way", timed)
     monkeypatch.setattr("fastnet.backends.gemm_choice.settle", lambda: order.append("settled"))
     x = np.ascontiguousarray(X[:3])
     blas = model.loss_.outputs(model._infer(x))
     assert np.array_equal(model.predict_proba(x), blas)
     assert np.array_equal(model.predict_proba(x), blas)
     assert small_batch.choices(model) == {3: "numpy"}
-    assert order == ["settled", "measured"]  # other threads idle first; decided once per row count
-    monkeypatch.setattr(small_batch, "best_way", lambda ways: 2)
+    # other threads idle first; the kernel's thread counts; its threads idle; NumPy: once per row count
+    assert order == ["settled", small_batch._entries[model].ways, "settled", ["numpy"]]
+    monkeypatch.setattr(small_batch, "best_way", lambda ways: ("numpy", 3.0) if "numpy" in ways else (2, 2.0))
     fresh(model, monkeypatch)
     few = model.predict_proba(x)
     assert not np.array_equal(few, blas)  # the kernel's sums, not the BLAS's
@@ -327,7 +333,8 @@ def test_where_numpys_gemms_win_a_few_rows_keep_running_through_them(fitted, mon
 @pytest.mark.filterwarnings("ignore:.*lr_too_high")
 @pytest.mark.parametrize("kind", ["softmax", "sigmoid", "mse"])
 def test_the_kernel_applies_the_losss_output_activation_once(kind, monkeypatch):
-    monkeypatch.setattr(small_batch, "best_way", lambda ways: 1)  # the kernel, on the calling thread
+    # the kernel wins, on the calling thread
+    monkeypatch.setattr(small_batch, "best_way", lambda ways: ("numpy", 2.0) if "numpy" in ways else (1, 1.0))
     monkeypatch.setattr(small_batch, "_gates", {})
     rng = np.random.default_rng(5)
     X = rng.standard_normal((400, 12)).astype(np.float32)
@@ -370,7 +377,7 @@ def test_a_child_forked_after_another_librarys_openmp_team_predicts_through_nump
         assert small_batch._runner is None
         pid = os.fork()
         if pid == 0:
-            small_batch.best_way = lambda ways: 2  # the kernel "wins": its thread counts are then tried
+            small_batch.best_way = lambda ways: ("numpy", 2.0) if "numpy" in ways else (2, 1.0)  # the kernel wins
             for _ in range(6):
                 m.predict_proba(np.ones((1, 64), np.float32))
             os._exit(0 if small_batch._runner is False else 3)
