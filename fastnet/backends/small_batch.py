@@ -310,7 +310,7 @@ def choices(model: Any) -> dict[int, Any]:
     entry = _entries.get(model)
     if entry is None or entry.fastest is None:
         return {}
-    chosen: dict[int, Any] = {rows: "numpy" for (shapes, rows), wins in _gates.items()
+    chosen: dict[int, Any] = {rows: "numpy" for (shapes, rows), wins in list(_gates.items())
                               if shapes == entry.shapes and not wins}
     chosen.update(entry.fastest.chosen)
     return chosen
