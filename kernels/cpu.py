@@ -46,7 +46,7 @@ from .reference import (GELU_A, GELU_C, LEAKY_SLOPE, SPLITMIX_GAMMA, SPLITMIX_M1
 
 
 #: Public names that are not kernels of the table (``fastnet.kernels.overrides``).
-API = ("PoolUpdate", "pool_update", "PoolRound", "round_bf16_bits", "PoolForward", "FORWARD_ACTIVATIONS")
+API = ("PoolUpdate", "pool_update", "PoolRound", "round_bf16_bits", "PoolForward", "FORWARD_ACTIVATIONS", "aligned_zeros")
 
 
 # --------------------------------------------------------------------------
@@ -1213,11 +1213,15 @@ def _forward_body_address():
     return _callback_address(_forward_body)
 
 
-def _aligned(n, align=4096):
-    """``n`` float32 zeros starting on a multiple of ``align`` bytes."""
-    raw = np.zeros(n + align // 4, dtype=np.float32)
-    skip = (-raw.ctypes.data % align) // 4
-    return raw[skip:skip + n]
+def aligned_zeros(shape, dtype=np.float32, align=64):
+    """Zeros of ``shape`` and ``dtype``, C-contiguous, starting on a multiple of ``align``
+    bytes (NumPy starts large arrays 16 bytes into a cache line): the forward kernel's
+    buffers, and on the CPU a layer's weights (``Backend.parameter``)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    skip = -raw.ctypes.data % align
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
 class PoolForward:
@@ -1269,10 +1273,10 @@ class PoolForward:
             widest = max(W.shape[1] for W, _, _ in self.layers)
             # each block's partial sums on pages of their own: no cache line written by two cores
             stride = -(-self.max_rows * widest * 4 // 4096) * 4096
-            scratch = _aligned(stride // 4 * self.parts * 2)  # two banks
-            x = _aligned(self.max_rows * self.layers[0][0].shape[0], 64)
-            outs = [_aligned(self.max_rows * W.shape[1], 64) for W, _, _ in self.layers]
-            pres = [_aligned(self.max_rows * W.shape[1], 64) if act == "gelu" else out
+            scratch = aligned_zeros(stride // 4 * self.parts * 2, align=4096)  # two banks
+            x = aligned_zeros(self.max_rows * self.layers[0][0].shape[0])
+            outs = [aligned_zeros(self.max_rows * W.shape[1]) for W, _, _ in self.layers]
+            pres = [aligned_zeros(self.max_rows * W.shape[1]) if act == "gelu" else out
                     for (W, _, act), out in zip(self.layers, outs)]
             table = [*self._functions, len(self.layers), 0, x.ctypes.data, scratch.ctypes.data, stride, self.parts]
             for (W, b, act), out, pre in zip(self.layers, outs, pres):
