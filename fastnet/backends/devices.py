@@ -249,6 +249,16 @@ class _HostDevice:
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=dtype)
 
+    def few_rows_outputs(self, backend, model, X):
+        """``model``'s outputs for a few rows ``X`` (host array) through the forward kernel
+        on OpenMP threads (:mod:`fastnet.backends.small_batch`), or None: too many rows, or
+        a model or machine it does not serve."""
+        from fastnet.backends import small_batch
+
+        if X.shape[0] > small_batch.MAX_ROWS:
+            return None
+        return small_batch.outputs(model, X.astype(backend.dtype, copy=False))
+
     def parameter(self, a, dtype=None):
         """A copy of ``a`` starting on a 64-byte cache line (NumPy's own start on 16 bytes): a
         row of a (K, 512) float32 weight is then 32 whole lines, and a 64-byte load of it never
@@ -568,6 +578,14 @@ class Backend:
     def asarray(self, a, dtype=None):
         """Copy or view ``a`` on this device as a C-contiguous array."""
         return self._device.asarray(a, dtype=dtype)
+
+    def few_rows_outputs(self, model, X):
+        """``model``'s outputs (after the loss's activation) for a few host rows ``X`` by a
+        path of this device's own (the CPU's forward kernel on OpenMP threads,
+        :mod:`fastnet.backends.small_batch`), or None: predict's chunks then run as for many
+        rows."""
+        serve = getattr(self._device, "few_rows_outputs", None)
+        return None if serve is None else serve(self, model, X)
 
     def parameter(self, a, dtype=None):
         """A new C-contiguous array of ``a`` on this device, placed for the kernels that read a

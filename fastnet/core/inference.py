@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastnet.backends import small_batch
 from fastnet.core import validation
 
 if TYPE_CHECKING:
@@ -132,10 +131,9 @@ class Inference:
         X = self._prepare_X(X, one_sample=True)
         b = self.backend_
         n = X.shape[0]
-        if n <= small_batch.MAX_ROWS and b.name == "cpu":
-            out = small_batch.outputs(self, X.astype(b.dtype, copy=False))  # (the loss's activation applied)
-            if out is not None:
-                return out if each is None else each(out)
+        out = b.few_rows_outputs(self, X)  # (the loss's activation applied; None: as many rows)
+        if out is not None:
+            return out if each is None else each(out)
         chunk = self._chunk()
         # Peak memory: the result (on the host, filled chunk by chunk) and one chunk's arrays; X is
         # converted to the model's dtype and moved to the device a chunk at a time, never whole.
