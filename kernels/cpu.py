@@ -897,13 +897,15 @@ def _call_int(typingctx, address):
 def _round_bf16_range(src, dst, lo, hi):
     """Elements ``lo:hi`` of float32 bits ``src`` (uint32) rounded to bfloat16 bits ``dst``
     (uint16): nearest even; a NaN stays a quiet NaN."""
+    # Every step cast back to uint32 (Numba widens uint32 arithmetic to 64 bits: half the
+    # lanes per vector) and no branch (a select): 16 elements per instruction.
+    u = np.uint32
     for i in range(lo, hi):
         x = src[i]
-        if (x & np.uint32(0x7F800000)) == np.uint32(0x7F800000) and (x & np.uint32(0x7FFFFF)) != 0:
-            dst[i] = np.uint16((x >> np.uint32(16)) | np.uint32(0x40))
-        else:
-            dst[i] = np.uint16((x + np.uint32(0x7FFF) + ((x >> np.uint32(16)) & np.uint32(1)))
-                               >> np.uint32(16))
+        high = u(x >> u(16))
+        rounded = u(u(u(x + u(0x7FFF)) + u(high & u(1))) >> u(16))
+        nan = u(x & u(0x7FFFFFFF)) > u(0x7F800000)
+        dst[i] = np.uint16(u(high | u(0x40)) if nan else rounded)
 
 
 @njit(nogil=True, **_JIT)
