@@ -214,7 +214,7 @@ def _function_addresses(dll: ctypes.CDLL) -> list[int]:
 
 
 class _Lib:
-    """The loaded library, one CPU engine and one in-order stream."""
+    """The loaded library and one CPU engine (its streams are per thread: ``_here``)."""
 
     def __init__(self, path: str):
         folder = os.path.dirname(path)
@@ -258,11 +258,9 @@ class _Lib:
         if dll.dnnl_engine_get_count(_CPU_ENGINE) < 1:
             raise OneDNNUnavailable(f"oneDNN {self.version_str} ({path}, CPU runtime {self.runtime}) "
                                     "finds no CPU device")
-        self.engine, self.stream = vp(), vp()
+        self.engine = vp()
         self.check(dll.dnnl_engine_create(ctypes.byref(self.engine), _CPU_ENGINE, 0),
                    "dnnl_engine_create")
-        self.check(dll.dnnl_stream_create(ctypes.byref(self.stream), self.engine, _STREAM_IN_ORDER),
-                   "dnnl_stream_create")
         self.omp: Any = None
         if self.runtime == "OMP":
             # the libgomp.so.1 libdnnl loaded (already in the process: dlopen returns it)
@@ -270,6 +268,13 @@ class _Lib:
             self.omp.omp_get_max_threads.restype = ctypes.c_int
         self.execute = _numba_executor(dll)
         self.functions = _function_addresses(dll)
+
+    def new_stream(self) -> ctypes.c_void_p:
+        """A new in-order stream on the engine (one per thread that computes: ``_here``)."""
+        stream = ctypes.c_void_p()
+        self.check(self.dll.dnnl_stream_create(ctypes.byref(stream), self.engine, _STREAM_IN_ORDER),
+                   "dnnl_stream_create")
+        return stream
 
     @property
     def version_str(self) -> str:
@@ -516,10 +521,11 @@ class _Problem(NamedTuple):
 class _Gemm:
     """One cached primitive with its memory objects (their data handles are set per call)."""
 
-    def __init__(self, lib: _Lib, problem: _Problem):
+    def __init__(self, lib: _Lib, problem: _Problem, stream: ctypes.c_void_p):
         m, k, n, dt, sa, sb, so, bias, beta = problem
         dll, vp = lib.dll, ctypes.c_void_p
         self.lib = lib
+        self.stream = stream
         self.out_shape = (m, n)
         self.lock = threading.Lock()
         descs = []
@@ -572,7 +578,7 @@ class _Gemm:
                     destroy(handle)
 
         self.handles = np.array([m.value for m in self.memories] + [0] * (4 - len(self.memories))
-                                + [self.primitive.value, lib.stream.value, len(args),
+                                + [self.primitive.value, stream.value, len(args),
                                    ctypes.addressof(self.args)] + lib.functions, np.uint64)
 
     def fast(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, bias: np.ndarray) -> None:
@@ -589,14 +595,27 @@ class _Gemm:
         with self.lock:
             for mem, ptr in zip(self.memories, pointers):
                 dll.dnnl_memory_set_data_handle(mem, ptr)
-            lib.check(dll.dnnl_primitive_execute(self.primitive, lib.stream, len(self.args), self.args),
+            lib.check(dll.dnnl_primitive_execute(self.primitive, self.stream, len(self.args), self.args),
                       "dnnl_primitive_execute")
-            lib.check(dll.dnnl_stream_wait(lib.stream), "dnnl_stream_wait")
+            lib.check(dll.dnnl_stream_wait(self.stream), "dnnl_stream_wait")
 
 
-_cache: dict[tuple, _Gemm] = {}   # by (problem, threads): a _Problem and the pool's thread count
-_fast: dict[tuple, tuple[_Gemm, bool]] = {}  # by the arguments' layouts (those used in place):
-                                              # the primitive, and whether to view bfloat16 as uint16
+class _Here(threading.local):
+    """A thread's primitives and stream.  oneDNN's primitives share a scratchpad per thread
+    (``DNNL_ENABLE_CONCURRENT_EXEC=OFF``, the default build): a primitive must run in the
+    thread that made it, and a stream serves one thread.  So each thread that computes makes
+    its own (fits may run in several threads at once, as a thread pool's jobs do)."""
+
+    def __init__(self) -> None:
+        #: by (problem, threads): a _Problem and the pool's thread count
+        self.cache: dict[tuple, _Gemm] = {}
+        #: by the arguments' layouts (those used in place): the primitive, and whether to view
+        #: bfloat16 as uint16
+        self.fast: dict[tuple, tuple[_Gemm, bool]] = {}
+        self.stream: Optional[ctypes.c_void_p] = None
+
+
+_here = _Here()
 _NO_BIAS = np.zeros(1, np.float32)
 
 
@@ -630,9 +649,12 @@ def _setup(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], bias: Option
             raise ValueError(f"bias must have shape ({n},), not {bias2.shape}")
     problem = _Problem(m, k, n, dt, sa, sb, so, bias is not None, float(beta))
     key = (problem, _threads)
-    gemm = _cache.get(key)
+    here = _here
+    gemm = here.cache.get(key)
     if gemm is None:
-        gemm = _cache[key] = _Gemm(lib, problem)
+        if here.stream is None:
+            here.stream = lib.new_stream()
+        gemm = here.cache[key] = _Gemm(lib, problem, here.stream)
     in_place = a2 is a and b2 is b and bias2 is bias
     return gemm, a2, b2, out, bias2, in_place
 
@@ -652,7 +674,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None, *,
     # the usual call: arguments laid out as in an earlier call -> its primitive, no checks,
     # one call of the Numba executor (docs/pages/decisions.md, "oneDNN's call path")
     key = (_layout(a), _layout(b), _layout(out), _layout(bias), beta, _threads)
-    hit = _fast.get(key)
+    hit = _here.fast.get(key)
     if hit is not None:
         gemm, view = hit
         if out is None:
@@ -666,7 +688,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None, *,
     gemm, a2, b2, out, bias2, in_place = _setup(a, b, out, bias, beta)
     if in_place and a.flags.writeable and b.flags.writeable and out.flags.writeable and (
             bias is None or (bias.ndim == 1 and bias.flags.writeable)):
-        _fast[key] = (gemm, a.dtype != np.float32 and a.dtype != np.uint16)
+        _here.fast[key] = (gemm, a.dtype != np.float32 and a.dtype != np.uint16)
     if bias2 is None:
         gemm(a2.ctypes.data, b2.ctypes.data, out.ctypes.data)
     else:

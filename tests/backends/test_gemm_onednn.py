@@ -146,13 +146,50 @@ def test_cache_reuses_one_primitive_per_layout():
     rng = np.random.default_rng(6)
     a, b = operand(rng, 9, 11, False), operand(rng, 11, 6, False)
     g.matmul(a, b)
-    before = len(g._cache)
+    before = len(g._here.cache)
     for _ in range(3):
         a2 = rng.standard_normal((9, 11), dtype=np.float32)
         check(g.matmul(a2, b), a2, b)           # new data, same primitive
-    assert len(g._cache) == before
+    assert len(g._here.cache) == before
     g.matmul(np.ascontiguousarray(a.T).T, b)      # another layout: another primitive
-    assert len(g._cache) == before + 1
+    assert len(g._here.cache) == before + 1
+
+
+def test_each_thread_computes_with_primitives_and_a_stream_of_its_own():
+    # oneDNN's default build shares one scratchpad per thread between its primitives: a
+    # primitive run from another thread than its maker's (while that one runs another) would
+    # share it.  Four threads at once, each its own shapes and the main thread's, many times.
+    import threading
+
+    rng = np.random.default_rng(7)
+    a, b = operand(rng, 64, 300, False), operand(rng, 300, 200, False)
+    want = g.matmul(a, b)
+    mine = dict(g._here.cache)
+    results, made, errors = {}, {}, []
+
+    def work(i):
+        try:
+            x = operand(np.random.default_rng(i), 32 + i, 300, False)
+            for _ in range(40):
+                results[i] = (g.matmul(a, b), g.matmul(x, b), x)
+            made[i] = (dict(g._here.cache), g._here.stream.value)
+        except Exception as e:  # (reported below, with the thread's number)
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, (same, other, x) in results.items():
+        assert np.array_equal(same, want)
+        check(other, x, b)
+    streams = {stream for _, stream in made.values()}
+    assert len(streams) == 4 and g._here.stream.value not in streams
+    for cache, _ in made.values():   # none of the main thread's primitives ran in another thread
+        assert not {id(p) for p in cache.values()} & {id(p) for p in mine.values()}
+    assert dict(g._here.cache) == mine
 
 
 def test_read_only_operands_take_the_ctypes_path():
