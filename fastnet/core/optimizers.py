@@ -142,12 +142,18 @@ class Optimizer:
         self.t = int(state["t"])
 
     def bind(self, params, grads):
-        """Point at parameter and gradient arrays (fixed buffers), keeping the state."""
+        """Point at parameter and gradient arrays (fixed buffers), keeping the state.
+
+        A step updates them last layer first: the first layer's weights, which the next
+        step's first GEMM reads, are then the last written, still in the caches (Intel Xeon
+        with AMX, two fits each in its own process, interleaved epochs: 784-128-10 sigmoid SGD at
+        batch 128 3.4% and 5.4% faster per epoch; 784-512-512-10 Adam at batch 128 between -1%
+        and +4% in five comparisons, at 1024 even).  The results are the same in any order."""
         flat = lambda a: a.reshape(-1)  # a view: every array here is C-contiguous
         self._flat = [
             (flat(p), flat(g), [flat(st[s]) for s in self.slots])
             for p, g, st in zip(params, grads, self.state)
-        ]
+        ][::-1]
         self._pool_update = None  # made on the first step on an OpenMP pool (False: none)
 
     def step(self, lr):
