@@ -291,11 +291,39 @@ _lib: Optional[_Lib] = None
 _threads: Optional[int] = None   # oneDNN's OpenMP thread count, as set here (primitives are per count)
 _load_error: Optional[str] = None
 _load_lock = threading.Lock()
+#: Why oneDNN does not run in this process, when it was forked after oneDNN's OpenMP threads ran.
+_forked: Optional[str] = None
+FORKED = ("this process was forked after oneDNN's OpenMP threads ran in its parent: they did not come "
+          "with it, and oneDNN's next parallel region here would wait for them forever (start the process "
+          "with multiprocessing's 'spawn' or 'forkserver' method to train on oneDNN in it)")
+
+
+def _after_fork_in_child() -> None:
+    # GNU OpenMP keeps no threads across a fork: a child running the parent's primitives waited
+    # forever (measured).  The child computes on NumPy's BLAS; what would run oneDNN says why.
+    global _forked
+    if _lib is not None and _lib.omp is not None:
+        _forked = FORKED
+        _here.cache.clear()  # (the forking thread's primitives: the child's main thread's now)
+        _here.fast.clear()
+        _here.stream = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forked() -> Optional[str]:
+    """Why oneDNN does not run in this process (forked after its OpenMP threads ran), or None."""
+    return _forked
 
 
 def load() -> _Lib:
-    """The loaded library (loaded on first use); :class:`OneDNNUnavailable` when none loads."""
+    """The loaded library (loaded on first use); :class:`OneDNNUnavailable` when none loads,
+    or in a process forked after oneDNN's OpenMP threads ran (``FORKED``)."""
     global _lib, _load_error, _threads
+    if _forked is not None:
+        raise OneDNNUnavailable(_forked)
     if _lib is not None:
         return _lib
     with _load_lock:
@@ -415,6 +443,8 @@ class PoolRunner:
     def run(self, body: int, data: int, threads: int = 0) -> None:
         """``body(data)`` on each of ``threads`` threads of the pool (0: its current count);
         returns when all are done.  The GIL is released meanwhile (a ctypes call)."""
+        if _forked is not None:   # (oneDNN's team stayed in the parent: it would wait forever)
+            raise OneDNNUnavailable(_forked)
         self._parallel(body, data, threads, 0)
 
 

@@ -104,6 +104,8 @@ def bf16_problem() -> str | None:
                 "one has neither" + (f" ({FEATURES_OFF}={hidden!r} hides them)" if hidden else ""))
     from fastnet.backends import gemm_onednn
 
+    if gemm_onednn.forked():
+        return f"it needs oneDNN, which does not run here: {gemm_onednn.forked()}"
     if not gemm_onednn.available():
         return f"it needs oneDNN, which does not load: {INSTALL}"
     return None

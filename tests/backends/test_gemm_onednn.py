@@ -9,6 +9,7 @@ bound of 2 * 2^-9 * sum_k |a_ik||b_kj| (each operand rounded to 8 mantissa bits)
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -254,3 +255,49 @@ def test_other_onednn_package():
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", __file__], env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_process_forked_after_onednn_ran_trains_on_numpy_and_says_why_not_onednn():
+    # GNU OpenMP keeps no threads across a fork: a child running oneDNN's primitives (or the
+    # optimizer on its pool) waited forever for the parent's threads
+    script = textwrap.dedent("""
+        import os, sys
+        os.environ["FASTNET_CPU_GEMM"] = "onednn"
+        import numpy as np
+        import fastnet
+        import fastnet.backends.precision
+        from fastnet.backends import gemm_onednn as g
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((512, 64)).astype(np.float32), rng.integers(0, 3, 512)
+        m = fastnet.MLP([64, 128, 3], backend="cpu", seed=0)
+        m.fit(X, y, epochs=1, batch_size=64, verbose=0, diagnose=False)
+        mm = g.F32Matmul()
+        for _ in range(5):
+            m._infer(X[:300], mm)   # the parent's team has just run
+        pid = os.fork()
+        if pid == 0:
+            try:
+                m._infer(X[:300], mm)
+                os._exit(4)
+            except g.OneDNNUnavailable as e:
+                if "forked after oneDNN's OpenMP threads ran" not in str(e):
+                    os._exit(5)
+            del os.environ["FASTNET_CPU_GEMM"]   # auto: measured among the providers that run here
+            h = m.fit(X, y, epochs=1, batch_size=64, verbose=0, diagnose=False)
+            ok = h.params["gemm"]["provider"] == "numpy" and np.isfinite(h["loss"][-1])
+            ok = ok and "forked" in h.params["gemm"]["unavailable"]["onednn"]
+            try:
+                fastnet.MLP([64, 8, 3], backend="cpu", precision="bf16")
+                ok = ok and not g.available()
+            except fastnet.backends.precision.PrecisionUnavailableError as e:
+                ok = ok and "forked" in str(e)
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], timeout=60, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked child waited for oneDNN's threads, which stayed in the parent")
+    assert proc.returncode == 0, proc.stderr[-3000:]
