@@ -47,15 +47,16 @@ class KernelSet:
     def __repr__(self):
         return f"<kernels {self.label}: {len(self.fused)} fused, {len(self.fallback)} reference>"
 
-    def pool_update(self, kernel, tensors, thread_functions):
+    def pool_update(self, kernel, tensors, thread_functions, bits=None):
         """Optimizer kernel ``kernel`` over ``tensors`` (``(w, g, [state...])`` flat arrays) as
         one update that every thread of an OpenMP pool runs a share of (the fused module's
-        ``pool_update``, :class:`fastnet.kernels.cpu.PoolUpdate`), or None where the module
-        has none for it: then the kernel runs tensor by tensor on the calling thread."""
+        ``pool_update``, :class:`fastnet.kernels.cpu.PoolUpdate`; ``bits``: where each updated
+        ``w`` may also be rounded to bfloat16, or None), or None where the module has none for
+        it: then the kernel runs tensor by tensor on the calling thread."""
         make = getattr(self.module, "pool_update", None)
         if make is None or kernel not in self.fused:
             return None
-        return make(kernel, tensors, thread_functions)
+        return make(kernel, tensors, thread_functions, bits)
 
 
 def overrides(module):

@@ -916,8 +916,12 @@ def round_bf16_bits(src, dst):
     _round_bf16_range(src, dst, 0, src.size)
 
 
-#: A pool body's table: the header's length, then five entries per tensor.
-_HEAD, _ENTRY = 5, 5
+#: A pool body's table: the header's length, then six entries per tensor.
+_HEAD, _ENTRY = 6, 6
+#: Elements updated, then rounded, at a time where an update also rounds the weights to
+#: bfloat16 (:meth:`PoolUpdate.rounding`): 2,048 elements of w, g, m and v (32 KB) are still in
+#: L1 when the rounding reads w back.
+_FUSE = 2048
 #: Each thread's share starts on a multiple of 32 elements (a 64-byte boundary of the
 #: 16-bit output of the rounding, two of float32): no cache line is written by two threads.
 _ALIGN = 32
@@ -927,14 +931,16 @@ def _pool_update_body(data):  # pragma: no cover - compiled (a C callback)
     """One thread's share of a :class:`PoolUpdate` or :class:`PoolRound`: ``data`` is its
     table (uint64): addresses of ``omp_get_thread_num`` and ``omp_get_num_threads``, the
     kind (0 Adam, 1 AdamW, 2 bfloat16 rounding, 3 SGD), the number of tensors, the address
-    of the 9 float32 scalars, then per tensor the addresses of ``w``, ``g``, ``m``, ``v``
-    and its size (SGD: 0 for ``m`` and ``v``; the rounding: ``src``, ``dst``, 0, 0, size).  The tensors are one range of
-    elements end to end; thread ``t`` of ``T`` takes its ``T``-th of it."""
+    of the 9 float32 scalars, whether an update also rounds (1) or not (0), then per tensor
+    the addresses of ``w``, ``g``, ``m``, ``v``, its size and the address of the bfloat16 bits
+    the updated ``w`` is rounded into (0: none) (SGD: 0 for ``m`` and ``v``; the rounding:
+    ``src``, ``dst``, 0, 0, size, 0).  The tensors are one range of elements end to end;
+    thread ``t`` of ``T`` takes its ``T``-th of it."""
     _prefer_512bit_vectors()
     head = numba.carray(data, _HEAD, np.uint64)
     t = np.uint64(_call_int(head[0]))
     threads = np.uint64(_call_int(head[1]))
-    kind, n = head[2], head[3]
+    kind, n, rounds = head[2], head[3], head[5]
     sc = numba.carray(_pointer(head[4]), 9, np.float32)
     table = numba.carray(data, _HEAD + _ENTRY * n, np.uint64)
     total = np.uint64(0)
@@ -952,16 +958,22 @@ def _pool_update_body(data):  # pragma: no cover - compiled (a C callback)
         if a < b and kind == 2:
             _round_bf16_range(numba.carray(_pointer(table[e]), size, np.uint32),
                               numba.carray(_pointer(table[e + 1]), size, np.uint16), a - base, b - base)
-        elif a < b and kind == 3:
-            _sgd_range(numba.carray(_pointer(table[e]), size, np.float32),
-                       numba.carray(_pointer(table[e + 1]), size, np.float32), a - base, b - base, sc[0], sc[1])
         elif a < b:
             w1 = numba.carray(_pointer(table[e]), size, np.float32)
             g1 = numba.carray(_pointer(table[e + 1]), size, np.float32)
             m1 = numba.carray(_pointer(table[e + 2]), size, np.float32)
             v1 = numba.carray(_pointer(table[e + 3]), size, np.float32)
-            _adam_range(w1, g1, m1, v1, a - base, b - base,
-                        sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8])
+            into = table[e + 5] if rounds else np.uint64(0)
+            step = np.uint64(_FUSE) if into else b - a
+            for c in range(a - base, b - base, step):   # (one chunk when nothing is rounded)
+                d = min(c + step, b - base)
+                if kind == 3:
+                    _sgd_range(w1, g1, c, d, sc[0], sc[1])
+                else:
+                    _adam_range(w1, g1, m1, v1, c, d, sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8])
+                if into:
+                    _round_bf16_range(numba.carray(_pointer(table[e]), size, np.uint32),
+                                      numba.carray(_pointer(into), size, np.uint16), c, d)
         base += size
 
 
@@ -999,14 +1011,24 @@ class PoolUpdate:
     float32 arrays (Adam's state: ``m``, ``v``; SGD has none), kept alive here (the table
     holds their addresses); ``thread_functions``: the addresses of the pool's
     ``omp_get_thread_num`` and ``omp_get_num_threads``.  :meth:`set` takes one step's
-    scalars; the pool then calls ``body(data)`` on each thread (``GOMP_parallel``)."""
+    scalars; the pool then calls ``body(data)`` on each thread (``GOMP_parallel``).
+
+    ``bits`` (``precision="bf16"``): per tensor a flat uint16 array as large, or None; while
+    :meth:`rounding` is on, each updated ``w`` is also rounded to bfloat16 into its ``bits``
+    (:func:`round_bf16_bits`' loop, ``_FUSE`` elements at a time, while they are in L1): the
+    next step's GEMMs read them without rounding the weights again."""
 
     KINDS = {"adam_update": 0, "adamw_update": 1, "sgd_update": 3}
     SLOTS = {"adam_update": 2, "adamw_update": 2, "sgd_update": 0}
 
-    def __init__(self, kernel, tensors, thread_functions):
+    def __init__(self, kernel, tensors, thread_functions, bits=None):
         self.kind = self.KINDS[kernel]
         self.tensors = [(w, g, tuple(st)) for w, g, st in tensors]
+        self.bits = list(bits) if bits is not None else [None] * len(self.tensors)
+        if len(self.bits) != len(self.tensors) or any(
+                b is not None and (b.dtype != np.uint16 or b.ndim != 1 or not b.flags.c_contiguous
+                                   or b.size != w.size) for b, (w, _, _) in zip(self.bits, self.tensors)):
+            raise ValueError("PoolUpdate's bits are a flat C-contiguous uint16 array per tensor, as large, or None")
         for w, g, st in self.tensors:
             if len(st) != self.SLOTS[kernel]:
                 raise ValueError(f"{kernel} keeps {self.SLOTS[kernel]} state arrays per parameter, got {len(st)}")
@@ -1015,13 +1037,18 @@ class PoolUpdate:
                     raise ValueError("PoolUpdate takes flat C-contiguous float32 arrays of one size per "
                                      f"parameter, got {a.dtype} {a.shape}")
         self.scalars = np.zeros(9, np.float32)
-        table = [*thread_functions, self.kind, len(self.tensors), self.scalars.ctypes.data]
-        for w, g, st in self.tensors:
+        table = [*thread_functions, self.kind, len(self.tensors), self.scalars.ctypes.data, 0]
+        for (w, g, st), b in zip(self.tensors, self.bits):
             m, v = st if st else (w, w)   # (SGD: not read)
-            table += [w.ctypes.data, g.ctypes.data, m.ctypes.data, v.ctypes.data, w.size]
+            table += [w.ctypes.data, g.ctypes.data, m.ctypes.data, v.ctypes.data, w.size,
+                      0 if b is None else b.ctypes.data]
         self.table = np.array(table, dtype=np.uint64)
         self.data = self.table.ctypes.data
         self.body = _pool_body_address()
+
+    def rounding(self, on):
+        """Whether the next steps also round each ``w`` into its ``bits``."""
+        self.table[5] = 1 if on else 0
 
     def set(self, *args):
         """This step's scalars: the kernel's arguments after its arrays (``lr, weight_decay``;
@@ -1036,12 +1063,12 @@ class PoolUpdate:
         self.scalars[:] = (beta1, beta2, 1 - beta1, 1 - beta2, eps, wd, lrwd, *adam_scalars(lr, bc1, bc2))
 
 
-def pool_update(kernel, tensors, thread_functions):
+def pool_update(kernel, tensors, thread_functions, bits=None):
     """A :class:`PoolUpdate` for optimizer kernel ``kernel``, or None where it has none
     (SGD, Adam and AdamW do) or the tensors are not float32."""
     if kernel not in PoolUpdate.KINDS or any(w.dtype != np.float32 for w, _, _ in tensors):
         return None
-    return PoolUpdate(kernel, tensors, thread_functions)
+    return PoolUpdate(kernel, tensors, thread_functions, bits)
 
 
 class PoolRound:
@@ -1053,7 +1080,7 @@ class PoolRound:
     def __init__(self, thread_functions, run):
         self._run = run
         self.table = np.zeros(_HEAD + _ENTRY, dtype=np.uint64)
-        self.table[:_HEAD] = (*thread_functions, 2, 1, 0)
+        self.table[:_HEAD] = (*thread_functions, 2, 1, 0, 0)
         self._data = self.table.ctypes.data
         self._body = _pool_body_address()
 
@@ -1063,7 +1090,7 @@ class PoolRound:
                 or not (src.flags.c_contiguous and dst.flags.c_contiguous):
             raise ValueError(f"PoolRound takes flat uint32 and uint16 arrays of one size, got "
                              f"{src.dtype} {src.shape} and {dst.dtype} {dst.shape}")
-        self.table[_HEAD:] = (src.ctypes.data, dst.ctypes.data, 0, 0, src.size)
+        self.table[_HEAD:] = (src.ctypes.data, dst.ctypes.data, 0, 0, src.size, 0)
         self._run(self._body, self._data)
 
 

@@ -620,6 +620,24 @@ class Backend:
         last bits (another library's sums), as any two GEMM libraries do."""
         return self._device.evaluation_matmul(self)
 
+    def step_rounding(self):
+        """The GEMM whose weights an optimizer step may round as it updates them
+        (``precision="bf16"`` on the CPU: ``gemm_onednn.Bf16Matmul``), or None."""
+        return self._matmul if hasattr(self._matmul, "rounded_by_step") else None
+
+    def steps_round(self):
+        """A context for ``fit``'s loop of steps: inside it an optimizer step that rounds the
+        weights as it updates them (``precision="bf16"``, SGD, Adam and AdamW on oneDNN's pool)
+        leaves their bits for the next forward pass, which then does not round them again."""
+        rounding = self.step_rounding()
+        return contextlib.nullcontext() if rounding is None else rounding.steps_round()
+
+    def forget_rounded(self):
+        """Drop the weights' bits the last step left (a callback may have changed the weights)."""
+        rounding = self.step_rounding()
+        if rounding is not None:
+            rounding.forget_rounded()
+
     def gemm_operand(self, a):
         """``a`` as this backend's training GEMMs read it, for :meth:`matmul` (and its
         transpose, ``.T``) until ``a`` changes: bfloat16 bits rounded once (``"bf16"`` on

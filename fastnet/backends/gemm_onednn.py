@@ -47,6 +47,7 @@ other parallel work, where :class:`FasterOf` measured it faster than one thread)
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -796,6 +797,10 @@ class Bf16Matmul:
         self.where = FasterOf()
         #: What rounds an operand (``fastnet bench --profile`` times it as a part of its own).
         self._round = self._round_bits
+        #: Arrays an optimizer step rounded as it updated them, by address: (the array, its
+        #: bits), taken (once) by the next :meth:`operand` of that array (:meth:`rounded_by_step`).
+        self._fresh: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._keep = False
 
     def _round_bits(self, src: np.ndarray, dst: np.ndarray) -> None:
         """``src`` (float32 bits) rounded into ``dst``: on this thread, or shared by the
@@ -825,8 +830,49 @@ class Bf16Matmul:
     def operand(self, x: np.ndarray) -> np.ndarray:
         """``x`` rounded to bfloat16 now, for GEMMs to come (until ``x`` changes): bits in a
         buffer of ``x``'s own (by address), which the next ``operand`` of the same array
-        overwrites."""
-        return self._bits(x, x.__array_interface__["data"][0])
+        overwrites; or, once, the bits the optimizer's step rounded ``x`` into as it updated it
+        (:meth:`rounded_by_step`)."""
+        address = x.__array_interface__["data"][0]
+        held = self._fresh.pop(address, None) if self._fresh else None
+        if held is not None and held[0] is x:
+            return held[1]
+        return self._bits(x, address)
+
+    def step_bits(self, params: list) -> list:
+        """For an optimizer's step that rounds the weights as it updates them: per parameter,
+        a flat uint16 buffer of its own for the weights' bits (2-D C-contiguous float32
+        arrays: the GEMMs' operands), else None."""
+        return [np.empty(p.size, np.uint16) if p.ndim == 2 and p.dtype == np.float32 and p.flags.c_contiguous
+                else None for p in params]
+
+    def rounds_in_steps(self) -> bool:
+        """Whether optimizer steps round the weights for the next forward pass now (only inside
+        ``fit``'s loop of steps: :meth:`steps_round`)."""
+        return self._keep
+
+    def rounded_by_step(self, pairs) -> None:
+        """``(array, flat bits)`` pairs an optimizer step just rounded: the next
+        :meth:`operand` of each array takes its bits instead of rounding it again."""
+        if self._keep:
+            for a, bits in pairs:
+                self._fresh[a.__array_interface__["data"][0]] = (a, bits.reshape(a.shape))
+
+    def forget_rounded(self) -> None:
+        """Drop what steps rounded: the arrays may have changed since (a callback's edit)."""
+        self._fresh.clear()
+
+    @contextlib.contextmanager
+    def steps_round(self):
+        """While in it (``fit``'s loop of steps), optimizer steps that can round the weights as
+        they update them do, for the next step's forward pass; nothing rounded is kept past it
+        (the weights may change outside ``fit``'s loop: a user's code, a checkpoint loaded)."""
+        self._keep = True
+        self._fresh.clear()
+        try:
+            yield
+        finally:
+            self._keep = False
+            self._fresh.clear()
 
     def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         a = a if a.dtype == np.uint16 else self._bits(a, "a")

@@ -154,6 +154,7 @@ class Optimizer:
             (flat(p), flat(g), [flat(st[s]) for s in self.slots])
             for p, g, st in zip(params, grads, self.state)
         ][::-1]
+        self._params = list(params)[::-1]  # (in _flat's order)
         self._pool_update = None  # made on the first step on an OpenMP pool (False: none)
 
     def step(self, lr):
@@ -169,8 +170,13 @@ class Optimizer:
             if self._pool_update is None:
                 # (a subclass with an update of its own keeps it: the pool runs the kernel's loop)
                 own = type(self)._update is not Optimizer._update
+                # precision="bf16": the weights rounded as they are updated, for the next forward
+                rounding = self._backend.step_rounding()
+                bits = rounding.step_bits(self._params) if rounding is not None else None
                 self._pool_update = not own and self._backend.kernel_set.pool_update(
-                    self.kernel, self._flat, runner.thread_functions) or False
+                    self.kernel, self._flat, runner.thread_functions, bits) or False
+                self._rounding = rounding
+                self._rounded = [(p, b) for p, b in zip(self._params, bits or ()) if b is not None]
                 self._where = runner.faster_of()
             if self._pool_update:
                 self._where(runner.threads(), self._step_here, self._step_on_pool, lr, runner)
@@ -185,7 +191,11 @@ class Optimizer:
     def _step_on_pool(self, lr, runner):
         self.t += 1
         self._pool_update.set(*self._scalars(lr))
+        rounds = bool(self._rounded) and self._rounding.rounds_in_steps()  # (inside fit's loop only)
+        self._pool_update.rounding(rounds)
         runner.run(self._pool_update.body, self._pool_update.data)
+        if rounds:
+            self._rounding.rounded_by_step(self._rounded)
 
     def _scalars(self, lr):
         """The kernel's arguments after its arrays, for this step at learning rate ``lr``."""

@@ -490,7 +490,8 @@ def _epochs(model, run):
                                  enabled=bool(settings.verbose) and data_parallel.is_root(model),
                                  show_bar=settings.verbose == 1)
         t_steps = time.perf_counter()
-        lr = _train_epoch(model, run, epoch, progress)
+        with model.backend_.steps_round():  # (bf16: a step's rounded weights kept for the next one only here)
+            lr = _train_epoch(model, run, epoch, progress)
         if stop is not None and stop.undone is not None:  # interrupted mid-epoch: the epoch is undone
             progress.abandon()
             run.guard.restore()
@@ -652,6 +653,8 @@ def _train_epoch(model, run, epoch, progress):
         progress.update(step + 1)
         for cb in run.step_callbacks:
             cb.on_step_end(model, epoch + 1, step + 1)
+        if run.step_callbacks:  # (a callback may have changed the weights: rounded again)
+            b.forget_rounded()
         if stop is not None and stop.signum is not None and step + 1 < steps:
             stop.undone = (epoch + 1, step + 1, steps)
             break

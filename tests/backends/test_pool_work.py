@@ -217,3 +217,124 @@ def test_reference_kernels_never_run_on_the_pool(monkeypatch, threads):
     m = fastnet.MLP([20, 64, 3], seed=0, backend="cpu", kernels="reference")
     m.fit(X, rng.integers(0, 3, 256), epochs=1, batch_size=64, diagnose=False, verbose=0)
     assert runs == [] and m.optimizer_._pool_update is False
+
+
+# -- precision="bf16": the weights rounded by the step that updates them -----------------------------
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("kernel", ["adam_update", "adamw_update", "sgd_update"])
+def test_an_update_that_rounds_leaves_the_bits_of_the_updated_weights(kernel, n_threads, threads):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    threads(n_threads)
+    runner = g.pool_runner()
+    slots = 0 if kernel == "sgd_update" else 2
+    sizes = SIZES + (3 * cpu._FUSE + 5,)   # (a tensor of several fused chunks and a short last one)
+    mine, theirs = tensors(slots=slots, sizes=sizes), tensors(slots=slots, sizes=sizes)
+    bits = [np.full(w.size, 0xABCD, np.uint16) if i % 2 == 0 else None for i, (w, _, _) in enumerate(mine)]
+    update = cpu.pool_update(kernel, mine, runner.thread_functions, bits)
+    for t, rounds in ((1, True), (2, False), (3, True)):
+        update.set(*SCALARS[kernel](t))
+        update.rounding(rounds)
+        before = [None if b is None else b.copy() for b in bits]
+        runner.run(update.body, update.data)
+        for w, gr, st in theirs:
+            getattr(cpu, kernel)(w, gr, *st, *SCALARS[kernel](t))
+        for (w, _, st), (w2, _, st2), b, old in zip(mine, theirs, bits, before):
+            assert np.array_equal(w, w2) and all(np.array_equal(x, y) for x, y in zip(st, st2))  # the same update
+            if b is not None:   # rounded (as ml_dtypes rounds) exactly on the steps that round
+                want = w.astype(ml_dtypes.bfloat16).view(np.uint16) if rounds else old
+                assert np.array_equal(b, want), (t, w.size)
+    with pytest.raises(ValueError, match="bits are a flat C-contiguous uint16 array"):
+        cpu.pool_update(kernel, mine, runner.thread_functions, [np.zeros(3, np.uint16)] * len(mine))
+
+
+def _bf16_fit(monkeypatch, fused, optimizer="adam", callbacks=(), epochs=2):
+    """A bf16 fit on oneDNN's pool (2 threads) with the step's rounding of the weights (``fused``) or
+    without it (the forward pass rounds them); returns the model and the weights' roundings there."""
+    from fastnet.backends import precision as P
+
+    if P.bf16_problem() is not None:
+        pytest.skip(P.bf16_problem()) if not os.environ.get("CI") else pytest.fail(P.bf16_problem())
+    monkeypatch.setenv("FASTNET_THREADS", "fixed")
+    g.set_num_threads(2)
+    if not fused:
+        monkeypatch.setattr(g.Bf16Matmul, "step_bits", lambda self, params: [None] * len(params))
+    # every update on the pool (the measured choice, FasterOf, would take the calling thread for
+    # some steps: those round nothing)
+    monkeypatch.setattr(g.FasterOf, "__call__", lambda self, key, here, pool, *args: pool(*args))
+    rounded = []
+    real = g.Bf16Matmul._round_bits
+    monkeypatch.setattr(g.Bf16Matmul, "_round_bits", lambda self, src, dst: (rounded.append(src.size),
+                                                                              real(self, src, dst)))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1200, 300)).astype(np.float32)
+    y = (X[:, :3].sum(1) > 0).astype(int) + (X[:, 3] > 0.5)
+    m = fastnet.MLP([300, 256, 256, 3], seed=0, backend="cpu", precision="bf16")
+    m.fit(X, y, epochs=epochs, batch_size=128, optimizer=optimizer, verbose=0, diagnose=False,
+          callbacks=list(callbacks))
+    monkeypatch.undo()
+    return m, rounded
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "momentum"])
+def test_bf16_steps_that_round_the_weights_train_as_the_forward_rounding_does(monkeypatch, threads, optimizer):
+    fused, fused_rounded = _bf16_fit(monkeypatch, True, optimizer)
+    plain, plain_rounded = _bf16_fit(monkeypatch, False, optimizer)
+    a, b = fused.get_weights(), plain.get_weights()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    # 2 epochs of 10 steps: the forward pass rounds the first layer's weights at every step, or,
+    # where the step rounded them (Adam's and SGD's updates on the pool), at each epoch's first
+    w1 = 300 * 256
+    assert plain_rounded.count(w1) == 20
+    assert fused_rounded.count(w1) == (20 if optimizer == "momentum" else 2)  # (momentum: no pool version)
+
+
+class _Shrink(fastnet.Callback):
+    """Edits the first layer's weights in place: after every step, or at each epoch's end."""
+
+    def __init__(self, when):
+        self.when = when
+
+    def on_step_end(self, model, epoch, step):
+        if self.when == "step" and step % 3 == 0:
+            model.layers[0].W *= np.float32(0.9)
+
+    def on_epoch_end(self, model, epoch, logs):
+        if self.when == "epoch":
+            model.layers[0].W *= np.float32(0.9)
+
+
+@pytest.mark.parametrize("when", ["step", "epoch"])
+def test_a_callbacks_edit_of_the_weights_is_what_the_next_step_reads(monkeypatch, threads, when):
+    fused, _ = _bf16_fit(monkeypatch, True, callbacks=[_Shrink(when)])
+    plain, _ = _bf16_fit(monkeypatch, False, callbacks=[_Shrink(when)])
+    a, b = fused.get_weights(), plain.get_weights()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_train_on_batch_after_fit_reads_the_weights_as_they_are_between_calls(monkeypatch, threads):
+    from fastnet.backends import precision as P
+
+    if P.bf16_problem() is not None:
+        pytest.skip(P.bf16_problem())
+    monkeypatch.setenv("FASTNET_THREADS", "fixed")
+    g.set_num_threads(2)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((128, 300)).astype(np.float32)
+    y = rng.integers(0, 3, 128)
+
+    def train(fused):
+        with monkeypatch.context() as mp:
+            if not fused:
+                mp.setattr(g.Bf16Matmul, "step_bits", lambda self, params: [None] * len(params))
+            mp.setattr(g.FasterOf, "__call__", lambda self, key, here, pool, *args: pool(*args))
+            m = fastnet.MLP([300, 256, 3], seed=0, backend="cpu", precision="bf16")  # (Adam: the default)
+            m.fit(X, y, epochs=1, batch_size=32, verbose=0, diagnose=False)   # (its last step rounded W)
+            m.layers[0].W *= np.float32(0.95)
+            for i in range(12):
+                m.train_on_batch(X, y)
+                m.layers[0].W *= np.float32(0.95)   # the user's edit between two steps
+            return m.get_weights()
+
+    a, b = train(True), train(False)
+    assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -28,7 +28,8 @@ figure to hold to 1.3x.
 ``precision="bf16"`` (``fastnet bench --profile --bf16``) profiles the same model training
 in bfloat16 (``fastnet.backends.precision``): its GEMMs are oneDNN's bfloat16 ones, the
 rounding of their float32 operands to bfloat16 is a part of its own ("rounding", taken out
-of the GEMM and forward parts it happens in), and the floor is the epoch's FLOPs at
+of the GEMM and forward parts it happens in; the weights' rounding is the optimizer's where
+its update on the pool rounds them as it writes them), and the floor is the epoch's FLOPs at
 oneDNN's bfloat16 speed on operands already rounded.
 
 Where the step's GEMMs run on oneDNN's OpenMP pool, the optimizer's update and the bf16
@@ -52,7 +53,7 @@ PARTS = {
     "forward": "forward, not GEMM (bias + activation kernels)",
     "loss": "loss (output activation + loss kernel)",
     "backward": "backward, not GEMM (activation derivative + bias gradient kernels)",
-    "optimizer": "optimizer step",
+    "optimizer": "optimizer step (bf16, on the pool: with the weights' bfloat16 bits)",
     "correct": "correct count (model._correct)",
     "rounding": "bf16 rounding of the GEMMs' operands (precision='bf16')",
     "gather": "batch gather (backend.gather)",
