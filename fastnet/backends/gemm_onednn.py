@@ -292,11 +292,12 @@ _lib: Optional[_Lib] = None
 _threads: Optional[int] = None   # oneDNN's OpenMP thread count, as set here (primitives are per count)
 _load_error: Optional[str] = None
 _load_lock = threading.Lock()
-#: Why oneDNN does not run in this process, when it was forked after oneDNN's OpenMP threads ran.
+#: Why oneDNN does not run in this process, when it was forked from one that had loaded it.
 _forked: Optional[str] = None
-FORKED = ("this process was forked after oneDNN's OpenMP threads ran in its parent: they did not come "
-          "with it, and oneDNN's next parallel region here would wait for them forever (start the process "
-          "with multiprocessing's 'spawn' or 'forkserver' method to train on oneDNN in it)")
+FORKED = ("this process was forked from one that had loaded oneDNN and its OpenMP runtime: OpenMP's "
+          "threads do not come with a fork, and oneDNN's next parallel region here could wait for them "
+          "forever (start the process with multiprocessing's 'spawn' or 'forkserver' method to train on "
+          "oneDNN in it)")
 
 
 def _after_fork_in_child() -> None:
@@ -321,7 +322,7 @@ def forked() -> Optional[str]:
 
 def load() -> _Lib:
     """The loaded library (loaded on first use); :class:`OneDNNUnavailable` when none loads,
-    or in a process forked after oneDNN's OpenMP threads ran (``FORKED``)."""
+    or in a process forked from one that had loaded it (``FORKED``)."""
     global _lib, _load_error, _threads
     if _forked is not None:
         raise OneDNNUnavailable(_forked)
