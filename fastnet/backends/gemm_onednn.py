@@ -852,11 +852,11 @@ class Bf16Matmul:
         return self._keep
 
     def rounded_by_step(self, pairs) -> None:
-        """``(array, flat bits)`` pairs an optimizer step just rounded: the next
+        """``(array, its bits in its shape)`` pairs an optimizer step just rounded: the next
         :meth:`operand` of each array takes its bits instead of rounding it again."""
         if self._keep:
             for a, bits in pairs:
-                self._fresh[a.__array_interface__["data"][0]] = (a, bits.reshape(a.shape))
+                self._fresh[a.__array_interface__["data"][0]] = (a, bits)
 
     def forget_rounded(self) -> None:
         """Drop what steps rounded: the arrays may have changed since (a callback's edit)."""

@@ -176,7 +176,7 @@ class Optimizer:
                 self._pool_update = not own and self._backend.kernel_set.pool_update(
                     self.kernel, self._flat, runner.thread_functions, bits) or False
                 self._rounding = rounding
-                self._rounded = [(p, b) for p, b in zip(self._params, bits or ()) if b is not None]
+                self._rounded = [(p, b.reshape(p.shape)) for p, b in zip(self._params, bits or ()) if b is not None]
                 self._where = runner.faster_of()
             if self._pool_update:
                 self._where(runner.threads(), self._step_here, self._step_on_pool, lr, runner)

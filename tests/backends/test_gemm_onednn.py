@@ -283,6 +283,11 @@ def test_a_process_forked_after_onednn_ran_trains_on_numpy_and_says_why_not_oned
             except g.OneDNNUnavailable as e:
                 if "forked from one that had loaded oneDNN" not in str(e):
                     os._exit(5)
+            try:   # (the parent's pool, as a forked model's optimizer would run its update on it)
+                mm.pool_runner.run(0, 0)
+                os._exit(6)
+            except g.OneDNNUnavailable:
+                pass
             del os.environ["FASTNET_CPU_GEMM"]   # auto: measured among the providers that run here
             h = m.fit(X, y, epochs=1, batch_size=64, verbose=0, diagnose=False)
             ok = h.params["gemm"]["provider"] == "numpy" and np.isfinite(h["loss"][-1])

@@ -338,3 +338,25 @@ def test_train_on_batch_after_fit_reads_the_weights_as_they_are_between_calls(mo
 
     a, b = train(True), train(False)
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_bits_a_step_left_go_only_to_the_array_they_were_rounded_from():
+    from fastnet.backends import precision as P
+
+    if P.bf16_problem() is not None:
+        pytest.skip(P.bf16_problem())
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    mm = g.Bf16Matmul()
+    w = np.random.default_rng(3).standard_normal((40, 24)).astype(np.float32)
+    stale = np.zeros(w.shape, np.uint16)   # (not w's bits: what a step rounded before an edit)
+    want = w.astype(ml_dtypes.bfloat16).view(np.uint16)
+    with mm.steps_round():
+        mm.rounded_by_step([(w, stale)])
+        assert np.array_equal(mm.operand(w.view()), want)   # another array at w's address: rounded now
+        mm.rounded_by_step([(w, stale)])
+        assert mm.operand(w) is stale                        # w itself: the step's bits, once
+        assert np.array_equal(mm.operand(w), want)
+        mm.rounded_by_step([(w, stale)])
+    assert np.array_equal(mm.operand(w), want)   # nothing kept past the loop of steps
+    mm.rounded_by_step([(w, stale)])             # (outside it nothing is kept at all)
+    assert np.array_equal(mm.operand(w), want)
