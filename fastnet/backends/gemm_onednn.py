@@ -802,6 +802,8 @@ class Bf16Matmul:
         #: bits), taken (once) by the next :meth:`operand` of that array (:meth:`rounded_by_step`).
         self._fresh: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._keep = False
+        #: How many operands were the bits a step had rounded (not rounded again), for the profile.
+        self.from_steps = 0
 
     def _round_bits(self, src: np.ndarray, dst: np.ndarray) -> None:
         """``src`` (float32 bits) rounded into ``dst``: on this thread, or shared by the
@@ -836,6 +838,7 @@ class Bf16Matmul:
         address = x.__array_interface__["data"][0]
         held = self._fresh.pop(address, None) if self._fresh else None
         if held is not None and held[0] is x:
+            self.from_steps += 1
             return held[1]
         return self._bits(x, address)
 

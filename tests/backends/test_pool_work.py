@@ -287,6 +287,9 @@ def test_bf16_steps_that_round_the_weights_train_as_the_forward_rounding_does(mo
     w1 = 300 * 256
     assert plain_rounded.count(w1) == 20
     assert fused_rounded.count(w1) == (20 if optimizer == "momentum" else 2)  # (momentum: no pool version)
+    # what the profile counts: operands taken from a step's bits (3 weights, 9 steps of 10 an epoch)
+    assert fused.backend_._matmul.from_steps == (0 if optimizer == "momentum" else 2 * 9 * 3)
+    assert plain.backend_._matmul.from_steps == 0
 
 
 class _Shrink(fastnet.Callback):

@@ -203,10 +203,13 @@ def _need_bf16():
         pytest.skip(f"bf16 unavailable: {why}")
 
 
-def test_bf16_profile_counts_the_rounding_apart_and_its_floor_is_bfloat16_gemms(monkeypatch):
+@pytest.mark.parametrize("on_pool", [False, True], ids=["as-measured", "updates-on-the-pool"])
+def test_bf16_profile_counts_the_rounding_apart_and_its_floor_is_bfloat16_gemms(monkeypatch, on_pool):
     """precision='bf16': each step rounds a dense layer's x, W and dy once (3 per layer, timed
-    as "rounding", not inside the GEMM or forward parts), and the floor is the FLOPs at the
-    speed of oneDNN's bfloat16 GEMMs (measured with precision='bf16', not float32's)."""
+    as "rounding", not inside the GEMM or forward parts) -- but a W the optimizer's update
+    rounded as it wrote it (on oneDNN's pool, where that was measured faster) is counted
+    apart, not rounded again -- and the floor is the FLOPs at the speed of oneDNN's bfloat16
+    GEMMs (measured with precision='bf16', not float32's)."""
     _need_bf16()
     from fastnet.backends import gemm_choice
 
@@ -218,22 +221,40 @@ def test_bf16_profile_counts_the_rounding_apart_and_its_floor_is_bfloat16_gemms(
         return real(provider, problems, threads, precision=precision)
 
     monkeypatch.setattr(gemm_choice, "measure", measure)
+    if on_pool:  # every update on oneDNN's 2 threads: each rounds the weights as it writes them
+        from fastnet.backends import gemm_onednn as g
+
+        monkeypatch.setenv("FASTNET_THREADS", "fixed")
+        before = g.get_num_threads()
+        g.set_num_threads(2)
+        monkeypatch.setattr(g.FasterOf, "__call__", lambda self, key, here, pool, *args: pool(*args))
     rows, batch = 80, 32  # 3 steps
     config = dict(B.CONFIGS["sigmoid128-sgd"], batch_size=batch)
     X, y = _tiny(rows)
-    result = P.profile_config(X, y, config, rounds=2, precision="bf16")
+    try:
+        result = P.profile_config(X, y, config, rounds=2, precision="bf16")
+    finally:
+        if on_pool:
+            g.set_num_threads(before)
     steps, dense = 3, 2
     assert result["precision"] == "bf16" and result["gemm_choice"]["provider"] == "onednn"
     assert asked == [("onednn", "bf16")] * P.GEMM_REPEATS
     for epoch in result["instrumented"]:
-        assert epoch["calls"]["rounding"] == steps * 3 * dense
+        # (the last step's bits are left unused: fit's loop ends)
+        if on_pool:
+            assert epoch["calls"][P.FROM_STEPS] == (steps - 1) * dense
+        else:
+            assert 0 <= epoch["calls"][P.FROM_STEPS] <= (steps - 1) * dense
+        assert epoch["calls"]["rounding"] + epoch["calls"][P.FROM_STEPS] == steps * 3 * dense
         assert epoch["parts"]["rounding"] > 0
         assert sum(epoch["parts"].values()) == pytest.approx(epoch["seconds"], rel=1e-12)
     assert result["gemm_floor_seconds"] == pytest.approx(
         result["gemm_flops"] / result["provider_gflops"]["best"] / 1e9, rel=1e-12)
     table = P.format_profile("sigmoid128-sgd", result)
     assert "bf16 GEMMs, provider onednn" in table
-    assert f"| bf16 rounding of the GEMMs' operands (precision='bf16'), {steps * 3 * dense} calls |" in table
+    calls = result["instrumented"][0]["calls"]
+    rounded = f" (and {calls[P.FROM_STEPS]} weights {P.FROM_STEPS})" if calls[P.FROM_STEPS] else ""
+    assert f"| bf16 rounding of the GEMMs' operands (precision='bf16'), {calls['rounding']} calls{rounded} |" in table
 
 
 def test_bf16_wrapping_leaves_the_rounding_kernel_as_it_was():

@@ -29,7 +29,8 @@ figure to hold to 1.3x.
 in bfloat16 (``fastnet.backends.precision``): its GEMMs are oneDNN's bfloat16 ones, the
 rounding of their float32 operands to bfloat16 is a part of its own ("rounding", taken out
 of the GEMM and forward parts it happens in; the weights' rounding is the optimizer's where
-its update on the pool rounds them as it writes them), and the floor is the epoch's FLOPs at
+its update on the pool rounds them as it writes them: those operands are counted in the
+epoch's ``calls`` as ``FROM_STEPS``, not as "rounding" calls), and the floor is the epoch's FLOPs at
 oneDNN's bfloat16 speed on operands already rounded.
 
 Where the step's GEMMs run on oneDNN's OpenMP pool, the optimizer's update and the bf16
@@ -62,6 +63,8 @@ PARTS = {
     "rest": "the rest: step loop, batch loss sums, schedule, fit's epoch bookkeeping",
 }
 TIMED = tuple(p for p in PARTS if p != "rest")
+#: bf16: operands that were the bits an optimizer step had rounded (a count, not a timed part).
+FROM_STEPS = "rounded by the optimizer's step"
 #: Measurements of the provider's speed made by the profile (each the best step of a short run).
 GEMM_REPEATS = 5
 GOAL = 1.3
@@ -70,10 +73,12 @@ GOAL = 1.3
 class Recorder:
     """Seconds and calls per part of the calls wrapped by :meth:`timed` and :meth:`gemm`,
     and the FLOPs of the GEMMs.  A call's seconds are its own: the seconds of the wrapped
-    calls made inside it are taken off (and counted in their own part)."""
+    calls made inside it are taken off (and counted in their own part).  ``counters``: name ->
+    a running count read at :meth:`reset` and :meth:`epoch` (the epoch's calls get the difference)."""
 
-    def __init__(self, clock=time.perf_counter):
+    def __init__(self, clock=time.perf_counter, counters=None):
         self.clock = clock
+        self.counters = dict(counters or {})
         self._open = []  # per wrapped call under way: [part, seconds of the wrapped calls inside it]
         self.reset()
 
@@ -81,6 +86,7 @@ class Recorder:
         self.seconds = dict.fromkeys(TIMED, 0.0)
         self.calls = dict.fromkeys(TIMED, 0)
         self.flops = 0
+        self._counted = {name: count() for name, count in self.counters.items()}
 
     def timed(self, part, fn):
         """``fn`` with its calls' own seconds added to ``part``."""
@@ -120,7 +126,9 @@ class Recorder:
         """The parts of an epoch of ``seconds``: the wrapped calls' own seconds and the rest."""
         parts = dict(self.seconds)
         parts["rest"] = seconds - sum(self.seconds.values())
-        return {"seconds": seconds, "parts": parts, "calls": dict(self.calls), "gemm_flops": self.flops}
+        calls = dict(self.calls)
+        calls.update({name: count() - self._counted[name] for name, count in self.counters.items()})
+        return {"seconds": seconds, "parts": parts, "calls": calls, "gemm_flops": self.flops}
 
 
 class _TimedLoss:
@@ -238,7 +246,10 @@ def profile_config(X, y, config, rounds=3, seed=0, progress=None, precision="flo
     say(f"{count}, plain")
     plain = model.fit(X, y, epochs=rounds, **fit)
     say(f"{count}, instrumented")
-    recorder = Recorder()
+    # bf16: the weights' bits the optimizer's update rounded, taken by the next forward pass
+    # instead of a "rounding" call (``gemm_onednn.Bf16Matmul.operand``)
+    matmul = model.backend_._matmul
+    recorder = Recorder(counters={FROM_STEPS: lambda: matmul.from_steps} if hasattr(matmul, "from_steps") else None)
     keep = _EachEpoch(recorder)
     with instrumented(model, recorder):
         model.fit(X, y, epochs=rounds, callbacks=[keep], **fit)
@@ -312,6 +323,8 @@ def format_profile(name, result):
     for part, label in shown_parts(result).items():
         rate = f"{result['gemm_gflops_in_epoch']:.0f}" if part == "gemm" and result["gemm_gflops_in_epoch"] else ""
         count = f", {calls[part]:,} call{'s' * (calls[part] != 1)}" if part in calls else ""
+        if part == "rounding" and calls.get(FROM_STEPS):
+            count += f" (and {calls[FROM_STEPS]:,} weights {FROM_STEPS})"
         lines.append(f"| {label}{count} | {parts[part]:.4f} | {100 * parts[part] / total:.1f}% | {rate} |")
     n = len(result["instrumented"])
     lines.append(f"| instrumented epoch (mean of {n}) | {total:.4f} | 100% | "
