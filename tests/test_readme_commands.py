@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,20 @@ def site_packages(venv):
     return Path(out.stdout.strip())
 
 
-def run_block(block, cwd, env, timeout):
+#: Seconds of each phase of the test, printed at its end (CI's log: -rP).
+PHASES: dict = {}
+
+
+def run_block(block, cwd, env, timeout, phase=None):
+    start = time.monotonic()
+    try:
+        return _run_block(block, cwd, env, timeout)
+    finally:
+        if phase:
+            PHASES[phase] = PHASES.get(phase, 0.0) + time.monotonic() - start
+
+
+def _run_block(block, cwd, env, timeout):
     proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=cwd, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
     return proc.returncode, proc.stdout
@@ -84,7 +98,8 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
             data = Path(os.environ.get("COVERAGE_FILE", ROOT / ".coverage")).resolve()
             env.update(FASTNET_COVERAGE="1", FASTNET_COVERAGE_DATA=str(data))
 
-    rc, log = run_block(first, clone, env, timeout=1200)
+    PHASES.clear()
+    rc, log = run_block(first, clone, env, timeout=1200, phase="first command")
     assert rc == 0, log[-6000:]
     accuracy = float(re.search(r"test accuracy (\d\.\d+)", log).group(1))
     assert accuracy >= 0.98, log[-3000:]
@@ -101,10 +116,10 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
     for command in ('python -c "import fastnet, fastnet.kernels.cpu; print(fastnet.kernels.cpu.__file__)"',
                     "python -m fastnet info", "echo 'import fastnet; print(fastnet.MLP)' | python -i -q",
                     "python examples/xor_sse.py"):
-        rc, log = run_block(command, clone, env, timeout=300)
+        rc, log = run_block(command, clone, env, timeout=300, phase="from the clone's root")
         assert rc == 0 and "Traceback" not in log, f"{command} from the clone's root:\n{log[-3000:]}"
 
-    rc, log = run_block(second, clone, env, timeout=1500)
+    rc, log = run_block(second, clone, env, timeout=1500, phase="second command")
     # each group's command and result line (its tests and seconds), for CI's log (-rP)
     print("README's second command, its groups:\n" + "\n".join(
         line for line in log.splitlines()
@@ -120,8 +135,10 @@ def test_readme_commands_in_sequence_on_a_fresh_machine(tmp_path):
     assert "FASTNET_CI_SPLIT=1)" not in log, summary(log)
     assert not installed.exists(), f"{installed} survived the switch to the editable install"
     # Ray's workers started from the root import fastnet there (editable install now)
-    rc, log = run_block("python examples/tune_mnist.py --small --epochs 1 --verbose 0", clone, env, timeout=900)
+    rc, log = run_block("python examples/tune_mnist.py --small --epochs 1 --verbose 0", clone, env, timeout=900,
+                        phase="Ray example")
     assert rc == 0 and "best config" in log.lower(), log[-3000:]
+    print("the test's phases, seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in PHASES.items()))
 
     rc, log = run_block("pip uninstall -y fastnet-mlp", clone, env, timeout=300)
     assert rc == 0, log

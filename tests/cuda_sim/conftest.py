@@ -8,12 +8,14 @@ here is replaced, unimported, by one skipped item that says why: importing
 
 Every simulated thread is a Python thread (about 1 ms each), and every
 ``syncthreads`` a wait on each of them, so the session launches small grids:
-32 threads per block, 8 per row of the row-wise kernels (softmax, the losses:
-their reductions synchronise per row, and with 32 threads they took 85% of a
-simulated training step), at most 2 blocks.  The kernels stride over the rest,
+32 threads per block, 4 per row of the row-wise kernels (softmax, the losses:
+their reductions synchronise per row; with 32 threads they took 85% of a
+simulated training step, and two simulator training tests ran in 34 s with 8
+threads, 21 s with 4), at most 2 blocks.  The kernels stride over the rest,
 which also exercises their grid- and block-stride loops on shapes larger than
-one launch (10 classes over 8 threads: the row loop too); test_cuda_kernels.py
-checks the kernels under other launch shapes (row blocks of 4 and 64).
+one launch (10 classes over 4 threads: the row loop too, and a two-level
+reduction); test_cuda_kernels.py checks the kernels under other launch shapes
+(row blocks of 4 and 64).
 """
 import os
 import sys
@@ -27,7 +29,7 @@ REASON = (
 )
 
 #: Launch settings of the session (see ``fastnet.kernels.cuda.set_launch_config``).
-SIM_LAUNCH = dict(block=32, row_block=8, bwd_block=(8, 4), max_blocks=2)
+SIM_LAUNCH = dict(block=32, row_block=4, bwd_block=(8, 4), max_blocks=2)
 #: GIL switch interval of the session, in seconds (Python's default: 0.005).
 SWITCH_INTERVAL = 2e-4
 
