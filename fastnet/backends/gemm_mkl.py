@@ -34,7 +34,7 @@ from typing import Any, Optional
 import numpy as np
 
 __all__ = ["available", "load", "matmul", "version", "library_path", "set_num_threads",
-           "get_num_threads", "MKLUnavailable", "POOL", "F32Matmul"]
+           "get_num_threads", "MKLUnavailable", "POOL", "F32Matmul", "forked"]
 
 ENV = "FASTNET_MKL"
 PACKAGE = "mkl"
@@ -145,10 +145,32 @@ _lib: Optional[_Lib] = None
 _load_error: Optional[str] = None
 _load_lock = threading.Lock()
 
+#: Why MKL does not run in a process forked from one that had loaded GNU OpenMP (:func:`forked`).
+FORKED = ("this process was forked from one that had loaded GNU OpenMP (libgomp: oneDNN's runtime, or MKL's "
+          "with MKL_THREADING_LAYER=GNU): OpenMP's threads do not come with a fork, and MKL's GEMMs in such a "
+          "child waited forever for them (measured, on MKL's own Intel OpenMP too); start the process with "
+          "multiprocessing's 'spawn' or 'forkserver' method to run MKL in it")
+
+
+def forked() -> Optional[str]:
+    """Why MKL does not run in this process (forked after GNU OpenMP was loaded), or None."""
+    from fastnet.backends import gomp_forked
+
+    return FORKED if gomp_forked() else None
+
 
 def load() -> _Lib:
-    """The loaded library (loaded on first use); :class:`MKLUnavailable` when it does not load."""
+    """The loaded library (loaded on first use); :class:`MKLUnavailable` when it does not load,
+    or in a process forked from one that had loaded GNU OpenMP (``FORKED``).
+
+    Measured (Intel Xeon, MKL 2026.2, 2 threads), a forked child's first MKL GEMM waited
+    forever where the parent had run MKL on GNU OpenMP, or had run oneDNN's GNU OpenMP threads
+    (whether or not MKL was loaded there, on its default Intel OpenMP); a child of a parent
+    that had run MKL alone, on Intel OpenMP, trained on.  The child computes on the providers
+    that run there."""
     global _lib, _load_error
+    if forked() is not None:
+        raise MKLUnavailable(FORKED)
     if _lib is not None:
         return _lib
     with _load_lock:

@@ -58,6 +58,8 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
+from fastnet.backends import gomp_forked
+
 __all__ = ["available", "load", "matmul", "implementation", "version", "runtime", "pool_runner", "PoolRunner",
            "library_path", "set_num_threads", "get_num_threads", "set_verbose",
            "to_bf16_bits", "OneDNNUnavailable", "OneDNNError"]
@@ -300,9 +302,14 @@ FORKED = ("this process was forked from one that had loaded oneDNN and its OpenM
           "oneDNN in it)")
 
 
+FORKED_GOMP = ("this process was forked from one that had loaded GNU OpenMP (libgomp: another library's "
+               "OpenMP, MKL's with MKL_THREADING_LAYER=GNU), oneDNN's runtime here: OpenMP's threads do not "
+               "come with a fork, and oneDNN's first parallel region here could wait for them forever (start "
+               "the process with multiprocessing's 'spawn' or 'forkserver' method to train on oneDNN in it)")
 def _after_fork_in_child() -> None:
     # GNU OpenMP keeps no threads across a fork: a child running the parent's primitives waited
-    # forever (measured).  The child computes on NumPy's BLAS; what would run oneDNN says why.
+    # forever (measured), and so did a child loading oneDNN after MKL's GEMMs had run on the
+    # parent's libgomp.  The child computes on NumPy's BLAS; what would run oneDNN says why.
     global _forked
     if _lib is not None and _lib.omp is not None:
         _forked = FORKED
@@ -322,8 +329,9 @@ def forked() -> Optional[str]:
 
 def load() -> _Lib:
     """The loaded library (loaded on first use); :class:`OneDNNUnavailable` when none loads,
-    or in a process forked from one that had loaded it (``FORKED``)."""
-    global _lib, _load_error, _threads
+    or in a process forked from one that had loaded it (``FORKED``) or, for oneDNN's build on
+    GNU OpenMP, from one that had loaded that runtime (``FORKED_GOMP``)."""
+    global _lib, _load_error, _threads, _forked
     if _forked is not None:
         raise OneDNNUnavailable(_forked)
     if _lib is not None:
@@ -337,7 +345,7 @@ def load() -> _Lib:
                 for path in _candidates():
                     try:
                         _lib = _Lib(path)
-                        if _lib.omp is not None:
+                        if _lib.omp is not None and not gomp_forked():
                             _threads = int(_lib.omp.omp_get_max_threads())
                         break
                     except (OSError, OneDNNUnavailable, OneDNNError, AttributeError) as e:
@@ -347,6 +355,9 @@ def load() -> _Lib:
                                    else "oneDNN does not load: " + "; ".join(errors))
         if _lib is None:
             raise OneDNNUnavailable(f"{_load_error}. {INSTALL_HINT}")
+        if _lib.omp is not None and gomp_forked():
+            _forked = FORKED_GOMP  # (refused before its first parallel region)
+            raise OneDNNUnavailable(_forked)
     return _lib
 
 

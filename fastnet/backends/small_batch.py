@@ -33,6 +33,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from fastnet.backends import gomp_forked
+
 #: Calls of at most this many rows run here; more rows run through the BLAS's GEMMs (whose
 #: kernels reuse each weight across rows, which the one-row kernel does not).
 MAX_ROWS = 16
@@ -41,21 +43,13 @@ _runner: Any = None
 _runner_lock = threading.Lock()
 
 
-def _gomp_loaded() -> bool:
-    """Whether ``libgomp.so.1`` is in the process (loaded by anyone: oneDNN, fastnet, a BLAS)."""
-    try:
-        ctypes.CDLL("libgomp.so.1", mode=getattr(os, "RTLD_NOLOAD", 4) | ctypes.RTLD_GLOBAL)
-        return True
-    except OSError:
-        return False
-
-
 def _after_fork_in_child() -> None:
     # libgomp's threads do not survive a fork, and its first parallel region in the child of
-    # a process that ran one (fastnet's, or oneDNN's while training) waits for them forever:
-    # where libgomp was loaded before the fork, the child predicts through the BLAS
+    # a process that ran one (fastnet's, oneDNN's, MKL's on GNU OpenMP) waits for them forever:
+    # where libgomp was loaded before the fork (fastnet.backends.gomp_forked, whose handler
+    # ran first), the child predicts through the BLAS
     global _runner
-    if _runner or (_runner is None and _gomp_loaded()):
+    if gomp_forked():
         _runner = False
 
 
@@ -70,6 +64,8 @@ def runner() -> Any:
     global _runner
     if os.environ.get("FASTNET_SMALL_BATCH", "1").strip() == "0":
         return None
+    if _runner is None and gomp_forked():
+        _runner = False
     if _runner is None:
         with _runner_lock:
             if _runner is None:
