@@ -300,12 +300,12 @@ FORKED = ("this process was forked from one that had loaded oneDNN and its OpenM
           "threads do not come with a fork, and oneDNN's next parallel region here could wait for them "
           "forever (start the process with multiprocessing's 'spawn' or 'forkserver' method to train on "
           "oneDNN in it)")
-
-
 FORKED_GOMP = ("this process was forked from one that had loaded GNU OpenMP (libgomp: another library's "
                "OpenMP, MKL's with MKL_THREADING_LAYER=GNU), oneDNN's runtime here: OpenMP's threads do not "
                "come with a fork, and oneDNN's first parallel region here could wait for them forever (start "
                "the process with multiprocessing's 'spawn' or 'forkserver' method to train on oneDNN in it)")
+
+
 def _after_fork_in_child() -> None:
     # GNU OpenMP keeps no threads across a fork: a child running the parent's primitives waited
     # forever (measured), and so did a child loading oneDNN after MKL's GEMMs had run on the
