@@ -33,6 +33,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from fastnet.backends import gomp_forked
+
 __all__ = ["available", "load", "matmul", "version", "library_path", "set_num_threads",
            "get_num_threads", "MKLUnavailable", "POOL", "F32Matmul", "forked"]
 
@@ -154,8 +156,6 @@ FORKED = ("this process was forked from one that had loaded GNU OpenMP (libgomp:
 
 def forked() -> Optional[str]:
     """Why MKL does not run in this process (forked after GNU OpenMP was loaded), or None."""
-    from fastnet.backends import gomp_forked
-
     return FORKED if gomp_forked() else None
 
 

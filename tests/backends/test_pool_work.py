@@ -356,8 +356,10 @@ def test_bits_a_step_left_go_only_to_the_array_they_were_rounded_from():
     with mm.steps_round():
         mm.rounded_by_step([(w, stale)])
         assert np.array_equal(mm.operand(w.view()), want)   # another array at w's address: rounded now
+        assert mm.from_steps == 0                            # (and not counted as taken from a step)
         mm.rounded_by_step([(w, stale)])
         assert mm.operand(w) is stale                        # w itself: the step's bits, once
+        assert mm.from_steps == 1
         assert np.array_equal(mm.operand(w), want)
         mm.rounded_by_step([(w, stale)])
     assert np.array_equal(mm.operand(w), want)   # nothing kept past the loop of steps
