@@ -309,9 +309,10 @@ class _HostDevice:
             return gemm_choice.matmul_for(setting) if dtype == np.float32 and setting != "auto" else None
         return gemm_onednn.Bf16Matmul()
 
-    def choose_gemm(self, backend, batch, weight_shapes, threads, comm):
+    def choose_gemm(self, backend, batch, weight_shapes, threads, comm, optimizer=None):
         """fastnet.backends.gemm_choice's decision for ``backend``'s float32 steps (None where there is
-        nothing to choose), its provider installed as the backend's training GEMM."""
+        nothing to choose), its provider installed as the backend's training GEMM; ``optimizer``:
+        the fit's, its update timed in each step with the GEMMs."""
         from fastnet.backends import gemm_choice
 
         if backend.precision != "float32":
@@ -319,14 +320,15 @@ class _HostDevice:
         if backend.dtype != np.float32:
             return {"provider": "numpy", "source": f"dtype={backend.dtype.name!r}: NumPy's BLAS (the providers "
                                                    "measured are float32)"}
-        choice = gemm_choice.choose(batch, weight_shapes, threads)
+        update = None if optimizer is None else optimizer.step_update(weight_shapes, backend.kernel_set)
+        choice = gemm_choice.choose(batch, weight_shapes, threads, update=update)
         if comm is not None and comm.size > 1:
             # every rank computes with rank 0's provider (one library, one set of numerics)
             provider = comm.broadcast_object(choice.provider)
             if provider != choice.provider:
                 choice = gemm_choice.Choice(provider, f"rank 0's ({choice.source} there)", choice.gflops,
                                             choice.unavailable, choice.problems, choice.threads, choice.cpu,
-                                            choice.versions, choice.seconds)
+                                            choice.versions, choice.seconds, choice.update)
         current = getattr(backend._matmul, "pool", ("blas",))[0]
         wanted = {"numpy": "blas"}.get(choice.provider, choice.provider)
         if choice.source != "setting" and current != wanted:  # (a set provider is in place since __init__)
@@ -661,10 +663,11 @@ class Backend:
         """A random permutation of ``range(n)`` from the host generator, on the device."""
         return self._device.order_to_device(self.rng.permutation(n))
 
-    def choose_gemm(self, batch, weight_shapes, comm=None):
+    def choose_gemm(self, batch, weight_shapes, comm=None, optimizer=None):
         """Choose the provider of this CPU backend's float32 training GEMMs for steps of
         ``batch`` rows through dense layers of ``weight_shapes`` (by measurement,
-        :mod:`fastnet.backends.gemm_choice`; ``comm``: a data-parallel fit's, whose ranks all take
+        :mod:`fastnet.backends.gemm_choice`, each step with ``optimizer``'s update of parameters of
+        those shapes where given; ``comm``: a data-parallel fit's, whose ranks all take
         rank 0's) and install it; returns the decision as a dict for ``history.params["gemm"]``,
         or None on a GPU.  Call it before :meth:`thread_tuner`: the tuner tunes the chosen
         provider's thread pool."""
@@ -673,7 +676,7 @@ class Backend:
             return None
         from fastnet.backends import threads
 
-        return choose(self, batch, weight_shapes, threads.blas_threads() or 1, comm)
+        return choose(self, batch, weight_shapes, threads.blas_threads() or 1, comm, optimizer)
 
     def thread_tuner(self, work=None, ranks=None):
         """What chooses the BLAS thread count during a training run (``fastnet.backends.threads``);

@@ -14,7 +14,10 @@ in docs/pages/decisions.md).  No fixed default is right everywhere, so at
 a model's first ``fit`` (``FASTNET_CPU_GEMM=auto``, the default) :func:`choose` times
 each provider that loads on the step's own GEMMs (each dense layer's ``x @ W``,
 ``x.T @ dy`` and, past the first layer, ``dy @ W.T``, at the fit's batch size and
-NumPy's BLAS thread count): ``WARM_STEPS`` untimed steps (the first makes oneDNN's
+NumPy's BLAS thread count), each step ending with the model's optimizer's update as fit's steps
+on that provider run it (:class:`StepUpdate`: oneDNN's pool shares the update, the other
+providers leave it to one thread; the GEMMs alone can rank the providers the other way round):
+``WARM_STEPS`` untimed steps (the first makes oneDNN's
 primitives, the second compiles its fast call), then timed steps for at least
 ``MEASURE_SECONDS`` (``MIN_REPS`` to ``MAX_REPS``), twice in alternating order (once when
 the first pass took over ``SECOND_PASS_BEFORE``); each provider's best step gives its
@@ -30,7 +33,7 @@ of one model compute with one library) and on disk, in ``gemm-choice.json`` unde
 fastnet's cache folder (``$XDG_CACHE_HOME/fastnet`` or ``~/.cache/fastnet``; the file
 ``FASTNET_GEMM_CACHE`` names, or ``off``), keyed by the CPU model (``/proc/cpuinfo``'s
 ``model name``), the versions of fastnet, NumPy, NumPy's BLAS, oneDNN and MKL, the thread
-count, the GEMM shapes and the measurement's ``METHOD``: a new CPU, library version, thread
+count, the GEMM shapes, the optimizer and the measurement's ``METHOD``: a new CPU, library version, thread
 count, model or method measures again; the same one does not.
 
 ``FASTNET_CPU_GEMM`` overrides the choice: ``numpy``, ``onednn`` or ``mkl`` (``openblas``:
@@ -60,11 +63,13 @@ CPU_GEMM_ENV = "FASTNET_CPU_GEMM"  # (fastnet.backends.precision.CPU_GEMM: the s
 CACHE_FILE = "gemm-choice.json"
 MAX_ENTRIES = 256       # decisions kept on disk (the oldest dropped first)
 #: The measurement's version, in the cache key: decisions of an earlier method are made again
-#: (2: each provider timed after :func:`settle`; the decisions of 1 favoured NumPy's BLAS).
-METHOD = 2
+#: (2: each provider timed after :func:`settle`; the decisions of 1 favoured NumPy's BLAS;
+#: 3: fit's steps timed with the optimizer's update, :class:`StepUpdate`; those of 2 timed the
+#: GEMMs alone, and with MKL installed chose it on an Intel Xeon where its steps were slower).
+METHOD = 3
 
 WARM_STEPS = 2           # untimed steps before a provider's timed ones
-MEASURE_SECONDS = 0.015  # timed per provider and pass, at least ...
+MEASURE_SECONDS = 0.03   # timed per provider and pass, at least ...
 MIN_REPS = 2             # ... this many steps, ...
 MAX_REPS = 40            # ... at most this many
 PASSES = 2               # passes over the providers, in alternating order (the best step counts) ...
@@ -93,6 +98,22 @@ def step_problems(batch: int, weight_shapes) -> list[tuple[int, int, int, bool, 
         if i:
             problems.append((batch, n_out, n_in, False, True))  # dx = dy @ W.T
     return problems
+
+
+@dataclass(frozen=True)
+class StepUpdate:
+    """The optimizer's update of a training step, timed with the step's GEMMs: what a provider
+    costs a step is its GEMMs and the update as a step on it runs it (on oneDNN's OpenMP pool,
+    its threads share the update where that is faster; beside NumPy's BLAS or MKL it runs on
+    the calling thread), and the GEMMs after an update's pass over memory run from colder
+    caches.  ``name``: the optimizer's; ``shapes``: its parameters'; ``make(runner)``: a
+    callable running one update of scratch arrays of those shapes as a step with that pool
+    runner (``fastnet.backends.gemm_onednn.PoolRunner``, or None) runs it
+    (:meth:`fastnet.core.optimizers.Optimizer.step_update` makes one)."""
+
+    name: str
+    shapes: tuple
+    make: Callable = field(compare=False, repr=False)
 
 
 def problem_flops(problems) -> float:
@@ -209,9 +230,12 @@ def settle(limit: float = SETTLE_LIMIT, clock=time.perf_counter, cpu=time.proces
             return t2 - start
 
 
-def measure(provider: str, problems, threads: int, clock=time.perf_counter, precision: str = "float32") -> float:
+def measure(provider: str, problems, threads: int, clock=time.perf_counter, precision: str = "float32",
+            update: Optional[StepUpdate] = None) -> float:
     """``provider``'s GFLOP/s on one step of ``problems`` at ``threads`` threads: the best of
     timed steps after :func:`settle` and ``WARM_STEPS`` untimed ones (see the module docstring).
+    With ``update`` each step ends with the optimizer's update as a step on ``provider`` runs
+    it, and the figure is the GEMMs' FLOPs over the whole step's time.
 
     ``precision="bf16"`` (provider ``"onednn"``, the one bfloat16 provider) times oneDNN's
     bfloat16 GEMMs on operands already rounded to bfloat16: the GEMMs alone, without the
@@ -237,14 +261,21 @@ def measure(provider: str, problems, threads: int, clock=time.perf_counter, prec
         if rounded is not None:
             a, b = rounded(a), rounded(b)
         ops.append((a.T if ta else a, b.T if tb else b, np.empty((m, n), np.float32)))
+    if update is not None and precision != "float32":
+        raise ValueError(f"update is timed with float32 steps only, got precision={precision!r}")
     _, get, apply = _pool(provider)
     before = get()
     if threads and before != threads:
         apply(threads)
     try:
+        # (made after the pool's thread count is set: the update's pool runs that many)
+        updated = update.make(getattr(call, "pool_runner", None)) if update is not None else None
+
         def step():
             for a, b, out in ops:
                 call(a, b, out)
+            if updated is not None:
+                updated()
 
         settle()  # (another pool's threads, still spinning, would be timed with this one)
         for _ in range(WARM_STEPS):  # primitives made, fast calls compiled, threads woken
@@ -276,11 +307,14 @@ class Choice:
     cpu: str = ""
     versions: dict = field(default_factory=dict)
     seconds: float = 0.0                          # time taken to decide (measuring included)
+    update: str = ""                              # the optimizer whose update was timed with the GEMMs
 
     def reason(self) -> str:
-        """Why this provider: ``"measured 210 vs numpy 180, mkl 150 GFLOP/s on 784-512-512-10 at batch
-        128, 2 threads"``."""
+        """Why this provider: ``"measured 210 GFLOP/s vs numpy 180, mkl 150 on 784-512-512-10 at
+        batch 128, 2 threads, steps with adam's update"``."""
         where = f"on {describe(self.problems)}, {self.threads} thread{'s' * (self.threads != 1)}"
+        if self.update:
+            where += f", steps with {self.update}'s update"
         if self.gflops:
             others = ", ".join(f"{p} {g:.0f}" for p, g in sorted(self.gflops.items(), key=lambda kv: -kv[1])
                                if p != self.provider)
@@ -342,11 +376,13 @@ def _write_cache(path: Optional[Path], key: str, choice: Choice) -> None:
         pass  # a read-only home: the decision is kept in this process only
 
 
-def cache_key(cpu: str, versions_: dict, threads: int, problems) -> str:
-    """The decision's key: a digest of the CPU model, library versions, thread count and shapes."""
+def cache_key(cpu: str, versions_: dict, threads: int, problems, update: Optional[StepUpdate] = None) -> str:
+    """The decision's key: a digest of the CPU model, library versions, thread count, shapes
+    and the optimizer whose update the steps timed (its name and parameters' shapes)."""
+    timed = None if update is None else {"name": update.name, "shapes": [list(s) for s in update.shapes]}
     text = json.dumps({"cpu": cpu, "versions": versions_, "threads": int(threads),
-                       "problems": [list(p) for p in problems], "dtype": "float32", "method": METHOD},
-                      sort_keys=True)
+                       "problems": [list(p) for p in problems], "dtype": "float32", "method": METHOD,
+                       "update": timed}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -358,11 +394,14 @@ def cached_decisions() -> list[dict]:
 
 
 def choose(batch: int, weight_shapes, threads: int, setting: Optional[str] = None, *,
-           measure: Optional[Callable] = None, providers: Optional[dict] = None) -> Choice:
+           update: Optional[StepUpdate] = None, measure: Optional[Callable] = None,
+           providers: Optional[dict] = None) -> Choice:
     """The provider of the float32 GEMMs of steps at ``batch`` rows through dense layers of
-    ``weight_shapes``, at ``threads`` threads.  ``setting``: ``FASTNET_CPU_GEMM``'s value
-    (read when None).  ``measure(provider, problems, threads) -> GFLOP/s`` and
-    ``providers`` (``{name: None or why not}``, as :func:`available`) are for tests."""
+    ``weight_shapes``, at ``threads`` threads; ``update``: the optimizer's update, timed in
+    each step with the GEMMs (fit's; None: the GEMMs alone).  ``setting``:
+    ``FASTNET_CPU_GEMM``'s value (read when None).  ``measure(provider, problems, threads,
+    [update=]) -> GFLOP/s`` and ``providers`` (``{name: None or why not}``, as
+    :func:`available`) are for tests."""
     from fastnet.backends.precision import cpu_gemm_provider
 
     t0 = time.perf_counter()
@@ -370,14 +409,15 @@ def choose(batch: int, weight_shapes, threads: int, setting: Optional[str] = Non
     setting = cpu_gemm_provider() if setting is None else setting
     problems = step_problems(int(batch), weight_shapes)
     threads = int(threads or 1)
+    timed = "" if update is None else update.name
     if setting != "auto":
-        return Choice(setting, "setting", problems=problems, threads=threads, cpu=cpu_model())
+        return Choice(setting, "setting", problems=problems, threads=threads, cpu=cpu_model(), update=timed)
     providers = available() if providers is None else providers
     ready = [p for p in PROVIDERS if p in providers and providers[p] is None]
     unavailable = {p: why for p, why in providers.items() if why is not None}
     cpu = cpu_model()
     vers = versions(ready)
-    key = cache_key(cpu, vers, threads, problems)
+    key = cache_key(cpu, vers, threads, problems, update)
     known = _memory.get(key)
     if known is not None:
         return known
@@ -385,21 +425,22 @@ def choose(batch: int, weight_shapes, threads: int, setting: Optional[str] = Non
     entry = _read_cache(path).get(key)
     if isinstance(entry, dict) and entry.get("provider") in ready:
         choice = Choice(entry["provider"], "cache", dict(entry.get("gflops", {})), unavailable, problems,
-                        threads, cpu, vers, time.perf_counter() - t0)
+                        threads, cpu, vers, time.perf_counter() - t0, timed)
     elif len(ready) == 1 or not problems:
         choice = Choice(ready[0], "the only provider here" if len(ready) == 1 else "no GEMMs", {}, unavailable,
-                        problems, threads, cpu, vers, time.perf_counter() - t0)
+                        problems, threads, cpu, vers, time.perf_counter() - t0, timed)
     else:
         rates: dict[str, list[float]] = {p: [] for p in ready}
         for i in range(PASSES):
             if i and time.perf_counter() - t0 > SECOND_PASS_BEFORE:
                 break  # large steps (or a busy machine): one pass keeps the decision well under a second
             for p in (ready if i % 2 == 0 else ready[::-1]):
-                rates[p].append(float(measure(p, problems, threads)))
+                rates[p].append(float(measure(p, problems, threads) if update is None
+                                      else measure(p, problems, threads, update=update)))
         gflops = {p: max(r) for p, r in rates.items()}
         best = max(ready, key=lambda p: (gflops[p], -ready.index(p)))
         choice = Choice(best, "measured", gflops, unavailable, problems, threads, cpu, vers,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, timed)
         _write_cache(path, key, choice)
     _memory[key] = choice
     return choice

@@ -53,11 +53,15 @@ def gemm_choice_lines(provider: str) -> list[str]:
         if provider not in gc.PROVIDERS + ("auto",):
             return lines
         from fastnet.backends.threads import blas_threads
+        from fastnet.core.optimizers import get_optimizer
+        from fastnet.kernels import kernel_set
 
         recipe = CONFIGS["default"]
         sizes = [784, *recipe["hidden"], 10]
-        shapes = list(zip(sizes, sizes[1:]))
-        choice = gc.choose(recipe["batch_size"], shapes, blas_threads() or 1, provider)
+        shapes = [s for n_in, n_out in zip(sizes, sizes[1:]) for s in ((n_in, n_out), (n_out,))]  # (W, b)
+        # (fit's decision for the recipe's model: its steps timed with the recipe's optimizer)
+        update = get_optimizer(recipe["optimizer"], lr=recipe["lr"]).step_update(shapes, kernel_set("cpu"))
+        choice = gc.choose(recipe["batch_size"], shapes, blas_threads() or 1, provider, update=update)
         source = {"measured": f"measured now in {choice.seconds:.2f} s", "cache": "cached decision"}.get(
             choice.source, choice.source)
         lines.append(f"  the default recipe's model: {choice.provider}: {choice.reason().replace(' (cached decision)', '')}"

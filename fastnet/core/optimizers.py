@@ -8,6 +8,7 @@ pool's threads instead, where that was measured faster (the same results, bit fo
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,32 @@ class Optimizer:
         self._params = list(params)[::-1]  # (in _flat's order)
         self._pool_update = None  # made on the first step on an OpenMP pool (False: none)
 
+    def step_update(self, shapes, kernel_set):
+        """This optimizer's update of parameters of ``shapes`` (float32), as something
+        ``fastnet.backends.gemm_choice`` times in each step with a GEMM provider
+        (:class:`fastnet.backends.gemm_choice.StepUpdate`): a copy of this optimizer set up on
+        scratch arrays (this one's state untouched) steps them through :meth:`step`, with the
+        provider's pool runner (shared by the pool's threads where measured faster) or without
+        (one thread).  ``make(runner)`` returns the step, its scratch optimizer as ``.optimizer``."""
+        from fastnet.backends.gemm_choice import StepUpdate
+
+        shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+
+        def make(runner):
+            scratch = copy.copy(self)
+            scratch.t = 0  # (its state starts afresh)
+            params = [np.full(s, 0.01, dtype=np.float32) for s in shapes]
+            grads = [np.full(s, 1e-3, dtype=np.float32) for s in shapes]
+            scratch.setup(params, grads, _ScratchBackend(kernel_set, runner))
+
+            def step():
+                scratch.step(scratch.lr)
+
+            step.optimizer = scratch  # type: ignore[attr-defined]
+            return step
+
+        return StepUpdate(self.name or type(self).__name__, shapes, make)
+
     def step(self, lr):
         """Update every parameter in place from its gradient buffer, at learning rate ``lr``.
 
@@ -203,6 +230,25 @@ class Optimizer:
 
     def _update(self, w, g, st, lr):
         self._kernel(w, g, *st, *self._scalars(lr))
+
+
+class _ScratchBackend:
+    """What :meth:`Optimizer.setup` and :meth:`Optimizer.step` ask of a backend, for
+    :meth:`Optimizer.step_update`'s scratch steps: NumPy arrays, ``kernel_set``'s kernels,
+    ``runner`` (an OpenMP pool's, or None), no bf16 rounding."""
+
+    xp = np
+
+    def __init__(self, kernel_set, runner):
+        self.kernel_set = kernel_set
+        self._runner = runner
+
+    def pool_runner(self):
+        return self._runner
+
+    @staticmethod
+    def step_rounding():
+        return None
 
 
 class SGD(Optimizer):

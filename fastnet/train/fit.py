@@ -460,9 +460,11 @@ def _fit_loop(model, X, y, val, weights, settings):
     model.stop_training = False
     for cb in settings.callbacks:
         cb.on_train_begin(model)
-    # the float32 GEMMs' library by measurement on this step's shapes (fastnet.backends.gemm_choice), then
+    # the float32 GEMMs' library by measurement on this step's shapes with the optimizer's update
+    # (fastnet.backends.gemm_choice), then
     # its threads by measurement (fastnet.backends.threads), continuing the last run of the same step
-    gemm = model.backend_.choose_gemm(rank_rows, [a.shape for _, a in model.parameters()], parallel.comm)
+    gemm = model.backend_.choose_gemm(rank_rows, [a.shape for _, a in model.parameters()], parallel.comm,
+                                      model.optimizer_)
     if gemm is not None:
         history.params["gemm"] = gemm
     run.tuner = model.backend_.thread_tuner((bs, tuple(a.shape for _, a in model.parameters())),

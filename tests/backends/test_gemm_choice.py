@@ -2,6 +2,8 @@
 simulated machines where each provider wins, the decision cached per CPU model, library
 versions, thread count and shapes, FASTNET_CPU_GEMM overriding it, and the choice shown in
 history.params and fastnet info."""
+import time
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from fastnet.backends import gemm_choice as gc
 from fastnet.backends import gemm_mkl
 from fastnet.backends import gemm_onednn
 from fastnet.cli import info
+from fastnet.kernels import kernel_set
 
 ALL = {"numpy": None, "onednn": None, "mkl": None}
 SHAPES = [(784, 512), (512,), (512, 512), (512,), (512, 10), (10,)]
@@ -25,15 +28,17 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.setattr(gc, "versions", lambda names: {"fastnet": "x", **{n: f"{n} 1.0" for n in names}})
 
 
-def machine(rates):
-    """A simulated machine: ``measure`` returning ``rates[provider]`` GFLOP/s, counting calls."""
-    calls = []
+def machine(rates, with_update=None):
+    """A simulated machine: ``measure`` returning ``rates[provider]`` GFLOP/s (``with_update[provider]``
+    where the steps are timed with an optimizer's update), counting calls and the updates timed."""
+    calls, updates = [], []
 
-    def measure(provider, problems, threads):
+    def measure(provider, problems, threads, update=None):
         calls.append((provider, len(problems), threads))
-        return rates[provider]
+        updates.append(update)
+        return (rates if update is None or with_update is None else with_update)[provider]
 
-    measure.calls = calls
+    measure.calls, measure.updates = calls, updates
     return measure
 
 
@@ -113,6 +118,82 @@ def test_the_cache_key_names_cpu_versions_threads_and_shapes():
                 gc.cache_key("CPU A", {"numpy": "1"}, 2, problems[:2])}) == 5
 
 
+def test_the_choice_times_the_optimizers_update_with_the_gemms():
+    # a simulated machine where MKL's GEMMs alone are fastest, but oneDNN's steps with Adam's
+    # update are (its pool shares the update; beside MKL one thread does it): what a step costs wins
+    kset = kernel_set("cpu")
+    adam = fastnet.Adam().step_update(SHAPES, kset)
+    measure = machine({"numpy": 100.0, "onednn": 110.0, "mkl": 120.0},
+                      with_update={"numpy": 80.0, "onednn": 100.0, "mkl": 90.0})
+    gemms = gc.choose(128, SHAPES, 2, "auto", measure=measure, providers=ALL)
+    steps = gc.choose(128, SHAPES, 2, "auto", update=adam, measure=measure, providers=ALL)
+    assert (gemms.provider, steps.provider) == ("mkl", "onednn")
+    assert all(u is adam for u in measure.updates[-len(measure.calls) // 2:])
+    assert steps.update == "adam" and steps.reason().endswith("2 threads, steps with adam's update")
+    assert steps.as_dict()["update"] == "adam" and gemms.update == ""
+    # another optimizer (or the same on other parameters) is another decision; the same one is not
+    sgd = gc.choose(128, SHAPES, 2, "auto", update=fastnet.SGD().step_update(SHAPES, kset), measure=measure,
+                    providers=ALL)
+    assert sgd.source == "measured" and sgd is not steps
+    n = len(measure.calls)
+    assert gc.choose(128, SHAPES, 2, "auto", update=fastnet.Adam(lr=0.1).step_update(SHAPES, kset),
+                     measure=measure, providers=ALL) is steps and len(measure.calls) == n
+    keys = {gc.cache_key("CPU A", {}, 2, [], u) for u in (None, adam, fastnet.SGD().step_update(SHAPES, kset),
+                                                       fastnet.Adam().step_update(SHAPES[:2], kset))}
+    assert len(keys) == 4
+
+
+def test_measure_times_the_update_in_every_step():
+    problems = gc.step_problems(32, [(20, 16), (16, 3)])
+    runners = []
+    update = gc.StepUpdate("slow", ((4, 4),), lambda runner: runners.append(runner) or (lambda: steps.append(
+        time.sleep(0.004))))
+    steps = []
+    rate = gc.measure("numpy", problems, 1, update=update)
+    assert runners == [None]  # (beside NumPy's BLAS the update runs on the calling thread)
+    assert len(steps) >= gc.WARM_STEPS + gc.MIN_REPS
+    assert rate <= gc.problem_flops(problems) / 0.004 / 1e9  # every timed step waited 4 ms
+    assert gc.measure("numpy", problems, 1) > 2 * rate
+    with pytest.raises(ValueError, match="float32"):
+        gc.measure("onednn", problems, 1, precision="bf16", update=update)
+
+
+@pytest.mark.skipif(not gemm_onednn.available(), reason="oneDNN is not installed")
+def test_onednns_steps_time_the_update_on_its_pool():
+    problems = gc.step_problems(32, [(20, 16), (16, 3)])
+    seen = []
+
+    def make(runner):
+        seen.append((runner, runner.threads()))
+        return lambda: None
+
+    gc.measure("onednn", problems, 2, update=gc.StepUpdate("x", (), make))
+    assert seen == [(gemm_onednn.pool_runner(), 2)]  # oneDNN's pool, at the measured thread count
+
+
+def test_step_update_steps_a_copy_of_the_optimizer_on_scratch_arrays():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 12)).astype(np.float32)
+    model = fastnet.MLP([12, 16, 3], backend="cpu", seed=0)
+    model.fit(X, rng.integers(0, 3, 64), epochs=1, batch_size=32, verbose=0, optimizer="adam", lr=0.01)
+    opt = model.optimizer_
+    before = opt.get_state()
+    shapes = [a.shape for _, a in model.parameters()]
+    step = opt.step_update(shapes, model.backend_.kernel_set).make(None)
+    step()
+    step()
+    after = opt.get_state()
+    assert after["t"] == before["t"] == 2
+    for mine, theirs in zip(before["slots"], after["slots"]):
+        for k in mine:
+            np.testing.assert_array_equal(mine[k], theirs[k])
+    # the scratch steps are Adam's at the optimizer's lr: a constant gradient moves each weight lr per step
+    scratch = step.optimizer
+    assert scratch is not opt and scratch.t == 2 and [p.shape for p in scratch._params[::-1]] == shapes
+    for p in scratch._params:
+        np.testing.assert_allclose(p, 0.01 - 2 * 0.01, rtol=1e-4)
+
+
 def test_decisions_of_an_earlier_measurement_method_are_made_again(monkeypatch):
     # (method 1 timed oneDNN beside OpenBLAS's spinning threads: its cached "numpy" stays wrong)
     gc.choose(128, SHAPES, 2, "auto", measure=machine({"numpy": 2.0, "onednn": 1.0, "mkl": 1.0}), providers=ALL)
@@ -155,6 +236,10 @@ def test_fit_trains_with_the_chosen_provider_and_records_it(monkeypatch):
     gemm = history.params["gemm"]
     assert gemm["provider"] == "numpy" and gemm["source"] == "measured" and model.backend_._matmul is None
     assert gemm["gflops"] == {"numpy": 50.0, "onednn": 10.0} and "12-16-3 at batch 32" in gemm["reason"]
+    # the steps were timed with the fit's optimizer's update of the model's parameters
+    name = model.optimizer_.name
+    assert {(u.name, u.shapes) for u in gc.measure.updates} == {(name, ((12, 16), (16,), (16, 3), (3,)))}
+    assert gemm["update"] == name and gemm["reason"].endswith(f"steps with {name}'s update")
 
 
 @pytest.mark.skipif(not gemm_onednn.available(), reason="oneDNN is not installed")
@@ -216,7 +301,9 @@ def test_fastnet_info_shows_the_chosen_provider_and_why(monkeypatch):
     assert "float32 GEMMs of cpu training: auto (FASTNET_CPU_GEMM=auto: the fastest provider measured" in text
     assert "CPU: Simulated CPU 9000; providers here: numpy (numpy 1.0), onednn (onednn 1.0), mkl (mkl 1.0)" in text
     assert ("the default recipe's model: onednn: measured 210 GFLOP/s vs numpy 180, mkl 150 on 784-256-256-10 "
-            "at batch 128") in text
+            "at batch 128, ") in text and "steps with adam's update [measured now in" in text
+    assert {(u.name, u.shapes) for u in gc.measure.updates} == {("adam", ((784, 256), (256,), (256, 256), (256,),
+                                                                          (256, 10), (10,)))}
     # an earlier decision for another model on this CPU is listed too
     gc.choose(1024, SHAPES, 2, "auto", measure=machine({"numpy": 1.0, "onednn": 1.0, "mkl": 3.0}), providers=ALL)
     assert "decided on this CPU: mkl: measured 3 GFLOP/s vs numpy 1, onednn 1 on 784-512-512-10 at batch 1024" \

@@ -16,8 +16,9 @@ epoch), one ``fit`` call per stage:
    every part: the step loop in Python, the batch loss sums, the schedule and ``fit``'s
    per-epoch bookkeeping;
 4. the chosen provider's speed on the step's own GEMM shapes, at the configured thread
-   count: the figure ``fit`` recorded when it chose (``history.params["gemm"]``) and
-   ``GEMM_REPEATS`` measurements now (:func:`fastnet.backends.gemm_choice.measure`, the
+   count: the figure ``fit`` recorded when it chose (``history.params["gemm"]``; only where
+   it timed the GEMMs alone: fit's own choice times each step with the optimizer's update,
+   a figure of the whole step, left out) and ``GEMM_REPEATS`` measurements now (:func:`fastnet.backends.gemm_choice.measure`, the
    best step of each); the best of them is the provider's speed.
 
 The GEMM floor is the epoch's GEMM FLOPs (2 m n k per ``backend.matmul`` call, counted
@@ -213,12 +214,13 @@ def _mean_parts(epochs):
 def provider_speed(choice, problems, threads, repeats=GEMM_REPEATS, measure=None):
     """The chosen provider's GFLOP/s on ``problems`` (the step's GEMMs) at ``threads``:
     ``{"provider", "recorded", "measured": [...], "best"}``; ``recorded`` is what ``fit``'s
-    choice measured (None when it measured nothing: a set or a lone provider)."""
+    choice measured of the GEMMs alone (None when it measured nothing, a set or a lone
+    provider, or timed its steps with the optimizer's update: not the GEMMs' speed)."""
     from fastnet.backends import gemm_choice
 
     measure = measure or gemm_choice.measure
     provider = choice.get("provider", "numpy")
-    recorded = (choice.get("gflops") or {}).get(provider)
+    recorded = None if choice.get("update") else (choice.get("gflops") or {}).get(provider)
     measured = [float(measure(provider, problems, threads)) for _ in range(repeats)]
     return {"provider": provider, "recorded": recorded, "measured": measured,
             "best": max(measured + ([recorded] if recorded else []))}
