@@ -177,9 +177,11 @@ class Optimizer:
             scratch.setup(params, grads, _ScratchBackend(kernel_set, runner))
 
             def step():
-                scratch.step(scratch.lr)
+                # (the class's step: an instance's own, e.g. the scikit-learn estimators' penalised
+                # step, acts on the fit's state, not this copy's)
+                type(scratch).step(scratch, scratch.lr)
 
-            step.optimizer = scratch  # type: ignore[attr-defined]
+            step.optimizer = scratch
             return step
 
         return StepUpdate(self.name or type(self).__name__, shapes, make)

@@ -192,6 +192,13 @@ def test_step_update_steps_a_copy_of_the_optimizer_on_scratch_arrays():
     assert scratch is not opt and scratch.t == 2 and [p.shape for p in scratch._params[::-1]] == shapes
     for p in scratch._params:
         np.testing.assert_allclose(p, 0.01 - 2 * 0.01, rtol=1e-4)
+    # a step of the instance's own (the scikit-learn estimators add their penalty's gradient to the
+    # fit's gradients there) is the fit's, not the scratch steps'
+    own = []
+    opt.step = lambda lr: own.append(lr)
+    step = opt.step_update(shapes, model.backend_.kernel_set).make(None)
+    step()
+    assert not own and step.optimizer.t == 1
 
 
 def test_decisions_of_an_earlier_measurement_method_are_made_again(monkeypatch):
