@@ -529,10 +529,14 @@ def test_each_system_trains_in_its_own_process_and_ratios_are_per_round(monkeypa
     fast, scratch = result["systems"]["fastnet"], result["systems"]["numpy-scratch"]
     assert len({fast["pid"], scratch["pid"], os.getpid()}) == 3
     assert len(fast["epoch_seconds"]) == len(scratch["epoch_seconds"]) == 3
-    # interleaved: round r of fastnet, then of numpy-scratch, then round r + 1 (epochs never overlap)
-    starts = [t for pair in zip(fast["epoch_started"], scratch["epoch_started"]) for t in pair]
-    seconds = [t for pair in zip(fast["epoch_seconds"], scratch["epoch_seconds"]) for t in pair]
-    assert all(later - start >= took for start, later, took in zip(starts, starts[1:], seconds))
+    # interleaved: each round one epoch of each system, one after the other (epochs never overlap),
+    # round by round within a set of workers
+    epochs = sorted((start, took, name, r) for name, e in (("fastnet", fast), ("numpy-scratch", scratch))
+                    for r, (start, took) in enumerate(zip(e["epoch_started"], e["epoch_seconds"])))
+    assert all(later[0] - start >= took for (start, took, _, _), later in zip(epochs, epochs[1:]))
+    by_set = [[r for _, _, _, r in epochs if result["set_of_round"][r] == k] for k in range(result["sets"])]
+    assert by_set == [[0, 0, 2, 2], [1, 1]]
+    assert len({*fast["pids"], *scratch["pids"], os.getpid()}) == 5
     ratios = [b / a for a, b in zip(fast["epoch_seconds"], scratch["epoch_seconds"])]
     assert fast["vs"]["numpy-scratch"]["per_round"] == ratios
     assert fast["vs"]["numpy-scratch"]["median"] == sorted(ratios)[1]

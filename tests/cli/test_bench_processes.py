@@ -3,8 +3,9 @@ a busy loop while every system trains in its own process.
 
 What is checked is the condition, not the timings (tiny data, a shared machine): the busy
 loop is the one ``--load core`` starts, it spins through every timed epoch of every system
-(started after the warm-ups), it is gone after the run, also when a worker dies or on
-Ctrl-C, a quiet run starts none, and the result, the table and the JSON say which.
+(started after the warm-ups of each set of workers), it is gone after the run, also when a
+worker dies or on Ctrl-C, a quiet run starts none, and the result, the table and the JSON
+say which; the rounds are shared by fresh sets of workers, started forward then backward.
 """
 # Opt-outs kept (issue 27): spies that call through (the busy loop's start and stop, the
 # workers' start), a progress callback that kills a worker or raises KeyboardInterrupt (the
@@ -69,6 +70,7 @@ def _spy_on_load(monkeypatch):
 @pytest.mark.mnist
 @needs_proc
 def test_busy_loop_spins_through_every_timed_epoch_of_every_system_then_is_gone(monkeypatch):
+    # (the default two sets of workers, a round each: a busy loop per set, after that set's warm-ups)
     spans, ready_at, at_round_ends = _spy_on_load(monkeypatch), [], []
 
     def progress(text):
@@ -81,28 +83,67 @@ def test_busy_loop_spins_through_every_timed_epoch_of_every_system_then_is_gone(
 
     result = P.run("sigmoid128-sgd", systems=["fastnet", "numpy-scratch"], baselines=("numpy-scratch",),
                    settings=P.Settings(rounds=2, rows=256, load="core"), progress=progress)
-    (span,) = spans
-    load = result["load"]
-    assert span["condition"] == "core" and result["condition"] == "core"
-    assert load["pid"] == span["pid"] and load["code"] == IL.LOAD_CODE
-    # started after the last warm-up, before the first timed epoch; stopped after the last one
-    assert len(ready_at) == 2 and max(ready_at) <= span["entered"] <= load["started"]
-    for name, e in result["systems"].items():
-        assert len(e["epoch_started"]) == 2, name
-        for start, seconds in zip(e["epoch_started"], e["epoch_seconds"]):
+    loads = result["load"]
+    assert result["sets"] == 2 and result["set_of_round"] == [0, 1] and len(spans) == len(loads) == 2
+    assert result["condition"] == "core"
+    for k, (span, load) in enumerate(zip(spans, loads)):
+        assert span["condition"] == "core" and load["pid"] == span["pid"] and load["code"] == IL.LOAD_CODE
+        # started after the set's last warm-up, before its timed epoch; stopped after it
+        assert len(ready_at) == 4 and max(ready_at[2 * k:2 * k + 2]) <= span["entered"] <= load["started"]
+        assert k == 0 or spans[0]["exited"] <= min(ready_at[2:])  # (the next set's warm-ups: no busy loop)
+        for name, e in result["systems"].items():
+            start, seconds = e["epoch_started"][k], e["epoch_seconds"][k]
             assert span["entered"] <= start and start + seconds <= span["exited"], name
             assert load["started"] <= start and start + seconds <= load["stopped"], name
-    # at the end of each round the busy loop spins beside the two workers, and no other
+        assert load["cpu_seconds"] > 0 and not _alive(load["pid"])
+        if hasattr(os, "sched_setaffinity"):
+            assert load["core"] == max(os.sched_getaffinity(0))  # pinned as --load core pins it
+    # at the end of each round the busy loop spins beside the set's two workers, and no other
     assert len(at_round_ends) == 2
-    for children, spinning in at_round_ends:
+    for (children, spinning), load in zip(at_round_ends, loads):
         assert spinning == [load["pid"]] and len(children) == 3
-    assert load["cpu_seconds"] > 0
-    assert not _alive(load["pid"]) and _ours() == {}  # killed, reaped, and the workers too
-    if hasattr(os, "sched_setaffinity"):
-        assert load["core"] == max(os.sched_getaffinity(0))  # pinned as --load core pins it
+    assert _ours() == {}  # killed, reaped, and the workers too
     table = P.format_table(result)
     assert "each system in its own process, one core taken by a busy loop (" in table.splitlines()[0]
-    assert f"busy loop: pid {load['pid']} on core {load['core']}, " in table and "of a core" in table
+    for k, load in enumerate(loads):
+        assert f"busy loop (set {k + 1}): pid {load['pid']} on core {load['core']}, " in table
+    assert "of a core" in table
+
+
+@pytest.mark.mnist
+@needs_proc
+def test_the_rounds_are_shared_by_fresh_sets_of_workers_started_forward_then_backward(monkeypatch):
+    starts, sends, real_start, real_send = [], [], P._start, P._send
+    monkeypatch.setattr(P, "_start", lambda name, *a: starts.append(name) or real_start(name, *a))
+    monkeypatch.setattr(P, "_send", lambda proc, name, text: sends.append((name, text)) or real_send(proc, name, text))
+    alive_at_ready = []
+    result = P.run("sigmoid128-sgd", systems=["fastnet", "numpy-scratch"], baselines=("numpy-scratch",),
+                   settings=P.Settings(rounds=3, rows=256),
+                   progress=lambda text: text.endswith(" ready") and alive_at_ready.append(len(_ours())))
+    assert result["sets"] == 2 and result["set_of_round"] == [0, 1, 0]
+    assert starts == ["fastnet", "numpy-scratch", "numpy-scratch", "fastnet"]
+    assert alive_at_ready == [1, 2, 1, 2]  # the second set starts once the first set's workers are gone
+    # each round's shuffle seed is its index (seed 0), whichever set runs it; within a set the
+    # systems take turns from a point that moves on each round
+    epochs = [(n, t) for n, t in sends if t]
+    assert epochs == [("fastnet", "0"), ("numpy-scratch", "0"), ("numpy-scratch", "2"), ("fastnet", "2"),
+                      ("numpy-scratch", "1"), ("fastnet", "1")]
+    fast = result["systems"]["fastnet"]
+    assert len(set(fast["pids"])) == 2 and fast["pid"] == fast["pids"][0]
+    assert len(fast["accuracy_per_set"]) == 2 and fast["accuracy_on_training_rows"] == fast["accuracy_per_set"][0]
+    assert all(isinstance(t, float) for t in fast["epoch_seconds"]) and len(fast["epoch_seconds"]) == 3
+    ratios = fast["vs"]["numpy-scratch"]["per_round"]
+    assert ratios == [b / a for a, b in zip(fast["epoch_seconds"], result["systems"]["numpy-scratch"]["epoch_seconds"])]
+    table = P.format_table(result)
+    assert "the rounds shared by 2 sets of worker processes, each started afresh" in table.splitlines()[0]
+    assert "accuracy on the training rows after 3 epochs (the first set's workers): " in table
+
+
+@pytest.mark.parametrize("sets", [0, -1, 1.5, True])
+def test_a_bad_number_of_sets_is_refused_before_any_worker_starts(monkeypatch, sets):
+    monkeypatch.setattr(P, "_start", lambda *args: pytest.fail("a worker started"))
+    with pytest.raises(ValueError, match=f"sets must be a positive integer, got {sets!r}"):
+        P.run("sigmoid128-sgd", settings=P.Settings(sets=sets))
 
 
 @pytest.mark.mnist
@@ -155,8 +196,8 @@ def test_unknown_load_is_refused_before_any_worker_starts(monkeypatch):
 def _stand_in(calls):
     def run(config, settings, progress):
         calls.append(settings)
-        load = {"pid": 4321, "core": 1, "code": IL.LOAD_CODE, "started": 10.0, "stopped": 12.0,
-                "cpu_seconds": 1.9} if settings.load == "core" else None
+        load = [{"pid": 4321, "core": 1, "code": IL.LOAD_CODE, "started": 10.0, "stopped": 12.0,
+                 "cpu_seconds": 1.9}] if settings.load == "core" else None
         return {"kind": "processes", "config": config, "rows": settings.rows, "rounds": settings.rounds,
                 "condition": settings.load, "load": load, "cpu": "a CPU", "not_run": {},
                 "systems": {"fastnet": {"median_epoch_seconds": 0.5, "vs": {}}}}
@@ -181,7 +222,20 @@ def test_cli_busy_core_reaches_the_run_the_title_and_the_json(tmp_path, monkeypa
     assert ("one core taken by a busy loop" in title) == busy
     data = json.loads(out.read_text())
     assert data["load"] == settings.load and data["blocks"][0]["condition"] == settings.load
-    assert (data["blocks"][0]["load"] or {}).get("pid") == (4321 if busy else None)
+    assert (data["blocks"][0]["load"] or [{}])[0].get("pid") == (4321 if busy else None)
+    assert settings.sets == 2  # (the default)
+
+
+def test_cli_sets_reach_the_run_and_need_processes(monkeypatch, capsys):
+    from fastnet import cli
+
+    calls = []
+    monkeypatch.setattr(P, "run", _stand_in(calls))
+    assert cli.main(["bench", "--processes", "--sets", "3", "--configs", "sigmoid128-sgd"]) == 0
+    assert calls[0].sets == 3
+    monkeypatch.setattr(cli, "load_mnist_arrays", lambda **kw: pytest.fail("MNIST loaded"))
+    assert cli.main(["bench", "--sets", "3"]) == 2
+    assert "--sets goes with --processes" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mode", [[], ["--load", "core"], ["--sweep"]])

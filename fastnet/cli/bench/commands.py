@@ -89,7 +89,8 @@ def processes(args):
 
     info = bench_interleaved.run_info()
     settings = bench_processes.Settings(rounds=args.rounds or DEFAULT_ROUNDS["processes"], rows=args.rows,
-                                        data_dir=args.data_dir, load="core" if args.busy_core else "none")
+                                        data_dir=args.data_dir, load="core" if args.busy_core else "none",
+                                        **({"sets": args.sets} if args.sets else {}))
     which = (dict(systems=bench_processes.BF16_SYSTEMS, baselines=bench_processes.BF16_BASELINES)
              if args.bf16 else {})
     blocks = []

@@ -15,6 +15,14 @@ threads settle before the next system starts.
 A round's ratio is ``baseline seconds / system seconds``; the table is the median of
 those per-round ratios, never a ratio of medians.
 
+A process keeps its own few percent of luck through all its rounds (where its memory lies,
+which core its threads start on): two workers of the same system and settings, 5 rounds
+each, were 0.96-1.07x apart in six pairs (bf16, batch 1024, Intel Xeon, 2026-12-05). So the
+rounds are shared by ``Settings.sets`` sets of workers (default 2), each set started afresh
+after the last one's workers are gone, in turn in the systems' order and the reverse: round
+``r`` is set ``r % sets``'s, with the same shuffle seed as in a single set.  Within a round
+the systems take turns from a point that moves on one system each round.
+
 Conditions (``Settings.load``): ``"none"`` (the machine as it is) and ``"core"``: the
 busy loop of ``fastnet bench --load core`` (:func:`fastnet.cli.bench.interleaved.cpu_load`)
 takes one core from after the last warm-up until the last timed round, so the warm-ups
@@ -61,13 +69,15 @@ _NEEDS = {"pytorch": "torch", "pytorch-tuned": "torch", "torch-compile": "torch"
 class Settings:
     """How :func:`run` measures: ``rounds`` timed rounds, on the first ``rows`` training images
     (None: all 60,000), shuffled from ``seed``, MNIST cached in ``data_dir`` (None: the
-    default folder), under the ``load`` condition (``"none"`` or ``"core"``)."""
+    default folder), under the ``load`` condition (``"none"`` or ``"core"``), the rounds shared by
+    ``sets`` sets of fresh worker processes (at most one a round)."""
 
     rounds: int = 5
     rows: int | None = None
     seed: int = 0
     data_dir: str | None = None
     load: str = "none"
+    sets: int = 2
 
 
 class JaxSystem(bench_systems.System):
@@ -265,51 +275,46 @@ def _cpu_seconds(pid):
         return None
 
 
-def _rounds(procs, settings, progress):
-    """The timed rounds: per system, each epoch's seconds, start time and details (None, or
-    what the system says its epoch ran with: fastnet's thread counts)."""
-    times = {name: [] for name in procs}
-    started = {name: [] for name in procs}
-    details = {name: [] for name in procs}
-    for r in range(settings.rounds):
-        for name, proc in procs.items():
-            _send(proc, name, str(settings.seed * 1000 + r))
-            answer = _read(proc, name)
-            times[name].append(answer["seconds"])
-            started[name].append(answer["started"])
-            details[name].append(answer.get("details"))
+def _rounds(procs, rounds, settings, progress, record):
+    """The timed rounds ``rounds`` (their indices among all the sets' rounds) of one set of
+    workers: ``record(name, r, answer)`` with each epoch's answer (its seconds, start time and
+    details: None, or what the system says its epoch ran with, fastnet's thread counts).
+    Round ``r``'s shuffle seed depends on ``r`` alone; the systems take turns from the ``i``-th
+    for the set's ``i``-th round."""
+    names = list(procs)
+    for i, r in enumerate(rounds):
+        turn = names[i % len(names):] + names[:i % len(names)]
+        seconds = {}
+        for name in turn:
+            _send(procs[name], name, str(settings.seed * 1000 + r))
+            answer = _read(procs[name], name)
+            record(name, r, answer)
+            seconds[name] = answer["seconds"]
             time.sleep(SETTLE_SECONDS)
         if progress:
             progress(f"round {r + 1} of {settings.rounds}: "
-                     + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in procs))
-    return times, started, details
+                     + ", ".join(f"{n} {seconds[n]:.3f} s" for n in names))
 
 
-def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", "jax", "numpy-scratch"),
-        settings=Settings(), progress=None):
-    """Every system in its own worker process; ``settings.rounds`` interleaved rounds, under
-    ``settings.load``.  Returns a JSON-ready dict: per system the epoch seconds of each round
-    and, against each baseline present, the per-round ratios and their median; ``condition``
-    and ``load`` (the busy loop's pid, core, start and stop times, CPU seconds; None without)."""
-    if settings.load not in bench_interleaved.CONDITIONS:  # (before the warm-ups, not after)
-        raise ValueError(f"load must be one of {', '.join(bench_interleaved.CONDITIONS)}, got {settings.load!r}")
-    wanted = list(systems or SYSTEMS)
-    missing = {s: f"{_NEEDS[s]} is not installed" for s in wanted if not installed(s)}
-    names = [s for s in wanted if s not in missing]
-    env = dict(os.environ)
+def _one_set(config_name, names, rounds, settings, env, progress, label, record):
+    """One set of workers, started one at a time in the order of ``names`` (the warm-ups never
+    overlap), through its ``rounds`` under ``settings.load`` (the busy loop from after the last
+    warm-up to the last round); the workers are gone when it returns, also on an error or
+    Ctrl-C.  Returns ``{name: its ready message}``, ``{name: accuracy}`` and the busy loop's
+    record (None on a quiet machine)."""
     procs, ready, load = {}, {}, None
     try:
-        for name in names:  # one at a time: the warm-ups never overlap
+        for name in names:
             procs[name] = _start(name, config_name, settings, env)
             ready[name] = _read(procs[name], name)
             if progress:
-                progress(f"{name} ready")
+                progress(f"{label}{name} ready")
         with bench_interleaved.cpu_load(settings.load) as spinning:  # after the warm-ups, until the last round
             if spinning is not None:
                 load = {**spinning, "started": time.time()}
                 if progress:
-                    progress(f"one core taken: busy loop pid {load['pid']}")
-            times, started, details = _rounds(procs, settings, progress)
+                    progress(f"{label}one core taken: busy loop pid {load['pid']}")
+            _rounds(procs, rounds, settings, progress, record)
             if load is not None:
                 load["cpu_seconds"] = _cpu_seconds(load["pid"])
         if load is not None:
@@ -323,18 +328,60 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+    return ready, accuracy, load
+
+
+def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", "jax", "numpy-scratch"),
+        settings=Settings(), progress=None):
+    """Every system in its own worker process; ``settings.rounds`` interleaved rounds, shared
+    by ``settings.sets`` sets of workers, under ``settings.load``.  Returns a JSON-ready
+    dict: per system the epoch seconds of each round (``set_of_round``: which set ran it) and,
+    against each baseline present, the per-round ratios and their median; ``condition`` and
+    ``load`` (per set, the busy loop's pid, core, start and stop times, CPU seconds; None
+    without)."""
+    if settings.load not in bench_interleaved.CONDITIONS:  # (before the warm-ups, not after)
+        raise ValueError(f"load must be one of {', '.join(bench_interleaved.CONDITIONS)}, got {settings.load!r}")
+    if isinstance(settings.sets, bool) or not isinstance(settings.sets, int) or settings.sets < 1:
+        raise ValueError(f"sets must be a positive integer, got {settings.sets!r}")
+    wanted = list(systems or SYSTEMS)
+    missing = {s: f"{_NEEDS[s]} is not installed" for s in wanted if not installed(s)}
+    names = [s for s in wanted if s not in missing]
+    env = dict(os.environ)
+    n_rounds = settings.rounds
+    sets = max(1, min(settings.sets, n_rounds))
+    times = {name: [None] * n_rounds for name in names}
+    started = {name: [None] * n_rounds for name in names}
+    details = {name: [None] * n_rounds for name in names}
+
+    def record(name, r, answer):
+        times[name][r], started[name][r] = answer["seconds"], answer["started"]
+        details[name][r] = answer.get("details")
+
+    ready, accuracy, loads = {n: [] for n in names}, {n: [] for n in names}, []
+    for k in range(sets):
+        label = f"set {k + 1} of {sets}: " if sets > 1 else ""
+        order = names if k % 2 == 0 else names[::-1]   # (the start order, forward and backward in turn)
+        ready_k, accuracy_k, load = _one_set(config_name, order, list(range(k, n_rounds, sets)), settings, env,
+                                             progress, label, record)
+        for name in names:
+            ready[name].append(ready_k[name])
+            accuracy[name].append(accuracy_k[name])
+        loads.append(load)
     cpu, flags = cpu_description()
     result = {"kind": "processes", "config": config_name,
-              "rows": ready[names[0]]["rows"] if names else settings.rows, "rounds": settings.rounds,
-              "condition": settings.load, "load": load,
+              "rows": ready[names[0]][0]["rows"] if names else settings.rows, "rounds": n_rounds, "sets": sets,
+              "set_of_round": [r % sets for r in range(n_rounds)],
+              "condition": settings.load, "load": loads if settings.load != "none" else None,
               "cpu": cpu, "cpu_flags": flags, "machine": bench_systems.machine_description(),
               "not_run": missing, "systems": {}}
     for name in names:
-        entry = {"pid": ready[name]["pid"], "epoch_seconds": times[name], "epoch_started": started[name],
+        first = ready[name][0]
+        entry = {"pid": first["pid"], "pids": [m["pid"] for m in ready[name]],
+                 "epoch_seconds": times[name], "epoch_started": started[name],
                  "median_epoch_seconds": statistics.median(times[name]),
-                 "versions": ready[name]["versions"], "threads": ready[name]["threads"],
-                 "details": ready[name].get("details", {}), "epoch_details": details[name],
-                 "accuracy_on_training_rows": accuracy[name], "vs": {}}
+                 "versions": first["versions"], "threads": first["threads"],
+                 "details": first.get("details", {}), "epoch_details": details[name],
+                 "accuracy_on_training_rows": accuracy[name][0], "accuracy_per_set": accuracy[name], "vs": {}}
         for base in baselines:
             if base in times and base != name:
                 ratios = [b / a for a, b in zip(times[name], times[base])]
@@ -348,8 +395,11 @@ def format_table(result):
     bases = sorted({b for e in result["systems"].values() for b in e["vs"]},
                    key=lambda b: order.index(b) if b in order else 99)
     busy = ", one core taken by a busy loop" if result.get("condition") == "core" else ""
+    sets = result.get("sets", 1)
+    fresh = (f"; the rounds shared by {sets} sets of worker processes, each started afresh (in turn in the "
+             f"order below and the reverse)") if sets > 1 else ""
     lines = [f"{result['config']}, {result['rows']} rows, {result['rounds']} rounds, each system in its own process"
-             f"{busy} ({result['cpu']})", "",
+             f"{busy} ({result['cpu']}){fresh}", "",
              "| system | epoch (median) | " + " | ".join(f"vs {b}" for b in bases) + " |",
              "|---|---:|" + "---:|" * len(bases)]
     for name, e in result["systems"].items():
@@ -358,8 +408,10 @@ def format_table(result):
     accuracy = {n: e["accuracy_on_training_rows"] for n, e in result["systems"].items()
                 if e.get("accuracy_on_training_rows") is not None}
     if accuracy:
+        epochs = 1 + len(range(0, result["rounds"], sets))   # (the warm-up and the first set's rounds)
+        whose = " (the first set's workers)" if sets > 1 else ""
         lines.append("")
-        lines.append(f"accuracy on the training rows after {result['rounds'] + 1} epochs: "
+        lines.append(f"accuracy on the training rows after {epochs} epochs{whose}: "
                      + ", ".join(f"{n} {a:.4f}" for n, a in accuracy.items()))
     threads = {n: e["epoch_details"] for n, e in result["systems"].items()
                if any(d and d.get("steps_with_threads") for d in e.get("epoch_details") or ())}
@@ -368,14 +420,20 @@ def format_table(result):
         lines.append(f"{name}, steps per BLAS thread count in each round: " + "; ".join(
             ", ".join(f"{k} thread{'s' * (k != '1')}: {v}" for k, v in d["steps_with_threads"].items() if v)
             if d and d.get("steps_with_threads") else "-" for d in rounds))
-    load = result.get("load")
-    if load:
-        lines.append("")
+    loads = result.get("load") or []
+    loads = [loads] if isinstance(loads, dict) else loads   # (a dict: a result from before the sets)
+    for k, load in enumerate(loads):
+        if not load:
+            continue
+        if k == 0:
+            lines.append("")
         share = ""
         if load.get("cpu_seconds") is not None and load["stopped"] > load["started"]:
             share = f", {load['cpu_seconds'] / (load['stopped'] - load['started']):.2f} of a core"
         where = f"on core {load['core']}" if load["core"] is not None else "not pinned"
-        lines.append(f"busy loop: pid {load['pid']} {where}{share}, from after the warm-ups to the last timed round")
+        whose = f" (set {k + 1})" if len(loads) > 1 else ""
+        lines.append(f"busy loop{whose}: pid {load['pid']} {where}{share}, from after the warm-ups to the last "
+                     f"timed round")
     if result["not_run"]:
         lines.append("")
         lines.append("not run: " + "; ".join(f"{k} ({v})" for k, v in result["not_run"].items()))
