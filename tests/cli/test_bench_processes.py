@@ -182,6 +182,8 @@ def test_quiet_run_starts_no_busy_loop(monkeypatch):
     result = P.run("sigmoid128-sgd", systems=["numpy-scratch"], settings=P.Settings(rounds=1, rows=256),
                    progress=lambda text: seen.append(_ours()))
     assert result["condition"] == "none" and result["load"] is None
+    # one round: one set of workers (the default two would start a set with nothing to run)
+    assert result["sets"] == 1 and len(result["systems"]["numpy-scratch"]["pids"]) == 1
     assert all(s["condition"] == "none" and s["pid"] is None for s in spans)
     assert seen and not any(IL.LOAD_CODE in cmd for children in seen for cmd in children.values())
     assert "busy loop" not in P.format_table(result)
