@@ -8,11 +8,13 @@ reads its own blocks, which stay in its core's L2 cache from call to call
 (``fastnet.kernels.cpu.PoolForward``; 17.5 µs for the same three layers on that
 machine, both cores).  Whether that pays, and on how many threads, depends on the CPU,
 its caches and the model.  At the first call of each row count the kernel (on each thread
-count) is timed against NumPy's GEMMs, once (:func:`_kernel_wins`), and where NumPy's are
-faster those calls keep running through them; else each thread count (the calling thread
+count) is timed against NumPy's GEMMs (:func:`_kernel_wins`), and where NumPy's are
+faster those calls run through them, weighed again at the 64th call, 512 and then 4,096
+calls later (:data:`WEIGH_AGAIN`); where the kernel wins, for good, each thread count (the calling thread
 alone, or 2, 4, ... threads of the pool) is timed on the first calls, then the fastest runs
 (:class:`Fastest`).  Every thread count computes the same sums, so which one runs never
-changes a result.
+changes a result; a row's outputs change at most once in a process, when a weighing done
+again moves its calls from the BLAS's sums to the kernel's (the last bits).
 
 The pool is the process's ``libgomp.so.1`` (oneDNN's OpenMP runtime where fastnet loads
 oneDNN: the same library), loaded with ctypes; without it, or for a model this cannot
@@ -251,6 +253,16 @@ def best_way(ways: dict[Any, Callable[[], Any]], tries: int = GATE_TRIES) -> tup
 _gates: dict[Any, bool] = {}
 _gates_lock = threading.Lock()
 
+#: Where NumPy's GEMMs won, the weighing is done again at the 64th call of that key (the first
+#: counted), 512 calls later and 4,096 calls after that: a first weighing that a passing load disturbed does not decide for
+#: the process's life (``fastnet bench --inference``, Intel Xeon with AMX: NumPy's GEMMs chosen
+#: at a worker's first call, its 2,000 single-row calls took 148 µs each where another run's
+#: kernel took 25).  Once the kernel wins it runs from then on, so a row's outputs change at
+#: most once in a process: from the BLAS's sums to the kernel's.
+WEIGH_AGAIN = (64, 512, 4096)
+#: Per key where NumPy's GEMMs won: [calls since the last weighing, weighings done again].
+_again: dict[Any, list[int]] = {}
+
 
 def _kernel_wins(model: Any, entry: _Entry, rows: int) -> bool:
     """Whether the kernel, on its fastest thread count, beats NumPy's GEMMs on calls of
@@ -259,8 +271,9 @@ def _kernel_wins(model: Any, entry: _Entry, rows: int) -> bool:
     large call, and a kernel timed beside them measures the contention): first the kernel's
     thread counts, in turn, then, once its own threads have gone idle, NumPy's GEMMs (the two
     pools are not interleaved: on 48 rows, NumPy's GEMMs timed between the kernel's calls
-    lost to it, yet took 356 µs against its 395 when each ran alone).  Decided once, so that
-    a row's outputs do not change from call to call: the kernel's sums are not the BLAS's."""
+    lost to it, yet took 356 µs against its 395 when each ran alone).  Decided once where the
+    kernel wins, so that a row's outputs do not change from call to call (the kernel's sums are
+    not the BLAS's); where NumPy's win, weighed again after :data:`WEIGH_AGAIN`'s calls."""
     from fastnet.backends import gemm_choice
 
     forward = entry.forward
@@ -270,6 +283,26 @@ def _kernel_wins(model: Any, entry: _Entry, rows: int) -> bool:
     gemm_choice.settle()
     _, blas = best_way({"numpy": lambda: model._infer(x)})
     return kernel < blas
+
+
+def _weigh_again(model: Any, entry: _Entry, rows: int, key: Any) -> bool:
+    """For a key where NumPy's GEMMs won: count this call, and at :data:`WEIGH_AGAIN`'s next
+    count weigh the kernel against them again.  True from the weighing the kernel wins on
+    (and for good: :data:`_gates` then says so)."""
+    state = _again.get(key)
+    if state is None or state[1] >= len(WEIGH_AGAIN):
+        return False
+    state[0] += 1  # (a count lost to a race between threads: a weighing a call later)
+    if state[0] < WEIGH_AGAIN[state[1]]:
+        return False
+    with _gates_lock:
+        if _gates.get(key):
+            return True  # (another thread's weighing, meanwhile)
+        if state[1] >= len(WEIGH_AGAIN) or state[0] < WEIGH_AGAIN[state[1]]:
+            return False
+        state[0], state[1] = 0, state[1] + 1
+        wins = _gates[key] = _kernel_wins(model, entry, rows)
+    return wins
 
 
 def outputs(model: Any, X: np.ndarray) -> Optional[np.ndarray]:
@@ -290,11 +323,13 @@ def outputs(model: Any, X: np.ndarray) -> Optional[np.ndarray]:
     key = (entry.shapes, rows)
     wins = _gates.get(key)
     if wins is None:
-        with _gates_lock:  # decided once, by one thread
+        with _gates_lock:  # decided by one thread
             wins = _gates.get(key)
             if wins is None:
                 wins = _gates[key] = _kernel_wins(model, entry, rows)
-    if not wins:
+                if not wins:
+                    _again[key] = [0, 0]
+    if not wins and not _weigh_again(model, entry, rows, key):
         return None
     x = np.ascontiguousarray(X)
     return fastest(x.shape[0], lambda threads: forward(x, threads))

@@ -300,6 +300,7 @@ def fresh(model, monkeypatch):
     """``model`` without its few-row decisions, and none for its shapes (as if never called)."""
     small_batch._entries.pop(model, None)
     monkeypatch.setattr(small_batch, "_gates", {})
+    monkeypatch.setattr(small_batch, "_again", {})
 
 
 def test_where_numpys_gemms_win_a_few_rows_keep_running_through_them(fitted, monkeypatch):
@@ -325,6 +326,53 @@ def test_where_numpys_gemms_win_a_few_rows_keep_running_through_them(fitted, mon
     few = model.predict_proba(x)
     assert not np.array_equal(few, blas)  # the kernel's sums, not the BLAS's
     np.testing.assert_allclose(few, blas, atol=1e-6)
+    small_batch._entries.pop(model, None)
+
+
+def test_where_numpys_gemms_won_the_kernel_is_weighed_again_and_kept_once_it_wins(fitted, monkeypatch):
+    model, X, _ = fitted
+    fresh(model, monkeypatch)
+    monkeypatch.setattr(small_batch, "WEIGH_AGAIN", (4, 6, 9))
+    kernel_seconds = [2.0]   # NumPy's GEMMs 1 s
+    weighed = []
+
+    def timed(ways):
+        if "numpy" in ways:
+            weighed.append(len(calls))
+            return "numpy", 1.0
+        return 1, kernel_seconds[0]
+
+    monkeypatch.setattr(small_batch, "best_way", timed)
+    monkeypatch.setattr("fastnet.backends.gemm_choice.settle", lambda: None)
+    x = np.ascontiguousarray(X[:2])
+    blas = model.loss_.outputs(model._infer(x))
+    calls = []
+    for _ in range(25):  # NumPy's GEMMs keep winning: weighed at the 1st call, then calls 4, 10, 19
+        calls.append(model.predict_proba(x))
+    assert weighed == [0, 3, 9, 18]
+    assert all(np.array_equal(c, blas) for c in calls)
+    assert small_batch.choices(model) == {2: "numpy"}
+    # (after the last weighing NumPy's stand for good: the kernel faster now is not looked at)
+    kernel_seconds[0] = 0.5
+    for _ in range(20):
+        calls.append(model.predict_proba(x))
+    assert weighed == [0, 3, 9, 18] and all(np.array_equal(c, blas) for c in calls)
+
+    # another row count: NumPy's GEMMs win the first weighing, the kernel the second
+    x3 = np.ascontiguousarray(X[:3])
+    blas3 = model.loss_.outputs(model._infer(x3))
+    kernel_seconds[0], weighed[:], calls[:] = 2.0, [], []
+    for _ in range(3):
+        calls.append(model.predict_proba(x3))
+    kernel_seconds[0] = 0.5
+    for _ in range(12):
+        calls.append(model.predict_proba(x3))
+    assert weighed == [0, 3]  # and never again: the kernel's for good
+    assert all(np.array_equal(c, blas3) for c in calls[:3])
+    assert not np.array_equal(calls[3], blas3)  # the 4th call ran the kernel's sums
+    np.testing.assert_allclose(calls[3], blas3, atol=1e-6)
+    assert all(np.array_equal(c, calls[3]) for c in calls[3:])
+    assert small_batch.choices(model)[3] != "numpy"
     small_batch._entries.pop(model, None)
 
 
