@@ -154,7 +154,7 @@ def build_parser():
                        help="--processes: one core taken by a busy loop (a spinning Python process, as --load core) "
                             "from after the warm-ups to the last timed round")
     bench.add_argument("--sets", type=_positive_int, metavar="N",
-                       help="--processes: the rounds shared by N sets of worker processes, each set started afresh, "
+                       help="--processes, --inference: the rounds shared by N sets of worker processes, each set started afresh, "
                             "in turn in the systems' order and the reverse (default 2; a process keeps its own few "
                             "percent of luck through all its rounds)")
     bench.add_argument("--bf16", action="store_true",
@@ -433,8 +433,8 @@ def cmd_bench(args):
         why = bf16_problem()
         if why is not None:
             raise ValueError(f"--bf16: precision='bf16' is not available here: {why}")
-    if args.sets and not args.processes:
-        raise ValueError("--sets goes with --processes")
+    if args.sets and not (args.processes or args.inference):
+        raise ValueError("--sets goes with --processes or --inference")
     if args.busy_core and not args.processes:
         raise ValueError("--busy-core goes with --processes (the in-process mode's busy core is --load core)")
     if args.processes:  # (each worker loads MNIST itself)

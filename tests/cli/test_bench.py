@@ -389,6 +389,54 @@ def test_inference_runs_each_system_in_its_own_process(monkeypatch):
     assert all(p.returncode == 0 for p in started)
 
 
+def test_inference_rounds_are_shared_by_sets_of_fresh_workers(monkeypatch):
+    # two sets: the second started once the first set's workers are gone, in the reverse
+    # order; round r (throughput and latency) run by set r % 2 on its own rows; the system
+    # that goes first moves on each round
+    pytest.importorskip("onnxruntime")
+    from fastnet.cli.bench import inference as N
+
+    started, asked, real_popen, real_ask = [], [], N.subprocess.Popen, N._ask
+
+    def popen(cmd, **kw):
+        started.append(real_popen(cmd, **kw))
+        return started[-1]
+
+    def ask(proc, name, line):
+        alive = sum(p.poll() is None for p in started)
+        asked.append((name, line, proc.pid, alive))
+        return real_ask(proc, name, line)
+
+    monkeypatch.setattr(N.subprocess, "Popen", popen)
+    monkeypatch.setattr(N, "_ask", ask)
+    X, y = _tiny(100)
+    result = N.run_inference(X, y, X[:20], N.Settings(hidden=(8,), rounds=3, calls=8, latency_rounds=4),
+                             systems=("fastnet", "onnxruntime"))
+    assert [p.args[-2] for p in started] == ["fastnet", "onnxruntime", "onnxruntime", "fastnet"]
+    assert all(alive == 2 for *_, alive in asked)  # never a first set's worker beside the second's
+    first, second = {p.pid for p in started[:2]}, {p.pid for p in started[2:]}
+    batches = [(name, pid) for name, line, pid, _ in asked if line == "batch"]
+    # set 1: rounds 0 and 2 (fastnet first, then onnxruntime first); set 2: round 1
+    assert [name for name, _ in batches] == ["fastnet", "onnxruntime", "onnxruntime", "fastnet",
+                                             "onnxruntime", "fastnet"]
+    assert [pid in first for _, pid in batches] == [True] * 4 + [False] * 2
+    rows = [(name, line, pid in first) for name, line, pid, _ in asked if line.startswith("rows")]
+    assert rows == [("fastnet", "rows 0 2", True), ("onnxruntime", "rows 0 2", True),
+                    ("onnxruntime", "rows 4 2", True), ("fastnet", "rows 4 2", True),
+                    ("onnxruntime", "rows 2 2", False), ("fastnet", "rows 2 2", False),
+                    ("fastnet", "rows 6 2", False), ("onnxruntime", "rows 6 2", False)]
+    assert result["sets"] == 2 and result["set_of_round"] == [0, 1, 0]
+    assert result["set_of_latency_round"] == [0, 1, 0, 1]
+    fast = result["systems"]["fastnet"]
+    assert fast["pids"] == [started[0].pid, started[3].pid]
+    assert len(fast["seconds"]) == 3 and fast["latency_calls"] == 8 and len(fast["latency_us_median_per_round"]) == 4
+    assert len(fast["small_batch_threads_per_round"]) == 4
+    assert all(p.returncode == 0 for p in started)
+    assert "the rounds shared by 2 sets of worker processes" in N.format_inference(result)
+    with pytest.raises(ValueError, match="sets must be a positive integer, got 0"):
+        N.run_inference(X, y, X[:20], N.Settings(hidden=(8,), sets=0))
+
+
 def test_inference_refuses_to_time_disagreeing_systems(monkeypatch):
     # a worker whose outputs differ from fastnet's (the ONNX file of another model): refused
     # before anything is timed, and the workers are ended

@@ -5,8 +5,14 @@ One set of weights for all three: the fastnet model (784-512-512-10 ReLU, traine
 ``to_onnx`` for ONNX Runtime (CPU provider, default threads) and copied into a
 ``torch.nn.Sequential`` (PyTorch's default threads, ``torch.inference_mode()``,
 softmax).  Each system runs in a worker process of its own (in one process, one library's
-thread pool spins while another's works), started once and warmed up; the coordinator
-asks each in turn.  The outputs are compared before anything is timed.
+thread pool spins while another's works), started and warmed up one at a time; the
+coordinator asks each in turn, the system that goes first moving on each round.  The
+outputs are compared before anything is timed.  The rounds are shared by ``Settings.sets``
+sets of workers (default 2, ``--sets``), each set started afresh once the previous one's
+workers are gone, the second in the reverse order: round ``r`` is set ``r % sets``'s.  A
+process keeps its luck for its life (fastnet's few-row path is weighed at its first calls,
+a library places its buffers once): with one set, each system's figure would be one
+process's.
 
 * throughput: the whole test set in one call, interleaved rounds; rows/s from the
   median call, ratios = median over rounds of ``other seconds / fastnet seconds``;
@@ -155,7 +161,8 @@ def installed(name):
 class Settings:
     """What :func:`run_inference` builds and times: the model (``hidden`` ReLU layers, trained
     ``train_epochs`` epochs from ``seed``), the throughput ``rounds``, the single-row ``calls``
-    in ``latency_rounds`` rounds, and the ``tolerance`` the outputs must agree within."""
+    in ``latency_rounds`` rounds, both shared by ``sets`` sets of fresh worker processes, and
+    the ``tolerance`` the outputs must agree within."""
     hidden: tuple = (512, 512)
     train_epochs: int = 1
     rounds: int = 10
@@ -163,16 +170,51 @@ class Settings:
     latency_rounds: int = 10
     tolerance: float = 1e-4
     seed: int = 0
+    sets: int = 2
+
+
+def _one_set(names, tmp, throughput_rounds, latency_rounds, per_round, tolerance, record):
+    """One set of workers: started one at a time in ``names``' order (the warm-ups never
+    overlap), their outputs compared (RuntimeError beyond ``tolerance``), then the given
+    throughput and latency rounds (indices among all the sets' rounds), the system that goes
+    first moving on each round; ``record(kind, round, name, answer)`` gets each answer.  The
+    workers are ended whatever happens.  Returns their pids and the outputs' differences."""
+    from fastnet.cli.bench import processes as bench_processes
+
+    procs = {}
+    try:
+        for name in names:
+            procs[name] = subprocess.Popen([sys.executable, "-m", "fastnet.cli.bench.inference", "--worker",
+                                            name, tmp], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            bench_processes._read(procs[name], name)  # ready: loaded and warmed up
+        for name in names:
+            _ask(procs[name], name, "outputs")
+        ref = np.load(os.path.join(tmp, "out-fastnet.npy"))
+        diffs = {name: float(np.abs(np.load(os.path.join(tmp, f"out-{name}.npy")) - ref).max()) for name in names}
+        if max(diffs.values()) > tolerance:
+            raise RuntimeError(f"the systems' probabilities disagree (max abs diff from fastnet: {diffs})")
+        for i, r in enumerate(throughput_rounds):
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                record("batch", r, name, _ask(procs[name], name, "batch"))
+                time.sleep(SETTLE_SECONDS)
+        for i, k in enumerate(latency_rounds):
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                record("rows", k, name, _ask(procs[name], name, f"rows {k * per_round} {per_round}"))
+                time.sleep(SETTLE_SECONDS)
+        return {name: proc.pid for name, proc in procs.items()}, diffs
+    finally:
+        bench_processes.end_workers(procs)
 
 
 def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
-    """Build the model and write it (``model.npz``, ``model.onnx``), start one worker process
-    per system (one at a time: the warm-ups never overlap), compare their outputs
-    (RuntimeError beyond ``settings.tolerance``), then time throughput and latency in
-    interleaved rounds.  Systems whose library is not installed are left out and named."""
-    from fastnet.cli.bench import processes as bench_processes
-
+    """Build the model and write it (``model.npz``, ``model.onnx``), then in each of
+    ``settings.sets`` sets of fresh worker processes (one per system; the second set started
+    in the reverse order) compare the systems' outputs and time its share of the throughput
+    and latency rounds: round ``r`` is set ``r % sets``'s.  Systems whose library is not
+    installed are left out and named."""
     hidden, rounds = settings.hidden, settings.rounds
+    if isinstance(settings.sets, bool) or not isinstance(settings.sets, int) or settings.sets < 1:
+        raise ValueError(f"sets must be a positive integer, got {settings.sets!r}")
     model = build_model(Xtr, ytr, hidden, settings.train_epochs, settings.seed)
     X = np.ascontiguousarray(Xte, dtype=np.float32)
     missing = {n: f"{_NEEDS[n]} is not installed" for n in systems if not installed(n)}
@@ -180,57 +222,47 @@ def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
     if "fastnet" not in names:
         raise ValueError(f"systems must include 'fastnet' (the reference), got {list(systems)!r}")
     per_round = max(1, settings.calls // settings.latency_rounds)
-    times = {n: [] for n in names}
-    lat = {n: [] for n in names}
-    round_medians = {n: [] for n in names}
-    threads_seen = []
-    procs = {}
+    sets = max(1, min(settings.sets, max(rounds, settings.latency_rounds)))
+    answers = {"batch": {}, "rows": {}}   # kind -> (round, name) -> the worker's answer
+
+    def record(kind, r, name, answer):
+        answers[kind][r, name] = answer
+
+    pids = {n: [] for n in names}
+    diffs = {n: 0.0 for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         model.save(os.path.join(tmp, "model.npz"))
         if "onnxruntime" in names:
             model.to_onnx(os.path.join(tmp, "model.onnx"))
         np.save(os.path.join(tmp, "X.npy"), X)
-        try:
+        for k in range(sets):
+            order = names if k % 2 == 0 else names[::-1]
+            set_pids, set_diffs = _one_set(order, tmp, range(k, rounds, sets), range(k, settings.latency_rounds, sets),
+                                           per_round, settings.tolerance, record)
             for name in names:
-                procs[name] = subprocess.Popen([sys.executable, "-m", "fastnet.cli.bench.inference", "--worker",
-                                                name, tmp], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                bench_processes._read(procs[name], name)  # ready: loaded and warmed up
-            for name in names:
-                _ask(procs[name], name, "outputs")
-            ref = np.load(os.path.join(tmp, "out-fastnet.npy"))
-            diffs = {name: float(np.abs(np.load(os.path.join(tmp, f"out-{name}.npy")) - ref).max())
-                     for name in names}
-            if max(diffs.values()) > settings.tolerance:
-                raise RuntimeError(f"the systems' probabilities disagree (max abs diff from fastnet: {diffs})")
-            for _ in range(rounds):
-                for name in names:
-                    times[name].append(_ask(procs[name], name, "batch")["seconds"])
-                    time.sleep(SETTLE_SECONDS)
-            for k in range(settings.latency_rounds):
-                for name in names:
-                    answer = _ask(procs[name], name, f"rows {k * per_round} {per_round}")
-                    lat[name].extend(answer["us"])
-                    round_medians[name].append(float(np.median(answer["us"])))
-                    if "threads" in answer:
-                        threads_seen.append(answer["threads"])
-                    time.sleep(SETTLE_SECONDS)
-        finally:
-            bench_processes.end_workers(procs)
+                pids[name].append(set_pids[name])
+                diffs[name] = max(diffs[name], set_diffs[name])
     result = {"model": f"{X.shape[1]}-{'-'.join(map(str, hidden))}-10 relu", "train_epochs": settings.train_epochs,
               "train_rows": len(Xtr), "rows": len(X), "rounds": rounds, "processes": "each system in its own",
+              "sets": sets, "set_of_round": [r % sets for r in range(rounds)],
+              "set_of_latency_round": [k % sets for k in range(settings.latency_rounds)],
               "max_abs_diff_from_fastnet": diffs, "not_run": missing, "systems": {}}
+    times = {n: [answers["batch"][r, n]["seconds"] for r in range(rounds)] for n in names}
     for name in names:
         t = times[name]
         ratio = [a / b for a, b in zip(t, times["fastnet"])]  # this system's seconds / fastnet's
-        lu = np.asarray(lat[name])
+        us = [answers["rows"][k, name]["us"] for k in range(settings.latency_rounds)]
+        lu = np.concatenate(us)
         result["systems"][name] = {
-            "seconds": t, "rows_per_s": len(X) / statistics.median(t),
+            "pids": pids[name], "seconds": t, "rows_per_s": len(X) / statistics.median(t),
             "fastnet_speedup_per_round": ratio, "fastnet_speedup": statistics.median(ratio),
             "latency_us_median": float(np.median(lu)), "latency_us_p90": float(np.percentile(lu, 90)),
-            "latency_calls": len(lu), "latency_us_median_per_round": round_medians[name],
+            "latency_calls": len(lu), "latency_us_median_per_round": [float(np.median(u)) for u in us],
         }
-    # fastnet's few-row kernel: its thread count per row count after each latency round
-    result["systems"]["fastnet"]["small_batch_threads_per_round"] = threads_seen
+    # fastnet's few-row kernel after each latency round: per row count, its thread count, or
+    # "numpy" where NumPy's GEMMs won the weighing (fastnet.backends.small_batch)
+    result["systems"]["fastnet"]["small_batch_threads_per_round"] = [
+        answers["rows"][k, "fastnet"]["threads"] for k in range(settings.latency_rounds)]
     return result
 
 
@@ -242,8 +274,11 @@ def format_inference(result):
         lines.append(f"| {name} | {s['rows_per_s']:,.0f} | {s['fastnet_speedup']:.2f}x | "
                      f"{s['latency_us_median']:.1f} | {s['latency_us_p90']:.1f} | "
                      f"{result['max_abs_diff_from_fastnet'][name]:.1e} |")
+    sets = result.get("sets", 1)
+    fresh = (f", the rounds shared by {sets} sets of worker processes, each started afresh (in turn in the "
+             "order above and the reverse)") if sets > 1 else ""
     lines.append(f"\nmodel {result['model']}, trained {result['train_epochs']} epoch(s) on {result['train_rows']:,} "
-                 f"rows; each system in its own process; speed-up = median over {result['rounds']} rounds of "
+                 f"rows; each system in its own process{fresh}; speed-up = median over {result['rounds']} rounds of "
                  "(this system's seconds / fastnet's) on the whole batch")
     if result.get("not_run"):
         lines.append("not run: " + "; ".join(f"{k} ({v})" for k, v in result["not_run"].items()))
