@@ -20,10 +20,12 @@ runners, a second job) are the usual case, so no fixed count is right.
   a while, so a shorter window would flatter the larger count on a shared core.
   The count with the lowest *mean* step time wins (the slow steps are the cost)
   if it is at least 8% faster than the running one (noise does not flip it).  A window
-  whose timed steps run 1.5x slower than the best seen (an earlier window of the probe,
+  whose timed steps run 1.25x slower than the best seen (an earlier window of the probe,
   or, in probes after the first, the running count's last 16 steps less their two
-  slowest) stops after three: probing one thread of a small model would otherwise
-  cost 80 ms of slow steps each time;
+  slowest) stops after three: a count that far behind does not come within 8%, and
+  probing one thread of a small model would otherwise cost 80 ms of slow steps each
+  time (at 1.5x, one thread of 784-128-10, 1.43x slower on an Intel Xeon, was timed for
+  whole windows: 230 steps a probe, 15-20% of the epoch it fell in);
 * **run** with the winner; probe again after a while (0.5 s of training,
   doubling up to 8 s while the answer stays the same, back to 0.5 s when it
   changes), and at once when the mean of the last 16 steps, less their two
@@ -64,7 +66,7 @@ PROBE_SECONDS = 0.08   # ... and at least this long: a woken thread first runs o
 LONG_WINDOW = 0.25     # ... a window of long steps (wide layers, large batches) ends after this many seconds
 SETTLE_SECONDS = 0.03  # untimed steps after each switch (threads waking; the ones let go still spin)
 FIRST_WINDOWS = 2      # windows per candidate in a run's first probe (later probes: one)
-GIVE_UP = 1.5          # a window stops early once its mean is this much slower than the best one ...
+GIVE_UP = 1.25         # a window stops early once its mean is this much slower than the best one ...
 HOPELESS = 3.0         # ... or once its steps, settling ones included, average this much slower
 FIRST_PERIOD = 0.5     # seconds of training between probes, at first
 LONGEST_PERIOD = 8.0   # ... doubling up to this while the choice holds

@@ -452,6 +452,29 @@ def test_a_later_probe_gives_up_a_count_far_slower_than_the_running_one():
     assert later / probes <= settling + 6, (later, probes)  # without it: ~ (30 + 80 ms) / 0.7 ms = 157
 
 
+class SigmoidNetSteps(Machine):
+    """784-128-10 at batch 128 on the Intel Xeon with AMX: 0.35 ms steps with 2 threads, 0.5 ms
+    with one (1.43x; measured in `fit`: half an epoch's 469 steps on one thread took it from
+    0.165 to 0.19-0.22 s)."""
+
+    def step_seconds(self):
+        return {1: 0.5e-3, 2: 0.35e-3}[self.threads]
+
+
+def test_a_later_probe_gives_up_a_count_1_4x_slower_than_the_running_one():
+    # 1.43x slower: under a 1.5x threshold every later probe timed a full window of it (230
+    # one-thread steps, 35 ms lost each time: 15-20% of the epochs they fell in)
+    m = SigmoidNetSteps()
+    t = tuner_on(m)
+    m.train(t, 3000)
+    assert set(t.decisions) == {2}
+    first = t.steps_with[1]
+    m.train(t, 30000)  # 10.5 s: later probes
+    later, probes = t.steps_with[1] - first, len(t.decisions) - 1
+    assert probes >= 3 and set(t.decisions) == {2}
+    assert later / probes <= threads.SETTLE_SECONDS / 0.5e-3 + 6, (later, probes)
+
+
 class Hiccups(SmallSteps):
     """SmallSteps where one step in 200 takes 15x its time (the first step after a pause
     between epochs, a page fault): not a load."""
