@@ -10,9 +10,9 @@ machine, both cores).  Whether that pays, and on how many threads, depends on th
 its caches and the model.  At the first call of each row count the kernel (on each thread
 count) is timed against NumPy's GEMMs (:func:`_kernel_wins`), and where NumPy's are
 faster those calls run through them, weighed again at the 64th call, 512 and then 4,096
-calls later (:data:`WEIGH_AGAIN`); where the kernel wins, for good, each thread count (the calling thread
-alone, or 2, 4, ... threads of the pool) is timed on the first calls, then the fastest runs
-(:class:`Fastest`).  Every thread count computes the same sums, so which one runs never
+calls later (:data:`WEIGH_AGAIN`); where the kernel wins, for good, each thread count (the
+calling thread alone, or 2, 4, ... threads of the pool) is timed on the first calls, then the
+fastest runs (:class:`Fastest`).  Every thread count computes the same sums, so which one runs never
 changes a result; a row's outputs change at most once in a process, when a weighing done
 again moves its calls from the BLAS's sums to the kernel's (the last bits).
 
@@ -254,11 +254,11 @@ _gates: dict[Any, bool] = {}
 _gates_lock = threading.Lock()
 
 #: Where NumPy's GEMMs won, the weighing is done again at the 64th call of that key (the first
-#: counted), 512 calls later and 4,096 calls after that: a first weighing that a passing load disturbed does not decide for
-#: the process's life (``fastnet bench --inference``, Intel Xeon with AMX: NumPy's GEMMs chosen
-#: at a worker's first call, its 2,000 single-row calls took 148 µs each where another run's
-#: kernel took 25).  Once the kernel wins it runs from then on, so a row's outputs change at
-#: most once in a process: from the BLAS's sums to the kernel's.
+#: counted), 512 calls later and 4,096 calls after that: a first weighing that a passing load
+#: disturbed does not decide for the process's life (``fastnet bench --inference``, Intel Xeon
+#: with AMX: NumPy's GEMMs chosen at a worker's first call, its 2,000 single-row calls took
+#: 148 µs each where another run's kernel took 25).  Once the kernel wins it runs from then on,
+#: so a row's outputs change at most once in a process: from the BLAS's sums to the kernel's.
 WEIGH_AGAIN = (64, 512, 4096)
 #: Per key where NumPy's GEMMs won: [calls since the last weighing, weighings done again].
 _again: dict[Any, list[int]] = {}

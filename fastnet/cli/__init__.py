@@ -154,8 +154,8 @@ def build_parser():
                        help="--processes: one core taken by a busy loop (a spinning Python process, as --load core) "
                             "from after the warm-ups to the last timed round")
     bench.add_argument("--sets", type=_positive_int, metavar="N",
-                       help="--processes, --inference: the rounds shared by N sets of worker processes, each set started afresh, "
-                            "in turn in the systems' order and the reverse (default 2; a process keeps its own few "
+                       help="--processes, --inference: the rounds shared by N sets of worker processes, each set "
+                            "started afresh, in turn in the systems' order and the reverse (default 2; a process keeps its own few "
                             "percent of luck through all its rounds)")
     bench.add_argument("--bf16", action="store_true",
                        help="--processes: bfloat16 training instead, fastnet precision='bf16' vs PyTorch's bf16 "

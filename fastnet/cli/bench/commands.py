@@ -61,7 +61,8 @@ def inference(args, X, y, Xt):
 
     info = bench_interleaved.run_info()
     result = bench_inference.run_inference(X, y, Xt, bench_inference.Settings(
-        rounds=args.rounds or DEFAULT_ROUNDS["inference"], calls=args.calls, **({"sets": args.sets} if args.sets else {})))
+        rounds=args.rounds or DEFAULT_ROUNDS["inference"], calls=args.calls,
+        **({"sets": args.sets} if args.sets else {})))
     print(bench_inference.format_inference(result))
     _write(args.json, {"kind": "inference", **info, **result})
     return 0
