@@ -55,7 +55,7 @@ PARTS = {
     "forward": "forward, not GEMM (bias + activation kernels)",
     "loss": "loss (output activation + loss kernel)",
     "backward": "backward, not GEMM (activation derivative + bias gradient kernels)",
-    "optimizer": "optimizer step (bf16, on the pool: with the weights' bfloat16 bits)",
+    "optimizer": "optimizer step (its update; with precision='bf16' it also writes the weights' bfloat16 bits)",
     "correct": "correct count (model._correct)",
     "rounding": "bf16 rounding of the GEMMs' operands (precision='bf16')",
     "gather": "batch gather (backend.gather)",
