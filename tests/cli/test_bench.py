@@ -437,6 +437,28 @@ def test_inference_rounds_are_shared_by_sets_of_fresh_workers(monkeypatch):
         N.run_inference(X, y, X[:20], N.Settings(hidden=(8,), sets=0))
 
 
+def test_cli_inference_sets_reach_the_run(monkeypatch, capsys):
+    from fastnet import cli
+    from fastnet.cli.bench import inference as N
+
+    X, y = _tiny(16)
+    monkeypatch.setattr(cli, "load_mnist_arrays", lambda **kw: ((X, y), (X, y)))
+    seen = []
+
+    def stand_in(Xtr, ytr, Xte, settings=N.Settings(), systems=N.SYSTEMS):
+        seen.append(settings)
+        return {"model": "16-8-10 relu", "train_epochs": 1, "train_rows": len(Xtr), "rows": len(Xte), "rounds": 1,
+                "sets": settings.sets, "max_abs_diff_from_fastnet": {"fastnet": 0.0}, "not_run": {},
+                "systems": {"fastnet": {"rows_per_s": 1.0, "fastnet_speedup": 1.0, "latency_us_median": 1.0,
+                                        "latency_us_p90": 1.0}}}
+
+    monkeypatch.setattr(N, "run_inference", stand_in)
+    assert cli.main(["bench", "--inference", "--sets", "3"]) == 0
+    assert cli.main(["bench", "--inference"]) == 0
+    assert [s.sets for s in seen] == [3, N.Settings().sets]
+    assert "the rounds shared by 3 sets" in capsys.readouterr().out
+
+
 def test_inference_refuses_to_time_disagreeing_systems(monkeypatch):
     # a worker whose outputs differ from fastnet's (the ONNX file of another model): refused
     # before anything is timed, and the workers are ended
