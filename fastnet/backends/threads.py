@@ -24,8 +24,8 @@ runners, a second job) are the usual case, so no fixed count is right.
   or, in probes after the first, the running count's last 16 steps less their two
   slowest) stops after three: a count that far behind does not come within 8%, and
   probing one thread of a small model would otherwise cost 80 ms of slow steps each
-  time (at 1.5x, one thread of 784-128-10, 1.43x slower on an Intel Xeon, was timed for
-  whole windows: 230 steps a probe, 15-20% of the epoch it fell in);
+  time (at 1.5x, one thread of 784-128-10, 1.29x slower on an Intel Xeon, was timed for
+  whole windows: about 230 steps a probe, 13-23% of the epoch it fell in);
 * **run** with the winner; probe again after a while (0.5 s of training,
   doubling up to 8 s while the answer stays the same, back to 0.5 s when it
   changes), and at once when the mean of the last 16 steps, less their two
