@@ -194,11 +194,11 @@ def _one_set(names, tmp, throughput_rounds, latency_rounds, per_round, tolerance
         if max(diffs.values()) > tolerance:
             raise RuntimeError(f"the systems' probabilities disagree (max abs diff from fastnet: {diffs})")
         for i, r in enumerate(throughput_rounds):
-            for name in names[i % len(names):] + names[:i % len(names)]:
+            for name in bench_processes.turn(names, i):
                 record("batch", r, name, _ask(procs[name], name, "batch"))
                 time.sleep(SETTLE_SECONDS)
         for i, k in enumerate(latency_rounds):
-            for name in names[i % len(names):] + names[:i % len(names)]:
+            for name in bench_processes.turn(names, i):
                 record("rows", k, name, _ask(procs[name], name, f"rows {k * per_round} {per_round}"))
                 time.sleep(SETTLE_SECONDS)
         return {name: proc.pid for name, proc in procs.items()}, diffs
@@ -212,9 +212,10 @@ def run_inference(Xtr, ytr, Xte, settings=Settings(), systems=SYSTEMS):
     in the reverse order) compare the systems' outputs and time its share of the throughput
     and latency rounds: round ``r`` is set ``r % sets``'s.  Systems whose library is not
     installed are left out and named."""
+    from fastnet.cli.bench import processes as bench_processes
+
     hidden, rounds = settings.hidden, settings.rounds
-    if isinstance(settings.sets, bool) or not isinstance(settings.sets, int) or settings.sets < 1:
-        raise ValueError(f"sets must be a positive integer, got {settings.sets!r}")
+    bench_processes.check_sets(settings.sets)
     model = build_model(Xtr, ytr, hidden, settings.train_epochs, settings.seed)
     X = np.ascontiguousarray(Xte, dtype=np.float32)
     missing = {n: f"{_NEEDS[n]} is not installed" for n in systems if not installed(n)}

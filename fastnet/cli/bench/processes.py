@@ -275,6 +275,18 @@ def _cpu_seconds(pid):
         return None
 
 
+def turn(names, i):
+    """The systems' order in a set's ``i``-th round: ``names`` from the ``i``-th on (the system
+    that goes first moves on each round)."""
+    return names[i % len(names):] + names[:i % len(names)]
+
+
+def check_sets(sets):
+    """``sets`` (the sets of workers a run's rounds are shared by), checked: a positive integer."""
+    if isinstance(sets, bool) or not isinstance(sets, int) or sets < 1:
+        raise ValueError(f"sets must be a positive integer, got {sets!r}")
+
+
 def _rounds(procs, rounds, settings, progress, record):
     """The timed rounds ``rounds`` (their indices among all the sets' rounds) of one set of
     workers: ``record(name, r, answer)`` with each epoch's answer (its seconds, start time and
@@ -283,9 +295,8 @@ def _rounds(procs, rounds, settings, progress, record):
     for the set's ``i``-th round."""
     names = list(procs)
     for i, r in enumerate(rounds):
-        turn = names[i % len(names):] + names[:i % len(names)]
         seconds = {}
-        for name in turn:
+        for name in turn(names, i):
             _send(procs[name], name, str(settings.seed * 1000 + r))
             answer = _read(procs[name], name)
             record(name, r, answer)
@@ -341,8 +352,7 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
     without)."""
     if settings.load not in bench_interleaved.CONDITIONS:  # (before the warm-ups, not after)
         raise ValueError(f"load must be one of {', '.join(bench_interleaved.CONDITIONS)}, got {settings.load!r}")
-    if isinstance(settings.sets, bool) or not isinstance(settings.sets, int) or settings.sets < 1:
-        raise ValueError(f"sets must be a positive integer, got {settings.sets!r}")
+    check_sets(settings.sets)
     wanted = list(systems or SYSTEMS)
     missing = {s: f"{_NEEDS[s]} is not installed" for s in wanted if not installed(s)}
     names = [s for s in wanted if s not in missing]
