@@ -17,7 +17,9 @@ class History:
     def __init__(self):
         self.epochs = []
         self.history = {}
-        #: The settings of the run: batch_size, n_samples, steps, epochs, optimizer, lr, initial_loss.
+        #: The settings of the run: batch_size, n_samples, steps, epochs, optimizer, lr, and of an
+        #: untrained model initial_loss (the loss before training, from the first batch's rows, on the
+        #: scale of an epoch's loss) and initial_loss_se (its standard error).
         self.params = {}
         #: Where the loss became NaN/inf ({"epoch", "step", "loss"}), or None.
         self.diverged = None

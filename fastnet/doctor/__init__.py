@@ -16,7 +16,8 @@ code                       needs                  fires when
 =========================  =====================  ==============================================
 lr_too_high                history                the loss became NaN/inf; or the first epoch's
                                                   loss is 1.2x the initial loss (the first
-                                                  batch's of an untrained model) or 2.5x a blind
+                                                  batch's of an untrained model, plus two of
+                                                  its standard errors) or 2.5x a blind
                                                   guess's when that is unknown (a fit that
                                                   continues training); or the loss
                                                   jumps, rises or oscillates (batches > 8)
@@ -44,8 +45,9 @@ this module runs them in order.  Their thresholds are constants of those modules
 (importable from here too), chosen from measured healthy and failing runs
 (healthy MNIST and toy runs stay well inside them).  ``norms`` come
 from a :class:`NormRecorder` (``model.norms_``); ``history.params`` (set by
-``fit``: ``batch_size``, ``n_samples``, ``optimizer``, ``lr``, ``initial_loss``)
-tells the batch size and the loss before the first step; without them the
+``fit``: ``batch_size``, ``n_samples``, ``optimizer``, ``lr``, ``initial_loss``,
+``initial_loss_se``) tells the batch size and the loss before the first step (an
+estimate of the whole set's from the first batch's rows, and its standard error); without them the
 batch-size detector is skipped and the first-epoch check compares with a
 blind guess's loss instead.  A run stopped by a NaN loss is recognised from
 NaN in ``history["loss"]`` (``on_nan="ignore"``), from ``history.diverged``
@@ -57,8 +59,8 @@ from __future__ import annotations
 import numpy as np
 
 from fastnet.doctor.curves import (  # noqa: F401  (the thresholds, importable from here as before)
-    BLOWUP_FACTOR, BLOWUP_FACTOR_CHANCE, INITIAL_LOSS_MIN_BATCH, OVERFIT_RISE, OVERFIT_RISE_OF_GAIN, RISE_FACTOR,
-    ROUGH_MIN_SPAN, ROUGH_TRAIN, ROUGH_TRAIN_SMALL_BATCH, ROUGH_VAL_SMALL_BATCH, SMALL_BATCH, SPIKE_FACTOR,
+    BLOWUP_FACTOR, BLOWUP_FACTOR_CHANCE, INITIAL_LOSS_MIN_BATCH, INITIAL_LOSS_Z, OVERFIT_RISE, OVERFIT_RISE_OF_GAIN,
+    RISE_FACTOR, ROUGH_MIN_SPAN, ROUGH_TRAIN, ROUGH_TRAIN_SMALL_BATCH, ROUGH_VAL_SMALL_BATCH, SMALL_BATCH, SPIKE_FACTOR,
     SPIKE_MIN_RISE, check_lr, check_noisy_batches, check_overfitting)
 from fastnet.doctor.network import (  # noqa: F401
     ALWAYS_ON_LAYER, DEAD_FRACTION, GRAD_RATIO_EXPLODING, GRAD_RATIO_VANISHING, INPUT_SCALE_HIGH,

@@ -16,8 +16,12 @@ BLOWUP_FACTOR = 1.2
 #: Without the initial loss, the same against a blind guess's loss (ln k); a fresh network's loss can
 #: be 2x that with large initial logits, so the bar is higher.
 BLOWUP_FACTOR_CHANCE = 2.5
-#: The initial loss is one batch's: trusted from batches of this size up.
+#: The initial loss is one batch's: trusted from batches of this size up ...
 INITIAL_LOSS_MIN_BATCH = 16
+#: ... and raised by this many of its standard errors (``history.params["initial_loss_se"]``, from
+#: the batch's rows) before ``BLOWUP_FACTOR`` applies: one batch of 32 rows measured 1.10 (standard
+#: error 0.084) where the whole set's loss before training was 1.345.
+INITIAL_LOSS_Z = 2.0
 #: Fewer training samples than this: a first epoch's loss says nothing about the learning
 #: rate (one or two samples fit or miss by luck), so only divergence is reported.
 MIN_SAMPLES = 16
@@ -100,11 +104,15 @@ def check_lr(run):
         same_call = params.get("initial_epoch", run.epoch(0)) == run.epoch(0)
         trusted = (isinstance(initial, (int, float, np.floating)) and math.isfinite(initial) and initial > 0
                    and (run.batch_size or 0) >= INITIAL_LOSS_MIN_BATCH and same_call)
-        if trusted and loss[0] > BLOWUP_FACTOR * initial:
+        se = params.get("initial_loss_se") if trusted else None
+        se = float(se) if isinstance(se, (int, float, np.floating)) and math.isfinite(se) else 0.0
+        if trusted and loss[0] > BLOWUP_FACTOR * (initial + INITIAL_LOSS_Z * se):
+            spread = f" ± {fmt(se)}, from the first batch" if se > 0 else ""
             findings.append(
                 f"the first epoch's mean loss, {fmt(loss[0])}, is {times(loss[0] / initial)} the loss before "
-                f"training ({fmt(initial)}): the first steps made the network worse")
+                f"training ({fmt(initial)}{spread}): the first steps made the network worse")
             evidence["first_loss"], evidence["initial_loss"] = float(loss[0]), float(initial)
+            evidence["initial_loss_se"] = se
         elif not trusted and chance is not None and loss[0] > BLOWUP_FACTOR_CHANCE * chance[0]:
             findings.append(
                 f"the first epoch's mean loss, {fmt(loss[0])}, is {times(loss[0] / chance[0])} the loss of "

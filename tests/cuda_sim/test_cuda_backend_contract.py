@@ -204,11 +204,17 @@ def test_dropout_rows_of_a_global_batch_are_the_same_on_cpu_and_cuda_sim():
 
 def test_training_with_dropout_and_shuffle_matches_cpu():
     X, y = blobs(96)
-    curves = {}
+    curves, params = {}, {}
     for backend in ("cpu", SIM):
         m = small(backend, dropout=0.3)
-        curves[backend] = m.fit(X, y, epochs=2, batch_size=32, optimizer="adam", lr=1e-2)["loss"]
+        h = m.fit(X, y, epochs=2, batch_size=32, optimizer="adam", lr=1e-2)
+        curves[backend], params[backend] = h["loss"], h.params
     np.testing.assert_allclose(curves[SIM], curves["cpu"], rtol=1e-5)
+    # the loss before training and its standard error (the first batch's squared row losses, summed
+    # on the device)
+    for key in ("initial_loss", "initial_loss_se"):
+        assert params[SIM][key] == pytest.approx(params["cpu"][key], rel=1e-5), key
+    assert params[SIM]["initial_loss_se"] > 0
 
 
 CHILD = textwrap.dedent("""

@@ -6,6 +6,7 @@ each failure setting is far from the detector's threshold, so the tests do not
 depend on the last digits of the arithmetic.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -151,10 +152,63 @@ def test_a_fit_that_continues_training_is_not_flagged_for_an_easy_first_batch():
     assert "lr_too_high" not in codes(again, model, X)
 
 
+def test_lr_too_high_not_flagged_for_a_first_batch_that_was_easy_by_chance():
+    # fit's defaults on a small run: the first batch of 32 rows had a loss of 1.10 before training
+    # where the whole set's was 1.345 (the batch's rows give it a standard error of 0.084); the
+    # first epoch's 1.34 is 1.2x the batch's loss, not 1.2x 1.10 + 2 standard errors
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((120, 6)), rng.integers(0, 3, 120)
+    model = fastnet.MLP([6, 8, 3], backend="cpu", seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(X, Y, epochs=1, batch_size=32, verbose=0)
+    assert history["loss"][0] > 1.2 * history.params["initial_loss"]  # the case: past the 1.2x bar
+    assert 0.05 < history.params["initial_loss_se"] < 0.15
+    assert not [w for w in caught if "lr_too_high" in str(w.message)]
+
+
+@pytest.mark.parametrize("loss", ["sse", "mse"])
+def test_lr_too_high_not_flagged_for_a_summed_loss_over_many_batches(loss):
+    # "sse" is a sum over the rows: an epoch's loss over 600 rows against a first batch of 32
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 6))
+    Y = X[:, :2] @ np.array([[1.0, -1.0], [0.5, 2.0]])
+    model = fastnet.MLP([6, 16, 2], backend="cpu", seed=0, loss=loss, output="identity")
+    history = model.fit(X, Y, epochs=3, batch_size=32, verbose=0, diagnose=False)
+    assert history["loss"][-1] < history["loss"][0] < history.params["initial_loss"]
+    assert "lr_too_high" not in codes(history, model, X)
+
+
+def test_lr_too_high_flagged_past_the_first_batchs_sampling_error():
+    # the same small run at a rate that does make the first epoch worse
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((120, 6)), rng.integers(0, 3, 120)
+    model = fastnet.MLP([6, 8, 3], backend="cpu", seed=0)
+    history = model.fit(X, Y, epochs=1, batch_size=32, lr=3.0, verbose=0, diagnose=False)
+    found = diagnose(history, model, X)
+    assert "lr_too_high" in found.codes, str(found)
+    d = found[found.codes.index("lr_too_high")]
+    assert d.evidence["first_loss"] > 1.2 * (d.evidence["initial_loss"] + 2 * d.evidence["initial_loss_se"])
+    assert d.evidence["initial_loss_se"] > 0
+
+
 def test_lr_too_high_not_flagged_at_a_sane_rate(spiral_data):
     (X, y), val = spiral_data
     model, history = train([2, 64, 64, 3], X, y, val, optimizer="adam", lr=0.01, epochs=10)
     assert "lr_too_high" not in codes(history, model, X)
+
+
+@pytest.mark.parametrize("first, flagged", [(1.35, True), (1.30, False)])
+def test_lr_too_high_bar_is_1_2x_the_loss_before_training_plus_two_standard_errors(first, flagged):
+    # the bar: 1.2 * (1.0 + 2 * 0.05) = 1.32
+    history = History()
+    history.append(1, {"loss": first})
+    history.params = {"batch_size": 64, "n_samples": 1000, "lr": 0.5, "optimizer": "sgd",
+                      "initial_loss": 1.0, "initial_loss_se": 0.05, "initial_epoch": 1}
+    found = diagnose(history)
+    assert ("lr_too_high" in found.codes) == flagged, str(found)
+    if flagged:
+        assert "(1 ± 0.05, from the first batch)" in found[0].explanation
 
 
 def test_lr_too_high_oscillation_on_a_synthetic_curve():

@@ -53,7 +53,7 @@ def assert_learns(model, history):
     loss = history["loss"]
     assert len(loss) == 10 and all(np.isfinite(loss))
     # learns something: the last epoch's loss well below the first's (both over every row;
-    # history.params["initial_loss"] is one batch's, on another scale for "sse")
+    # history.params["initial_loss"] is estimated from one batch)
     assert loss[-1] < 0.95 * loss[0], loss  # measured: 0.55 to 0.92
     assert model.norms_["epochs"] == list(range(1, 11))  # the doctor's recorder ran (diagnose=True)
 

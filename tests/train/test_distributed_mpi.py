@@ -93,6 +93,10 @@ def test_two_ranks_train_as_one_process_at_twice_the_batch(tmp_path, subset, dro
     h1, h2 = history(one), history(two)
     np.testing.assert_allclose(h2["history"]["loss"], h1["history"]["loss"], rtol=1e-5)
     assert h2["history"]["accuracy"] == h1["history"]["accuracy"]
+    # the loss before training and its standard error: the global first batch's rows on each rank
+    for key in ("initial_loss", "initial_loss_se"):
+        assert h2["params"][key] == pytest.approx(h1["params"][key], rel=1e-5), key
+        assert history(two, 1)["params"][key] == h2["params"][key], key
     assert h2["history"]["val_accuracy"] == history(two, 1)["history"]["val_accuracy"]
     assert h2["params"]["distributed"] == {"ranks": 2, "rank": 0, "collective": "mpi", "batch_size_per_rank": 64}
     if dropout:  # and the comparison discriminates: one process at batch 64 is another training

@@ -312,6 +312,24 @@ def test_fit_sgd_partial_last_batch_by_hand():
     assert got["dense_0.b"][0] == pytest.approx(0.25216875, abs=1e-12)
     assert h["loss"][0] == pytest.approx(1.4803911346, abs=1e-9)
     assert h.params["initial_loss"] == pytest.approx(0.67625, abs=1e-12)
+    # its standard error as an estimate of the 5 rows' loss: the two rows' losses 1.1025 and 0.25,
+    # sample variance 2 * 0.42625**2 / 1 = 0.363378125, over 2 rows of 5 drawn without
+    # replacement: sqrt(0.363378125 / 2 * (5 - 2) / (5 - 1)) = 0.369143328363117
+    assert h.params["initial_loss_se"] == pytest.approx(0.369143328363117, abs=1e-12)
+
+
+def test_fit_records_the_loss_before_training_on_the_epochs_scale_for_sse():
+    """"sse" sums over the rows (0.5 * sum (p - t)**2): an epoch's loss is over all 5 rows, so the
+    loss before training, from the first batch of 2, is scaled to 5 rows: 0.5 * (1.1025 + 0.25) * 5 / 2
+    = 1.690625 (the first batch's own sum, 0.67625, would make any epoch look 2.5x worse), and its
+    standard error 0.5 * 5 * 0.369143328363117 (the mean row's, as in the "mse" case above)."""
+    model = fastnet.MLP([1, 1], activation="linear", output="linear", loss="sse", backend="cpu", dtype="float64")
+    model.build(1)
+    model.set_weights({"dense_0.W": [[0.3]], "dense_0.b": [-0.2]})
+    h = model.fit(np.array(X5)[:, None], np.array(T5), epochs=1, batch_size=2, shuffle=False,
+                  optimizer="sgd", lr=0.01)
+    assert h.params["initial_loss"] == pytest.approx(1.690625, abs=1e-12)
+    assert h.params["initial_loss_se"] == pytest.approx(2.5 * 0.369143328363117, abs=1e-12)
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
