@@ -156,7 +156,8 @@ def build_parser():
     bench.add_argument("--sets", type=_positive_int, metavar="N",
                        help="--processes, --inference: the rounds shared by N sets of worker processes, each set "
                             "started afresh, in turn in the systems' order and the reverse (default 2; a process keeps its own few "
-                            "percent of luck through all its rounds)")
+                            "percent of luck through all its rounds); --tta: N runs, each with fresh workers on its "
+                            "own seed (initial weights, data order), the median ratio (default 3)")
     bench.add_argument("--bf16", action="store_true",
                        help="--processes: bfloat16 training instead, fastnet precision='bf16' vs PyTorch's bf16 "
                             "autocast (tuned), with fastnet in float32 for the accuracy; --profile: the "
@@ -433,8 +434,8 @@ def cmd_bench(args):
         why = bf16_problem()
         if why is not None:
             raise ValueError(f"--bf16: precision='bf16' is not available here: {why}")
-    if args.sets and not (args.processes or args.inference):
-        raise ValueError("--sets goes with --processes or --inference")
+    if args.sets and not (args.processes or args.inference or args.tta):
+        raise ValueError("--sets goes with --processes, --inference or --tta")
     if args.busy_core and not args.processes:
         raise ValueError("--busy-core goes with --processes (the in-process mode's busy core is --load core)")
     if args.processes:  # (each worker loads MNIST itself)

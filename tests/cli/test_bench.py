@@ -520,6 +520,79 @@ def test_tta_runs_each_system_in_a_process_of_its_own_and_stops_it_at_the_target
     assert "each system in its own process" in text and "He-normal" in text
 
 
+def test_tta_sets_run_fresh_workers_each_on_its_own_seed_in_turn_reversed(monkeypatch):
+    from fastnet.cli.bench import tta as T
+
+    started, real = [], T.subprocess.Popen
+
+    def popen(cmd, **kw):
+        started.append(real(cmd, **kw))
+        return started[-1]
+
+    monkeypatch.setattr(T.subprocess, "Popen", popen)
+    X, y = _tiny(300)
+    result = T.run_tta_sets(B.TrainTest(X, y, X, y), sets=3, target=0.0, recipe=_TTA_RECIPE,
+                            systems=("fastnet-same", "fastnet-best"), max_epochs=2, same_config=_TTA_SAME)
+    # three sets of two fresh workers, the second set started (and taking turns) in reverse
+    assert [p.args[-2] for p in started] == ["fastnet-same", "fastnet-best", "fastnet-best", "fastnet-same",
+                                             "fastnet-same", "fastnet-best"]
+    assert len({p.pid for p in started}) == 6 and all(p.returncode == 0 for p in started)
+    runs = result["sets"]
+    assert [r["seed"] for r in runs] == [0, 1, 2]
+    assert [r["order"] for r in runs] == [["fastnet-same", "fastnet-best"], ["fastnet-best", "fastnet-same"],
+                                          ["fastnet-same", "fastnet-best"]]
+    # each set's own seed: its own starting weights
+    assert len({r["same_recipe"]["fastnet"]["init_sha"] for r in runs}) == 3
+    assert [r["same_recipe"]["fastnet"]["pid"] for r in runs] == [started[i].pid for i in (0, 3, 4)]
+    assert result["same_recipe"]["sets"] == 3 and result["same_recipe"]["reached"] == 0  # no PyTorch side
+    assert "| same recipe | 3 | 1, 1, 1 |" in T.format_summary(result)
+
+
+def test_tta_summary_is_the_median_over_the_sets_where_both_reached_the_target():
+    from fastnet.cli.bench import tta as T
+
+    def part(fast, torch, fast_epochs, torch_epochs):
+        return {"ratio": None if fast is None or torch is None else fast / torch,
+                "fastnet": {"seconds": fast, "epochs": None if fast is None else len(fast_epochs),
+                            "epoch_seconds": fast_epochs},
+                "pytorch": {"seconds": torch, "epochs": None if torch is None else len(torch_epochs),
+                            "epoch_seconds": torch_epochs}}
+
+    s = T.summary([part(4.0, 8.0, [1.0] * 4, [2.0] * 4),        # 0.5, epochs 0.5
+                   part(None, 6.0, [1.0] * 15, [2.0] * 3),      # fastnet short of the target
+                   part(5.0, 6.25, [1.0] * 5, [2.0, 2.25, 2.0]),  # 0.8
+                   part(3.0, 4.0, [1.0, 1.0, 1.0], [2.0, 2.0])])  # 0.75
+    assert s["ratios"] == [0.5, None, 0.8, 0.75]
+    assert s["ratio"] == 0.75 and s["reached"] == 3 and s["sets"] == 4
+    assert s["epoch_ratio"] == 0.5  # every set: fastnet's median epoch 1.0 s, PyTorch's 2.0 s
+    assert s["epochs"] == {"fastnet": [4, None, 5, 3], "pytorch": [4, 3, 3, 2]}
+    text = T.format_summary({"target": 0.98, "same_recipe": s})
+    assert "| same recipe | 4 | 4, -, 5, 3 | 4, 3, 3, 2 | 0.50x, -, 0.80x, 0.75x | 0.75x | 0.50x |" in text
+
+
+def test_cli_tta_sets_reach_the_run(monkeypatch, capsys):
+    from fastnet import cli
+    from fastnet.cli.bench import commands as C
+    from fastnet.cli.bench import tta as T
+
+    X, y = _tiny(16)
+    monkeypatch.setattr(cli, "load_mnist_arrays", lambda **kw: ((X, y), (X, y)))
+    seen = []
+
+    def stand_in(data, target=0.98, recipe=None, seed=0, reverse=False, progress=None, **kw):
+        seen.append((seed, reverse))
+        return {"processes": "each system in its own", "cpu": "cpu", "cpu_flags": [], "machine": "m",
+                "not_run": {}, "target": target, "seed": seed, "order": []}
+
+    monkeypatch.setattr(T, "run_tta", stand_in)
+    assert cli.main(["bench", "--tta", "0.5", "--sets", "2"]) == 0
+    assert seen == [(0, False), (1, True)]
+    seen.clear()
+    assert cli.main(["bench", "--tta", "0.5"]) == 0
+    assert len(seen) == C.DEFAULT_TTA_SETS == 3
+    assert "set 3 (seed 2):" in capsys.readouterr().out
+
+
 def T_format(result):
     from fastnet.cli.bench import tta as T
 

@@ -237,7 +237,7 @@ def test_cli_sets_reach_the_run_and_need_processes(monkeypatch, capsys):
     assert calls[0].sets == 3
     monkeypatch.setattr(cli, "load_mnist_arrays", lambda **kw: pytest.fail("MNIST loaded"))
     assert cli.main(["bench", "--sets", "3"]) == 2
-    assert "--sets goes with --processes or --inference" in capsys.readouterr().err
+    assert "--sets goes with --processes, --inference or --tta" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mode", [[], ["--load", "core"], ["--sweep"]])

@@ -11,6 +11,8 @@ from fastnet.core.recipes import RECIPES
 
 DEFAULT_ROUNDS = {"load": 7, "sweep": 5, "inference": 10, "processes": 5, "profile": 3}
 SWEEP_ROWS = 10_000
+#: --tta: sets of fresh workers, set i on seed i (an odd count: the median is one set's).
+DEFAULT_TTA_SETS = 3
 
 
 def _progress(label, system, r, rounds):
@@ -75,9 +77,13 @@ def tta(args, X, y, Xt, yt):
 
     info = bench_interleaved.run_info()
     data = bench_systems.TrainTest(X, y, Xt, yt)
-    result = bench_tta.run_tta(data, target=args.tta, recipe=RECIPES["default"],
-                               progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
-    print(bench_tta.format_tta(result.get("same_recipe"), result.get("best_vs_best")))
+    result = bench_tta.run_tta_sets(data, sets=args.sets or DEFAULT_TTA_SETS, target=args.tta, recipe=RECIPES["default"],
+                                    progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+    for i, run in enumerate(result["sets"]):
+        print(f"set {i + 1} (seed {run['seed']}):")
+        if run.get("same_recipe") or run.get("best_vs_best"):
+            print(bench_tta.format_tta(run.get("same_recipe"), run.get("best_vs_best")) + "\n")
+    print(bench_tta.format_summary(result))
     if result["not_run"]:
         print("not run: " + "; ".join(f"{k} ({v})" for k, v in result["not_run"].items()))
     _write(args.json, {"kind": "tta", **info, **result})

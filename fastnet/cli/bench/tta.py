@@ -205,14 +205,15 @@ def installed(name):
 
 
 def run_tta(data, target=0.98, recipe=None, systems=SYSTEMS, max_epochs=15, seed=0, same_config=None,
-            progress=None):
+            progress=None, reverse=False):
     """Time to ``target`` test accuracy, each system of ``systems`` in its own process (see the
     module docstring), on ``data`` (a ``fastnet.cli.bench.systems.TrainTest``); ``recipe``:
     fastnet-best's (``RECIPES["default"]`` when None).  Returns ``{"same_recipe": {...},
     "best_vs_best": {...}, "not_run": {...}}``: per comparison, per framework (``fastnet``,
     ``pytorch``) its epoch seconds, accuracies, ``seconds`` (None: not reached) and
     ``epochs``, and ``ratio`` = fastnet's seconds / PyTorch's.  RuntimeError when the
-    same-recipe systems do not start from the same weights."""
+    same-recipe systems do not start from the same weights.  ``reverse``: the workers started,
+    and their turns taken, in the reverse of the systems' order."""
     from fastnet.cli.bench import processes as bench_processes
     from fastnet.core.recipes import RECIPES
 
@@ -223,6 +224,8 @@ def run_tta(data, target=0.98, recipe=None, systems=SYSTEMS, max_epochs=15, seed
         raise ValueError(f"systems must be among {', '.join(SYSTEMS)}, got {unknown!r}")
     missing = {s: f"{_NEEDS[s]} is not installed" for s in systems if not installed(s)}
     names = [s for s in SYSTEMS if s in systems and s not in missing]
+    if reverse:
+        names.reverse()
     runs = {n: {"epoch_seconds": [], "accuracies": [], "seconds": None, "epochs": None} for n in names}
     procs, ready = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,7 +266,8 @@ def run_tta(data, target=0.98, recipe=None, systems=SYSTEMS, max_epochs=15, seed
             bench_processes.end_workers(procs, timeout=30)
     cpu, flags = bench_processes.cpu_description()
     result = {"processes": "each system in its own", "cpu": cpu, "cpu_flags": flags,
-              "machine": bench_systems.machine_description(), "not_run": missing, "target": target}
+              "machine": bench_systems.machine_description(), "not_run": missing, "target": target,
+              "seed": seed, "order": names}
     for comparison, (fast, torch) in COMPARISONS.items():
         if fast not in runs and torch not in runs:
             continue
@@ -284,6 +288,69 @@ def run_tta(data, target=0.98, recipe=None, systems=SYSTEMS, max_epochs=15, seed
                 part["pytorch"].update(recipe=same_config, init=INIT_TORCH)
         result[comparison] = part
     return result
+
+
+def run_tta_sets(data, sets=3, progress=None, **kw):
+    """:func:`run_tta` ``sets`` times, each time with fresh worker processes and its own seed (set
+    ``i``: seed ``i``, so its own initial weights and data order; odd sets start the workers and
+    take turns in the reverse order).  One seed's crossing of the target is luck as much as speed:
+    at a constant learning rate the test accuracy sits near 98% for epochs, and the two
+    frameworks' curves, within a few hundredths of a point of each other, cross it an epoch
+    apart or not.  Returns the last set's machine fields, ``sets`` (each set's
+    :func:`run_tta` result) and per comparison :func:`summary`."""
+    runs = []
+    for i in range(sets):
+        if progress:
+            progress(f"set {i + 1} of {sets}: seed {i}, fresh workers")
+        runs.append(run_tta(data, seed=i, reverse=bool(i % 2), progress=progress, **kw))
+    last = runs[-1]
+    result = {k: last[k] for k in ("processes", "cpu", "cpu_flags", "machine", "not_run", "target")}
+    result["sets"] = runs
+    for comparison in COMPARISONS:
+        parts = [r.get(comparison) for r in runs]
+        if any(p is not None for p in parts):
+            result[comparison] = summary(parts)
+    return result
+
+
+def _median(values):
+    return float(np.median(values)) if values else None
+
+
+def summary(parts):
+    """One comparison over the sets (``parts``: each set's, or None): ``ratios`` (fastnet's
+    seconds to the target / PyTorch's, None where either fell short), ``ratio``: their median
+    over the sets where both reached it, ``reached`` (how many), and ``epoch_ratio``: the median
+    over the sets of fastnet's median epoch seconds / PyTorch's (the speed alone, whatever the
+    epochs)."""
+    ratios = [p.get("ratio") if p else None for p in parts]
+    reached = [r for r in ratios if r is not None]
+    epoch_ratios = []
+    for p in parts:
+        if p and "fastnet" in p and "pytorch" in p:
+            epoch_ratios.append(float(np.median(p["fastnet"]["epoch_seconds"]) / np.median(p["pytorch"]["epoch_seconds"])))
+    epochs = {f: [p[f]["epochs"] if p and f in p else None for p in parts] for f in ("fastnet", "pytorch")}
+    return {"ratios": ratios, "ratio": _median(reached), "reached": len(reached), "sets": len(parts),
+            "epoch_ratio": _median(epoch_ratios), "epochs": epochs}
+
+
+def format_summary(result):
+    """The sets' table: per comparison the epochs to the target in each set, each set's ratio,
+    their median, and the epoch-time ratio."""
+    def num(x, fmt="{:.2f}x"):
+        return fmt.format(x) if x is not None else "-"
+
+    lines = [f"| comparison | sets | fastnet epochs to {result['target']:g} | PyTorch epochs | fastnet / PyTorch "
+             "per set | median | epoch time, fastnet / PyTorch |", "|---|---:|---|---|---|---:|---:|"]
+    for comparison, label in (("same_recipe", "same recipe"), ("best_vs_best", "best recipe vs best recipe")):
+        s = result.get(comparison)
+        if s is None:
+            continue
+        lines.append(f"| {label} | {s['sets']} | {', '.join(num(e, '{}') for e in s['epochs']['fastnet'])} | "
+                     f"{', '.join(num(e, '{}') for e in s['epochs']['pytorch'])} | "
+                     f"{', '.join(num(r) for r in s['ratios'])} | {num(s['ratio'])} | {num(s['epoch_ratio'])} |")
+    return "\n".join(lines + ["", "set i: seed i (its own initial weights and data order), fresh workers; median "
+                               "over the sets where both reached the target"])
 
 
 def _recipe_text(r):
