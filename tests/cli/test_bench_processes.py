@@ -323,9 +323,15 @@ def test_fastnet_reports_its_thread_counts_for_each_round(monkeypatch):
                    settings=P.Settings(rounds=3, rows=512))
     rounds = result["systems"]["fastnet"]["epoch_details"]
     assert len(rounds) == 3
+    counts_here = {1, 2, os.cpu_count()}
     for d in rounds:  # 512 rows at batch 128: 4 steps an epoch
         counts = d["steps_with_threads"]
         assert sum(counts.values()) == 4 and set(counts) <= {"1", "2", str(os.cpu_count())}, counts
+        assert set(d["thread_decisions"]) <= counts_here, d
+    # and each set's warm-up epoch, where the first probe starts
+    warm = result["systems"]["fastnet"]["warm_up_details"]
+    assert len(warm) == len(result["systems"]["fastnet"]["pids"])
+    assert all(sum(w["steps_with_threads"].values()) == 4 and set(w["thread_decisions"]) <= counts_here for w in warm)
     assert result["systems"]["numpy-scratch"]["epoch_details"] == [None, None, None]
     line, = [x for x in P.format_table(result).splitlines() if x.startswith("fastnet, steps per BLAS thread")]
     segments = line.split(": ", 1)[1].split("; ")

@@ -201,7 +201,8 @@ def worker(name, config_name, rows, seed, data_dir=None):
 
     versions["fastnet"] = fastnet.__version__
     print(json.dumps({"ready": name, "pid": os.getpid(), "rows": len(X), "versions": versions,
-                      "threads": _threads(), "details": system.details()}), file=out, flush=True)
+                      "threads": _threads(), "details": system.details(), "warm_up": system.epoch_details()}),
+          file=out, flush=True)
     for line in sys.stdin:
         if not line.strip():
             break
@@ -391,6 +392,7 @@ def run(config_name, systems=None, baselines=("pytorch-tuned", "torch-compile", 
                  "median_epoch_seconds": statistics.median(times[name]),
                  "versions": first["versions"], "threads": first["threads"],
                  "details": first.get("details", {}), "epoch_details": details[name],
+                 "warm_up_details": [m.get("warm_up") for m in ready[name]],
                  "accuracy_on_training_rows": accuracy[name][0], "accuracy_per_set": accuracy[name], "vs": {}}
         for base in baselines:
             if base in times and base != name:

@@ -131,10 +131,11 @@ class FastnetSystem(System):
                 "gemm_source": gemm.get("source")}
 
     def epoch_details(self):
-        # the thread tuner's steps per BLAS thread count in this epoch's fit (None when it is off)
+        # the thread tuner's steps per BLAS thread count in this epoch's fit and the counts its
+        # probes chose in it, in order (None when it is off)
         tuner = self.model.history_.params.get("threads") or {}
         steps = tuner.get("steps_with")
-        return {"steps_with_threads": dict(steps)} if steps else None
+        return {"steps_with_threads": dict(steps), "thread_decisions": list(tuner.get("decisions", ()))} if steps else None
 
 
 class TorchSystem(System):
