@@ -19,7 +19,10 @@ runners, a second job) are the usual case, so no fixed count is right.
   times at least 80 ms: a thread just woken runs on the scheduler's credit for
   a while, so a shorter window would flatter the larger count on a shared core.
   The count with the lowest *mean* step time wins (the slow steps are the cost)
-  if it is at least 8% faster than the running one (noise does not flip it).  A window
+  if it is at least 8% faster than the running one (noise does not flip it); a running
+  count about to be left on the strength of one window cut short (below) gets a second
+  window first (a moment's disturbance cut one short: 3 steps at 5x their time, and one
+  thread ran for the next 0.5 s of training; a load cuts the second one short too).  A window
   whose timed steps run 1.25x slower than the best seen (an earlier window of the probe,
   or, in probes after the first, the running count's last 16 steps less their two
   slowest) stops after three: a count that far behind does not come within 8%, and
@@ -237,10 +240,12 @@ class ThreadTuner:
         # fewest threads first: a window never follows one with more (whose threads spin on)
         self._windows = sorted(self.options) * windows
         self._times = {t: [] for t in self.options}
+        self._windows_of = dict.fromkeys(self.options, 0)  # windows opened in this probe, per count
         self._open_window()
 
     def _open_window(self):
         self._window = self._windows.pop(0)
+        self._windows_of[self._window] += 1
         # A count's first step may pay one-time costs (oneDNN creates its primitives for each
         # thread count: a few ms, many steps of a small model): in the count's first window
         # that step is not part of the window, settling or giving up included.
@@ -264,6 +269,15 @@ class ThreadTuner:
         keep = self.configured if self.choice is None else self.choice
         if keep in timed and timed[best] * SWITCH > timed[keep]:
             best = keep  # not clearly faster: a moment's noise on a quiet machine does not flip it
+        if best != keep and self._windows_of.get(keep) == 1 and len(self._times[keep]) < PROBE_STEPS:
+            # The count to leave had one window, given up after a few steps: a moment's
+            # disturbance (measured: 3 steps of 784-512-512-10 at 5x their time once the second
+            # thread was back) or a load.  One more window of it first: a load gives it up again
+            # within a few steps.
+            self._times[keep] = []
+            self._windows.append(keep)
+            self._open_window()
+            return
         self.period = min(self.period * 2, LONGEST_PERIOD) if best == self.choice else FIRST_PERIOD
         self.choice = best
         self.decisions.append(best)
