@@ -205,15 +205,16 @@ def installed(name):
 
 
 def run_tta(data, target=0.98, recipe=None, systems=SYSTEMS, max_epochs=15, seed=0, same_config=None,
-            progress=None, reverse=False):
+            progress=None):
     """Time to ``target`` test accuracy, each system of ``systems`` in its own process (see the
     module docstring), on ``data`` (a ``fastnet.cli.bench.systems.TrainTest``); ``recipe``:
     fastnet-best's (``RECIPES["default"]`` when None).  Returns ``{"same_recipe": {...},
     "best_vs_best": {...}, "not_run": {...}}``: per comparison, per framework (``fastnet``,
     ``pytorch``) its epoch seconds, accuracies, ``seconds`` (None: not reached) and
     ``epochs``, and ``ratio`` = fastnet's seconds / PyTorch's.  RuntimeError when the
-    same-recipe systems do not start from the same weights.  ``reverse``: the workers started,
-    and their turns taken, in the reverse of the systems' order."""
+    same-recipe systems do not start from the same weights.  The workers are started, and take
+    their turns, in the systems' order for an even ``seed`` and in the reverse order for an odd
+    one (:func:`run_tta_sets` runs seeds 0, 1, 2...)."""
     from fastnet.cli.bench import processes as bench_processes
     from fastnet.core.recipes import RECIPES
 
@@ -224,7 +225,7 @@ def run_tta(data, target=0.98, recipe=None, systems=SYSTEMS, max_epochs=15, seed
         raise ValueError(f"systems must be among {', '.join(SYSTEMS)}, got {unknown!r}")
     missing = {s: f"{_NEEDS[s]} is not installed" for s in systems if not installed(s)}
     names = [s for s in SYSTEMS if s in systems and s not in missing]
-    if reverse:
+    if seed % 2:
         names.reverse()
     runs = {n: {"epoch_seconds": [], "accuracies": [], "seconds": None, "epochs": None} for n in names}
     procs, ready = {}, {}
@@ -292,7 +293,7 @@ def run_tta(data, target=0.98, recipe=None, systems=SYSTEMS, max_epochs=15, seed
 
 def run_tta_sets(data, sets=3, progress=None, **kw):
     """:func:`run_tta` ``sets`` times, each time with fresh worker processes and its own seed (set
-    ``i``: seed ``i``, so its own initial weights and data order; odd sets start the workers and
+    ``i``: seed ``i``, so its own initial weights and data order; odd seeds start the workers and
     take turns in the reverse order).  One seed's crossing of the target is luck as much as speed:
     at a constant learning rate the test accuracy sits near 98% for epochs, and the two
     frameworks' curves, within a few hundredths of a point of each other, cross it an epoch
@@ -302,7 +303,7 @@ def run_tta_sets(data, sets=3, progress=None, **kw):
     for i in range(sets):
         if progress:
             progress(f"set {i + 1} of {sets}: seed {i}, fresh workers")
-        runs.append(run_tta(data, seed=i, reverse=bool(i % 2), progress=progress, **kw))
+        runs.append(run_tta(data, seed=i, progress=progress, **kw))
     last = runs[-1]
     result = {k: last[k] for k in ("processes", "cpu", "cpu_flags", "machine", "not_run", "target")}
     result["sets"] = runs
