@@ -369,18 +369,24 @@ def test_inference_outputs_agree_and_table():
     assert "| onnxruntime |" in table and "each system in its own process" in table
 
 
-def test_inference_runs_each_system_in_its_own_process(monkeypatch):
-    # the workers are other processes, and they are gone after the run
-    pytest.importorskip("onnxruntime")
-    from fastnet.cli.bench import inference as N
-
-    started, real = [], N.subprocess.Popen
+def _record_workers(monkeypatch, module):
+    """The worker processes ``module`` starts (its ``subprocess.Popen``), in a list filled as they start."""
+    started, real = [], module.subprocess.Popen
 
     def popen(cmd, **kw):
         started.append(real(cmd, **kw))
         return started[-1]
 
-    monkeypatch.setattr(N.subprocess, "Popen", popen)
+    monkeypatch.setattr(module.subprocess, "Popen", popen)
+    return started
+
+
+def test_inference_runs_each_system_in_its_own_process(monkeypatch):
+    # the workers are other processes, and they are gone after the run
+    pytest.importorskip("onnxruntime")
+    from fastnet.cli.bench import inference as N
+
+    started = _record_workers(monkeypatch, N)
     X, y = _tiny(100)
     N.run_inference(X, y, X[:20], N.Settings(hidden=(8,), rounds=1, calls=4, latency_rounds=1),
                     systems=("fastnet", "onnxruntime"))
@@ -491,13 +497,7 @@ def _tta(monkeypatch, systems, target, max_epochs):
     """run_tta on tiny data, recording the worker processes it starts."""
     from fastnet.cli.bench import tta as T
 
-    started, real = [], T.subprocess.Popen
-
-    def popen(cmd, **kw):
-        started.append(real(cmd, **kw))
-        return started[-1]
-
-    monkeypatch.setattr(T.subprocess, "Popen", popen)
+    started = _record_workers(monkeypatch, T)
     X, y = _tiny(300)
     result = T.run_tta(B.TrainTest(X, y, X, y), target=target, recipe=_TTA_RECIPE, systems=systems,
                        max_epochs=max_epochs, same_config=_TTA_SAME)
@@ -523,13 +523,7 @@ def test_tta_runs_each_system_in_a_process_of_its_own_and_stops_it_at_the_target
 def test_tta_sets_run_fresh_workers_each_on_its_own_seed_in_turn_reversed(monkeypatch):
     from fastnet.cli.bench import tta as T
 
-    started, real = [], T.subprocess.Popen
-
-    def popen(cmd, **kw):
-        started.append(real(cmd, **kw))
-        return started[-1]
-
-    monkeypatch.setattr(T.subprocess, "Popen", popen)
+    started = _record_workers(monkeypatch, T)
     X, y = _tiny(300)
     result = T.run_tta_sets(B.TrainTest(X, y, X, y), sets=3, target=0.0, recipe=_TTA_RECIPE,
                             systems=("fastnet-same", "fastnet-best"), max_epochs=2, same_config=_TTA_SAME)
