@@ -20,9 +20,9 @@ runners, a second job) are the usual case, so no fixed count is right.
   a while, so a shorter window would flatter the larger count on a shared core.
   The count with the lowest *mean* step time wins (the slow steps are the cost)
   if it is at least 8% faster than the running one (noise does not flip it); a running
-  count about to be left on the strength of one window cut short (below) gets a second
+  count about to be left on the strength of one window given up (below) gets a second
   window first (a moment's disturbance cut one short: 3 steps at 5x their time, and one
-  thread ran for the next 0.5 s of training; a load cuts the second one short too).  A window
+  thread ran for the rest of that epoch; a load cuts the second one short too).  A window
   whose timed steps run 1.25x slower than the best seen (an earlier window of the probe,
   or, in probes after the first, the running count's last 16 steps less their two
   slowest) stops after three: a count that far behind does not come within 8%, and
@@ -241,6 +241,7 @@ class ThreadTuner:
         self._windows = sorted(self.options) * windows
         self._times = {t: [] for t in self.options}
         self._windows_of = dict.fromkeys(self.options, 0)  # windows opened in this probe, per count
+        self._given_up = set()  # counts whose window in this probe was given up early
         self._open_window()
 
     def _open_window(self):
@@ -269,7 +270,7 @@ class ThreadTuner:
         keep = self.configured if self.choice is None else self.choice
         if keep in timed and timed[best] * SWITCH > timed[keep]:
             best = keep  # not clearly faster: a moment's noise on a quiet machine does not flip it
-        if best != keep and self._windows_of.get(keep) == 1 and len(self._times[keep]) < PROBE_STEPS:
+        if best != keep and keep in self._given_up and self._windows_of[keep] == 1:
             # The count to leave had one window, given up after a few steps: a moment's
             # disturbance (measured: 3 steps of 784-512-512-10 at 5x their time once the second
             # thread was back) or a load.  One more window of it first: a load gives it up again
@@ -312,6 +313,8 @@ class ThreadTuner:
                                 and statistics.fmean(times) > GIVE_UP * best)
         if hopeless and not times:
             times.append(whole)  # given up while settling: its steps are its measure
+        if hopeless:
+            self._given_up.add(self._window)
         if not hopeless:  # (a window given up while settling has no timed part to finish)
             enough = self._left <= 0 or self._last >= self._window_end - PROBE_SECONDS + LONG_WINDOW
             if not enough or self._last < self._window_end:

@@ -538,6 +538,25 @@ def test_a_running_count_cut_short_by_a_moments_disturbance_is_timed_again_befor
     assert t.steps_with[1] == before, t.steps_with  # no one-thread run (before: 195 steps of it)
 
 
+def test_a_whole_window_of_long_steps_is_not_timed_twice_before_it_is_left():
+    # long steps (784-1024-1024-10 at batch 1024): a window ends after 0.25 s, 2-3 timed steps,
+    # without being given up; two threads then 1.19x slower than one: left after that one window
+    m = Machine()
+    m.step_seconds = lambda: {1: 0.14, 2: 0.07}[m.threads]
+    t = tuner_on(m)
+    while not t.decisions:
+        m.train(t, 1)
+    assert t.decisions == [2]
+    m.step_seconds = lambda: {1: 0.08, 2: 0.095}[m.threads]
+    before = t.steps_with[2]
+    while len(t.decisions) < 2:
+        m.train(t, 1)
+    assert t.decisions == [2, 1]
+    assert t._windows_of[2] == 1 and 2 not in t._given_up
+    # the running steps before the probe, then one window: 30 ms settling and 0.25 s timed
+    assert t.steps_with[2] - before <= 0.5 / 0.095 + (0.03 + 0.25) / 0.095 + 2, t.steps_with
+
+
 def test_a_load_that_stays_leaves_the_running_count_after_its_second_window():
     # the same second window under a load that does not go away: one thread, as before
     m = Machine()

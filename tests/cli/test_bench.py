@@ -542,6 +542,17 @@ def test_tta_sets_run_fresh_workers_each_on_its_own_seed_in_turn_reversed(monkey
     assert "| same recipe | 3 | 1, 1, 1 |" in T.format_summary(result)
 
 
+@pytest.mark.parametrize("sets", [0, -1, 1.5, True])
+def test_tta_sets_are_checked_before_any_worker_starts(monkeypatch, sets):
+    from fastnet.cli.bench import tta as T
+
+    started = _record_workers(monkeypatch, T)
+    X, y = _tiny(50)
+    with pytest.raises(ValueError, match="sets must be a positive integer"):
+        T.run_tta_sets(B.TrainTest(X, y, X, y), sets=sets, systems=("fastnet-same",))
+    assert started == []
+
+
 def test_tta_summary_is_the_median_over_the_sets_where_both_reached_the_target():
     from fastnet.cli.bench import tta as T
 

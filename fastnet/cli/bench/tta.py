@@ -299,6 +299,9 @@ def run_tta_sets(data, sets=3, progress=None, **kw):
     frameworks' curves, within a few hundredths of a point of each other, cross it an epoch
     apart or not.  Returns the last set's machine fields, ``sets`` (each set's
     :func:`run_tta` result) and per comparison :func:`summary`."""
+    from fastnet.cli.bench import processes as bench_processes
+
+    bench_processes.check_sets(sets)
     runs = []
     for i in range(sets):
         if progress:
